@@ -1,0 +1,72 @@
+"""Turning interaction results and errors into HTTP responses (headers, Prefer, _pretty)."""
+
+from __future__ import annotations
+
+from email.utils import format_datetime
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from fhir_server.errors import FHIRError, Issue, operation_outcome
+from fhir_server.interactions.result import Result
+
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+
+
+def prefer(header: str | None) -> dict[str, str]:
+    """``Prefer: return=minimal, handling=strict`` -> {"return": "minimal", "handling": "strict"}."""
+    out: dict[str, str] = {}
+    for part in (header or "").replace(";", ",").split(","):
+        if "=" in part:
+            key, _, value = part.partition("=")
+            out[key.strip().lower()] = value.strip().strip('"')
+    return out
+
+
+def dump(body: Any, pretty: bool) -> bytes:
+    return orjson.dumps(body, option=orjson.OPT_INDENT_2 if pretty else 0)
+
+
+def json_response(status: int, body: Any, headers: dict[str, str] | None = None, *, pretty: bool = False) -> Response:
+    content = b"" if body is None else dump(body, pretty)
+    return Response(content, status_code=status, headers=headers, media_type=FHIR_JSON if body is not None else None)
+
+
+def error_response(err: FHIRError, pretty: bool = False) -> Response:
+    return json_response(err.status, err.outcome(), dict(err.headers), pretty=pretty)
+
+
+def _information(msg: str) -> dict[str, Any]:
+    return operation_outcome([Issue("information", "informational", msg)])
+
+
+def result_response(result: Result, *, base_url: str, prefer_return: str | None, pretty: bool,
+                    write: bool = False) -> Response:
+    headers = dict(result.headers)
+    v = result.version
+    if v is not None:
+        headers["ETag"] = f'W/"{v.version}"'
+        headers["Last-Modified"] = format_datetime(v.last_updated, usegmt=True)
+        if result.location:
+            headers["Location"] = f"{base_url}/{v.type}/{v.id}/_history/{v.version}"
+        if write and not v.deleted:
+            headers["Content-Location"] = f"{base_url}/{v.type}/{v.id}/_history/{v.version}"
+    if write:
+        mode = (prefer_return or "representation").lower()
+        if mode == "minimal":
+            return Response(b"", status_code=result.status, headers=headers)
+        if mode == "operationoutcome":
+            issues = result.issues or [Issue("information", "informational", "All OK")]
+            status = 200 if result.status == 204 else result.status
+            return json_response(status, operation_outcome(issues), headers, pretty=pretty)
+        if result.status == 204:
+            return Response(b"", status_code=204, headers=headers)
+    if result.raw is not None and not pretty and result.body is None:
+        return Response(result.raw, status_code=result.status, headers=headers, media_type=FHIR_JSON)
+    body = result.body
+    if body is None and result.raw is not None:
+        body = orjson.loads(result.raw)
+    if body is None:
+        return Response(b"", status_code=result.status, headers=headers)
+    return json_response(result.status, body, headers, pretty=pretty)

@@ -1,0 +1,67 @@
+"""The ASGI application: routes, error mapping, and the lifespan of the server context."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+from elasticsearch import ApiError, TransportError
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from .api.responses import error_response
+from .api.routes import build_routes
+from .context import ServerContext
+from .errors import FHIRError
+
+log = logging.getLogger(__name__)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        err = FHIRError(405, "not-supported", f"{request.method} is not allowed on {request.url.path}",
+                        headers=dict(exc.headers or {}))
+    elif exc.status_code == 404:
+        err = FHIRError(404, "not-found", f"No FHIR endpoint at {request.url.path}")
+    else:
+        err = FHIRError(exc.status_code, "processing", str(exc.detail))
+    return error_response(err)
+
+
+async def _es_error(request: Request, exc: Exception) -> Response:
+    log.warning("Elasticsearch failure on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(FHIRError(503, "transient", "The search index is unavailable; retry shortly",
+                                    headers={"Retry-After": "5"}))
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(FHIRError(500, "exception", "Internal server error"))
+
+
+def create_app(build_context: Callable[[], ServerContext]) -> Starlette:
+    """``build_context`` runs at startup, so importing the app never touches the store or ES."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        ctx = build_context()
+        app.state.ctx = ctx
+        try:
+            yield
+        finally:
+            ctx.close()
+
+    return Starlette(
+        routes=build_routes(),
+        lifespan=lifespan,
+        exception_handlers={
+            HTTPException: _http_error,
+            TransportError: _es_error,
+            ApiError: _es_error,
+            Exception: _unexpected,
+        },
+    )

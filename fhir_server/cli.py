@@ -1,0 +1,158 @@
+"""``fhir-server serve | es start|stop|status | load PATH... | reindex``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import es_node
+from .settings import Settings, get_settings
+
+console = Console(stderr=True)
+
+
+@contextmanager
+def elasticsearch(settings: Settings) -> Iterator[str]:
+    """The configured cluster, or the managed local node (started here, stopped on exit if we started it)."""
+    if settings.es_url:
+        yield settings.es_url
+        return
+    cfg = es_node.NodeConfig.from_settings(settings)
+    was_running = bool(es_node.status(cfg).get("running"))
+    if not was_running:
+        console.print(f"[bold]Starting the local Elasticsearch node[/] (port {cfg.port}, data {cfg.data_dir})")
+    url = es_node.start(cfg)
+    try:
+        yield url
+    finally:
+        if not was_running:
+            console.print("Stopping the local Elasticsearch node")
+            es_node.stop(cfg)
+
+
+def _serve(settings: Settings, _args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .context import ServerContext
+
+    with elasticsearch(settings) as es_url:
+        app = create_app(lambda: ServerContext.build(settings, es_url))
+        console.print(f"[bold green]FHIR server[/] on {settings.public_base}")
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+    return 0
+
+
+def _es(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.es_url:
+        console.print(f"FHIR_ES_URL is set ({settings.es_url}): no managed node to {args.action}")
+        return 0 if args.action == "status" else 1
+    cfg = es_node.NodeConfig.from_settings(settings)
+    if args.action == "start":
+        console.print(f"Elasticsearch running at {es_node.start(cfg)}")
+    elif args.action == "stop":
+        es_node.stop(cfg)
+        console.print("Elasticsearch stopped")
+    else:
+        sys.stdout.write(orjson.dumps(es_node.status(cfg), option=orjson.OPT_INDENT_2, default=str).decode() + "\n")
+    return 0
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console)
+
+
+def _load(settings: Settings, args: argparse.Namespace) -> int:
+    from .context import ServerContext
+    from .loader import iter_resources, load
+
+    paths = [Path(p) for p in args.paths]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        console.print(f"[red]No such file or directory:[/] {', '.join(map(str, missing))}")
+        return 2
+    total = sum(1 for _ in iter_resources(paths))
+    with elasticsearch(settings) as es_url:
+        ctx = ServerContext.build(settings, es_url)
+        try:
+            with _progress() as bar:
+                task = bar.add_task("loading", total=total)
+                report = load(ctx, paths, on_progress=lambda _src: bar.advance(task))
+            console.print("Waiting for the index to catch up...")
+            ctx.indexer.wait_until_indexed(timeout=600)
+        finally:
+            ctx.close()
+    table = Table(title="Load summary")
+    table.add_column("outcome")
+    table.add_column("count", justify="right")
+    table.add_row("loaded", str(report.loaded))
+    table.add_row("rejected", str(len(report.rejected)))
+    for type_, n in sorted(report.skipped.items()):
+        table.add_row(f"skipped ({type_}: type not served)", str(n))
+    console.print(table)
+    for source, reason in report.rejected[: args.show_rejects]:
+        console.print(f"[red]rejected[/] {source}: {reason}")
+    if len(report.rejected) > args.show_rejects:
+        console.print(f"... and {len(report.rejected) - args.show_rejects} more rejects")
+    return 1 if report.rejected and args.strict else 0
+
+
+def _reindex(settings: Settings, args: argparse.Namespace) -> int:
+    from .context import ServerContext
+    from .index.reindex import reindex_type
+    from .registry import RESOURCE_TYPES
+
+    types = args.type or [rt.name for rt in RESOURCE_TYPES.values() if rt.searchable]
+    with elasticsearch(settings) as es_url:
+        ctx = ServerContext.build(settings, es_url, start_indexer=False)
+        try:
+            for type_ in types:
+                with _progress() as bar:
+                    task = bar.add_task(f"reindex {type_}", total=None)
+                    result = reindex_type(ctx.store, ctx.es, ctx.indices, ctx.indexer.builder, type_,
+                                          progress=lambda n, t=task: bar.advance(t, n))  # type: ignore[misc]
+                console.print(result)
+        finally:
+            ctx.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fhir-server", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the HTTP server (and the local Elasticsearch if FHIR_ES_URL is unset)")
+    es = sub.add_parser("es", help="manage the local Elasticsearch node")
+    es.add_argument("action", choices=["start", "stop", "status"])
+    ld = sub.add_parser("load", help="load ndjson files, Bundles or directories through the write path")
+    ld.add_argument("paths", nargs="+")
+    ld.add_argument("--show-rejects", type=int, default=50)
+    ld.add_argument("--strict", action="store_true", help="exit 1 when anything was rejected")
+    rx = sub.add_parser("reindex", help="rebuild the search index from the store, behind the alias")
+    rx.add_argument("--type", action="append", help="resource type (repeatable); default all")
+    return parser
+
+
+COMMANDS = {"serve": _serve, "es": _es, "load": _load, "reindex": _reindex}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("elastic_transport").setLevel(logging.WARNING)
+    return COMMANDS[args.command](get_settings(), args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""The long-lived collaborators every interaction needs, built once per process."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from elasticsearch import Elasticsearch
+
+from search.extract import IndexDocumentBuilder
+from search.registry import SearchParameterRegistry
+
+from .index.indexer import Indexer
+from .index.indices import IndexManager
+from .settings import Settings
+from .storage import SQLResourceStore, open_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerContext:
+    settings: Settings
+    store: SQLResourceStore
+    es: Elasticsearch
+    indices: IndexManager
+    indexer: Indexer
+    search_parameters: SearchParameterRegistry
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.public_base
+
+    @classmethod
+    def build(cls, settings: Settings, es_url: str, *, start_indexer: bool = True) -> ServerContext:
+        store = open_store(settings.db_url)
+        es = Elasticsearch(es_url, request_timeout=settings.es_timeout_s, retry_on_timeout=True, max_retries=2)
+        registry = SearchParameterRegistry.load_default()
+        indices = IndexManager(es, registry, settings)
+        indices.ensure_all()
+        indexer = Indexer(store, es, indices, IndexDocumentBuilder(registry), settings)
+        if start_indexer:
+            indexer.start()
+        return cls(settings, store, es, indices, indexer, registry)
+
+    def close(self) -> None:
+        self.indexer.stop()
+        self.es.close()
+        self.store.dispose()

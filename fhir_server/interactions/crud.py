@@ -1,0 +1,123 @@
+"""Instance-level interactions: create, read, vread, update, delete (http.html).
+
+Each function is the whole path of one request below the HTTP layer:
+validation → store transaction (version + outbox row) → wake the indexer.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from typing import Any
+
+from fhir_server.context import ServerContext
+from fhir_server.errors import FHIRError, Issue, bad_request, conflict, gone, not_found, precondition_failed, unprocessable
+from fhir_server.storage import ConcurrentWrite, StoredVersion, VersionConflict
+from profiles import validate_structure
+
+from .result import Result
+
+
+def new_id() -> str:
+    """A UUIDv7-style id: time-ordered, so B-tree and index inserts stay local."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80 | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64 | (0b10 << 62) | (
+        rand & ((1 << 62) - 1))
+    return str(uuid.UUID(int=value))
+
+
+def _validate(resource: dict[str, Any]) -> list[Issue]:
+    issues = validate_structure(resource)
+    errors = [i for i in issues if i.severity in ("error", "fatal")]
+    if errors:
+        raise unprocessable(errors)
+    return [i for i in issues if i.severity not in ("error", "fatal")]
+
+
+def _check_type(type_: str, resource: dict[str, Any]) -> None:
+    actual = resource.get("resourceType")
+    if actual != type_:
+        raise bad_request(f"resourceType '{actual}' does not match the URL type '{type_}'", "resourceType")
+
+
+def create(ctx: ServerContext, type_: str, resource: dict[str, Any]) -> Result:
+    """POST: the server assigns the id; a client-supplied id is ignored (http.html#create)."""
+    _check_type(type_, resource)
+    body = {k: v for k, v in resource.items() if k != "id"}
+    issues = _validate(body)
+    try:
+        with ctx.store.unit() as unit:
+            stored = unit.put(type_, new_id(), body, method="POST", must_not_exist=True)
+    except ConcurrentWrite as exc:
+        raise conflict(str(exc)) from exc
+    ctx.indexer.notify()
+    return Result(201, stored.resource(), stored, location=True, issues=issues, raw=stored.content)
+
+
+def read(ctx: ServerContext, type_: str, id_: str) -> Result:
+    stored = ctx.store.read(type_, id_)
+    if stored is None:
+        raise not_found(f"{type_}/{id_} is not known")
+    if stored.deleted:
+        raise _deleted(stored)
+    return Result(200, None, stored, raw=stored.content)
+
+
+def vread(ctx: ServerContext, type_: str, id_: str, vid: str) -> Result:
+    if not vid.isdigit():
+        raise not_found(f"{type_}/{id_} has no version '{vid}'")
+    stored = ctx.store.vread(type_, id_, int(vid))
+    if stored is None:
+        if ctx.store.read(type_, id_) is None:
+            raise not_found(f"{type_}/{id_} is not known")
+        raise not_found(f"{type_}/{id_} has no version {vid}")
+    if stored.deleted:
+        raise _deleted(stored)
+    return Result(200, None, stored, raw=stored.content)
+
+
+def _deleted(stored: StoredVersion) -> FHIRError:
+    err = gone(f"{stored.type}/{stored.id} was deleted (version {stored.version})")
+    err.headers["ETag"] = f'W/"{stored.version}"'
+    return err
+
+
+def update(ctx: ServerContext, type_: str, id_: str, resource: dict[str, Any], if_match: int | None) -> Result:
+    """PUT; creates the resource with the client's id when it does not exist (update-as-create)."""
+    _check_type(type_, resource)
+    if resource.get("id") != id_:
+        raise bad_request(f"Resource id '{resource.get('id')}' must equal the URL id '{id_}'", f"{type_}.id")
+    issues = _validate(resource)
+    try:
+        with ctx.store.unit() as unit:
+            stored = unit.put(type_, id_, resource, method="PUT", if_match=if_match)
+    except VersionConflict as exc:
+        raise precondition_failed(
+            f"If-Match names version {if_match} but the current version is {exc.current}", "If-Match"
+        ) from exc
+    except ConcurrentWrite as exc:
+        raise conflict(f"{type_}/{id_} was updated concurrently; retry") from exc
+    ctx.indexer.notify()
+    return Result(201 if stored.version == 1 else 200, stored.resource(), stored, location=stored.version == 1,
+                  issues=issues, raw=stored.content)
+
+
+def delete(ctx: ServerContext, type_: str, id_: str, if_match: int | None) -> Result:
+    """Logical delete; deleting an unknown or deleted resource succeeds without a new version."""
+    try:
+        with ctx.store.unit() as unit:
+            stored = unit.delete(type_, id_, if_match=if_match)
+    except VersionConflict as exc:
+        raise precondition_failed(
+            f"If-Match names version {if_match} but the current version is {exc.current}", "If-Match"
+        ) from exc
+    except ConcurrentWrite as exc:
+        raise conflict(f"{type_}/{id_} was updated concurrently; retry") from exc
+    if stored is None:
+        return Result(204)
+    ctx.indexer.notify()
+    result = Result(204, None, stored)
+    result.headers["ETag"] = f'W/"{stored.version}"'
+    return result

@@ -1,0 +1,59 @@
+"""Configuration, read once from the environment (prefix ``FHIR_``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the server; one instance per process (see :func:`get_settings`)."""
+
+    model_config = SettingsConfigDict(env_prefix="FHIR_", extra="ignore")
+
+    # Store of record
+    db_url: str = Field(default="sqlite:///./var/fhir.sqlite3", description="SQLAlchemy URL of the store")
+
+    # Elasticsearch: unset means "the managed local node"
+    es_url: str | None = None
+    es_index_prefix: str = "fhir-"
+    es_shards: int = 1
+    es_replicas: int = 0
+    es_timeout_s: float = 30.0
+    # Managed local node
+    es_version: str = "9.2.8"
+    es_home: Path = Path.home() / ".cache" / "fhir-server"
+    es_port: int = 9200
+    es_heap: str = "512m"
+    es_user: str = "fhires"
+
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = 8080
+    base_url: str | None = None  # public base for absolute links; default http://host:port/fhir
+    max_body_bytes: int = 20 * 1024 * 1024
+
+    # Search / paging
+    default_count: int = 20
+    max_count: int = 1000
+    history_default_count: int = 50
+    search_consistency_timeout_s: float = 10.0  # how long a search waits for pending writes to be indexed
+
+    # Indexer
+    indexer_batch_size: int = 500
+    indexer_idle_poll_s: float = 1.0
+
+    @property
+    def public_base(self) -> str:
+        """Public base URL, without a trailing slash."""
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        return f"http://{self.host}:{self.port}/fhir"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,120 @@
+"""The store-of-record interface, independent of the SQL dialect behind it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import orjson
+
+
+@dataclass(frozen=True, slots=True)
+class StoredVersion:
+    """One version of one resource as the store holds it."""
+
+    seq: int
+    type: str
+    id: str
+    version: int
+    last_updated_us: int
+    method: str
+    deleted: bool
+    content: bytes | None
+
+    @property
+    def last_updated(self) -> datetime:
+        return datetime.fromtimestamp(self.last_updated_us / 1_000_000, tz=UTC)
+
+    def resource(self) -> dict[str, Any]:
+        if self.content is None:
+            raise ValueError(f"{self.type}/{self.id} version {self.version} is a deletion")
+        data: dict[str, Any] = orjson.loads(self.content)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    seq: int
+    type: str
+    id: str
+    attempts: int
+
+
+class VersionConflict(Exception):
+    """``If-Match`` named another version than the current one."""
+
+    def __init__(self, current: int | None) -> None:
+        super().__init__(f"current version is {current}")
+        self.current = current
+
+
+class ConcurrentWrite(Exception):
+    """Another transaction wrote the same resource at the same time."""
+
+
+class WriteUnit(Protocol):
+    """Writes that commit together (one store transaction), outbox rows included."""
+
+    def put(
+        self,
+        type_: str,
+        id_: str,
+        resource: dict[str, Any],
+        *,
+        method: str,
+        if_match: int | None = None,
+        must_not_exist: bool = False,
+    ) -> StoredVersion: ...
+
+    def delete(self, type_: str, id_: str, *, if_match: int | None = None) -> StoredVersion | None: ...
+
+    def current(self, type_: str, id_: str) -> StoredVersion | None: ...
+
+
+class ResourceStore(Protocol):
+    """Versioned store of record with a transactional outbox for the search index."""
+
+    def create_schema(self) -> None: ...
+
+    def unit(self) -> AbstractContextManager[WriteUnit]: ...
+
+    def read(self, type_: str, id_: str) -> StoredVersion | None: ...
+
+    def vread(self, type_: str, id_: str, version: int) -> StoredVersion | None: ...
+
+    def read_many(self, type_: str, ids: list[str]) -> dict[str, StoredVersion]: ...
+
+    def history(
+        self,
+        type_: str | None,
+        id_: str | None,
+        *,
+        before_seq: int | None,
+        since_us: int | None,
+        count: int,
+    ) -> list[StoredVersion]: ...
+
+    def history_total(self, type_: str | None, id_: str | None, *, since_us: int | None) -> int: ...
+
+    def iter_current(self, type_: str, batch: int) -> Iterator[list[StoredVersion]]: ...
+
+    def changed_since(self, seq: int) -> list[tuple[str, str]]: ...
+
+    def max_seq(self) -> int: ...
+
+    def outbox_pending(self, limit: int) -> list[OutboxEntry]: ...
+
+    def outbox_max_seq(self) -> int | None: ...
+
+    def outbox_pending_upto(self, seq: int) -> bool: ...
+
+    def outbox_done(self, seqs: list[int]) -> None: ...
+
+    def outbox_failed(self, entries: list[tuple[OutboxEntry, str]], max_attempts: int) -> None: ...
+
+    def outbox_enqueue(self, items: list[tuple[str, str]]) -> None: ...
+
+    def dispose(self) -> None: ...

@@ -1,0 +1,77 @@
+"""Tables of the store of record (SQLAlchemy Core, portable SQLite/PostgreSQL).
+
+- ``resource_version``: every version of every resource, append-only. Its ``seq``
+  is the global log position (Blaze's transaction log idea): history is read by
+  ``seq`` and the indexer follows it.
+- ``resource``: one head row per logical resource (current version, deleted
+  flag). Optimistic concurrency and reindexing use it, so neither has to scan
+  versions.
+- ``outbox``: resources whose index entry is stale, written in the same
+  transaction as the version. The indexer deletes a row once Elasticsearch has
+  the version and it is searchable.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+# SQLite only auto-increments INTEGER PRIMARY KEY columns; PostgreSQL gets BIGINT identity.
+SeqType = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData()
+
+resource_version = Table(
+    "resource_version",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("type", String(64), nullable=False),
+    Column("id", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("last_updated_us", BigInteger, nullable=False),  # epoch microseconds, UTC
+    Column("method", String(8), nullable=False),  # POST | PUT | DELETE | PATCH (history request)
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("content", LargeBinary, nullable=True),  # JSON bytes; NULL for deletions
+    UniqueConstraint("type", "id", "version", name="uq_resource_version"),
+    Index("ix_resource_version_type_seq", "type", "seq"),
+)
+
+resource = Table(
+    "resource",
+    metadata,
+    Column("type", String(64), nullable=False),
+    Column("id", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("deleted", Boolean, nullable=False, default=False),
+    PrimaryKeyConstraint("type", "id", name="pk_resource"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),  # = resource_version.seq
+    Column("type", String(64), nullable=False),
+    Column("id", String(64), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+)
+
+index_error = Table(
+    "index_error",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("type", String(64), nullable=False),
+    Column("id", String(64), nullable=False),
+    Column("error", String(2000), nullable=False),
+)

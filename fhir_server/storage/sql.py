@@ -1,0 +1,304 @@
+"""SQLAlchemy Core implementation of the store, for SQLite (WAL) and PostgreSQL.
+
+Concurrency model: a write transaction locks the head row of the resource it
+changes (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite serialises writers with
+``BEGIN IMMEDIATE``). The unique key ``(type, id, version)`` is the last line of
+defence: two writers can never both create the same version.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from .base import ConcurrentWrite, OutboxEntry, StoredVersion, VersionConflict
+from .schema import index_error, metadata, outbox, resource, resource_version
+
+_V = resource_version
+_VERSION_COLS = (_V.c.seq, _V.c.type, _V.c.id, _V.c.version, _V.c.last_updated_us, _V.c.method, _V.c.deleted,
+                 _V.c.content)
+
+
+def _row_to_version(row: Any) -> StoredVersion:
+    return StoredVersion(
+        seq=row.seq,
+        type=row.type,
+        id=row.id,
+        version=row.version,
+        last_updated_us=row.last_updated_us,
+        method=row.method,
+        deleted=bool(row.deleted),
+        content=bytes(row.content) if row.content is not None else None,
+    )
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def format_instant(us: int) -> str:
+    """FHIR ``instant`` with microseconds and an explicit UTC offset."""
+    secs, micros = divmod(us, 1_000_000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{micros:06d}+00:00"
+
+
+def _sqlite_engine(url: str) -> Engine:
+    db = make_url(url).database
+    if db and db != ":memory:":
+        Path(db).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=8,
+                           max_overflow=16)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (pysqlite's own is broken)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives a power cut
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get("sqlite_immediate", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url)
+    return create_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True)
+
+
+class SQLWriteUnit:
+    """A write transaction; see :class:`fhir_server.storage.base.WriteUnit`."""
+
+    def __init__(self, conn: Connection, for_update: bool) -> None:
+        self._conn = conn
+        self._for_update = for_update
+
+    def _head(self, type_: str, id_: str) -> Any:
+        stmt = select(resource.c.version, resource.c.deleted, resource.c.seq).where(
+            resource.c.type == type_, resource.c.id == id_
+        )
+        if self._for_update:
+            stmt = stmt.with_for_update()
+        return self._conn.execute(stmt).first()
+
+    def current(self, type_: str, id_: str) -> StoredVersion | None:
+        head = self._head(type_, id_)
+        if head is None:
+            return None
+        row = self._conn.execute(select(*_VERSION_COLS).where(_V.c.seq == head.seq)).first()
+        return _row_to_version(row) if row else None
+
+    def _append(self, type_: str, id_: str, version: int, method: str, content: bytes | None, ts: int,
+                head_exists: bool) -> StoredVersion:
+        deleted = content is None
+        try:
+            seq = self._conn.execute(
+                insert(_V).values(type=type_, id=id_, version=version, last_updated_us=ts, method=method,
+                                  deleted=deleted, content=content).returning(_V.c.seq)
+            ).scalar_one()
+            if head_exists:
+                self._conn.execute(
+                    update(resource).where(resource.c.type == type_, resource.c.id == id_)
+                    .values(version=version, seq=seq, deleted=deleted)
+                )
+            else:
+                self._conn.execute(insert(resource).values(type=type_, id=id_, version=version, seq=seq,
+                                                           deleted=deleted))
+            self._conn.execute(insert(outbox).values(seq=seq, type=type_, id=id_, attempts=0))
+        except IntegrityError as exc:
+            raise ConcurrentWrite(f"{type_}/{id_} was written concurrently") from exc
+        return StoredVersion(seq, type_, id_, version, ts, method, deleted, content)
+
+    def put(self, type_: str, id_: str, resource_: dict[str, Any], *, method: str, if_match: int | None = None,
+            must_not_exist: bool = False) -> StoredVersion:
+        head = self._head(type_, id_)
+        if head is not None and must_not_exist:
+            raise ConcurrentWrite(f"{type_}/{id_} already exists")
+        current = head.version if head is not None else None
+        if if_match is not None and if_match != current:
+            raise VersionConflict(current)
+        version = (current or 0) + 1
+        ts = now_us()
+        meta = dict(resource_.get("meta") or {})
+        meta["versionId"] = str(version)
+        meta["lastUpdated"] = format_instant(ts)
+        body: dict[str, Any] = {"resourceType": type_, "id": id_, "meta": meta}
+        body.update((k, v) for k, v in resource_.items() if k not in ("resourceType", "id", "meta"))
+        return self._append(type_, id_, version, method, orjson.dumps(body), ts, head is not None)
+
+    def delete(self, type_: str, id_: str, *, if_match: int | None = None) -> StoredVersion | None:
+        head = self._head(type_, id_)
+        if head is None:
+            if if_match is not None:
+                raise VersionConflict(None)
+            return None
+        if if_match is not None and if_match != head.version:
+            raise VersionConflict(head.version)
+        if head.deleted:
+            return None  # deleting a deleted resource changes nothing
+        return self._append(type_, id_, head.version + 1, "DELETE", None, now_us(), True)
+
+
+class SQLResourceStore:
+    """See :class:`fhir_server.storage.base.ResourceStore`."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.dialect = self.engine.dialect.name
+
+    def create_schema(self) -> None:
+        metadata.create_all(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def _write_conn(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(sqlite_immediate=True)
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def unit(self) -> Iterator[SQLWriteUnit]:
+        try:
+            with self._write_conn() as conn:
+                yield SQLWriteUnit(conn, for_update=self.dialect != "sqlite")
+        except OperationalError as exc:  # lock timeouts, serialisation failures
+            raise ConcurrentWrite(str(exc.orig)) from exc
+
+    # -- reads ---------------------------------------------------------------------------------
+    def read(self, type_: str, id_: str) -> StoredVersion | None:
+        stmt = (select(*_VERSION_COLS).select_from(resource.join(_V, _V.c.seq == resource.c.seq))
+                .where(resource.c.type == type_, resource.c.id == id_))
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        return _row_to_version(row) if row else None
+
+    def vread(self, type_: str, id_: str, version: int) -> StoredVersion | None:
+        stmt = select(*_VERSION_COLS).where(_V.c.type == type_, _V.c.id == id_, _V.c.version == version)
+        with self.engine.connect() as conn:
+            row = conn.execute(stmt).first()
+        return _row_to_version(row) if row else None
+
+    def read_many(self, type_: str, ids: list[str]) -> dict[str, StoredVersion]:
+        if not ids:
+            return {}
+        stmt = (select(*_VERSION_COLS).select_from(resource.join(_V, _V.c.seq == resource.c.seq))
+                .where(resource.c.type == type_, resource.c.id.in_(ids)))
+        with self.engine.connect() as conn:
+            return {r.id: _row_to_version(r) for r in conn.execute(stmt)}
+
+    def _history_filter(self, stmt: Any, type_: str | None, id_: str | None, since_us: int | None) -> Any:
+        if type_ is not None:
+            stmt = stmt.where(_V.c.type == type_)
+        if id_ is not None:
+            stmt = stmt.where(_V.c.id == id_)
+        if since_us is not None:
+            stmt = stmt.where(_V.c.last_updated_us >= since_us)
+        return stmt
+
+    def history(self, type_: str | None, id_: str | None, *, before_seq: int | None, since_us: int | None,
+                count: int) -> list[StoredVersion]:
+        stmt = self._history_filter(select(*_VERSION_COLS), type_, id_, since_us)
+        if before_seq is not None:
+            stmt = stmt.where(_V.c.seq < before_seq)
+        stmt = stmt.order_by(_V.c.seq.desc()).limit(count)
+        with self.engine.connect() as conn:
+            return [_row_to_version(r) for r in conn.execute(stmt)]
+
+    def history_total(self, type_: str | None, id_: str | None, *, since_us: int | None) -> int:
+        stmt = self._history_filter(select(func.count()).select_from(_V), type_, id_, since_us)
+        with self.engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    def iter_current(self, type_: str, batch: int) -> Iterator[list[StoredVersion]]:
+        """Current non-deleted versions of a type, keyset-paged by id (constant memory)."""
+        last_id = ""
+        while True:
+            stmt = (select(*_VERSION_COLS).select_from(resource.join(_V, _V.c.seq == resource.c.seq))
+                    .where(resource.c.type == type_, resource.c.deleted.is_(False), resource.c.id > last_id)
+                    .order_by(resource.c.id).limit(batch))
+            with self.engine.connect() as conn:
+                rows = [_row_to_version(r) for r in conn.execute(stmt)]
+            if not rows:
+                return
+            yield rows
+            last_id = rows[-1].id
+
+    def changed_since(self, seq: int) -> list[tuple[str, str]]:
+        stmt = select(_V.c.type, _V.c.id).where(_V.c.seq > seq).distinct()
+        with self.engine.connect() as conn:
+            return [(r.type, r.id) for r in conn.execute(stmt)]
+
+    def max_seq(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.coalesce(func.max(_V.c.seq), 0))).scalar_one())
+
+    # -- outbox --------------------------------------------------------------------------------
+    def outbox_pending(self, limit: int) -> list[OutboxEntry]:
+        stmt = select(outbox.c.seq, outbox.c.type, outbox.c.id, outbox.c.attempts).order_by(outbox.c.seq).limit(limit)
+        with self.engine.connect() as conn:
+            return [OutboxEntry(r.seq, r.type, r.id, r.attempts) for r in conn.execute(stmt)]
+
+    def outbox_max_seq(self) -> int | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(select(func.max(outbox.c.seq))).scalar_one()
+        return int(value) if value is not None else None
+
+    def outbox_pending_upto(self, seq: int) -> bool:
+        with self.engine.connect() as conn:
+            return conn.execute(select(outbox.c.seq).where(outbox.c.seq <= seq).limit(1)).first() is not None
+
+    def outbox_done(self, seqs: list[int]) -> None:
+        if not seqs:
+            return
+        with self._write_conn() as conn:
+            for i in range(0, len(seqs), 500):
+                conn.execute(delete(outbox).where(outbox.c.seq.in_(seqs[i:i + 500])))
+
+    def outbox_failed(self, entries: list[tuple[OutboxEntry, str]], max_attempts: int) -> None:
+        """Count a failed attempt; past ``max_attempts`` park the entry in ``index_error``."""
+        with self._write_conn() as conn:
+            for entry, error in entries:
+                if entry.attempts + 1 >= max_attempts:
+                    conn.execute(delete(index_error).where(index_error.c.seq == entry.seq))
+                    conn.execute(insert(index_error).values(seq=entry.seq, type=entry.type, id=entry.id,
+                                                            error=error[:2000]))
+                    conn.execute(delete(outbox).where(outbox.c.seq == entry.seq))
+                else:
+                    conn.execute(update(outbox).where(outbox.c.seq == entry.seq)
+                                 .values(attempts=outbox.c.attempts + 1))
+
+    def outbox_enqueue(self, items: list[tuple[str, str]]) -> None:
+        """Mark resources for re-indexing (reindex catch-up), keyed by their head ``seq``."""
+        if not items:
+            return
+        with self._write_conn() as conn:
+            for type_, id_ in items:
+                head = conn.execute(select(resource.c.seq).where(resource.c.type == type_,
+                                                                 resource.c.id == id_)).first()
+                if head is None:
+                    continue
+                exists = conn.execute(select(outbox.c.seq).where(outbox.c.seq == head.seq)).first()
+                if exists is None:
+                    conn.execute(insert(outbox).values(seq=head.seq, type=type_, id=id_, attempts=0))
+
+    def index_errors(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(select(index_error).order_by(index_error.c.seq))]
