@@ -1,0 +1,108 @@
+"""``string`` parameters: starts-with by default, ``:exact``, ``:contains``.
+
+Index fields under ``sp.<code>``:
+
+* ``norm``: :func:`search.normalize.normalize_string` of each value (case/accent folded,
+  truncated to ``MAX_KEYWORD_CHARS``), queried with ``prefix`` (default) or ``wildcard``
+  (``:contains``);
+* ``exact``: the NFC form of each value, queried with ``term`` (``:exact``).
+
+Each part of a HumanName (family, given, prefix, suffix, text) and of an Address (line, city,
+district, state, postalCode, country, text) is a separate value, so ``name=john smi`` matches
+a name part or the whole ``HumanName.text``, never words picked from different parts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from search.errors import SearchError
+from search.normalize import MAX_KEYWORD_CHARS, normalize_exact, normalize_string
+from search.params.base import (
+    KEYWORD,
+    MAX_RAW_KEYWORD_CHARS,
+    FhirValue,
+    Fields,
+    IndexContext,
+    QueryContext,
+    add,
+    any_of,
+    check_modifier,
+    field_name,
+    keyword_sort,
+    term,
+    unescape,
+)
+from search.registry import SearchParameter
+
+MODIFIERS = frozenset({"exact", "contains"})
+
+_NAME_PARTS = ("family", "given", "prefix", "suffix", "text")
+_ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", "text")
+
+
+def mapping(param: SearchParameter) -> dict[str, Any]:
+    return {"norm": KEYWORD, "exact": KEYWORD}
+
+
+def _parts(obj: dict[str, Any], keys: Sequence[str]) -> Iterator[Any]:
+    for key in keys:
+        v = obj.get(key)
+        if isinstance(v, list):
+            yield from v
+        elif v is not None:
+            yield v
+
+
+def strings_of(value: FhirValue) -> list[Any]:
+    """The searchable strings of one value (several for HumanName/Address)."""
+    data = value.data
+    if value.type == "HumanName" or (value.type is None and isinstance(data, dict) and "family" in data):
+        return list(_parts(data, _NAME_PARTS))
+    if value.type == "Address" and isinstance(data, dict):
+        return list(_parts(data, _ADDRESS_PARTS))
+    return [data]
+
+
+def index(param: SearchParameter, values: Sequence[FhirValue], ctx: IndexContext) -> Fields:
+    fields: Fields = {}
+    for value in values:
+        for s in strings_of(value):
+            if not isinstance(s, str):
+                ctx.skip(param, s, f"not a string ({value.type})")
+                continue
+            norm = normalize_string(s)[:MAX_KEYWORD_CHARS]
+            if norm:
+                add(fields, "norm", norm)
+            exact = normalize_exact(s)
+            if exact and len(exact) <= MAX_RAW_KEYWORD_CHARS:
+                add(fields, "exact", exact)
+    return fields
+
+
+def _escape_wildcard(s: str) -> str:
+    return s.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
+
+
+def _clause(param: SearchParameter, modifier: str | None, raw: str, name: str) -> dict[str, Any]:
+    value = unescape(raw)
+    if modifier == "exact":
+        return term(field_name(param, "exact"), normalize_exact(value))
+    norm = normalize_string(value)[:MAX_KEYWORD_CHARS]
+    if not norm:
+        raise SearchError(f"empty search value for {param.code} after normalisation", name)
+    if modifier == "contains":
+        return {"wildcard": {field_name(param, "norm"): {"value": f"*{_escape_wildcard(norm)}*"}}}
+    return {"prefix": {field_name(param, "norm"): norm}}
+
+
+def compile_query(
+    param: SearchParameter, modifier: str | None, values: Sequence[str], ctx: QueryContext, name: str
+) -> dict[str, Any]:
+    check_modifier(MODIFIERS, param, modifier, name)
+    return any_of([_clause(param, modifier, v, name) for v in values])
+
+
+def sort(param: SearchParameter, descending: bool) -> list[dict[str, Any]]:
+    return keyword_sort(field_name(param, "norm"), descending)

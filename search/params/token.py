@@ -1,0 +1,142 @@
+"""``token`` parameters: ``code``, ``system|code``, ``|code``, ``system|``, ``:not``, ``:text``, ``:of-type``.
+
+Index fields under ``sp.<code>`` (keywords; codes and systems are matched exactly, i.e.
+case-sensitively, and never accent-folded: identifiers and most code systems are
+case-sensitive, and folding identifiers is a known bug in other servers):
+
+* ``code``: every code / identifier value / ContactPoint value / boolean (``true``/``false``);
+* ``system``: every system;
+* ``sys_code``: ``system|code`` for values that have both (one keyword, so a system and a
+  code from *different* Codings never combine into a false match);
+* ``nosys``: codes that have no system (for ``|code``);
+* ``text``: normalised CodeableConcept.text, Coding.display, Identifier.type.text (``:text``
+  is a starts-with on it, like a string parameter);
+* ``of_type``: ``typeSystem|typeCode|value`` for Identifiers (``:of-type``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from search.errors import SearchError
+from search.normalize import MAX_KEYWORD_CHARS, normalize_string
+from search.params.base import (
+    KEYWORD,
+    MAX_RAW_KEYWORD_CHARS,
+    FhirValue,
+    Fields,
+    IndexContext,
+    QueryContext,
+    add,
+    any_of,
+    check_modifier,
+    field_name,
+    keyword_sort,
+    none_of,
+    split_escaped,
+    term,
+    unescape,
+)
+from search.registry import SearchParameter
+
+MODIFIERS = frozenset({"not", "text", "of-type"})
+_UNSUPPORTED = frozenset({"in", "not-in", "above", "below"})
+
+FIELDS = ("code", "system", "sys_code", "nosys", "text", "of_type")
+
+
+def mapping(param: SearchParameter) -> dict[str, Any]:
+    return {f: KEYWORD for f in FIELDS}
+
+
+def _codings(value: FhirValue) -> Iterator[tuple[str | None, Any, str | None]]:
+    """(system, code, display-ish text) triples of one value, whatever its type."""
+    data = value.data
+    if isinstance(data, bool):
+        yield None, "true" if data else "false", None
+    elif isinstance(data, str | int | float):
+        yield None, str(data), None
+    elif isinstance(data, dict):
+        if value.type == "CodeableConcept" or "coding" in data or (value.type is None and "text" in data):
+            for coding in data.get("coding", []):
+                yield coding.get("system"), coding.get("code"), coding.get("display")
+            if data.get("text"):
+                yield None, None, data["text"]
+        elif value.type == "Identifier":
+            yield data.get("system"), data.get("value"), (data.get("type") or {}).get("text")
+        elif value.type == "ContactPoint":
+            yield data.get("system"), data.get("value"), None
+        else:  # Coding, or an untyped dict that looks like one
+            yield data.get("system"), data.get("code", data.get("value")), data.get("display")
+
+
+def index(param: SearchParameter, values: Sequence[FhirValue], ctx: IndexContext) -> Fields:
+    fields: Fields = {}
+    for value in values:
+        for system, code, text in _codings(value):
+            if code is not None and not isinstance(code, str):
+                ctx.skip(param, code, "code is not a string")
+                code = None
+            if code is not None and len(code) + len(system or "") >= MAX_RAW_KEYWORD_CHARS:
+                ctx.skip(param, code, "code too long to index")
+                code = None
+            if system:
+                add(fields, "system", system)
+            if code:
+                add(fields, "code", code)
+                add(fields, "sys_code" if system else "nosys", f"{system}|{code}" if system else code)
+            if isinstance(text, str) and (norm := normalize_string(text)[:MAX_KEYWORD_CHARS]):
+                add(fields, "text", norm)
+        if value.type == "Identifier" and isinstance(value.data, dict) and value.data.get("value"):
+            for tc in (value.data.get("type") or {}).get("coding", []):
+                if tc.get("code"):
+                    add(fields, "of_type", f"{tc.get('system') or ''}|{tc['code']}|{value.data['value']}")
+    return fields
+
+
+def _match(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
+    parts = split_escaped(raw, "|")
+    if len(parts) == 1:
+        return term(field_name(param, "code"), unescape(raw))
+    system, code = unescape(parts[0]), unescape("|".join(parts[1:]))
+    if system and code:
+        return term(field_name(param, "sys_code"), f"{system}|{code}")
+    if system:
+        return term(field_name(param, "system"), system)
+    if code:
+        return term(field_name(param, "nosys"), code)
+    raise SearchError(f"token value {raw!r} has neither a system nor a code", name)
+
+
+def _of_type(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
+    parts = [unescape(p) for p in split_escaped(raw, "|")]
+    if len(parts) != 3 or not parts[1] or not parts[2]:
+        raise SearchError(f":of-type expects type-system|type-code|value, got {raw!r}", name)
+    return term(field_name(param, "of_type"), "|".join(parts))
+
+
+def _text(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
+    norm = normalize_string(unescape(raw))[:MAX_KEYWORD_CHARS]
+    if not norm:
+        raise SearchError("empty :text value", name)
+    return {"prefix": {field_name(param, "text"): norm}}
+
+
+def compile_query(
+    param: SearchParameter, modifier: str | None, values: Sequence[str], ctx: QueryContext, name: str
+) -> dict[str, Any]:
+    if modifier in _UNSUPPORTED:
+        raise SearchError(f"modifier :{modifier} (terminology) is not supported", name)
+    check_modifier(MODIFIERS, param, modifier, name)
+    if modifier == "text":
+        return any_of([_text(param, v, name) for v in values])
+    if modifier == "of-type":
+        return any_of([_of_type(param, v, name) for v in values])
+    clause = any_of([_match(param, v, name) for v in values])
+    # :not also returns resources with no value at all (search.html#modifiers).
+    return none_of([clause]) if modifier == "not" else clause
+
+
+def sort(param: SearchParameter, descending: bool) -> list[dict[str, Any]]:
+    return keyword_sort(field_name(param, "code"), descending)
