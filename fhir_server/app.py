@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from .api.responses import error_response
+from .api.responses import error_response, es_error_response
 from .api.routes import build_routes
 from .context import ServerContext
 from .errors import FHIRError
@@ -33,9 +33,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _es_error(request: Request, exc: Exception) -> Response:
-    log.warning("Elasticsearch failure on %s %s: %s", request.method, request.url.path, exc)
-    return error_response(FHIRError(503, "transient", "The search index is unavailable; retry shortly",
-                                    headers={"Retry-After": "5"}))
+    return es_error_response(request, exc)
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -38,7 +38,7 @@ class ServerContext:
         registry = SearchParameterRegistry.load_default()
         indices = IndexManager(es, registry, settings)
         indices.ensure_all()
-        indexer = Indexer(store, es, indices, IndexDocumentBuilder(registry), settings)
+        indexer = Indexer(store, es, indices, IndexDocumentBuilder(registry, base_url=settings.public_base), settings)
         if start_indexer:
             indexer.start()
         return cls(settings, store, es, indices, indexer, registry)

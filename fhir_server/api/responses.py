@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from email.utils import format_datetime
 from typing import Any
 
 import orjson
+from elasticsearch import ApiError
+from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_server.errors import FHIRError, Issue, operation_outcome
 from fhir_server.interactions.result import Result
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
+log = logging.getLogger(__name__)
 
 
 def prefer(header: str | None) -> dict[str, str]:
@@ -70,3 +74,14 @@ def result_response(result: Result, *, base_url: str, prefer_return: str | None,
     if body is None:
         return Response(b"", status_code=result.status, headers=headers)
     return json_response(result.status, body, headers, pretty=pretty)
+
+
+def es_error_response(request: Request, exc: Exception) -> Response:
+    """Unreachable or overloaded index: 503. A query Elasticsearch refuses: 400 (the value was not searchable)."""
+    status = getattr(exc, "status_code", None) if isinstance(exc, ApiError) else None
+    if isinstance(status, int) and 400 <= status < 500 and status != 429:
+        log.warning("Elasticsearch refused the query of %s %s: %s", request.method, request.url, exc)
+        return error_response(FHIRError(400, "invalid", "The search could not be executed with these values"))
+    log.warning("Elasticsearch failure on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(FHIRError(503, "transient", "The search index is unavailable; retry shortly",
+                                    headers={"Retry-After": "5"}))

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
+from elasticsearch import ApiError, TransportError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,7 +24,7 @@ from fhir_server.interactions.result import Result
 from fhir_server.registry import get_type
 
 from .content import read_resource, response_format
-from .responses import error_response, prefer, result_response
+from .responses import error_response, es_error_response, prefer, result_response
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,11 @@ def endpoint(fn: Callable[[Request], Awaitable[Result]], *, write: bool = False)
             result = await fn(request)
         except FHIRError as err:
             return error_response(err, pretty)
+        except (TransportError, ApiError) as exc:
+            return es_error_response(request, exc)
+        except Exception:  # answered here, not re-raised: the connection stays usable
+            log.exception("unexpected error on %s %s", request.method, request.url)
+            return error_response(FHIRError(500, "exception", "Internal server error"), pretty)
         ctx = _ctx(request)
         return result_response(result, base_url=ctx.base_url, prefer_return=prefer(request.headers.get("prefer"))
                                .get("return"), pretty=pretty, write=write)

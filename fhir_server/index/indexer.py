@@ -29,11 +29,11 @@ from collections import defaultdict
 from typing import Any
 
 from elasticsearch import ApiError, Elasticsearch, TransportError
+from search.extract import IndexDocumentBuilder
 
 from fhir_server.errors import unavailable
 from fhir_server.settings import Settings
 from fhir_server.storage import OutboxEntry, SQLResourceStore, StoredVersion
-from search.extract import IndexDocumentBuilder
 
 from .indices import IndexManager
 

@@ -12,7 +12,16 @@ import uuid
 from typing import Any
 
 from fhir_server.context import ServerContext
-from fhir_server.errors import FHIRError, Issue, bad_request, conflict, gone, not_found, precondition_failed, unprocessable
+from fhir_server.errors import (
+    FHIRError,
+    Issue,
+    bad_request,
+    conflict,
+    gone,
+    not_found,
+    precondition_failed,
+    unprocessable,
+)
 from fhir_server.storage import ConcurrentWrite, StoredVersion, VersionConflict
 from profiles import validate_structure
 

@@ -40,8 +40,7 @@ def _compile(ctx: ServerContext, type_: str, params: list[tuple[str, str]], stri
     try:
         return compile_search(ctx.search_parameters, type_, params, base_url=ctx.base_url, strict=strict)
     except SearchError as exc:
-        expression = getattr(exc, "expression", None)
-        raise bad_request(str(exc), *([expression] if expression else [])) from exc
+        raise bad_request(exc.message, *([exc.expression] if exc.expression else [])) from exc
 
 
 def _count(ctx: ServerContext, compiled: CompiledSearch) -> int:
@@ -86,7 +85,7 @@ def search(ctx: ServerContext, type_: str, raw_params: list[tuple[str, str]], *,
     alias = ctx.indices.alias(type_)
     ctx.indexer.wait_until_indexed()
 
-    only_count = compiled.summary == "count"
+    only_count = compiled.summary == "count" or count == 0
     body: dict[str, Any] = {"query": compiled.query, "sort": compiled.sort, "_source": False,
                             "size": 0 if only_count else count + 1}
     known_total = cursor.get("total")
@@ -135,6 +134,6 @@ def search(ctx: ServerContext, type_: str, raw_params: list[tuple[str, str]], *,
     if total is not None and compiled.total != "none":
         bundle["total"] = total
     bundle["link"] = links
-    if not only_count:
+    if compiled.summary != "count":
         bundle["entry"] = entries
     return Result(200, bundle)

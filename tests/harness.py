@@ -1,0 +1,54 @@
+"""Running the real ASGI app under uvicorn in a thread, on a free loopback port."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+import uvicorn
+from elasticsearch import Elasticsearch
+
+from fhir_server.app import create_app
+from fhir_server.context import ServerContext
+from fhir_server.settings import Settings
+
+
+@dataclass
+class RunningServer:
+    settings: Settings
+    uvicorn_server: uvicorn.Server
+    thread: threading.Thread
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.public_base
+
+    @property
+    def ctx(self) -> ServerContext:
+        ctx: ServerContext = self.uvicorn_server.config.app.state.ctx  # type: ignore[union-attr]
+        return ctx
+
+    def stop(self) -> None:
+        self.uvicorn_server.should_exit = True
+        self.thread.join(timeout=30)
+        es = Elasticsearch(self.settings.es_url or "")
+        es.indices.delete(index=f"{self.settings.es_index_prefix}*", ignore_unavailable=True,
+                          allow_no_indices=True, expand_wildcards="all")
+        es.close()
+
+
+def start_server(settings: Settings) -> RunningServer:
+    app = create_app(lambda: ServerContext.build(settings, settings.es_url or ""))
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{settings.port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the test server failed to start")
+        if time.monotonic() > deadline:
+            raise RuntimeError("the test server did not start within 60 s")
+        time.sleep(0.02)
+    return RunningServer(settings, server, thread)

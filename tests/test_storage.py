@@ -1,0 +1,165 @@
+"""The store of record, against SQLite and (when FHIR_TEST_PG_URL is set, as in CI) PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+from fhir_server.storage import ConcurrentWrite, SQLResourceStore, VersionConflict, open_store
+
+PG_URL = os.environ.get("FHIR_TEST_PG_URL")
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(params=BACKENDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SQLResourceStore]:
+    if request.param == "sqlite":
+        s = open_store(f"sqlite:///{tmp_path / 'store.sqlite3'}")
+    else:
+        if not PG_URL:
+            if os.environ.get("CI"):
+                pytest.fail("FHIR_TEST_PG_URL must be set in CI")
+            pytest.skip("FHIR_TEST_PG_URL not set")
+        s = open_store(PG_URL)
+        with s.engine.begin() as conn:
+            for table in ("outbox", "index_error", "resource", "resource_version"):
+                conn.execute(text(f"DELETE FROM {table}"))
+    yield s
+    s.dispose()
+
+
+def _put(store: SQLResourceStore, id_: str, family: str, if_match: int | None = None) -> int:
+    with store.unit() as unit:
+        v = unit.put("Patient", id_, {"resourceType": "Patient", "name": [{"family": family}]}, method="PUT",
+                     if_match=if_match)
+    return v.version
+
+
+def test_versions_are_kept_and_meta_is_assigned(store: SQLResourceStore) -> None:
+    assert _put(store, "a", "One") == 1
+    assert _put(store, "a", "Two") == 2
+    current = store.read("Patient", "a")
+    assert current is not None and current.version == 2
+    res = current.resource()
+    assert res["meta"]["versionId"] == "2" and res["id"] == "a"
+    assert list(res)[:3] == ["resourceType", "id", "meta"]
+    v1 = store.vread("Patient", "a", 1)
+    assert v1 is not None and v1.resource()["name"][0]["family"] == "One"
+
+
+def test_every_write_has_its_outbox_row_in_the_same_transaction(store: SQLResourceStore) -> None:
+    _put(store, "b", "X")
+    with store.unit() as unit:
+        unit.delete("Patient", "b")
+    pending = store.outbox_pending(10)
+    assert [(e.type, e.id) for e in pending] == [("Patient", "b"), ("Patient", "b")]
+    # a failed transaction leaves neither version nor outbox row
+    with pytest.raises(RuntimeError), store.unit() as unit:
+        unit.put("Patient", "c", {"resourceType": "Patient"}, method="PUT")
+        raise RuntimeError("boom")
+    assert store.read("Patient", "c") is None
+    assert len(store.outbox_pending(10)) == 2
+    store.outbox_done([e.seq for e in pending])
+    assert store.outbox_max_seq() is None
+
+
+def test_if_match_and_delete(store: SQLResourceStore) -> None:
+    _put(store, "d", "X")
+    with pytest.raises(VersionConflict):
+        _put(store, "d", "Y", if_match=5)
+    assert _put(store, "d", "Y", if_match=1) == 2
+    with store.unit() as unit:
+        deleted = unit.delete("Patient", "d")
+    assert deleted is not None and deleted.deleted and deleted.version == 3
+    with store.unit() as unit:
+        assert unit.delete("Patient", "d") is None  # already deleted: no new version
+    current = store.read("Patient", "d")
+    assert current is not None and current.deleted
+
+
+def test_concurrent_updates_with_if_match_one_winner_per_version(store: SQLResourceStore) -> None:
+    _put(store, "e", "Start")
+    wins: list[int] = []
+    losses: list[str] = []
+    barrier = threading.Barrier(8)
+
+    def worker(n: int) -> None:
+        barrier.wait()
+        try:
+            wins.append(_put(store, "e", f"W{n}", if_match=1))
+        except (VersionConflict, ConcurrentWrite) as exc:
+            losses.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wins == [2]
+    assert len(losses) == 7
+    current = store.read("Patient", "e")
+    assert current is not None and current.version == 2
+
+
+def test_concurrent_unconditional_updates_never_lose_a_version(store: SQLResourceStore) -> None:
+    _put(store, "f", "Start")
+    done: list[int] = []
+
+    def worker(n: int) -> None:
+        for _ in range(5):
+            for _attempt in range(50):
+                try:
+                    done.append(_put(store, "f", f"W{n}"))
+                    break
+                except ConcurrentWrite:
+                    continue
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(done) == list(range(2, 22))
+    assert store.history_total("Patient", "f", since_us=None) == 21
+
+
+def test_history_paging_by_seq(store: SQLResourceStore) -> None:
+    for i in range(7):
+        _put(store, f"h{i}", "H")
+    page1 = store.history("Patient", None, before_seq=None, since_us=None, count=4)
+    page2 = store.history("Patient", None, before_seq=page1[-1].seq, since_us=None, count=4)
+    ids = [v.id for v in page1 + page2]
+    assert ids == [f"h{i}" for i in reversed(range(7))]
+
+
+def test_iter_current_skips_deleted(store: SQLResourceStore) -> None:
+    for i in range(5):
+        _put(store, f"i{i}", "I")
+    with store.unit() as unit:
+        unit.delete("Patient", "i2")
+    batches = list(store.iter_current("Patient", batch=2))
+    assert [len(b) for b in batches] == [2, 2]
+    assert [v.id for b in batches for v in b] == ["i0", "i1", "i3", "i4"]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(payload=st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=10,
+))
+def test_content_round_trips_unchanged(store: SQLResourceStore, payload: object) -> None:
+    id_ = uuid.uuid4().hex
+    with store.unit() as unit:
+        unit.put("Patient", id_, {"resourceType": "Patient", "extension": [{"x": payload}]}, method="PUT")
+    stored = store.read("Patient", id_)
+    assert stored is not None
+    assert stored.resource()["extension"] == [{"x": payload}]
