@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     # Indexer
     indexer_batch_size: int = 500
     indexer_idle_poll_s: float = 1.0
+    indexer_linger_s: float = 0.01  # gather a burst of writes into one bulk request and one refresh
 
     @property
     def public_base(self) -> str:

@@ -29,11 +29,11 @@ from collections import defaultdict
 from typing import Any
 
 from elasticsearch import ApiError, Elasticsearch, TransportError
-from search.extract import IndexDocumentBuilder
 
 from fhir_server.errors import unavailable
 from fhir_server.settings import Settings
 from fhir_server.storage import OutboxEntry, SQLResourceStore, StoredVersion
+from search.extract import IndexDocumentBuilder
 
 from .indices import IndexManager
 
@@ -52,6 +52,7 @@ class Indexer:
         self.builder = builder
         self.settings = settings
         self._wake = threading.Event()
+        self._urgent = threading.Event()  # a search is waiting: no lingering
         self._stop = threading.Event()
         self._progress = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -96,6 +97,10 @@ class Indexer:
             if done == 0:
                 self._wake.wait(self.settings.indexer_idle_poll_s)
                 self._wake.clear()
+                # Linger briefly so a burst of writes becomes one bulk + one refresh, unless a search waits.
+                if not self._urgent.is_set():
+                    self._urgent.wait(self.settings.indexer_linger_s)
+                self._urgent.clear()
 
     # -- work -----------------------------------------------------------------------------------
     def drain_once(self) -> int:
@@ -183,6 +188,7 @@ class Indexer:
             return
         deadline = time.monotonic() + (timeout if timeout is not None else
                                        self.settings.search_consistency_timeout_s)
+        self._urgent.set()
         self.notify()
         while self.store.outbox_pending_upto(target):
             remaining = deadline - time.monotonic()
