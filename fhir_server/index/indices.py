@@ -14,10 +14,10 @@ import time
 from typing import Any
 
 from elasticsearch import Elasticsearch, NotFoundError
-from search.mapping import index_mapping, index_settings
 
 from fhir_server.registry import RESOURCE_TYPES
 from fhir_server.settings import Settings
+from search.mapping import index_mapping, index_settings
 from search.registry import SearchParameterRegistry
 
 log = logging.getLogger(__name__)

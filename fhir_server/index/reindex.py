@@ -15,9 +15,9 @@ from typing import Any
 
 from elasticsearch import Elasticsearch
 from elasticsearch.helpers import streaming_bulk
-from search.extract import IndexDocumentBuilder
 
 from fhir_server.storage import SQLResourceStore, StoredVersion
+from search.extract import IndexDocumentBuilder
 
 from .indices import IndexManager
 
