@@ -267,3 +267,16 @@ def test_capability_statement(client: httpx.Client) -> None:
             "search-type"} == codes
     patient_params = {p["name"] for p in types["Patient"]["searchParam"]}
     assert {"identifier", "family", "name", "_id", "_lastUpdated"} <= patient_params
+
+
+def test_conditional_read(client: httpx.Client) -> None:
+    created = create(client, patient())
+    pid = created.json()["id"]
+    same = client.get(f"/Patient/{pid}", headers={"If-None-Match": 'W/"1"'})
+    assert same.status_code == 304 and same.content == b""
+    assert same.headers["ETag"] == 'W/"1"'
+    assert client.get(f"/Patient/{pid}", headers={"If-None-Match": 'W/"0"'}).status_code == 200
+    later = client.get(f"/Patient/{pid}", headers={"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"})
+    assert later.status_code == 304
+    earlier = client.get(f"/Patient/{pid}", headers={"If-Modified-Since": "Fri, 01 Jan 2010 00:00:00 GMT"})
+    assert earlier.status_code == 200 and earlier.json()["id"] == pid

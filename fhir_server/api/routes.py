@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -116,9 +117,31 @@ async def _search_post(request: Request) -> Result:
     return await run_in_threadpool(search.search, _ctx(request), type_, params, strict=strict)
 
 
+def _not_modified(request: Request, result: Result) -> bool:
+    """Conditional read (http.html#cread): ``If-None-Match`` first, else ``If-Modified-Since``."""
+    v = result.version
+    if v is None:
+        return False
+    inm = request.headers.get("if-none-match")
+    if inm is not None:
+        tags = {t.strip().removeprefix("W/").strip('"') for t in inm.split(",")}
+        return "*" in tags or str(v.version) in tags
+    ims = request.headers.get("if-modified-since")
+    if ims is not None:
+        try:
+            since = parsedate_to_datetime(ims)
+        except (TypeError, ValueError):
+            return False  # an unparsable date is ignored, as RFC 9110 says
+        return since.tzinfo is not None and v.last_updated.replace(microsecond=0) <= since
+    return False
+
+
 async def _read(request: Request) -> Result:
     type_ = _type(request, "read")
-    return await run_in_threadpool(crud.read, _ctx(request), type_, request.path_params["id"])
+    result = await run_in_threadpool(crud.read, _ctx(request), type_, request.path_params["id"])
+    if _not_modified(request, result):
+        return Result(304, None, result.version)
+    return result
 
 
 async def _vread(request: Request) -> Result:
