@@ -1,0 +1,1 @@
+"""Authentication (SMART on FHIR bearer tokens), scopes, and the development issuer."""

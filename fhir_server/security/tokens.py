@@ -1,0 +1,100 @@
+"""Bearer-token (JWT) verification against a configured issuer.
+
+Signature (RS256/ES256 only: ``none`` and HMAC algorithms are never accepted, which closes the classic
+algorithm-confusion attacks), ``exp``/``nbf`` with a small leeway, ``iss`` and ``aud``. Keys come from a
+JWKS URL (cached by PyJWT's client, refetched when an unknown ``kid`` appears) or a local JWKS file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from jwt import PyJWK, PyJWKClient, PyJWKSet
+
+from .scopes import ScopeSet
+
+ALGORITHMS = ("RS256", "ES256")
+
+
+class AuthError(Exception):
+    """Missing, malformed or invalid credentials: answered with 401 and ``WWW-Authenticate``."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling, and what the token grants."""
+
+    subject: str
+    scopes: ScopeSet
+    patient: str | None = None  # SMART launch context: the patient id the token is bound to
+    fhir_user: str | None = None  # e.g. Practitioner/123
+    client_id: str | None = None
+    claims: tuple[tuple[str, Any], ...] = ()
+
+
+class TokenVerifier:
+    def __init__(self, *, issuer: str, audience: str, jwks_url: str | None = None,
+                 jwks_file: Path | None = None, leeway_s: int = 30) -> None:
+        if (jwks_url is None) == (jwks_file is None):
+            raise ValueError("configure exactly one of jwks_url and jwks_file")
+        self.issuer = issuer
+        self.audience = audience
+        self.leeway_s = leeway_s
+        self._client = PyJWKClient(jwks_url, cache_keys=True, lifespan=300) if jwks_url else None
+        self._keys: PyJWKSet | None = None
+        if jwks_file is not None:
+            self._keys = PyJWKSet.from_dict(json.loads(jwks_file.read_text(encoding="utf-8")))
+
+    def _key(self, token: str) -> PyJWK:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"malformed token: {exc}") from exc
+        if header.get("alg") not in ALGORITHMS:
+            raise AuthError(f"token algorithm {header.get('alg')!r} is not accepted")
+        if self._client is not None:
+            try:
+                return self._client.get_signing_key_from_jwt(token)
+            except jwt.PyJWTError as exc:
+                raise AuthError(f"no usable signing key: {exc}") from exc
+        assert self._keys is not None
+        kid = header.get("kid")
+        candidates = [k for k in self._keys.keys if kid is None or k.key_id == kid]
+        if not candidates:
+            raise AuthError(f"unknown key id {kid!r}")
+        return candidates[0]
+
+    def verify(self, token: str) -> Principal:
+        key = self._key(token)
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token, key=key, algorithms=list(ALGORITHMS), audience=self.audience, issuer=self.issuer,
+                leeway=self.leeway_s, options={"require": ["exp", "iss", "aud", "sub"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"invalid token: {exc}") from exc
+        scope = claims.get("scope") or claims.get("scp") or ""
+        scopes = ScopeSet.parse(scope if isinstance(scope, str) else [str(s) for s in scope])
+        patient = claims.get("patient")
+        return Principal(
+            subject=str(claims["sub"]),
+            scopes=scopes,
+            patient=str(patient) if patient else None,
+            fhir_user=str(claims["fhirUser"]) if claims.get("fhirUser") else None,
+            client_id=str(claims.get("client_id") or claims.get("azp") or "") or None,
+            claims=tuple(sorted(claims.items())),
+        )
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer ...`` header, or AuthError."""
+    if not authorization:
+        raise AuthError("missing bearer token")
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("the Authorization header must be 'Bearer <token>'")
+    return token.strip()
