@@ -1,0 +1,79 @@
+"""The access policy: compartment and masking, for one resource and as search filters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from fhir_server.security.policy import TRE_A07, mandatory_params, visible
+from fhir_server.security.scopes import ScopeSet
+from fhir_server.security.tokens import Principal
+
+MISSPELT = TRE_A07.replace("StatutVisibilite", "StatusVisibilite")
+
+
+def principal(scopes: str, patient: str | None = None, fhir_user: str | None = None) -> Principal:
+    return Principal("sub", ScopeSet.parse(scopes), patient=patient, fhir_user=fhir_user)
+
+
+PATIENT = principal("patient/*.rs", patient="p1")
+OTHER_PATIENT = principal("patient/*.rs", patient="p2")
+DOCTOR = principal("user/*.cruds", fhir_user="Practitioner/d1")
+BACKEND = principal("system/*.cruds")
+NO_PATIENT_CLAIM = principal("patient/*.rs")
+
+
+def doc(subject: str = "Patient/p1", label: str | None = None, system: str = TRE_A07) -> dict[str, Any]:
+    res: dict[str, Any] = {"resourceType": "DocumentReference", "id": "d", "status": "current",
+                           "subject": {"reference": subject}}
+    if label:
+        res["securityLabel"] = [{"coding": [{"system": system, "code": label}]}]
+    return res
+
+
+@pytest.mark.parametrize(
+    ("who", "resource", "expected"),
+    [
+        (PATIENT, doc(), True),
+        (OTHER_PATIENT, doc(), False),
+        (NO_PATIENT_CLAIM, doc(), False),
+        (PATIENT, doc(subject="http://localhost/fhir/Patient/p1"), True),
+        (PATIENT, doc(label="MASQUE_PS"), True),
+        (PATIENT, doc(label="INVISIBLE_PATIENT"), False),
+        (PATIENT, doc(label="INVISIBLE_PATIENT", system=MISSPELT), False),
+        (DOCTOR, doc(label="MASQUE_PS"), False),
+        (DOCTOR, doc(label="MASQUE_PS", system=MISSPELT), False),
+        (DOCTOR, doc(label="INVISIBLE_PATIENT"), True),
+        (DOCTOR, doc(), True),
+        (BACKEND, doc(label="MASQUE_PS"), True),
+        (PATIENT, {"resourceType": "Patient", "id": "p1"}, True),
+        (PATIENT, {"resourceType": "Patient", "id": "p2"}, False),
+        (PATIENT, {"resourceType": "Immunization", "patient": {"reference": "Patient/p1"}}, True),
+        (PATIENT, {"resourceType": "Immunization", "patient": {"reference": "Patient/p9"}}, False),
+        (PATIENT, {"resourceType": "Binary", "id": "b"}, False),
+        (principal("user/Patient.r"), doc(), False),
+    ],
+)
+def test_visible(who: Principal, resource: dict[str, Any], expected: bool) -> None:
+    assert visible(who, resource) is expected
+
+
+def test_mandatory_params() -> None:
+    assert mandatory_params(PATIENT, "DocumentReference") == [
+        ("subject", "Patient/p1"), ("security-label:not", f"{TRE_A07}|INVISIBLE_PATIENT")]
+    assert mandatory_params(DOCTOR, "DocumentReference") == [("security-label:not", f"{TRE_A07}|MASQUE_PS")]
+    assert mandatory_params(BACKEND, "DocumentReference") == []
+    assert mandatory_params(PATIENT, "Patient") == [("_id", "p1")]
+    assert mandatory_params(PATIENT, "Immunization") == [("patient", "Patient/p1")]
+    assert mandatory_params(PATIENT, "Binary") is None
+    assert mandatory_params(NO_PATIENT_CLAIM, "Patient") is None
+    assert mandatory_params(principal("user/Patient.r"), "Patient") is None  # read but not search
+
+
+def test_least_privileged_context_wins() -> None:
+    """A token holding patient and user scopes searches in patient context: never the wider one."""
+    both = principal("patient/DocumentReference.rs user/DocumentReference.rs", patient="p1")
+    assert mandatory_params(both, "DocumentReference") == [
+        ("subject", "Patient/p1"), ("security-label:not", f"{TRE_A07}|INVISIBLE_PATIENT")]
+    assert visible(both, doc(subject="Patient/p2")) is False
