@@ -9,13 +9,17 @@ from contextlib import asynccontextmanager
 from elasticsearch import ApiError, TransportError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from .api.responses import error_response, es_error_response
 from .api.routes import build_routes
 from .context import ServerContext
 from .errors import FHIRError
+from .security.authn import AuthenticationMiddleware, build_verifier, smart_configuration
+from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +45,18 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return error_response(FHIRError(500, "exception", "Internal server error"))
 
 
-def create_app(build_context: Callable[[], ServerContext]) -> Starlette:
-    """``build_context`` runs at startup, so importing the app never touches the store or ES."""
+def create_app(build_context: Callable[[], ServerContext], settings: Settings | None = None) -> Starlette:
+    """``build_context`` runs at startup, so importing the app never touches the store or ES.
+
+    ``settings`` enables authentication when ``auth`` is ``jwt`` (see :mod:`fhir_server.security.authn`).
+    """
+    settings = settings or Settings(auth="off")
+    verifier = build_verifier(settings)
+
+    async def smart_config(request: Request) -> Response:
+        if settings.auth == "off":
+            return error_response(FHIRError(404, "not-found", "Authentication is off on this server"))
+        return JSONResponse(smart_configuration(settings))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -53,8 +67,11 @@ def create_app(build_context: Callable[[], ServerContext]) -> Starlette:
         finally:
             ctx.close()
 
+    smart_routes = [Route(path, smart_config, methods=["GET"])
+                    for path in ("/fhir/.well-known/smart-configuration", "/.well-known/smart-configuration")]
     return Starlette(
-        routes=build_routes(),
+        routes=[*smart_routes, *build_routes()],
+        middleware=[Middleware(AuthenticationMiddleware, verifier=verifier)],
         lifespan=lifespan,
         exception_handlers={
             HTTPException: _http_error,

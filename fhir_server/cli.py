@@ -46,7 +46,7 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     from .context import ServerContext
 
     with elasticsearch(settings) as es_url:
-        app = create_app(lambda: ServerContext.build(settings, es_url))
+        app = create_app(lambda: ServerContext.build(settings, es_url), settings)
         console.print(f"[bold green]FHIR server[/] on {settings.public_base}")
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,10 +43,25 @@ class Settings(BaseSettings):
     history_default_count: int = 50
     search_consistency_timeout_s: float = 10.0  # how long a search waits for pending writes to be indexed
 
+    # Validation (profiles/): profiles every resource of a type must conform to, e.g.
+    # FHIR_VALIDATION_REQUIRED_PROFILES='{"DocumentReference": ["https://interop.esante.gouv.fr/ig/fhir/pdsm/StructureDefinition/pdsm-comprehensive-document-reference"]}'
+    validation_required_profiles: dict[str, list[str]] = Field(default_factory=dict)
+    # what a meta.profile unknown to the server yields: warning (default) | error | ignore
+    validation_unknown_profile: Literal["warning", "error", "ignore"] = "warning"
+
     # Indexer
     indexer_batch_size: int = 500
     indexer_idle_poll_s: float = 1.0
     indexer_linger_s: float = 0.01  # gather a burst of writes into one bulk request and one refresh
+
+    # Authentication: SMART on FHIR bearer tokens (JWT). "off" serves everyone (logged loudly at start).
+    auth: Literal["jwt", "off"] = "off"
+    auth_issuer: str | None = None  # expected `iss`
+    auth_audience: str = "fhir-server"  # expected `aud`
+    auth_jwks_url: str | None = None
+    auth_jwks_file: Path | None = None
+    auth_authorize_url: str | None = None  # published in /.well-known/smart-configuration
+    auth_token_url: str | None = None
 
     @property
     def public_base(self) -> str:

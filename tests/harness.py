@@ -39,7 +39,7 @@ class RunningServer:
 
 
 def start_server(settings: Settings) -> RunningServer:
-    app = create_app(lambda: ServerContext.build(settings, settings.es_url or ""))
+    app = create_app(lambda: ServerContext.build(settings, settings.es_url or ""), settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{settings.port}", daemon=True)

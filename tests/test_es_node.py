@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,15 +71,19 @@ def test_status_of_never_started_node(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def private_node(tmp_path: Path) -> Iterator[NodeConfig]:
-    """A throw-away node on a free port; the distribution itself comes from the shared cache."""
-    cfg = NodeConfig.from_settings(
-        Settings(), port=es_node.free_port(), data_dir=tmp_path / "node", name="test-es-node"
-    )
+def private_node() -> Iterator[NodeConfig]:
+    """A throw-away node on a free port; the distribution itself comes from the shared cache.
+
+    Its data dir is not under pytest's tmp_path: pytest resets ``/tmp/pytest-of-<user>`` to 0700 when
+    another session starts, which would lock the node's (non-root) user out of its own directory.
+    """
+    data_dir = Path(tempfile.mkdtemp(prefix="fhir-es-node-test-"))
+    cfg = NodeConfig.from_settings(Settings(), port=es_node.free_port(), data_dir=data_dir, name="test-es-node")
     try:
         yield cfg
     finally:
         es_node.stop(cfg)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.mark.slow

@@ -23,6 +23,7 @@ from fhir_server.errors import FHIRError, bad_request, not_found
 from fhir_server.interactions import capabilities, crud, history, search
 from fhir_server.interactions.result import Result
 from fhir_server.registry import get_type
+from fhir_server.security import authz
 
 from .content import read_resource, response_format
 from .responses import error_response, es_error_response, prefer, result_response
@@ -48,7 +49,18 @@ def _type(request: Request, interaction: str) -> str:
         raise not_found(f"Resource type '{name}' is not supported by this server")
     if not rt.supports(interaction):
         raise FHIRError(405, "not-supported", f"{interaction} is not supported for {name}")
+    authz.require(authz.principal_of(request), name, interaction)
     return name
+
+
+async def _check_current(request: Request, type_: str, interaction: str) -> None:
+    """Before changing a resource: the caller must be able to see its current version."""
+    principal = authz.principal_of(request)
+    if principal is None:
+        return
+    current = await run_in_threadpool(_ctx(request).store.read, type_, request.path_params["id"])
+    if current is not None and not current.deleted:
+        authz.check_visible(principal, type_, current.content, interaction)
 
 
 def _if_match(request: Request) -> int | None:
@@ -97,13 +109,15 @@ async def _metadata(request: Request) -> Result:
 async def _create(request: Request) -> Result:
     type_ = _type(request, "create")
     resource = await read_resource(request, _ctx(request).settings.max_body_bytes)
+    authz.check_writable(authz.principal_of(request), type_, resource, "create")
     return await run_in_threadpool(crud.create, _ctx(request), type_, resource)
 
 
 async def _search_get(request: Request) -> Result:
     type_ = _type(request, "search-type")
     strict = prefer(request.headers.get("prefer")).get("handling") == "strict"
-    return await run_in_threadpool(search.search, _ctx(request), type_, _params(request), strict=strict)
+    params = authz.search_params(authz.principal_of(request), type_, _params(request))
+    return await run_in_threadpool(search.search, _ctx(request), type_, params, strict=strict)
 
 
 async def _search_post(request: Request) -> Result:
@@ -113,6 +127,7 @@ async def _search_post(request: Request) -> Result:
         raise FHIRError(415, "not-supported", "POST _search takes application/x-www-form-urlencoded")
     body = (await request.body()).decode("utf-8", errors="replace")
     params = _params(request) + parse_qsl(body, keep_blank_values=True)
+    params = authz.search_params(authz.principal_of(request), type_, params)
     strict = prefer(request.headers.get("prefer")).get("handling") == "strict"
     return await run_in_threadpool(search.search, _ctx(request), type_, params, strict=strict)
 
@@ -139,6 +154,7 @@ def _not_modified(request: Request, result: Result) -> bool:
 async def _read(request: Request) -> Result:
     type_ = _type(request, "read")
     result = await run_in_threadpool(crud.read, _ctx(request), type_, request.path_params["id"])
+    authz.check_visible(authz.principal_of(request), type_, result.raw)
     if _not_modified(request, result):
         return Result(304, None, result.version)
     return result
@@ -147,18 +163,24 @@ async def _read(request: Request) -> Result:
 async def _vread(request: Request) -> Result:
     type_ = _type(request, "vread")
     p = request.path_params
-    return await run_in_threadpool(crud.vread, _ctx(request), type_, p["id"], p["vid"])
+    result = await run_in_threadpool(crud.vread, _ctx(request), type_, p["id"], p["vid"])
+    await _check_current(request, type_, "vread")
+    authz.check_visible(authz.principal_of(request), type_, result.raw, "vread")
+    return result
 
 
 async def _update(request: Request) -> Result:
     type_ = _type(request, "update")
     if_match = _if_match(request)
     resource = await read_resource(request, _ctx(request).settings.max_body_bytes)
+    await _check_current(request, type_, "update")
+    authz.check_writable(authz.principal_of(request), type_, resource, "update")
     return await run_in_threadpool(crud.update, _ctx(request), type_, request.path_params["id"], resource, if_match)
 
 
 async def _delete(request: Request) -> Result:
     type_ = _type(request, "delete")
+    await _check_current(request, type_, "delete")
     return await run_in_threadpool(crud.delete, _ctx(request), type_, request.path_params["id"],
                                    _if_match(request))
 
@@ -168,21 +190,26 @@ def _history_params(request: Request) -> dict[str, str]:
 
 
 async def _history_system(request: Request) -> Result:
+    authz.require_system(authz.principal_of(request), "*", "history-system")
     return await run_in_threadpool(history.history, _ctx(request), None, None, _history_params(request))
 
 
 async def _history_type(request: Request) -> Result:
     type_ = _type(request, "history-type")
+    authz.require_system(authz.principal_of(request), type_, "history-type")
     return await run_in_threadpool(history.history, _ctx(request), type_, None, _history_params(request))
 
 
 async def _history_instance(request: Request) -> Result:
     type_ = _type(request, "history-instance")
-    return await run_in_threadpool(history.history, _ctx(request), type_, request.path_params["id"],
-                                   _history_params(request))
+    await _check_current(request, type_, "history-instance")
+    result = await run_in_threadpool(history.history, _ctx(request), type_, request.path_params["id"],
+                                     _history_params(request))
+    return authz.filter_history(authz.principal_of(request), result)
 
 
 async def _bundle(request: Request) -> Result:
+    authz.require_system(authz.principal_of(request), "*", "create")
     raise FHIRError(501, "not-supported", "Batch and transaction Bundles are not supported yet")
 
 

@@ -1,0 +1,91 @@
+"""Authentication of every request, as plain ASGI middleware (no per-request task or body buffering).
+
+With ``FHIR_AUTH=jwt`` every request under the FHIR base, except the CapabilityStatement and the SMART
+configuration, needs a valid bearer token; the :class:`Principal` is put in ``request.state.principal``
+for the authorisation checks. With ``FHIR_AUTH=off`` no principal is set and nothing is checked.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from fhir_server.errors import FHIRError
+from fhir_server.settings import Settings
+
+from .tokens import AuthError, TokenVerifier, bearer_token
+
+log = logging.getLogger(__name__)
+
+PUBLIC_PATHS = frozenset({"/fhir/metadata", "/fhir/.well-known/smart-configuration",
+                          "/.well-known/smart-configuration"})
+
+
+def build_verifier(settings: Settings) -> TokenVerifier | None:
+    if settings.auth == "off":
+        log.warning("!!! FHIR_AUTH=off: authentication and authorisation are DISABLED; every client sees "
+                    "every resource. Never run like this with real health data. !!!")
+        return None
+    if not settings.auth_issuer or not (settings.auth_jwks_url or settings.auth_jwks_file):
+        raise ValueError("FHIR_AUTH=jwt needs FHIR_AUTH_ISSUER and FHIR_AUTH_JWKS_URL or FHIR_AUTH_JWKS_FILE")
+    return TokenVerifier(issuer=settings.auth_issuer, audience=settings.auth_audience,
+                         jwks_url=settings.auth_jwks_url, jwks_file=settings.auth_jwks_file)
+
+
+class AuthenticationMiddleware:
+    def __init__(self, app: ASGIApp, verifier: TokenVerifier | None) -> None:
+        self.app = app
+        self.verifier = verifier
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.verifier is None or scope["path"] in PUBLIC_PATHS:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        try:
+            principal = self.verifier.verify(bearer_token(headers.get("authorization")))
+        except AuthError as exc:
+            await _unauthorized(send, str(exc))
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+
+async def _unauthorized(send: Send, reason: str) -> None:
+    # The reason stays in the server log: telling a caller why its token failed helps forging one.
+    log.info("401: %s", reason)
+    err = FHIRError(401, "login", "Authentication required: send a valid bearer token")
+    body = orjson.dumps(err.outcome())
+    headers: list[tuple[bytes, bytes]] = [
+        (b"content-type", b"application/fhir+json; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+        (b"www-authenticate", b'Bearer realm="fhir", error="invalid_token"'),
+    ]
+    await send({"type": "http.response.start", "status": 401, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def smart_configuration(settings: Settings) -> dict[str, Any]:
+    """``/.well-known/smart-configuration`` (SMART App Launch v2)."""
+    conf: dict[str, Any] = {
+        "issuer": settings.auth_issuer,
+        "jwks_uri": settings.auth_jwks_url,
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic"],
+        "grant_types_supported": ["authorization_code", "client_credentials"],
+        "scopes_supported": ["openid", "fhirUser", "launch/patient", "offline_access",
+                             "patient/*.rs", "user/*.cruds", "system/*.cruds",
+                             "patient/*.read", "user/*.read", "user/*.write", "system/*.read", "system/*.write"],
+        "response_types_supported": ["code"],
+        "capabilities": ["launch-standalone", "client-public", "client-confidential-symmetric",
+                         "client-confidential-asymmetric", "context-standalone-patient", "permission-patient",
+                         "permission-user", "permission-v1", "permission-v2"],
+        "code_challenge_methods_supported": ["S256"],
+    }
+    if settings.auth_authorize_url:
+        conf["authorization_endpoint"] = settings.auth_authorize_url
+    if settings.auth_token_url:
+        conf["token_endpoint"] = settings.auth_token_url
+    return {k: v for k, v in conf.items() if v is not None}

@@ -1,0 +1,156 @@
+"""Authentication and authorisation over HTTP, against a server running with FHIR_AUTH=jwt.
+
+A leakage probe: a masked document, another patient's data and an unfiltered path are each tried
+through read, vread, search, counts and history; none may show up in a body, a count or a link.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from fhir_server.security.dev_issuer import DevIssuer
+from fhir_server.security.policy import TRE_A07
+from tests.conftest import make_settings
+from tests.harness import RunningServer, start_server
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+
+@pytest.fixture(scope="module")
+def issuer(tmp_path_factory: pytest.TempPathFactory) -> DevIssuer:
+    dev = DevIssuer(tmp_path_factory.mktemp("issuer"))
+    dev.ensure_keys()
+    return dev
+
+
+@pytest.fixture(scope="module")
+def secured(es_url: str, tmp_path_factory: pytest.TempPathFactory, issuer: DevIssuer) -> Iterator[RunningServer]:
+    settings = make_settings(es_url, tmp_path_factory.mktemp("auth"), auth="jwt", auth_issuer=issuer.issuer,
+                             auth_audience=issuer.audience, auth_jwks_file=issuer.jwks_file)
+    srv = start_server(settings)
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def client_for(srv: RunningServer, token: str | None) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=srv.base_url, headers=headers, timeout=30)
+
+
+@pytest.fixture(scope="module")
+def world(secured: RunningServer, issuer: DevIssuer) -> dict[str, Any]:
+    """Two patients; documents: plain, masked for professionals, invisible to the patient."""
+    admin = client_for(secured, issuer.mint("backend", "system/*.cruds"))
+
+    def create(resource: dict[str, Any]) -> str:
+        resp = admin.post(f"/{resource['resourceType']}", json=resource, headers=FHIR_JSON)
+        assert resp.status_code == 201, resp.text
+        return str(resp.json()["id"])
+
+    tag = uuid.uuid4().hex[:8]
+    p1 = create({"resourceType": "Patient", "name": [{"family": f"Alpha{tag}"}]})
+    p2 = create({"resourceType": "Patient", "name": [{"family": f"Beta{tag}"}]})
+
+    def doc(patient: str, label: str | None) -> str:
+        res: dict[str, Any] = {"resourceType": "DocumentReference", "status": "current",
+                               "subject": {"reference": f"Patient/{patient}"},
+                               "content": [{"attachment": {"contentType": "text/plain", "url": "http://x/d"}}]}
+        if label:
+            res["securityLabel"] = [{"coding": [{"system": TRE_A07, "code": label}]}]
+        return create(res)
+
+    return {"p1": p1, "p2": p2, "plain": doc(p1, None), "masked": doc(p1, "MASQUE_PS"),
+            "hidden": doc(p1, "INVISIBLE_PATIENT"), "other": doc(p2, None), "admin": admin, "tag": tag}
+
+
+def ids(resp: httpx.Response) -> set[str]:
+    assert resp.status_code == 200, resp.text
+    return {e["resource"]["id"] for e in resp.json().get("entry", [])}
+
+
+def test_metadata_is_public_and_everything_else_needs_a_token(secured: RunningServer) -> None:
+    with client_for(secured, None) as anon:
+        assert anon.get("/metadata").status_code == 200
+        for method, path in (("GET", "/Patient"), ("GET", "/Patient/x"), ("POST", "/Patient"), ("GET", "/_history")):
+            resp = anon.request(method, path)
+            assert resp.status_code == 401, (method, path)
+            assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+            assert resp.json()["resourceType"] == "OperationOutcome"
+    with client_for(secured, "not-a-jwt") as bad:
+        assert bad.get("/Patient").status_code == 401
+
+
+def test_smart_configuration(secured: RunningServer, issuer: DevIssuer) -> None:
+    with client_for(secured, None) as anon:
+        conf = anon.get("/.well-known/smart-configuration").json()
+    assert conf["issuer"] == issuer.issuer
+    assert "permission-v2" in conf["capabilities"]
+
+
+def test_missing_scope_is_403(secured: RunningServer, issuer: DevIssuer, world: dict[str, Any]) -> None:
+    with client_for(secured, issuer.mint("u", "user/Patient.rs", fhir_user="Practitioner/1")) as c:
+        assert c.get("/Immunization").status_code == 403
+        assert c.post("/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON).status_code == 403
+        assert c.get(f"/Patient/{world['p1']}").status_code == 200
+
+
+def test_patient_sees_only_own_compartment(secured: RunningServer, issuer: DevIssuer, world: dict[str, Any]) -> None:
+    token = issuer.mint("patient-1", "patient/*.rs", patient=world["p1"])
+    with client_for(secured, token) as c:
+        assert c.get(f"/Patient/{world['p1']}").status_code == 200
+        assert c.get(f"/Patient/{world['p2']}").status_code == 404
+        assert c.get(f"/DocumentReference/{world['other']}").status_code == 404
+        assert c.get(f"/DocumentReference/{world['other']}/_history/1").status_code == 404
+        assert ids(c.get("/Patient", params={"family": f"Beta{world['tag']}"})) == set()
+        assert ids(c.get("/Patient")) == {world["p1"]}
+        docs = c.get("/DocumentReference", params={"_total": "accurate"})
+        assert ids(docs) == {world["plain"], world["masked"]}  # masked for professionals only
+        assert docs.json()["total"] == 2
+        count = c.get("/DocumentReference", params={"_summary": "count", "subject": f"Patient/{world['p2']}"})
+        assert count.json()["total"] == 0
+        assert c.get(f"/DocumentReference/{world['hidden']}").status_code == 404
+        # writing into another patient's compartment
+        foreign = {"resourceType": "Immunization", "status": "completed", "vaccineCode": {"text": "x"},
+                   "patient": {"reference": f"Patient/{world['p2']}"}, "occurrenceDateTime": "2024-01-01"}
+        assert c.post("/Immunization", json=foreign, headers=FHIR_JSON).status_code == 403
+        for path in ("/DocumentReference/_history", "/_history"):
+            assert c.get(path).status_code == 403
+        assert c.get("/DocumentReference", params={"_include": "DocumentReference:subject"}).status_code == 403
+
+
+def test_practitioner_never_sees_masked_documents(secured: RunningServer, issuer: DevIssuer,
+                                                  world: dict[str, Any]) -> None:
+    token = issuer.mint("dr", "user/*.cruds", fhir_user="Practitioner/dr")
+    with client_for(secured, token) as c:
+        assert c.get(f"/DocumentReference/{world['masked']}").status_code == 404
+        assert c.get(f"/DocumentReference/{world['masked']}/_history/1").status_code == 404
+        assert c.get(f"/DocumentReference/{world['masked']}/_history").status_code == 404
+        found = c.get("/DocumentReference", params={"subject": f"Patient/{world['p1']}", "_total": "accurate"})
+        assert ids(found) == {world["plain"], world["hidden"]}
+        assert found.json()["total"] == 2
+        assert world["masked"] not in found.text
+        counted = c.get("/DocumentReference", params={"subject": f"Patient/{world['p1']}", "_summary": "count"})
+        assert counted.json()["total"] == 2
+        assert c.delete(f"/DocumentReference/{world['masked']}").status_code == 404
+
+
+def test_system_token_sees_everything(world: dict[str, Any]) -> None:
+    found = world["admin"].get("/DocumentReference", params={"subject": f"Patient/{world['p1']}"})
+    assert ids(found) == {world["plain"], world["masked"], world["hidden"]}
+
+
+def test_expired_token(secured: RunningServer, issuer: DevIssuer) -> None:
+    with client_for(secured, issuer.mint("x", "system/*.cruds", ttl_s=-120)) as c:
+        assert c.get("/Patient").status_code == 401
+
+
+def test_dev_issuer_files_are_private(issuer: DevIssuer) -> None:
+    assert (Path(issuer.private_key_file).stat().st_mode & 0o077) == 0
