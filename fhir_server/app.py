@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .api.limits import RequestLimitsMiddleware
 from .api.responses import error_response, es_error_response
 from .api.routes import build_routes
 from .context import ServerContext
@@ -71,7 +72,7 @@ def create_app(build_context: Callable[[], ServerContext], settings: Settings | 
                     for path in ("/fhir/.well-known/smart-configuration", "/.well-known/smart-configuration")]
     return Starlette(
         routes=[*smart_routes, *build_routes()],
-        middleware=[Middleware(AuthenticationMiddleware, verifier=verifier)],
+        middleware=[Middleware(RequestLimitsMiddleware), Middleware(AuthenticationMiddleware, verifier=verifier)],
         lifespan=lifespan,
         exception_handlers={
             HTTPException: _http_error,

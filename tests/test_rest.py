@@ -280,3 +280,12 @@ def test_conditional_read(client: httpx.Client) -> None:
     assert later.status_code == 304
     earlier = client.get(f"/Patient/{pid}", headers={"If-Modified-Since": "Fri, 01 Jan 2010 00:00:00 GMT"})
     assert earlier.status_code == 200 and earlier.json()["id"] == pid
+
+
+def test_request_shape_limits(client: httpx.Client) -> None:
+    too_many = client.get("/Patient", params=[("_id", str(i)) for i in range(150)])
+    assert too_many.status_code == 400
+    outcome_of(too_many)
+    too_long = client.get("/Patient", params={"name": "x" * 9000})
+    assert too_long.status_code == 414
+    outcome_of(too_long)
