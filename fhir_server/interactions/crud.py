@@ -23,7 +23,8 @@ from fhir_server.errors import (
     unprocessable,
 )
 from fhir_server.storage import ConcurrentWrite, StoredVersion, VersionConflict
-from profiles import validate_structure
+from fhir_server.settings import Settings
+from profiles import validate
 
 from .result import Result
 
@@ -37,8 +38,10 @@ def new_id() -> str:
     return str(uuid.UUID(int=value))
 
 
-def _validate(resource: dict[str, Any]) -> list[Issue]:
-    issues = validate_structure(resource)
+def _validate(resource: dict[str, Any], settings: Settings | None = None) -> list[Issue]:
+    """Base R4 + claimed and required profiles (profiles.validate); errors → 422, the rest is returned."""
+    issues = validate(resource, required=settings.validation_required_profiles if settings else None,
+                      unknown_profile=settings.validation_unknown_profile if settings else "warning")
     errors = [i for i in issues if i.severity in ("error", "fatal")]
     if errors:
         raise unprocessable(errors)
@@ -55,7 +58,7 @@ def create(ctx: ServerContext, type_: str, resource: dict[str, Any]) -> Result:
     """POST: the server assigns the id; a client-supplied id is ignored (http.html#create)."""
     _check_type(type_, resource)
     body = {k: v for k, v in resource.items() if k != "id"}
-    issues = _validate(body)
+    issues = _validate(body, ctx.settings)
     try:
         with ctx.store.unit() as unit:
             stored = unit.put(type_, new_id(), body, method="POST", must_not_exist=True)
@@ -98,7 +101,7 @@ def update(ctx: ServerContext, type_: str, id_: str, resource: dict[str, Any], i
     _check_type(type_, resource)
     if resource.get("id") != id_:
         raise bad_request(f"Resource id '{resource.get('id')}' must equal the URL id '{id_}'", f"{type_}.id")
-    issues = _validate(resource)
+    issues = _validate(resource, ctx.settings)
     try:
         with ctx.store.unit() as unit:
             stored = unit.put(type_, id_, resource, method="PUT", if_match=if_match)

@@ -1,0 +1,202 @@
+"""Compiled validator tree: the vendored StructureDefinition snapshots turned, once per process, into nodes the
+engine walks without looking at a definition again (JSON key → node lookups, parsed cardinalities, compiled
+invariants, expanded value sets as sets)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from .invariants import Invariant, compile_invariant
+from .primitives import PRIMITIVES
+
+DEFINITIONS = Path(__file__).resolve().parent / "definitions"
+INLINE_TYPES = frozenset({"BackboneElement", "Element"})
+
+
+@dataclass(slots=True)
+class Binding:
+    strength: str
+    url: str
+    codes: frozenset[tuple[str, str]] | None  # (system, code); None = not expandable here
+    bare: frozenset[str] | None  # codes regardless of system, for the `code` datatype
+    systems: frozenset[str] = frozenset()  # whole code systems included ("*" in a vendored extract)
+
+    def has(self, system: object, code: object) -> bool:
+        return (system, code) in (self.codes or ()) or system in self.systems
+
+
+@dataclass(slots=True)
+class Node:
+    """One element of a type: its JSON name, cardinality, types and rules."""
+
+    name: str
+    path: str
+    min: int
+    max: int | None  # None = unbounded
+    types: tuple[str, ...]
+    choice: bool
+    targets: tuple[str, ...] = ()
+    binding: Binding | None = None
+    invariants: tuple[Invariant, ...] = ()
+    fixed: tuple[str, Any] | None = None
+    pattern: tuple[str, Any] | None = None
+    content_ref: str | None = None
+    model: Model | None = None  # inline children (BackboneElement)
+
+    @property
+    def repeats(self) -> bool:
+        return self.max is None or self.max > 1
+
+
+@dataclass(slots=True)
+class Model:
+    """The children of a complex type, a resource or a backbone element."""
+
+    type: str
+    nodes: list[Node] = field(default_factory=list)
+    keys: dict[str, tuple[Node, str]] = field(default_factory=dict)  # JSON key → (node, concrete type)
+    invariants: tuple[Invariant, ...] = ()
+
+    def add(self, node: Node) -> None:
+        self.nodes.append(node)
+        if node.choice:
+            for t in node.types:
+                self.keys[node.name + t[0].upper() + t[1:]] = (node, t)
+        else:
+            self.keys[node.name] = (node, node.types[0] if node.types else "")
+
+
+@dataclass(slots=True)
+class ExtensionDef:
+    url: str
+    contexts: tuple[str, ...]
+    value: Node | None  # the value[x] node (None = complex extension, no value)
+    sub: dict[str, tuple[int, int | None, Node | None]]  # sub-extension url → (min, max, value node)
+    invariants: tuple[Invariant, ...] = ()
+    source: str = "R4"
+
+
+@dataclass(slots=True)
+class Definitions:
+    models: dict[str, Model]
+    kinds: dict[str, str]
+    bases: dict[str, str]
+    abstract: frozenset[str]
+    extensions: dict[str, ExtensionDef]
+    valuesets: dict[str, Binding]
+
+    def is_resource(self, type_: str) -> bool:
+        return self.kinds.get(type_) == "resource" and type_ not in self.abstract
+
+
+def _max(raw: str) -> int | None:
+    return None if raw == "*" else int(raw)
+
+
+def _binding(raw: list[str] | None, valuesets: dict[str, Any]) -> Binding | None:
+    if not raw:
+        return None
+    strength, url = raw
+    vs = valuesets.get(url)
+    if vs is None:
+        return Binding(strength, url, None, None)
+    pairs = frozenset((system, code) for system, codes in vs.items() for code in codes if code != "*")
+    systems = frozenset(system for system, codes in vs.items() if "*" in codes)
+    return Binding(strength, url, pairs, frozenset(c for _, c in pairs), systems)
+
+
+def _node(el: dict[str, Any], valuesets: dict[str, Any], name: str | None = None) -> Node:
+    path = el["p"]
+    last = name or path.rsplit(".", 1)[-1]
+    choice = last.endswith("[x]")
+    types = tuple(t[0] for t in el.get("t", []))
+    targets = tuple(sorted({x for t in el.get("t", []) if len(t) > 1 for x in t[1]}))
+    return Node(
+        name=last[:-3] if choice else last, path=path, min=el["n"], max=_max(el["x"]), types=types, choice=choice,
+        targets=targets, binding=_binding(el.get("b"), valuesets),
+        invariants=tuple(compile_invariant(*c) for c in el.get("c", [])),
+        fixed=(el["f"][0], el["f"][1]) if "f" in el else None,
+        pattern=(el["pt"][0], el["pt"][1]) if "pt" in el else None,
+        content_ref=el.get("cr"))
+
+
+def _compile_type(name: str, raw: dict[str, Any], valuesets: dict[str, Any], registry: dict[str, Model]) -> Model:
+    elements = raw["e"]
+    root = Model(name, invariants=tuple(compile_invariant(*c) for c in elements[0].get("c", [])))
+    by_path: dict[str, Model] = {elements[0]["p"]: root}
+    for el in elements[1:]:
+        if "s" in el or ":" in el.get("id", ""):
+            continue  # slices of the base types (none in R4 core resources) are not needed here
+        parent_path, _ = el["p"].rsplit(".", 1)
+        parent = by_path.get(parent_path)
+        if parent is None:
+            continue
+        node = _node(el, valuesets)
+        if raw["k"] == "primitive-type" and node.name == "value":
+            continue  # the primitive value itself is checked by primitives.py
+        parent.add(node)
+        if any(t in INLINE_TYPES for t in node.types) and name not in INLINE_TYPES:
+            node.model = Model(f"{name}:{el['p']}", invariants=node.invariants)
+            node.invariants = ()
+            by_path[el["p"]] = node.model
+    registry.update(by_path)
+    return root
+
+
+def _extension(url: str, raw: dict[str, Any], valuesets: dict[str, Any], source: str) -> ExtensionDef:
+    def value(v: dict[str, Any] | None) -> Node | None:
+        if v is None:
+            return None
+        el = {"p": "Extension.value[x]", "n": v["n"], "x": "1", "t": [[t, v.get("r", [])] if v.get("r") else [t]
+                                                                       for t in v["t"]]}
+        if "b" in v:
+            el["b"] = v["b"]
+        return _node(el, valuesets)
+
+    sub = {u: (s["n"], _max(s["x"]), value(s.get("v"))) for u, s in raw.get("sub", {}).items()}
+    return ExtensionDef(url, tuple(raw["ctx"]), value(raw.get("v")), sub,
+                        tuple(compile_invariant(*c) for c in raw.get("c", [])), source)
+
+
+def _load(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((DEFINITIONS / name).read_text(encoding="utf-8"))
+    return data
+
+
+@cache
+def definitions() -> Definitions:
+    """The compiled R4 core definitions plus the vendored profile extensions (built once per process)."""
+    core = _load("r4-core.json")
+    valuesets: dict[str, Any] = dict(core["valuesets"])
+    extra_ext: dict[str, Any] = {}
+    for f in sorted(DEFINITIONS.glob("fr-*.json")):
+        pkg = _load(f.name)
+        valuesets.update(pkg.get("valuesets", {}))
+        for url, ext in pkg.get("extensions", {}).items():
+            extra_ext[url] = (ext, pkg.get("source", f.name))
+    registry: dict[str, Model] = {}
+    models = {name: _compile_type(name, raw, valuesets, registry) for name, raw in core["types"].items()}
+    for model in registry.values():
+        for node in model.nodes:
+            if node.content_ref and node.model is None:
+                node.model = registry.get(node.content_ref)
+    extensions = {url: _extension(url, raw, valuesets, "R4") for url, raw in core["extensions"].items()}
+    for url, (raw, source) in extra_ext.items():
+        extensions[url] = _extension(url, raw, valuesets, source)
+    bindings = {url: b for url in valuesets if (b := _binding(["required", url], valuesets))}
+    return Definitions(
+        models=models,
+        kinds={name: raw["k"] for name, raw in core["types"].items()},
+        bases={name: raw.get("base", "") for name, raw in core["types"].items()},
+        abstract=frozenset(name for name, raw in core["types"].items() if raw.get("a")),
+        extensions=extensions,
+        valuesets=bindings,
+    )
+
+
+def is_primitive(type_code: str) -> bool:
+    return type_code in PRIMITIVES
