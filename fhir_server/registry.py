@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-INSTANCE_INTERACTIONS = ("read", "vread", "update", "delete", "history-instance")
+INSTANCE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance")
 TYPE_INTERACTIONS = ("create", "search-type", "history-type")
 
 
@@ -33,6 +33,10 @@ RESOURCE_TYPES: dict[str, ResourceType] = {
         ResourceType("Patient", documentation="Patient identities (FR Core Patient / INS)."),
         ResourceType("DocumentReference", documentation="Shared documents (IHE MHD / ANS PDSm)."),
         ResourceType("Immunization", documentation="Vaccinations (FR Core Immunization)."),
+        ResourceType("List", documentation="IHE MHD SubmissionSet and Folder (ANS PDSm)."),
+        ResourceType("Binary", interactions=("read", "vread", "update", "delete", "history-instance", "create"),
+                     searchable=False,
+                     documentation="Document content (ITI-68 retrieve: raw bytes unless a FHIR format is asked)."),
     )
 }
 

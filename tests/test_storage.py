@@ -30,7 +30,7 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SQLResourc
             pytest.skip("FHIR_TEST_PG_URL not set")
         s = open_store(PG_URL)
         with s.engine.begin() as conn:
-            for table in ("outbox", "index_error", "resource", "resource_version"):
+            for table in ("outbox", "index_error", "match_key", "resource", "resource_version"):
                 conn.execute(text(f"DELETE FROM {table}"))
     yield s
     s.dispose()

@@ -85,3 +85,19 @@ def es_error_response(request: Request, exc: Exception) -> Response:
     log.warning("Elasticsearch failure on %s %s: %s", request.method, request.url.path, exc)
     return error_response(FHIRError(503, "transient", "The search index is unavailable; retry shortly",
                                     headers={"Retry-After": "5"}))
+
+
+def binary_response(result: Result) -> Response:
+    """ITI-68 / binary.html: a Binary read answered with its own bytes and media type."""
+    from fhir_server.interactions.binary import raw_content
+
+    v = result.version
+    resource = result.body if result.body is not None else orjson.loads(result.raw or b"{}")
+    content_type, content = raw_content(resource)
+    headers = dict(result.headers)
+    if v is not None:
+        headers["ETag"] = f'W/"{v.version}"'
+        headers["Last-Modified"] = format_datetime(v.last_updated, usegmt=True)
+    if isinstance(resource.get("securityContext"), dict) and resource["securityContext"].get("reference"):
+        headers["X-Security-Context"] = resource["securityContext"]["reference"]
+    return Response(content, status_code=result.status, headers=headers, media_type=content_type)

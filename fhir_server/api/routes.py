@@ -12,6 +12,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
 from elasticsearch import ApiError, TransportError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -20,13 +21,13 @@ from starlette.routing import Route
 
 from fhir_server.context import ServerContext
 from fhir_server.errors import FHIRError, bad_request, not_found
-from fhir_server.interactions import capabilities, crud, history, search
+from fhir_server.interactions import binary, bundle, capabilities, crud, history, patch, search
 from fhir_server.interactions.result import Result
 from fhir_server.registry import get_type
 from fhir_server.security import authz
 
-from .content import read_resource, response_format
-from .responses import error_response, es_error_response, prefer, result_response
+from .content import JSON_TYPES, XML_TYPES, read_resource, response_format
+from .responses import binary_response, error_response, es_error_response, prefer, result_response
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +211,91 @@ async def _history_instance(request: Request) -> Result:
 
 async def _bundle(request: Request) -> Result:
     authz.require_system(authz.principal_of(request), "*", "create")
-    raise FHIRError(501, "not-supported", "Batch and transaction Bundles are not supported yet")
+    body = await read_resource(request, _ctx(request).settings.max_body_bytes)
+    return await run_in_threadpool(bundle.process, _ctx(request), body,
+                                   prefer(request.headers.get("prefer")).get("return"))
+
+
+async def _body_bytes(request: Request) -> bytes:
+    limit = _ctx(request).settings.max_body_bytes
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise FHIRError(413, "too-costly", f"Body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _media(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def _conditional_update(request: Request) -> Result:
+    type_ = _type(request, "update")
+    resource = await read_resource(request, _ctx(request).settings.max_body_bytes)
+    authz.check_writable(authz.principal_of(request), type_, resource, "update")
+    return await run_in_threadpool(lambda: bundle.single(_ctx(request), "PUT", type_, query=request.url.query,
+                                                         resource=resource, if_match=_if_match(request)))
+
+
+async def _conditional_delete(request: Request) -> Result:
+    type_ = _type(request, "delete")
+    return await run_in_threadpool(lambda: bundle.single(_ctx(request), "DELETE", type_, query=request.url.query,
+                                                         if_match=_if_match(request)))
+
+
+async def _patch_body(request: Request) -> Any:
+    media = _media(request)
+    if media not in patch.JSON_PATCH_TYPES and media not in ("application/fhir+json", "application/json"):
+        raise FHIRError(415, "not-supported", "PATCH takes application/json-patch+json (JSON Patch) or "
+                        "application/fhir+json (FHIRPath Patch Parameters)")
+    try:
+        return orjson.loads(await _body_bytes(request))
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"Malformed JSON: {exc}") from exc
+
+
+async def _patch(request: Request) -> Result:
+    type_ = _type(request, "patch")
+    body = await _patch_body(request)
+    id_ = request.path_params.get("id")
+    if id_ is not None:
+        await _check_current(request, type_, "patch")
+    query = None if id_ is not None else request.url.query
+    if isinstance(body, list) or _media(request) in patch.JSON_PATCH_TYPES:
+        body = binary.make_binary("application/json-patch+json", orjson.dumps(body))
+    return await run_in_threadpool(lambda: bundle.single(_ctx(request), "PATCH", type_, id_=id_, query=query,
+                                                         resource=body, if_match=_if_match(request)))
+
+
+async def _create_dispatch(request: Request) -> Result:
+    """POST [type]: If-None-Exist makes it conditional; a Binary may come as raw bytes of any media type."""
+    type_ = _type(request, "create")
+    media = _media(request)
+    if type_ == "Binary" and media and media not in JSON_TYPES and media not in XML_TYPES:
+        resource = binary.make_binary(media, await _body_bytes(request))
+        return await run_in_threadpool(crud.create, _ctx(request), type_, resource)
+    if_none_exist = request.headers.get("if-none-exist")
+    if not if_none_exist:
+        return await _create(request)
+    resource = await read_resource(request, _ctx(request).settings.max_body_bytes)
+    authz.check_writable(authz.principal_of(request), type_, resource, "create")
+    return await run_in_threadpool(lambda: bundle.single(_ctx(request), "POST", type_, resource=resource,
+                                                         if_none_exist=if_none_exist))
+
+
+async def _read_dispatch(request: Request) -> Response:
+    """GET [type]/[id]: a Binary answers its raw bytes unless a FHIR format is asked (ITI-68)."""
+    if request.path_params["type"] != "Binary" or binary.wants_fhir(request.query_params.get("_format"),
+                                                                    request.headers.get("accept", "")):
+        return await endpoint(_read)(request)
+    try:
+        result = await _read(request)
+    except FHIRError as err:
+        return error_response(err)
+    return binary_response(result)
 
 
 def _dispatch(table: dict[str, Handler]) -> Handler:
@@ -223,16 +308,20 @@ def _dispatch(table: dict[str, Handler]) -> Handler:
 def build_routes() -> list[Any]:
     return [
         Route("/fhir/metadata", endpoint(_metadata), methods=["GET"]),
-        Route("/fhir", endpoint(_bundle, write=True), methods=["POST"]),
-        Route("/fhir/", endpoint(_bundle, write=True), methods=["POST"]),
+        Route("/fhir", endpoint(_bundle), methods=["POST"]),
+        Route("/fhir/", endpoint(_bundle), methods=["POST"]),
         Route("/fhir/_history", endpoint(_history_system), methods=["GET"]),
-        Route("/fhir/{type}", _dispatch({"GET": endpoint(_search_get), "POST": endpoint(_create, write=True)}),
-              methods=["GET", "POST"]),
+        Route("/fhir/{type}", _dispatch({"GET": endpoint(_search_get), "POST": endpoint(_create_dispatch, write=True),
+                                         "PUT": endpoint(_conditional_update, write=True),
+                                         "DELETE": endpoint(_conditional_delete, write=True),
+                                         "PATCH": endpoint(_patch, write=True)}),
+              methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
         Route("/fhir/{type}/_search", endpoint(_search_post), methods=["POST"]),
         Route("/fhir/{type}/_history", endpoint(_history_type), methods=["GET"]),
-        Route("/fhir/{type}/{id}", _dispatch({"GET": endpoint(_read), "PUT": endpoint(_update, write=True),
-                                              "DELETE": endpoint(_delete, write=True)}),
-              methods=["GET", "PUT", "DELETE"]),
+        Route("/fhir/{type}/{id}", _dispatch({"GET": _read_dispatch, "PUT": endpoint(_update, write=True),
+                                              "DELETE": endpoint(_delete, write=True),
+                                              "PATCH": endpoint(_patch, write=True)}),
+              methods=["GET", "PUT", "DELETE", "PATCH"]),
         Route("/fhir/{type}/{id}/_history", endpoint(_history_instance), methods=["GET"]),
         Route("/fhir/{type}/{id}/_history/{vid}", endpoint(_vread), methods=["GET"]),
     ]

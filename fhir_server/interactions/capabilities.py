@@ -32,9 +32,10 @@ def capability_statement(ctx: ServerContext) -> dict[str, Any]:
             "versioning": "versioned-update",
             "readHistory": True,
             "updateCreate": True,
-            "conditionalCreate": False,
-            "conditionalUpdate": False,
-            "conditionalDelete": "not-supported",
+            # conditional criteria: identifier and _id, matched in the store (interactions/conditional.py)
+            "conditionalCreate": True,
+            "conditionalUpdate": True,
+            "conditionalDelete": "single",
             "referencePolicy": ["literal", "logical"],
         }
         if rt.searchable:
@@ -56,7 +57,7 @@ def capability_statement(ctx: ServerContext) -> dict[str, Any]:
         "rest": [{
             "mode": "server",
             "resource": resources,
-            "interaction": [{"code": "history-system"}],
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
         }],
     }
 

@@ -22,8 +22,9 @@ from fhir_server.errors import (
     precondition_failed,
     unprocessable,
 )
-from fhir_server.storage import ConcurrentWrite, StoredVersion, VersionConflict
+from fhir_server.registry import get_type
 from fhir_server.settings import Settings
+from fhir_server.storage import ConcurrentWrite, StoredVersion, UniqueKeyViolation, VersionConflict
 from profiles import validate
 
 from .result import Result
@@ -54,14 +55,35 @@ def _check_type(type_: str, resource: dict[str, Any]) -> None:
         raise bad_request(f"resourceType '{actual}' does not match the URL type '{type_}'", "resourceType")
 
 
+def _indexed(type_: str) -> bool:
+    """Types Elasticsearch never holds (Binary) get no outbox row."""
+    rt = get_type(type_)
+    return rt is None or rt.searchable
+
+
+def _unique_conflict(exc: UniqueKeyViolation) -> FHIRError:
+    """Policy: a second current resource with the same unique identifier (masterIdentifier) is a 409."""
+    return conflict(f"{exc}; a document is stored once (use If-None-Exist to make a retry idempotent)",
+                    f"{exc.type}.{exc.key.element}")
+
+
 def create(ctx: ServerContext, type_: str, resource: dict[str, Any]) -> Result:
-    """POST: the server assigns the id; a client-supplied id is ignored (http.html#create)."""
+    """POST: the server assigns the id; a client-supplied id is ignored (http.html#create).
+
+    A DocumentReference with inline ``attachment.data`` (ITI-105) has its bytes
+    moved to a Binary in the same transaction (see ``mhd.externalize_inline_data``).
+    """
+    from . import mhd  # mhd uses new_id from here
+
     _check_type(type_, resource)
     body = {k: v for k, v in resource.items() if k != "id"}
     issues = _validate(body, ctx.settings)
     try:
         with ctx.store.unit() as unit:
-            stored = unit.put(type_, new_id(), body, method="POST", must_not_exist=True)
+            body = mhd.externalize_inline_data(unit, body)
+            stored = unit.put(type_, new_id(), body, method="POST", must_not_exist=True, indexed=_indexed(type_))
+    except UniqueKeyViolation as exc:
+        raise _unique_conflict(exc) from exc
     except ConcurrentWrite as exc:
         raise conflict(str(exc)) from exc
     ctx.indexer.notify()
@@ -104,7 +126,9 @@ def update(ctx: ServerContext, type_: str, id_: str, resource: dict[str, Any], i
     issues = _validate(resource, ctx.settings)
     try:
         with ctx.store.unit() as unit:
-            stored = unit.put(type_, id_, resource, method="PUT", if_match=if_match)
+            stored = unit.put(type_, id_, resource, method="PUT", if_match=if_match, indexed=_indexed(type_))
+    except UniqueKeyViolation as exc:
+        raise _unique_conflict(exc) from exc
     except VersionConflict as exc:
         raise precondition_failed(
             f"If-Match names version {if_match} but the current version is {exc.current}", "If-Match"
@@ -120,7 +144,7 @@ def delete(ctx: ServerContext, type_: str, id_: str, if_match: int | None) -> Re
     """Logical delete; deleting an unknown or deleted resource succeeds without a new version."""
     try:
         with ctx.store.unit() as unit:
-            stored = unit.delete(type_, id_, if_match=if_match)
+            stored = unit.delete(type_, id_, if_match=if_match, indexed=_indexed(type_))
     except VersionConflict as exc:
         raise precondition_failed(
             f"If-Match names version {if_match} but the current version is {exc.current}", "If-Match"

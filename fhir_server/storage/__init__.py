@@ -1,6 +1,7 @@
 """Store of record: every version of every resource, plus the index outbox."""
 
 from .base import ConcurrentWrite, OutboxEntry, ResourceStore, StoredVersion, VersionConflict, WriteUnit
+from .keys import MatchKey, UniqueKeyViolation
 from .sql import SQLResourceStore, format_instant, now_us
 
 
@@ -13,10 +14,12 @@ def open_store(url: str) -> SQLResourceStore:
 
 __all__ = [
     "ConcurrentWrite",
+    "MatchKey",
     "OutboxEntry",
     "ResourceStore",
     "SQLResourceStore",
     "StoredVersion",
+    "UniqueKeyViolation",
     "VersionConflict",
     "WriteUnit",
     "format_instant",

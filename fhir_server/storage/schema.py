@@ -9,6 +9,8 @@
 - ``outbox``: resources whose index entry is stale, written in the same
   transaction as the version. The indexer deletes a row once Elasticsearch has
   the version and it is searchable.
+- ``match_key``: the identifiers of every current resource, for conditional
+  interactions that must see the transaction's own writes (see ``keys.py``).
 """
 
 from __future__ import annotations
@@ -74,4 +76,16 @@ index_error = Table(
     Column("type", String(64), nullable=False),
     Column("id", String(64), nullable=False),
     Column("error", String(2000), nullable=False),
+)
+
+match_key = Table(
+    "match_key",
+    metadata,
+    Column("type", String(64), nullable=False),
+    Column("id", String(64), nullable=False),
+    Column("element", String(32), nullable=False),  # identifier | masterIdentifier
+    Column("system", String(255), nullable=False),  # "" when absent
+    Column("value", String(255), nullable=False),
+    PrimaryKeyConstraint("type", "id", "element", "system", "value", name="pk_match_key"),
+    Index("ix_match_key_value", "type", "value"),
 )

@@ -4,6 +4,11 @@ Concurrency model: a write transaction locks the head row of the resource it
 changes (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite serialises writers with
 ``BEGIN IMMEDIATE``). The unique key ``(type, id, version)`` is the last line of
 defence: two writers can never both create the same version.
+
+Conditional interactions lock the identifier values they match on
+(``pg_advisory_xact_lock``; SQLite writers are already serialised), then read
+``match_key`` inside the same transaction, so concurrent identical conditional
+creates produce exactly one resource.
 """
 
 from __future__ import annotations
@@ -15,12 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select, update
+from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from .base import ConcurrentWrite, OutboxEntry, StoredVersion, VersionConflict
-from .schema import index_error, metadata, outbox, resource, resource_version
+from .keys import UNIQUE_ELEMENTS, MatchKey, UniqueKeyViolation, extract_keys, lock_id
+from .schema import index_error, match_key, metadata, outbox, resource, resource_version
 
 _V = resource_version
 _VERSION_COLS = (_V.c.seq, _V.c.type, _V.c.id, _V.c.version, _V.c.last_updated_us, _V.c.method, _V.c.deleted,
@@ -85,7 +91,49 @@ class SQLWriteUnit:
 
     def __init__(self, conn: Connection, for_update: bool) -> None:
         self._conn = conn
-        self._for_update = for_update
+        self._for_update = for_update  # PostgreSQL: row locks and advisory locks; SQLite: writers serialised
+        self._locked: set[int] = set()
+
+    def lock_values(self, type_: str, values: list[str]) -> None:
+        """Serialise with every other transaction matching or writing these identifier values."""
+        if not self._for_update:
+            return
+        for key in sorted({lock_id(type_, v) for v in values} - self._locked):
+            self._conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+            self._locked.add(key)
+
+    def match(self, type_: str, elements: tuple[str, ...], system: str | None, value: str | None) -> set[str]:
+        """Ids of current resources holding an identifier ``system|value`` (None = any)."""
+        mk = match_key
+        stmt = select(mk.c.id).where(mk.c.type == type_, mk.c.element.in_(elements))
+        if value is not None:
+            stmt = stmt.where(mk.c.value == value)
+        if system is not None:
+            stmt = stmt.where(mk.c.system == system)
+        return {r.id for r in self._conn.execute(stmt.distinct())}
+
+    def _check_unique(self, type_: str, id_: str, keys: set[MatchKey]) -> None:
+        unique = [k for k in keys if k.element in UNIQUE_ELEMENTS.get(type_, ())]
+        if not unique:
+            return
+        self.lock_values(type_, [k.value for k in unique])
+        for k in unique:
+            holders = self.match(type_, (k.element,), k.system, k.value) - {id_}
+            if holders:
+                raise UniqueKeyViolation(type_, k, sorted(holders)[0])
+
+    def _replace_keys(self, type_: str, id_: str, keys: set[MatchKey], existed: bool) -> None:
+        if existed:
+            self._conn.execute(delete(match_key).where(match_key.c.type == type_, match_key.c.id == id_))
+        if keys:
+            self._conn.execute(insert(match_key), [
+                {"type": type_, "id": id_, "element": k.element, "system": k.system, "value": k.value}
+                for k in keys])
+
+    def vread(self, type_: str, id_: str, version: int) -> StoredVersion | None:
+        row = self._conn.execute(select(*_VERSION_COLS).where(_V.c.type == type_, _V.c.id == id_,
+                                                             _V.c.version == version)).first()
+        return _row_to_version(row) if row else None
 
     def _head(self, type_: str, id_: str) -> Any:
         stmt = select(resource.c.version, resource.c.deleted, resource.c.seq).where(
@@ -103,7 +151,7 @@ class SQLWriteUnit:
         return _row_to_version(row) if row else None
 
     def _append(self, type_: str, id_: str, version: int, method: str, content: bytes | None, ts: int,
-                head_exists: bool) -> StoredVersion:
+                head_exists: bool, indexed: bool = True) -> StoredVersion:
         deleted = content is None
         try:
             seq = self._conn.execute(
@@ -118,13 +166,15 @@ class SQLWriteUnit:
             else:
                 self._conn.execute(insert(resource).values(type=type_, id=id_, version=version, seq=seq,
                                                            deleted=deleted))
-            self._conn.execute(insert(outbox).values(seq=seq, type=type_, id=id_, attempts=0))
+            if indexed:
+                self._conn.execute(insert(outbox).values(seq=seq, type=type_, id=id_, attempts=0))
         except IntegrityError as exc:
             raise ConcurrentWrite(f"{type_}/{id_} was written concurrently") from exc
         return StoredVersion(seq, type_, id_, version, ts, method, deleted, content)
 
     def put(self, type_: str, id_: str, resource_: dict[str, Any], *, method: str, if_match: int | None = None,
-            must_not_exist: bool = False) -> StoredVersion:
+            must_not_exist: bool = False, indexed: bool = True) -> StoredVersion:
+        """Append a version; ``indexed=False`` for types Elasticsearch never holds (no outbox row)."""
         head = self._head(type_, id_)
         if head is not None and must_not_exist:
             raise ConcurrentWrite(f"{type_}/{id_} already exists")
@@ -138,9 +188,14 @@ class SQLWriteUnit:
         meta["lastUpdated"] = format_instant(ts)
         body: dict[str, Any] = {"resourceType": type_, "id": id_, "meta": meta}
         body.update((k, v) for k, v in resource_.items() if k not in ("resourceType", "id", "meta"))
-        return self._append(type_, id_, version, method, orjson.dumps(body), ts, head is not None)
+        keys = extract_keys(body)
+        self._check_unique(type_, id_, keys)
+        stored = self._append(type_, id_, version, method, orjson.dumps(body), ts, head is not None, indexed)
+        self._replace_keys(type_, id_, keys, head is not None)
+        return stored
 
-    def delete(self, type_: str, id_: str, *, if_match: int | None = None) -> StoredVersion | None:
+    def delete(self, type_: str, id_: str, *, if_match: int | None = None,
+               indexed: bool = True) -> StoredVersion | None:
         head = self._head(type_, id_)
         if head is None:
             if if_match is not None:
@@ -150,7 +205,9 @@ class SQLWriteUnit:
             raise VersionConflict(head.version)
         if head.deleted:
             return None  # deleting a deleted resource changes nothing
-        return self._append(type_, id_, head.version + 1, "DELETE", None, now_us(), True)
+        stored = self._append(type_, id_, head.version + 1, "DELETE", None, now_us(), True, indexed)
+        self._replace_keys(type_, id_, set(), True)
+        return stored
 
 
 class SQLResourceStore:

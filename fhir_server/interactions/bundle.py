@@ -1,0 +1,535 @@
+"""Batch and transaction Bundles (http.html#transaction, bundle.html#references).
+
+A transaction is one store unit: every version, outbox row and match key of the
+Bundle commits together or not at all. Processing order is the spec's: DELETE,
+then POST, then PUT/PATCH, then GET/HEAD. Before anything is written the server
+resolves every entry's identity (conditional create/update/patch matches, new
+ids), rewrites ``fullUrl`` references (``urn:uuid:`` and absolute URLs, in any
+element, ``attachment.url`` included) and resolves conditional references
+(``Patient?identifier=s|v``, exactly one match or the Bundle fails). Matching
+reads the store inside the unit plus the Bundle's own earlier entries, so a
+Bundle sees its own writes. A unit aborted by a concurrent writer (lock timeout,
+unique key race) is retried from scratch, since nothing of it was committed.
+
+A batch runs each entry as its own one-entry transaction and reports each
+outcome separately.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from fhir_server.context import ServerContext
+from fhir_server.errors import FHIRError, Issue, bad_request, conflict, not_found, operation_outcome
+from fhir_server.registry import get_type
+from fhir_server.storage import (
+    ConcurrentWrite,
+    StoredVersion,
+    UniqueKeyViolation,
+    VersionConflict,
+    WriteUnit,
+    format_instant,
+    now_us,
+)
+from fhir_server.storage.keys import MatchKey, extract_keys
+from search.query import SearchError, compile_search
+
+from . import conditional, crud, mhd, patch, search
+from .result import Result
+
+ATTEMPTS = 3
+_STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+_CONDITIONAL_REF = re.compile(r"^([A-Z][A-Za-z]+)\?(.+)$")
+_LITERAL = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/([A-Za-z0-9\-.]{1,64}))?$")
+
+
+@dataclass
+class Entry:
+    """One request entry and, once processed, its outcome."""
+
+    index: int
+    method: str
+    url: str
+    type: str
+    id: str | None = None
+    vid: str | None = None
+    query: str | None = None  # conditional or search criteria
+    full_url: str | None = None
+    resource: dict[str, Any] | None = None
+    if_match: int | None = None
+    if_none_exist: str | None = None
+    # outcome
+    target: str | None = None  # resolved logical id
+    status: int = 0
+    stored: StoredVersion | None = None
+    body: dict[str, Any] | None = None
+    issues: list[Issue] = field(default_factory=list)
+
+    @property
+    def where(self) -> str:
+        return f"Bundle.entry[{self.index}]"
+
+    def reset(self) -> None:
+        self.target, self.status, self.stored, self.body, self.issues = None, 0, None, None, []
+
+
+def _located(err: FHIRError, entry: Entry) -> FHIRError:
+    """The same error, its message and FHIRPaths naming the failing entry."""
+    prefix = f"{entry.where}.resource"
+
+    def relocate(expr: str) -> str:
+        if expr.startswith(entry.where):
+            return expr
+        if entry.resource is not None:
+            rtype = str(entry.resource.get("resourceType", entry.type))
+            if expr == rtype or expr.startswith(rtype + ".") or expr.startswith(rtype + "["):
+                return prefix + expr[len(rtype):]
+        return f"{entry.where}.request" if expr in ("If-Match", "If-None-Exist") else f"{entry.where}"
+
+    expressions = tuple(relocate(e) for e in err.expression) or (entry.where,)
+    extra = [Issue(i.severity, i.code, i.diagnostics, tuple(relocate(e) for e in i.expression))
+             for i in err.extra_issues]
+    return FHIRError(err.status, err.code, f"{entry.where} ({entry.method} {entry.url}): {err.diagnostics}",
+                     expressions, dict(err.headers), extra)
+
+
+@contextmanager
+def _at(entry: Entry) -> Iterator[None]:
+    """Errors raised inside name the entry; the plain error stays available as ``__cause__``."""
+    try:
+        yield
+    except FHIRError as err:
+        raise _located(err, entry) from err
+    except UniqueKeyViolation as exc:
+        plain = crud._unique_conflict(exc)
+        raise _located(plain, entry) from plain
+    except VersionConflict as exc:
+        plain = FHIRError(412, "conflict", f"If-Match names version {entry.if_match} but the current "
+                          f"version is {exc.current}", ("If-Match",))
+        raise _located(plain, entry) from plain
+
+
+def _etag_version(raw: Any, where: str) -> int | None:
+    if raw is None:
+        return None
+    value = str(raw).strip().removeprefix("W/").strip('"')
+    if not value.isdigit():
+        raise bad_request(f"ifMatch must be a version ETag like W/\"3\", got '{raw}'", where)
+    return int(value)
+
+
+def _relative(ctx: ServerContext, url: str) -> str:
+    for base in (ctx.base_url, ctx.base_url.split("://", 1)[-1]):
+        if url.startswith(base + "/"):
+            return url[len(base) + 1:]
+    return url.lstrip("/")
+
+
+def parse_entry(ctx: ServerContext, raw: Any, index: int) -> Entry:
+    where = f"Bundle.entry[{index}]"
+    if not isinstance(raw, dict):
+        raise bad_request(f"{where} is not an object", where)
+    request = raw.get("request")
+    if not isinstance(request, dict):
+        raise bad_request(f"{where} has no request", f"{where}.request")
+    method, url = request.get("method"), request.get("url")
+    if method not in _ORDER or not isinstance(url, str) or not url:
+        raise bad_request(f"{where}.request needs a method (GET, HEAD, POST, PUT, PATCH, DELETE) and a url",
+                          f"{where}.request")
+    rel = _relative(ctx, url)
+    path, _, query = rel.partition("?")
+    segments = path.split("/") if path else []
+    entry = Entry(index, method, url, segments[0] if segments else "", query=query or None,
+                  full_url=raw.get("fullUrl") if isinstance(raw.get("fullUrl"), str) else None)
+    resource = raw.get("resource")
+    if resource is not None and not isinstance(resource, dict):
+        raise bad_request(f"{where}.resource is not a resource", f"{where}.resource")
+    entry.resource = resource
+    with _at(entry):
+        entry.if_match = _etag_version(request.get("ifMatch"), "If-Match")
+    if isinstance(request.get("ifNoneExist"), str):
+        entry.if_none_exist = request["ifNoneExist"]
+    if method in ("GET", "HEAD"):
+        return entry  # any read or search URL; checked when it runs
+    if get_type(entry.type) is None:
+        raise not_found(f"{where}: resource type '{entry.type}' is not supported by this server",
+                        f"{where}.request.url")
+    if len(segments) > 2 or (method == "POST" and len(segments) != 1):
+        raise bad_request(f"{where}: '{url}' is not a valid {method} url", f"{where}.request.url")
+    entry.id = segments[1] if len(segments) == 2 else None
+    if method in ("PUT", "PATCH", "DELETE") and entry.id is None and entry.query is None:
+        raise bad_request(f"{where}: {method} needs Type/id or Type?criteria", f"{where}.request.url")
+    if method in ("POST", "PUT", "PATCH") and resource is None:
+        raise bad_request(f"{where}: {method} needs a resource", f"{where}.resource")
+    if method in ("POST", "PUT") and resource is not None and resource.get("resourceType") != entry.type:
+        raise bad_request(f"{where}: resourceType '{resource.get('resourceType')}' does not match the url "
+                          f"type '{entry.type}'", f"{where}.resource.resourceType")
+    if method == "PUT" and entry.id is not None and resource is not None and resource.get("id") not in (
+            None, entry.id):
+        raise bad_request(f"{where}: resource id '{resource.get('id')}' must equal the url id '{entry.id}'",
+                          f"{where}.resource.id")
+    return entry
+
+
+def parse_bundle(ctx: ServerContext, bundle: dict[str, Any]) -> tuple[str, list[Entry]]:
+    if bundle.get("resourceType") != "Bundle":
+        raise bad_request("POST on the base takes a Bundle", "resourceType")
+    kind = bundle.get("type")
+    if kind not in ("transaction", "batch"):
+        raise bad_request(f"Bundle.type must be transaction or batch, not '{kind}'", "Bundle.type")
+    raw = bundle.get("entry") or []
+    if not isinstance(raw, list):
+        raise bad_request("Bundle.entry must be a list", "Bundle.entry")
+    if kind == "batch":
+        return kind, [_lenient_parse(ctx, e, i) for i, e in enumerate(raw)]
+    return kind, [parse_entry(ctx, e, i) for i, e in enumerate(raw)]
+
+
+def _lenient_parse(ctx: ServerContext, raw: Any, index: int) -> Entry:
+    """Batch: an unparsable entry fails alone."""
+    try:
+        return parse_entry(ctx, raw, index)
+    except FHIRError as err:
+        entry = Entry(index, "?", "?", "")
+        entry.status, entry.body = err.status, err.outcome()
+        return entry
+
+
+# -- identity resolution -----------------------------------------------------------------------------
+
+@dataclass
+class _Pending:
+    """Resources the Bundle will write before the entry being resolved (processing order)."""
+
+    keys: dict[tuple[str, str], set[MatchKey]] = field(default_factory=dict)
+    deleted: set[tuple[str, str]] = field(default_factory=set)
+
+    def match(self, type_: str, criteria: list[conditional.Criterion]) -> set[str]:
+        elements = conditional.elements_of(type_)
+        out: set[str] | None = None
+        for c in criteria:
+            ids: set[str] = set()
+            for (t, id_), keys in self.keys.items():
+                if t != type_:
+                    continue
+                for system, value in c.alternatives:
+                    if c.name == "_id":
+                        if id_ == value:
+                            ids.add(id_)
+                    elif any(k.element in elements and (value is None or k.value == value)
+                             and (system is None or k.system == system) for k in keys):
+                        ids.add(id_)
+            out = ids if out is None else out & ids
+        return out or set()
+
+
+def _match(unit: WriteUnit, pending: _Pending, type_: str, criteria: list[conditional.Criterion]) -> set[str]:
+    in_store = conditional.match(unit, type_, criteria)
+    in_store -= {id_ for t, id_ in pending.deleted if t == type_}
+    # a resource the Bundle rewrites matches by its new identifiers, not its stored ones
+    in_store = {i for i in in_store if (type_, i) not in pending.keys}
+    return in_store | pending.match(type_, criteria)
+
+
+def _one(ids: set[str], type_: str, what: str) -> str | None:
+    if len(ids) > 1:
+        raise FHIRError(412, "multiple-matches", f"{what} matches {len(ids)} {type_} resources")
+    return next(iter(ids), None)
+
+
+def _resolve_identity(ctx: ServerContext, unit: WriteUnit, entry: Entry, pending: _Pending) -> None:
+    type_ = entry.type
+    if entry.method == "POST":
+        if entry.if_none_exist:
+            criteria = conditional.parse_criteria(type_, entry.if_none_exist, "If-None-Exist")
+            found = _one(_match(unit, pending, type_, criteria), type_, f"If-None-Exist '{entry.if_none_exist}'")
+            if found is not None:
+                entry.target, entry.status = found, 200  # already there: nothing is written
+                return
+        entry.target = crud.new_id()
+    elif entry.id is not None:
+        entry.target = entry.id
+    else:
+        criteria = conditional.parse_criteria(type_, entry.query or "", f"{entry.where}.request.url")
+        found = _one(_match(unit, pending, type_, criteria), type_, f"'{entry.url}'")
+        rid = entry.resource.get("id") if entry.resource else None
+        if entry.method == "PATCH":
+            if found is None:
+                raise not_found(f"No {type_} matches '{entry.url}'")
+            entry.target = found
+        elif found is None:
+            entry.target = rid if isinstance(rid, str) and rid else crud.new_id()
+        elif rid not in (None, found):
+            raise bad_request(f"The resource id '{rid}' differs from the matched {type_}/{found}", f"{type_}.id")
+        else:
+            entry.target = found
+    if entry.method in ("POST", "PUT") and entry.resource is not None:
+        pending.keys[(type_, entry.target)] = extract_keys(entry.resource)
+        pending.deleted.discard((type_, entry.target))
+
+
+# -- reference rewriting -----------------------------------------------------------------------------
+
+def _rewrite(node: Any, urls: dict[str, str], resolve: Any) -> Any:
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if k == "reference" and isinstance(v, str) and v not in urls:
+                out[k] = resolve(v)
+            else:
+                out[k] = _rewrite(v, urls, resolve)
+        return out
+    if isinstance(node, list):
+        return [_rewrite(v, urls, resolve) for v in node]
+    if isinstance(node, str) and node in urls:
+        return urls[node]
+    return node
+
+
+def _reference_resolver(unit: WriteUnit, pending: _Pending, entry: Entry) -> Any:
+    def resolve(ref: str) -> str:
+        if ref.startswith("urn:uuid:") or ref.startswith("urn:oid:"):
+            raise bad_request(f"Reference '{ref}' names no fullUrl of this Bundle", entry.where)
+        m = _CONDITIONAL_REF.match(ref)
+        if m is None:
+            return ref
+        type_ = m.group(1)
+        if get_type(type_) is None:
+            raise not_found(f"Conditional reference '{ref}': type {type_} is not served here")
+        criteria = conditional.parse_criteria(type_, m.group(2), entry.where)
+        ids = _match(unit, pending, type_, criteria)
+        if not ids:
+            raise not_found(f"Conditional reference '{ref}' matches no {type_}")
+        found = _one(ids, type_, f"Conditional reference '{ref}'")
+        return f"{type_}/{found}"
+
+    return resolve
+
+
+# -- execution -----------------------------------------------------------------------------------------
+
+def _indexed(type_: str) -> bool:
+    rt = get_type(type_)
+    return rt is not None and rt.searchable
+
+
+def _delete(ctx: ServerContext, unit: WriteUnit, entry: Entry, pending: _Pending) -> None:
+    if entry.id is None:
+        criteria = conditional.parse_criteria(entry.type, entry.query or "", f"{entry.where}.request.url")
+        entry.target = _one(conditional.match(unit, entry.type, criteria), entry.type, f"'{entry.url}'")
+    else:
+        entry.target = entry.id
+    entry.status = 204
+    if entry.target is None:
+        return
+    stored = unit.delete(entry.type, entry.target, if_match=entry.if_match, indexed=_indexed(entry.type))
+    pending.deleted.add((entry.type, entry.target))
+    entry.stored = stored
+
+
+def _write(ctx: ServerContext, unit: WriteUnit, entry: Entry) -> None:
+    assert entry.target is not None and entry.resource is not None
+    type_, indexed = entry.type, _indexed(entry.type)
+    if entry.method == "POST":
+        body = {k: v for k, v in entry.resource.items() if k != "id"}
+        entry.issues = crud._validate({**body, "id": entry.target})
+        body = mhd.externalize_inline_data(unit, body)  # ITI-105 inline data -> Binary
+        entry.stored = unit.put(type_, entry.target, body, method="POST", must_not_exist=True, indexed=indexed)
+        entry.status = 201
+        return
+    if entry.method == "PUT":
+        body = {**entry.resource, "id": entry.target}
+        entry.issues = crud._validate(body)
+        entry.stored = unit.put(type_, entry.target, body, method="PUT", if_match=entry.if_match, indexed=indexed)
+        entry.status = 201 if entry.stored.version == 1 else 200
+        return
+    current = unit.current(type_, entry.target)  # PATCH
+    if current is None or current.deleted:
+        raise not_found(f"{type_}/{entry.target} is not known") if current is None else FHIRError(
+            410, "deleted", f"{type_}/{entry.target} was deleted")
+    if entry.if_match is not None and entry.if_match != current.version:
+        raise VersionConflict(current.version)
+    patched = patch.apply_patch(current.resource(), entry.resource, "")
+    entry.issues = crud._validate(patched)
+    entry.stored = unit.put(type_, entry.target, patched, method="PATCH", if_match=current.version,
+                            indexed=indexed)
+    entry.status = 200
+
+
+def _read(ctx: ServerContext, unit: WriteUnit, entry: Entry) -> None:
+    """GET/HEAD: read and vread inside the unit (they see the Bundle's writes); searches are checked now and
+    run after commit."""
+    rel = _relative(ctx, entry.url)
+    path, _, query = rel.partition("?")
+    m = _LITERAL.match(path)
+    if m is None:
+        segs = path.split("/")
+        if len(segs) != 1 or get_type(segs[0]) is None:
+            raise not_found(f"'{entry.url}' is not a read or search this server supports")
+        try:
+            compile_search(ctx.search_parameters, segs[0], parse_qsl(query, keep_blank_values=True),
+                           base_url=ctx.base_url)
+        except SearchError as exc:
+            raise bad_request(exc.message) from exc
+        entry.type, entry.query, entry.status = segs[0], query, 200
+        return
+    type_, id_, vid = m.groups()
+    if get_type(type_) is None:
+        raise not_found(f"Resource type '{type_}' is not supported by this server")
+    stored = unit.current(type_, id_) if vid is None else (unit.vread(type_, id_, int(vid)) if vid.isdigit()
+                                                            else None)
+    if stored is None:
+        raise not_found(f"{type_}/{id_}{'/_history/' + vid if vid else ''} is not known")
+    if stored.deleted:
+        raise FHIRError(410, "deleted", f"{type_}/{id_} was deleted")
+    entry.type, entry.target, entry.stored, entry.status = type_, id_, stored, 200
+
+
+def _execute(ctx: ServerContext, unit: WriteUnit, entries: list[Entry]) -> None:
+    pending = _Pending()
+    for e in entries:  # DELETE first
+        if e.method == "DELETE" and e.status == 0:
+            with _at(e):
+                _delete(ctx, unit, e, pending)
+    writes = sorted((e for e in entries if e.method in ("POST", "PUT", "PATCH") and e.status == 0),
+                    key=lambda e: (_ORDER[e.method], e.index))
+    for e in writes:
+        with _at(e):
+            _resolve_identity(ctx, unit, e, pending)
+    seen: dict[tuple[str, str], Entry] = {}
+    for e in entries:
+        if e.target is None or e.method in ("GET", "HEAD"):
+            continue
+        key = (e.type, e.target)
+        if key in seen and not (e.method == "POST" and e.status == 200):
+            raise _located(bad_request(f"{e.type}/{e.target} is also the target of "
+                                       f"{seen[key].where}; a transaction may change a resource only once"), e)
+        seen[key] = e
+    urls: dict[str, str] = {e.full_url: f"{e.type}/{e.target}" for e in entries
+                            if e.full_url and e.target and e.method in ("POST", "PUT", "PATCH")}
+    to_write = [e for e in writes if e.status == 0]
+    for e in to_write:
+        if e.method in ("POST", "PUT") and e.resource is not None:
+            with _at(e):
+                e.resource = _rewrite(e.resource, urls, _reference_resolver(unit, pending, e))
+    supersede = mhd.check_provide_bundle(unit, entries)
+    for e in to_write:
+        with _at(e):
+            _write(ctx, unit, e)
+    for where, doc_id in supersede:
+        mhd.supersede(unit, doc_id, where)
+    for e in entries:
+        if e.method in ("GET", "HEAD"):
+            with _at(e):
+                _read(ctx, unit, e)
+
+
+def _run_transaction(ctx: ServerContext, entries: list[Entry]) -> None:
+    for attempt in range(ATTEMPTS):
+        for e in entries:
+            e.reset()
+        try:
+            with ctx.store.unit() as unit:
+                _execute(ctx, unit, entries)
+            return
+        except ConcurrentWrite as exc:
+            if attempt == ATTEMPTS - 1:
+                raise conflict(f"The transaction collided with concurrent writes ({exc}); retry") from exc
+
+
+# -- responses -----------------------------------------------------------------------------------------
+
+def _response_entry(ctx: ServerContext, entry: Entry, prefer_return: str) -> dict[str, Any]:
+    if entry.method in ("GET", "HEAD") and entry.query is not None and entry.status == 200 and entry.target is None:
+        try:
+            result = search.search(ctx, entry.type, parse_qsl(entry.query, keep_blank_values=True))
+        except FHIRError as err:
+            return {"response": {"status": str(err.status), "outcome": err.outcome()}}
+        out: dict[str, Any] = {"response": {"status": "200 OK"}}
+        if entry.method == "GET":
+            out["resource"] = result.body
+        return out
+    response: dict[str, Any] = {"status": _STATUS_TEXT.get(entry.status, str(entry.status))}
+    out = {}
+    stored = entry.stored
+    if stored is None and entry.status == 200 and entry.target and entry.method == "POST":
+        stored = ctx.store.read(entry.type, entry.target)  # conditional create matched an existing one
+    if stored is not None:
+        out["fullUrl"] = f"{ctx.base_url}/{stored.type}/{stored.id}"
+        response["etag"] = f'W/"{stored.version}"'
+        response["lastModified"] = format_instant(stored.last_updated_us)
+        if entry.method in ("POST", "PUT", "PATCH", "DELETE") and not stored.deleted:
+            response["location"] = f"{stored.type}/{stored.id}/_history/{stored.version}"
+        if not stored.deleted and (entry.method in ("GET",) or prefer_return == "representation"):
+            out["resource"] = stored.resource()
+    if prefer_return == "operationoutcome" and entry.method not in ("GET", "HEAD"):
+        response["outcome"] = operation_outcome(entry.issues or [Issue("information", "informational", "All OK")])
+    out["response"] = response
+    return out
+
+
+def _bundle(kind: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": kind, "meta": {"lastUpdated": format_instant(now_us())},
+            "entry": entries}
+
+
+def transaction(ctx: ServerContext, entries: list[Entry], prefer_return: str) -> Result:
+    _run_transaction(ctx, entries)
+    ctx.indexer.notify()
+    return Result(200, _bundle("transaction-response", [_response_entry(ctx, e, prefer_return) for e in entries]))
+
+
+def batch(ctx: ServerContext, entries: list[Entry], prefer_return: str) -> Result:
+    out = []
+    for e in entries:
+        if e.status:  # failed to parse
+            out.append({"response": {"status": str(e.status), "outcome": e.body}})
+            continue
+        try:
+            _run_transaction(ctx, [e])
+            ctx.indexer.notify()
+            out.append(_response_entry(ctx, e, prefer_return))
+        except FHIRError as err:
+            out.append({"response": {"status": str(err.status), "outcome": err.outcome()}})
+    return Result(200, _bundle("batch-response", out))
+
+
+def process(ctx: ServerContext, bundle: dict[str, Any], prefer_return: str | None = None) -> Result:
+    """POST [base] with a batch or transaction Bundle."""
+    kind, entries = parse_bundle(ctx, bundle)
+    mode = (prefer_return or "representation").lower()
+    return transaction(ctx, entries, mode) if kind == "transaction" else batch(ctx, entries, mode)
+
+
+def single(ctx: ServerContext, method: str, type_: str, *, id_: str | None = None, query: str | None = None,
+           resource: dict[str, Any] | None = None, if_match: int | None = None,
+           if_none_exist: str | None = None) -> Result:
+    """One conditional create/update/delete or a PATCH, through the transaction path (same matching rules).
+
+    Errors keep their plain form (no ``Bundle.entry`` prefix): the request was not a Bundle.
+    """
+    url = type_ + (f"/{id_}" if id_ else "") + (f"?{query}" if query else "")
+    entry = Entry(0, method, url, type_, id=id_, query=query, resource=resource, if_match=if_match,
+                  if_none_exist=if_none_exist)
+    try:
+        _run_transaction(ctx, [entry])
+    except FHIRError as err:
+        cause = err.__cause__
+        raise (cause if isinstance(cause, FHIRError) else err) from None
+    ctx.indexer.notify()
+    stored = entry.stored
+    if stored is None and entry.target is not None and method == "POST":
+        stored = ctx.store.read(type_, entry.target)  # If-None-Exist matched: the existing resource
+    if method == "DELETE" or stored is None:
+        result = Result(204 if method == "DELETE" else entry.status, None, stored)
+        if stored is not None:
+            result.headers["ETag"] = f'W/"{stored.version}"'
+        return result
+    return Result(entry.status, stored.resource(), stored, location=entry.status == 201, issues=entry.issues,
+                  raw=stored.content)

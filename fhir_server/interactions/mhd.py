@@ -1,0 +1,158 @@
+"""IHE MHD / ANS PDSm document sharing rules on top of transactions and create.
+
+ITI-65 (Provide Document Bundle), checked inside the transaction's store unit,
+after references are rewritten and before anything is written:
+
+- every DocumentReference ``content.attachment`` pointing at a Binary (of the
+  Bundle, or already stored) has ``size`` = its byte count and ``hash`` =
+  base64(SHA-1(bytes)) when those are given (422 otherwise);
+- the SubmissionSet (and Folder) ``subject`` and each DocumentReference
+  ``subject`` name the same Patient (422);
+- a DocumentReference that ``replaces`` another: the target must exist and be
+  ``current`` (404 / 409); unless the Bundle itself PATCHes or PUTs the target,
+  the server marks it ``superseded`` in the same unit, so a replacement is
+  always atomic with its new document.
+
+ITI-105 (Simplified Publish): a DocumentReference created with inline
+``attachment.data`` has the bytes moved to a new Binary in the same unit; the
+attachment keeps ``url = Binary/{id}``, ``size`` and ``hash`` (verified when the
+client sent them), so documents are always retrieved the same way (ITI-68, GET
+on ``attachment.url``) and search never carries document bytes.
+
+Profile conformance (PDSm provide-bundle, comprehensive, simplified-publish) is
+the validation engine's job, reached through ``crud._validate``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fhir_server.errors import FHIRError, conflict, not_found
+from fhir_server.storage import WriteUnit
+
+from . import binary, crud
+
+if TYPE_CHECKING:
+    from .bundle import Entry
+
+SUBMISSION_SET = "submissionset"
+FOLDER = "folder"
+MHD_LIST_TYPES = "https://profiles.ihe.net/ITI/MHD/CodeSystem/MHDlistTypes"
+
+
+def _invalid(msg: str, where: str) -> FHIRError:
+    return FHIRError(422, "business-rule", msg, (where,))
+
+
+def list_kind(resource: dict[str, Any]) -> str | None:
+    """``submissionset`` / ``folder`` for MHD Lists, else None."""
+    if resource.get("resourceType") != "List":
+        return None
+    for coding in (resource.get("code") or {}).get("coding") or []:
+        if isinstance(coding, dict) and coding.get("code") in (SUBMISSION_SET, FOLDER):
+            return str(coding["code"])
+    return None
+
+
+def _ref(value: Any) -> str | None:
+    return value.get("reference") if isinstance(value, dict) and isinstance(value.get("reference"), str) else None
+
+
+def check_attachment(attachment: dict[str, Any], content: bytes, where: str) -> None:
+    size, digest = attachment.get("size"), attachment.get("hash")
+    if size is not None and size != len(content):
+        raise _invalid(f"{where}: attachment.size is {size} but the document has {len(content)} bytes",
+                       f"{where}.size")
+    if digest is not None and digest != binary.sha1_b64(content):
+        raise _invalid(f"{where}: attachment.hash is not the SHA-1 of the document (expected "
+                       f"{binary.sha1_b64(content)})", f"{where}.hash")
+
+
+def _binary_bytes(unit: WriteUnit, url: str, in_bundle: dict[str, Entry], where: str) -> bytes | None:
+    if not url.startswith("Binary/"):
+        return None  # external or absolute URL: not ours to check
+    entry = in_bundle.get(url)
+    if entry is not None and entry.resource is not None:
+        return binary.decode_data(entry.resource.get("data"), f"Bundle.entry[{entry.index}].resource.data")
+    stored = unit.current("Binary", url.removeprefix("Binary/"))
+    if stored is None or stored.deleted:
+        raise not_found(f"{where}: attachment.url '{url}' names no Binary", f"{where}.url")
+    return binary.raw_content(stored.resource())[1]
+
+
+def check_provide_bundle(unit: WriteUnit, entries: list[Entry]) -> list[tuple[str, str]]:
+    """Check the document-sharing rules; returns (where, id) of DocumentReferences the server must supersede."""
+    writes = [e for e in entries if e.method in ("POST", "PUT") and e.resource is not None and e.target]
+    binaries = {f"Binary/{e.target}": e for e in writes if e.type == "Binary"}
+    patched = {e.target for e in entries if e.type == "DocumentReference" and e.method in ("PATCH", "PUT")}
+    lists = [e for e in writes if list_kind(e.resource or {}) is not None]
+    docs = [e for e in writes if e.type == "DocumentReference" and e.status == 0]
+    supersede: list[tuple[str, str]] = []
+    for e in docs:
+        res, where = e.resource or {}, f"Bundle.entry[{e.index}].resource"
+        for j, content in enumerate(res.get("content") or []):
+            att = content.get("attachment") if isinstance(content, dict) else None
+            url = att.get("url") if isinstance(att, dict) else None
+            if isinstance(url, str):
+                awhere = f"{where}.content[{j}].attachment"
+                data = _binary_bytes(unit, url, binaries, awhere)
+                if data is not None and isinstance(att, dict):
+                    check_attachment(att, data, awhere)
+        subject = _ref(res.get("subject"))
+        for lst in lists:
+            lsubject = _ref((lst.resource or {}).get("subject"))
+            if lsubject and subject and lsubject != subject:
+                raise _invalid(f"{where}.subject ({subject}) is not the patient of the {list_kind(lst.resource or {})}"
+                               f" Bundle.entry[{lst.index}] ({lsubject})", f"{where}.subject")
+        for k, rel in enumerate(res.get("relatesTo") or []):
+            if not isinstance(rel, dict) or rel.get("code") != "replaces":
+                continue
+            target, rwhere = _ref(rel.get("target")), f"{where}.relatesTo[{k}].target"
+            if not target or not target.startswith("DocumentReference/"):
+                raise _invalid(f"{rwhere}: a replaced document is referenced as DocumentReference/id", rwhere)
+            old_id = target.removeprefix("DocumentReference/")
+            old = unit.current("DocumentReference", old_id)
+            if old is None or old.deleted:
+                raise not_found(f"{rwhere}: the replaced {target} is not known", rwhere)
+            if old.resource().get("status") != "current":
+                raise conflict(f"{rwhere}: {target} is '{old.resource().get('status')}', only a current "
+                               "document can be replaced", rwhere)
+            if old_id not in patched:
+                supersede.append((rwhere, old_id))
+    return supersede
+
+
+def supersede(unit: WriteUnit, doc_id: str, where: str) -> None:
+    """Mark a replaced DocumentReference superseded (a new version, like the PDSm metadata PATCH)."""
+    old = unit.current("DocumentReference", doc_id)
+    if old is None or old.deleted:
+        raise not_found(f"{where}: DocumentReference/{doc_id} is not known", where)
+    unit.put("DocumentReference", doc_id, {**old.resource(), "status": "superseded"}, method="PATCH",
+             if_match=old.version)
+
+
+def externalize_inline_data(unit: WriteUnit, resource: dict[str, Any]) -> dict[str, Any]:
+    """ITI-105: move each ``attachment.data`` into a Binary written in ``unit``; returns the new resource."""
+    contents = resource.get("content")
+    if resource.get("resourceType") != "DocumentReference" or not isinstance(contents, list):
+        return resource
+    if not any(isinstance(c, dict) and isinstance(c.get("attachment"), dict) and "data" in c["attachment"]
+               for c in contents):
+        return resource
+    new_contents = []
+    for j, content in enumerate(contents):
+        att = content.get("attachment") if isinstance(content, dict) else None
+        if not isinstance(att, dict) or "data" not in att:
+            new_contents.append(content)
+            continue
+        where = f"DocumentReference.content[{j}].attachment"
+        data = binary.decode_data(att["data"], f"{where}.data")
+        check_attachment(att, data, where)
+        content_type = att.get("contentType") or "application/octet-stream"
+        bin_id = crud.new_id()
+        unit.put("Binary", bin_id, binary.make_binary(str(content_type), data), method="POST",
+                 must_not_exist=True, indexed=False)
+        new_att = {k: v for k, v in att.items() if k != "data"}
+        new_att.update(url=f"Binary/{bin_id}", size=len(data), hash=binary.sha1_b64(data))
+        new_contents.append({**content, "attachment": new_att})
+    return {**resource, "content": new_contents}

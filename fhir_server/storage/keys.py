@@ -1,0 +1,76 @@
+"""Match keys: the identifiers of each current resource, kept in the store of record.
+
+Conditional interactions (``If-None-Exist``, conditional update/delete/patch,
+conditional references in transactions) must match consistently with writes made
+earlier in the same store transaction, and safely under concurrency. Elasticsearch
+can do neither (it is eventually consistent and outside the transaction), so the
+store keeps, for every current resource, one row per ``identifier`` (and
+``masterIdentifier``), written in the same transaction as the version (HAPI keeps
+a similar table of conditional-create URLs).
+
+Uniqueness policy: ``UNIQUE_ELEMENTS`` lists elements whose ``system|value`` may
+belong to only one current resource of the type. ``DocumentReference.masterIdentifier``
+is the document's uniqueId (XDS), so a retried ITI-65/ITI-105 can never store the
+same document twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+KEY_ELEMENTS = ("identifier", "masterIdentifier")
+UNIQUE_ELEMENTS: dict[str, tuple[str, ...]] = {"DocumentReference": ("masterIdentifier",)}
+MAX_PART = 255
+
+
+@dataclass(frozen=True, slots=True)
+class MatchKey:
+    element: str  # identifier | masterIdentifier
+    system: str  # "" when the identifier has no system
+    value: str
+
+
+def _identifier_key(element: str, ident: Any) -> MatchKey | None:
+    if not isinstance(ident, dict):
+        return None
+    value, system = ident.get("value"), ident.get("system", "")
+    if not isinstance(value, str) or not value or not isinstance(system, str):
+        return None
+    if len(value) > MAX_PART or len(system) > MAX_PART:
+        return None  # not matchable; such values are not valid business identifiers anyway
+    return MatchKey(element, system, value)
+
+
+def extract_keys(resource: dict[str, Any]) -> set[MatchKey]:
+    """The match keys of a resource (malformed identifiers are ignored, never an error)."""
+    keys: set[MatchKey] = set()
+    idents = resource.get("identifier")
+    if isinstance(idents, list):
+        for ident in idents:
+            if (k := _identifier_key("identifier", ident)) is not None:
+                keys.add(k)
+    if (k := _identifier_key("masterIdentifier", resource.get("masterIdentifier"))) is not None:
+        keys.add(k)
+    return keys
+
+
+def lock_id(type_: str, value: str) -> int:
+    """A signed 64-bit advisory-lock key for (type, identifier value), system deliberately left out.
+
+    Leaving the system out makes ``identifier=v`` and ``identifier=s|v`` take the
+    same lock, so every pair of operations that could match each other serialise.
+    """
+    digest = hashlib.blake2b(f"{type_}\x00{value}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class UniqueKeyViolation(Exception):
+    """Another current resource already holds a unique identifier (e.g. a masterIdentifier)."""
+
+    def __init__(self, type_: str, key: MatchKey, holder_id: str) -> None:
+        super().__init__(f"{type_}.{key.element} {key.system}|{key.value} is already held by {type_}/{holder_id}")
+        self.type = type_
+        self.key = key
+        self.holder_id = holder_id

@@ -1,0 +1,72 @@
+"""Match keys and conditional matching in the store, against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+
+from fhir_server.interactions import conditional
+from fhir_server.storage import ConcurrentWrite, SQLResourceStore, UniqueKeyViolation
+from fhir_server.storage.keys import MatchKey, extract_keys
+from tests.test_storage import store  # noqa: F401  (the two-backend fixture)
+
+
+def _patient(value: str) -> dict[str, object]:
+    return {"resourceType": "Patient", "identifier": [{"system": "urn:s", "value": value}]}
+
+
+def test_keys_follow_the_current_version(store: SQLResourceStore) -> None:  # noqa: F811
+    with store.unit() as unit:
+        unit.put("Patient", "a", _patient("1"), method="PUT")
+        assert unit.match("Patient", ("identifier",), "urn:s", "1") == {"a"}  # visible in its own transaction
+    with store.unit() as unit:
+        unit.put("Patient", "a", _patient("2"), method="PUT")
+    with store.unit() as unit:
+        assert unit.match("Patient", ("identifier",), "urn:s", "1") == set()
+        assert unit.match("Patient", ("identifier",), None, "2") == {"a"}
+        unit.delete("Patient", "a")
+        assert unit.match("Patient", ("identifier",), None, "2") == set()
+
+
+def test_master_identifier_is_unique(store: SQLResourceStore) -> None:  # noqa: F811
+    doc = {"resourceType": "DocumentReference", "masterIdentifier": {"system": "urn:s", "value": "m"}}
+    with store.unit() as unit:
+        unit.put("DocumentReference", "d1", doc, method="PUT")
+    with pytest.raises(UniqueKeyViolation), store.unit() as unit:
+        unit.put("DocumentReference", "d2", doc, method="PUT")
+    assert store.read("DocumentReference", "d2") is None
+
+
+def test_concurrent_conditional_creates_in_the_store(store: SQLResourceStore) -> None:  # noqa: F811
+    criteria = conditional.parse_criteria("Patient", "identifier=urn:s|c", "x")
+    barrier = threading.Barrier(16)
+    created: list[str] = []
+
+    def worker() -> None:
+        barrier.wait()
+        for _ in range(20):
+            try:
+                with store.unit() as unit:
+                    if not conditional.match(unit, "Patient", criteria):
+                        id_ = uuid.uuid4().hex
+                        unit.put("Patient", id_, _patient("c"), method="POST", must_not_exist=True)
+                        created.append(id_)
+                return
+            except ConcurrentWrite:
+                continue
+
+    threads = [threading.Thread(target=worker) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(created) == 1
+
+
+def test_extract_keys_ignores_garbage() -> None:
+    res = {"identifier": [{"system": "s", "value": "v"}, {"value": 3}, "x", {"system": None, "value": "w"}],
+           "masterIdentifier": {"value": "m"}}
+    assert extract_keys(res) == {MatchKey("identifier", "s", "v"), MatchKey("masterIdentifier", "", "m")}
+    assert extract_keys({"identifier": "nope"}) == set()
