@@ -338,14 +338,14 @@ def _write(ctx: ServerContext, unit: WriteUnit, entry: Entry) -> None:
     type_, indexed = entry.type, _indexed(entry.type)
     if entry.method == "POST":
         body = {k: v for k, v in entry.resource.items() if k != "id"}
-        entry.issues = crud._validate({**body, "id": entry.target})
+        entry.issues = crud._validate({**body, "id": entry.target}, ctx.settings)
         body = mhd.externalize_inline_data(unit, body)  # ITI-105 inline data -> Binary
         entry.stored = unit.put(type_, entry.target, body, method="POST", must_not_exist=True, indexed=indexed)
         entry.status = 201
         return
     if entry.method == "PUT":
         body = {**entry.resource, "id": entry.target}
-        entry.issues = crud._validate(body)
+        entry.issues = crud._validate(body, ctx.settings)
         entry.stored = unit.put(type_, entry.target, body, method="PUT", if_match=entry.if_match, indexed=indexed)
         entry.status = 201 if entry.stored.version == 1 else 200
         return
@@ -356,7 +356,7 @@ def _write(ctx: ServerContext, unit: WriteUnit, entry: Entry) -> None:
     if entry.if_match is not None and entry.if_match != current.version:
         raise VersionConflict(current.version)
     patched = patch.apply_patch(current.resource(), entry.resource, "")
-    entry.issues = crud._validate(patched)
+    entry.issues = crud._validate(patched, ctx.settings)
     entry.stored = unit.put(type_, entry.target, patched, method="PATCH", if_match=current.version,
                             indexed=indexed)
     entry.status = 200
@@ -503,6 +503,8 @@ def batch(ctx: ServerContext, entries: list[Entry], prefer_return: str) -> Resul
 def process(ctx: ServerContext, bundle: dict[str, Any], prefer_return: str | None = None) -> Result:
     """POST [base] with a batch or transaction Bundle."""
     kind, entries = parse_bundle(ctx, bundle)
+    if kind == "transaction" and (bundle.get("meta") or {}).get("profile"):
+        crud._validate(bundle, ctx.settings)  # e.g. the PDSm provide-bundle profile (closed entry slicing)
     mode = (prefer_return or "representation").lower()
     return transaction(ctx, entries, mode) if kind == "transaction" else batch(ctx, entries, mode)
 
