@@ -12,6 +12,7 @@ from search.registry import SearchParameterRegistry
 
 from .index.indexer import Indexer
 from .index.indices import IndexManager
+from .index.reindex import reindex_type
 from .settings import Settings
 from .storage import SQLResourceStore, open_store
 
@@ -38,7 +39,11 @@ class ServerContext:
         registry = SearchParameterRegistry.load_default()
         indices = IndexManager(es, registry, settings)
         indices.ensure_all()
-        indexer = Indexer(store, es, indices, IndexDocumentBuilder(registry, base_url=settings.public_base), settings)
+        builder = IndexDocumentBuilder(registry, base_url=settings.public_base)
+        indexer = Indexer(store, es, indices, builder, settings)
+        for type_ in indices.stale_types():  # parameter set changed: rebuild behind the alias before serving
+            log.warning("search parameters of %s changed: rebuilding its index (alias swap)", type_)
+            reindex_type(store, es, indices, builder, type_)
         if start_indexer:
             indexer.start()
         return cls(settings, store, es, indices, indexer, registry)

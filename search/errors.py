@@ -10,10 +10,11 @@ class SearchError(ValueError):
     ``name:exact``); the HTTP layer turns the error into a 400 OperationOutcome with it.
     """
 
-    def __init__(self, message: str, expression: str | None = None) -> None:
+    def __init__(self, message: str, expression: str | None = None, code: str = "invalid") -> None:
         super().__init__(message)
         self.message = message
         self.expression = expression
+        self.code = code  # OperationOutcome IssueType: invalid, or too-costly for capped chains
 
     def __str__(self) -> str:
         return f"{self.expression}: {self.message}" if self.expression else self.message

@@ -20,12 +20,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from search import fulltext
 from search.fhirpath import evaluate
 from search.params import handler_for
 from search.params.base import FhirValue, IndexContext
 from search.params.date import es_date, parse_date_range
 from search.params.reference import target_type
-from search.registry import SearchParameter, SearchParameterRegistry
+from search.registry import FULLTEXT_CODES, SearchParameter, SearchParameterRegistry
 
 log = logging.getLogger("search.index")
 
@@ -45,7 +46,8 @@ class IndexDocumentBuilder:
         """The ES document body (the caller sets ``_id`` = id and external version = versionId)."""
         rtype = resource["resourceType"]
         rid = resource.get("id")
-        ctx = IndexContext(rtype, rid, self.base_url)
+        contained = {c["id"]: c for c in resource.get("contained") or [] if isinstance(c, dict) and c.get("id")}
+        ctx = IndexContext(rtype, rid, self.base_url, contained)
         doc: dict[str, Any] = {
             "resource_type": rtype,
             "id": rid,
@@ -54,8 +56,15 @@ class IndexDocumentBuilder:
         }
         present: list[str] = []
         sp: dict[str, Any] = {}
-        for param in self.registry.for_type(rtype).values():
-            if not param.supported or param.code in TOP_LEVEL:
+        known = self.registry.for_type(rtype)
+        if FULLTEXT_CODES & known.keys():
+            text = fulltext.fields(resource)
+            for code in sorted(FULLTEXT_CODES & known.keys()):
+                if text.get(fulltext.FIELDS[code]):
+                    doc[fulltext.FIELDS[code]] = text[fulltext.FIELDS[code]]
+                    present.append(code)
+        for param in known.values():
+            if not param.supported or param.code in TOP_LEVEL or param.code in FULLTEXT_CODES:
                 continue
             fields = self._index_param(param, resource, ctx)
             if fields:

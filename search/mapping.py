@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from search import fulltext
 from search.extract import TOP_LEVEL
 from search.params import handler_for
-from search.registry import EXTRACTION_VERSION, SearchParameterRegistry
+from search.registry import EXTRACTION_VERSION, FULLTEXT_CODES, SearchParameterRegistry
 
 
 def index_mapping(registry: SearchParameterRegistry, resource_type: str) -> dict[str, Any]:
@@ -20,7 +21,7 @@ def index_mapping(registry: SearchParameterRegistry, resource_type: str) -> dict
     sp: dict[str, Any] = {}
     for param in registry.for_type(resource_type).values():
         handler = handler_for(param.type)
-        if not param.supported or handler is None or param.code in TOP_LEVEL:
+        if not param.supported or handler is None or param.code in TOP_LEVEL or param.code in FULLTEXT_CODES:
             continue
         sp[param.code] = {"properties": handler.mapping(param)}
     return {
@@ -36,6 +37,8 @@ def index_mapping(registry: SearchParameterRegistry, resource_type: str) -> dict
             "fingerprint": {"type": "keyword"},
             "meta": {"properties": {"versionId": {"type": "long"}, "lastUpdated": {"type": "date"}}},
             "present": {"type": "keyword"},
+            "narrative": fulltext.MAPPING,
+            "content": fulltext.MAPPING,
             "sp": {"properties": sp},
         },
     }

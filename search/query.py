@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from search import fulltext
+from search.chain import Resolver, chain_clause, has_clause, list_clause
 from search.errors import SearchError
 from search.params import handler_for
 from search.params.base import QueryContext, any_of, split_escaped, unescape
-from search.registry import SearchParameter, SearchParameterRegistry
+from search.registry import FULLTEXT_CODES, SearchParameter, SearchParameterRegistry
 
 __all__ = ["CompiledSearch", "SearchError", "compile_search", "compile_sort"]
 
@@ -30,8 +32,6 @@ RESULT_PARAMS = frozenset({"_count", "_sort", "_total", "_summary", "_elements",
 IGNORED_PARAMS = frozenset({"_format", "_pretty"})
 #: Known FHIR search features not implemented yet (always an error rather than ignored).
 UNSUPPORTED_PARAMS = {
-    "_has": "reverse chaining (_has) is not supported yet",
-    "_list": "_list is not supported yet",
     "_filter": "_filter is not supported",
     "_contained": "_contained is not supported",
     "_containedType": "_containedType is not supported",
@@ -59,6 +59,8 @@ class CompiledSearch:
     self_params: list[tuple[str, str]] = field(default_factory=list)
     includes: list[str] = field(default_factory=list)
     revincludes: list[str] = field(default_factory=list)
+    #: ``"_include=<value>"`` / ``"_revinclude=<value>"`` given with ``:iterate`` (R4 also accepts ``:recurse``)
+    iterating: set[str] = field(default_factory=set)
 
 
 def compile_search(
@@ -69,11 +71,13 @@ def compile_search(
     base_url: str,
     strict: bool = False,
     now: datetime | None = None,
+    resolver: Resolver | None = None,
 ) -> CompiledSearch:
     """Compile ``params`` (decoded query pairs) for ``resource_type``; raises :class:`SearchError`.
 
     ``base_url`` is this server's public base (absolute references under it are local);
-    ``strict`` mirrors ``Prefer: handling=strict``; ``now`` pins the clock for ``ap`` dates.
+    ``strict`` mirrors ``Prefer: handling=strict``; ``now`` pins the clock for ``ap`` dates;
+    ``resolver`` runs the look-ups of chains, ``_has`` and ``_list`` (see :mod:`search.chain`).
     """
     ctx = QueryContext(base_url.rstrip("/"), now or datetime.now().astimezone())
     known = registry.for_type(resource_type)
@@ -92,11 +96,27 @@ def compile_search(
             continue
         if code in UNSUPPORTED_PARAMS:
             raise SearchError(UNSUPPORTED_PARAMS[code], name)
+        if value == "":
+            continue  # "name=" is ignored
+        if code == "_has":
+            filters.append(has_clause(registry, resource_type, name, value, resolver))
+            out.self_params.append((name, value))
+            continue
+        if code == "_list":
+            if modifier:
+                raise SearchError(f"modifier :{modifier} is not supported on _list", name)
+            out.self_params.append((name, value))
+            filters.append(list_clause(resource_type, name, [v for v in split_escaped(value, ",") if v], resolver))
+            continue
         if "." in name:
             head = name.split(".", 1)[0].split(":", 1)[0]
             chained = known.get(head)
             if chained is not None and chained.type == "reference":
-                raise SearchError("chaining not supported yet", name)
+                filters.append(chain_clause(registry, resource_type, name, value, resolver))
+                out.self_params.append((name, value))
+                continue
+            if chained is not None:
+                raise SearchError(f"{head} is a {chained.type} parameter: only references can be chained", name)
             _unknown(name, resource_type, strict)
             continue
         param = known.get(code)
@@ -126,10 +146,13 @@ def _criterion(
     """One parameter occurrence (OR over its comma-separated values)."""
     if modifier == "missing":
         return any_of([_missing(param, v, name) for v in values])
+    if param.code in FULLTEXT_CODES:
+        return fulltext.compile_query(param.code, modifier, values, name)
     if param.code == "_id":
-        if modifier is not None:
+        if modifier not in (None, "not"):
             raise SearchError(f"modifier :{modifier} is not supported on _id", name)
-        return {"terms": {"id": [unescape(v) for v in values]}}
+        ids = {"terms": {"id": [unescape(v) for v in values]}}
+        return {"bool": {"must_not": [ids]}} if modifier == "not" else ids
     handler = handler_for(param.type)
     if handler is None:  # registry marks these unsupported; defensive
         raise SearchError(f"search parameters of type {param.type} are not supported yet", name)
@@ -175,6 +198,8 @@ def _result_param(out: CompiledSearch, code: str, modifier: str | None, value: s
         if not _INCLUDE.match(value):
             raise SearchError(f"{code} expects Type:param[:TargetType] or *, got {value!r}", name)
         (out.includes if code == "_include" else out.revincludes).append(value)
+        if iterate:
+            out.iterating.add(f"{code}={value}")
     return True
 
 
@@ -202,3 +227,22 @@ def compile_sort(known: Mapping[str, SearchParameter], value: str) -> list[Any]:
     if not clauses or not (isinstance(clauses[-1], dict) and "id" in clauses[-1]):
         clauses.append(TIE_BREAK)
     return clauses
+
+
+def reverse_sort(sort: list[Any]) -> list[Any]:
+    """The exact reverse order of ``sort`` (for ``prev`` pages read backwards with ``search_after``).
+
+    Orders flip and missing values move to the other end; ``mode`` is kept, so each document
+    keeps the same sort value and the reversed sequence is the original one read backwards.
+    """
+    out: list[Any] = []
+    for clause in sort:
+        ((f, spec),) = clause.items()
+        if isinstance(spec, str):
+            out.append({f: "desc" if spec == "asc" else "asc"})
+            continue
+        flipped = dict(spec)
+        flipped["order"] = "desc" if spec.get("order", "asc") == "asc" else "asc"
+        flipped["missing"] = "_first" if spec.get("missing", "_last") == "_last" else "_last"
+        out.append({f: flipped})
+    return out

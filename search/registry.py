@@ -23,22 +23,21 @@ from typing import Any
 
 #: Bump when extraction or the index layout changes in a way that requires a reindex
 #: (the version is part of every fingerprint).
-EXTRACTION_VERSION = "1"
+EXTRACTION_VERSION = "2"
 
 COMMON_BASES = ("Resource", "DomainResource")
 #: Resources that are not DomainResources (no narrative, so no ``_text``).
 NON_DOMAIN_RESOURCES = frozenset({"Binary", "Bundle", "Parameters"})
 
 #: Parameter types that have an index/query module under ``search.params``.
-SUPPORTED_TYPES = frozenset({"string", "token", "reference", "date", "uri"})
+SUPPORTED_TYPES = frozenset({"string", "token", "reference", "date", "uri", "composite"})
+#: Parameters without a FHIRPath that the index serves by dedicated top-level fields.
+FULLTEXT_CODES = frozenset({"_text", "_content"})
 
 #: Known parameters deliberately not indexed, with the reason given to clients.
 UNSUPPORTED_CODES: Mapping[str, str] = MappingProxyType(
     {
-        "_text": "_text (narrative full-text search) is not supported",
-        "_content": "_content (full-text search) is not supported",
         "_query": "_query (named queries) is not supported",
-        "phonetic": "phonetic matching is not supported",
     }
 )
 
@@ -75,6 +74,7 @@ class SearchParameter:
     chain: tuple[str, ...] = ()
     multiple_or: bool | None = None
     multiple_and: bool | None = None
+    component: tuple[str, ...] = ()
     paths: tuple[ExtractionPath, ...] = ()
     reason_unsupported: str | None = None
 
@@ -149,7 +149,7 @@ def _make(raw: dict[str, Any], resource_type: str) -> SearchParameter | None:
     reason = UNSUPPORTED_CODES.get(code)
     if reason is None and raw["type"] not in SUPPORTED_TYPES:
         reason = f"search parameters of type {raw['type']} are not supported yet"
-    if reason is None and not paths:
+    if reason is None and not paths and code not in FULLTEXT_CODES:
         reason = f"{code} has no FHIRPath expression and is not supported"
     return SearchParameter(
         code=code,
@@ -163,6 +163,7 @@ def _make(raw: dict[str, Any], resource_type: str) -> SearchParameter | None:
         chain=tuple(raw.get("chain", ())),
         multiple_or=raw.get("multipleOr"),
         multiple_and=raw.get("multipleAnd"),
+        component=tuple(c["expression"] for c in raw.get("component", ())),
         paths=paths,
         reason_unsupported=reason,
     )
@@ -183,8 +184,11 @@ class SearchParameterRegistry:
     @cache
     def load_default() -> SearchParameterRegistry:
         """The registry of the vendored R4 subset (one shared instance per process)."""
-        text = resources.files("search").joinpath("definitions/search-parameters.json").read_text("utf-8")
-        return SearchParameterRegistry(json.loads(text)["parameters"])
+        folder = resources.files("search").joinpath("definitions")
+        params: list[dict[str, Any]] = []
+        for name in ("search-parameters.json", "extra-parameters.json"):  # R4 core, then IHE MHD / ANS PDSm
+            params += json.loads(folder.joinpath(name).read_text("utf-8"))["parameters"]
+        return SearchParameterRegistry(params)
 
     def resource_types(self) -> list[str]:
         """Concrete resource types with type-specific parameters in this registry."""

@@ -70,6 +70,15 @@ class IndexManager:
         for resource_type in self.searchable_types():
             self.ensure(resource_type)
 
+    def stale_types(self) -> list[str]:
+        """Types whose live index was built with another parameter set or extraction (reindex them)."""
+        out = []
+        for resource_type in self.searchable_types():
+            current = self.physical(resource_type)
+            if current and self.stored_fingerprint(current[0]) != self.registry.fingerprint(resource_type):
+                out.append(resource_type)
+        return out
+
     def stored_fingerprint(self, index: str) -> str | None:
         body: dict[str, Any] = self.es.indices.get_mapping(index=index).body
         meta = body.get(index, {}).get("mappings", {}).get("_meta", {})

@@ -10,7 +10,12 @@ Paging: the first page is a plain sorted search asking one hit more than
 Later pages read that snapshot, so concurrent writes never duplicate or skip
 rows, and depth is unbounded (no from/size, no 10,000 window). When the
 point-in-time has expired (idle > keep-alive) the cursor still works without
-the snapshot: same order, same position, current data.
+the snapshot: same order, same position, current data. A ``prev`` link reads
+the same order backwards (reversed sort, ``search_after`` the page's first hit).
+
+Chains, ``_has`` and ``_list`` are resolved by :mod:`.search_exec`;
+``_include``/``_revinclude`` by :mod:`.includes`; ``_summary``/``_elements``
+by :mod:`search.summary`.
 """
 
 from __future__ import annotations
@@ -22,50 +27,34 @@ import orjson
 from elasticsearch import NotFoundError
 
 from fhir_server.context import ServerContext
-from fhir_server.errors import bad_request
+from fhir_server.errors import FHIRError, operation_outcome
 from fhir_server.storage import format_instant, now_us
-from search.query import CompiledSearch, SearchError, compile_search
+from search.query import CompiledSearch, SearchError, compile_search, reverse_sort
+from search.summary import subset
 
+from . import includes
 from .paging import decode_cursor, encode_cursor
 from .result import Result
+from .search_exec import EsResolver
 
 PIT_KEEP_ALIVE = "10m"
 TOTAL_EXACT_UP_TO = 10_000
 # Parameters of the HTTP layer, never search parameters
 _TRANSPORT_PARAMS = {"_format", "_pretty", "_cursor"}
-_MANDATORY = ("resourceType", "id", "meta")
 
 
 def _compile(ctx: ServerContext, type_: str, params: list[tuple[str, str]], strict: bool) -> CompiledSearch:
     try:
-        return compile_search(ctx.search_parameters, type_, params, base_url=ctx.base_url, strict=strict)
+        return compile_search(ctx.search_parameters, type_, params, base_url=ctx.base_url, strict=strict,
+                              resolver=EsResolver(ctx))
     except SearchError as exc:
-        raise bad_request(exc.message, *([exc.expression] if exc.expression else [])) from exc
+        raise FHIRError(400, exc.code, exc.message, (exc.expression,) if exc.expression else ()) from exc
 
 
 def _count(ctx: ServerContext, compiled: CompiledSearch) -> int:
     if compiled.count is None:
         return ctx.settings.default_count
     return max(0, min(compiled.count, ctx.settings.max_count))
-
-
-def _subset(resource: dict[str, Any], compiled: CompiledSearch) -> dict[str, Any]:
-    """Apply ``_elements`` / ``_summary=data|text`` and tag the result SUBSETTED."""
-    if compiled.elements:
-        keep = set(compiled.elements) | set(_MANDATORY)
-        out = {k: v for k, v in resource.items() if k in keep}
-    elif compiled.summary == "data":
-        out = {k: v for k, v in resource.items() if k != "text"}
-    elif compiled.summary == "text":
-        out = {k: v for k, v in resource.items() if k in ("text", *_MANDATORY)}
-    else:
-        return resource
-    meta = dict(out.get("meta") or {})
-    tags = [t for t in meta.get("tag", []) if t.get("code") != "SUBSETTED"]
-    tags.append({"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"})
-    meta["tag"] = tags
-    out["meta"] = meta
-    return out
 
 
 def _run(ctx: ServerContext, alias: str, body: dict[str, Any], cursor: dict[str, Any]) -> dict[str, Any]:
@@ -77,23 +66,29 @@ def _run(ctx: ServerContext, alias: str, body: dict[str, Any], cursor: dict[str,
     return ctx.es.search(index=alias, **body).body
 
 
+def _entry(ctx: ServerContext, resource: Any, type_: str, id_: str, mode: str) -> dict[str, Any]:
+    return {"fullUrl": f"{ctx.base_url}/{type_}/{id_}", "resource": resource, "search": {"mode": mode}}
+
+
 def search(ctx: ServerContext, type_: str, raw_params: list[tuple[str, str]], *, strict: bool = False) -> Result:
     cursor = decode_cursor(v) if (v := next((v for k, v in raw_params if k == "_cursor"), None)) else {}
     params = [(k, v) for k, v in raw_params if k not in _TRANSPORT_PARAMS]
+    alias = ctx.indices.alias(type_)
+    ctx.indexer.wait_until_indexed()  # before compiling: chains and _has read the index too
     compiled = _compile(ctx, type_, params, strict)
     count = _count(ctx, compiled)
-    alias = ctx.indices.alias(type_)
-    ctx.indexer.wait_until_indexed()
+    backwards = cursor.get("dir") == "prev"
 
     only_count = compiled.summary == "count" or count == 0
-    body: dict[str, Any] = {"query": compiled.query, "sort": compiled.sort, "_source": False,
+    sort = reverse_sort(compiled.sort) if backwards else compiled.sort
+    body: dict[str, Any] = {"query": compiled.query, "sort": sort, "_source": False,
                             "size": 0 if only_count else count + 1}
     known_total = cursor.get("total")
     if only_count or compiled.total == "accurate":
         body["track_total_hits"] = True
     elif compiled.total == "none" or known_total is not None:
         body["track_total_hits"] = False
-    else:
+    else:  # default and estimate: exact up to 10,000, omitted beyond
         body["track_total_hits"] = TOTAL_EXACT_UP_TO
     if cursor.get("sa") is not None:
         body["search_after"] = cursor["sa"]
@@ -106,28 +101,49 @@ def search(ctx: ServerContext, type_: str, raw_params: list[tuple[str, str]], *,
         if t.get("relation") == "eq":
             total = t["value"]
 
-    has_next = len(hits) > count and not only_count
+    more = len(hits) > count and not only_count
     hits = hits[:count] if not only_count else []
+    if backwards:
+        hits.reverse()
+    has_next = bool(hits) and (True if backwards else more)
+    has_prev = bool(hits) and (more if backwards else cursor.get("sa") is not None)
+
     found = ctx.store.read_many(type_, [h["_id"] for h in hits])
+    subsetting = bool(compiled.elements) or compiled.summary in ("true", "data", "text")
     entries: list[dict[str, Any]] = []
-    subsetting = bool(compiled.elements) or compiled.summary in ("data", "text")
+    matched: list[dict[str, Any]] = []
     for h in hits:
         stored = found.get(h["_id"])
         if stored is None or stored.deleted or stored.content is None:
             continue  # deleted after the search started
-        resource: Any = (_subset(stored.resource(), compiled) if subsetting
-                         else orjson.Fragment(stored.content))
-        entries.append({"fullUrl": f"{ctx.base_url}/{type_}/{stored.id}", "resource": resource,
-                        "search": {"mode": "match"}})
+        resource: Any = orjson.Fragment(stored.content)
+        if subsetting or compiled.includes or compiled.revincludes:
+            full = stored.resource()
+            matched.append(full)
+            if subsetting:
+                resource = subset(full, summary=compiled.summary, elements=compiled.elements) or full
+        entries.append(_entry(ctx, resource, type_, stored.id, "match"))
+
+    included = includes.collect(ctx, type_, compiled, matched)
+    for res in included.resources:
+        shown = subset(res, summary=compiled.summary, elements=None) if compiled.summary in ("true", "data", "text") \
+            else None
+        entries.append(_entry(ctx, shown or res, res["resourceType"], res["id"], "include"))
+    if included.issues:
+        entries.append({"resource": operation_outcome(included.issues), "search": {"mode": "outcome"}})
 
     self_query = urlencode(compiled.self_params)
     base = f"{ctx.base_url}/{type_}"
     links = [{"relation": "self", "url": f"{base}?{self_query}" if self_query else base}]
-    if has_next:
+    if has_next or has_prev:
         pit = cursor.get("pit") or ctx.es.open_point_in_time(index=alias, keep_alive=PIT_KEEP_ALIVE).body["id"]
-        state = {"sa": hits[-1]["sort"], "pit": pit, "total": total}
         sep = "&" if self_query else ""
-        links.append({"relation": "next", "url": f"{base}?{self_query}{sep}_cursor={encode_cursor(state)}"})
+        width = len(compiled.sort)
+        for relation, hit, direction, wanted in (("next", hits[-1] if hits else None, "next", has_next),
+                                                 ("previous", hits[0] if hits else None, "prev", has_prev)):
+            if wanted and hit is not None:
+                state = {"sa": hit["sort"][:width], "pit": pit, "total": total, "dir": direction}
+                links.append({"relation": relation, "url": f"{base}?{self_query}{sep}_cursor={encode_cursor(state)}"})
 
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset",
                               "meta": {"lastUpdated": format_instant(now_us())}}

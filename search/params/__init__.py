@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import cast
 
-from search.params import date, reference, string, token, uri
+from search.params import composite, date, reference, string, token, uri
 from search.params.base import ParamType
 
 HANDLERS: dict[str, ParamType] = {
@@ -13,6 +13,7 @@ HANDLERS: dict[str, ParamType] = {
     "reference": cast(ParamType, reference),
     "date": cast(ParamType, date),
     "uri": cast(ParamType, uri),
+    "composite": cast(ParamType, composite),
 }
 
 

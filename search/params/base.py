@@ -48,6 +48,8 @@ class IndexContext:
     resource_type: str
     resource_id: str | None
     base_url: str | None = None
+    #: contained resources by id (``#id`` references are indexed through them for chains)
+    contained: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def skip(self, param: SearchParameter, value: Any, why: str) -> None:
         """Log a value that cannot be indexed; indexing never fails a write."""

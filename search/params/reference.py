@@ -10,7 +10,13 @@ Index fields under ``sp.<code>``:
 * ``identifier``: ``system|value`` (``|value`` without system) of ``Reference.identifier``;
 * ``identifier_value``: ``Reference.identifier.value``.
 
-References to contained resources (``#id``) are not indexed: they cannot be searched by id.
+References to contained resources (``#id``) cannot be searched by id; instead the contained
+resource's type goes to ``type`` and its names and identifiers to ``contained_*`` fields, so
+that the chains MHD needs on contained authors (``author.given``, ``author.family``,
+``author.identifier``, ``author.name``) work (see :data:`CONTAINED_CHAINS`):
+
+* ``contained_given`` / ``contained_family`` / ``contained_name``: normalised name parts;
+* ``contained_identifier``: ``system|value`` and ``value`` of its identifiers.
 """
 
 from __future__ import annotations
@@ -39,7 +45,15 @@ from search.registry import SearchParameter
 
 MODIFIERS = frozenset({"identifier"})  # plus :<Type>, checked against the targets
 
-FIELDS = ("ref", "id", "type", "identifier", "identifier_value")
+FIELDS = ("ref", "id", "type", "identifier", "identifier_value",
+          "contained_given", "contained_family", "contained_name", "contained_identifier")
+#: chained parameter -> (contained_* field, kind): the chains answered from contained targets.
+CONTAINED_CHAINS = {
+    "given": ("contained_given", "string"),
+    "family": ("contained_family", "string"),
+    "name": ("contained_name", "string"),
+    "identifier": ("contained_identifier", "token"),
+}
 
 _TYPE = r"[A-Z][A-Za-z]+"
 _ID = r"[A-Za-z0-9\-\.]{1,64}"
@@ -103,6 +117,8 @@ def index(param: SearchParameter, values: Sequence[FhirValue], ctx: IndexContext
             ctx.skip(param, data, f"not a Reference ({value.type})")
             continue
         reference = data.get("reference")
+        if isinstance(reference, str) and reference.startswith("#") and reference[1:] in ctx.contained:
+            _index_contained(fields, ctx.contained[reference[1:]])
         if isinstance(reference, str) and reference and not reference.startswith("#"):
             if len(reference) > MAX_RAW_KEYWORD_CHARS:
                 ctx.skip(param, reference[:80], "reference too long")
@@ -120,6 +136,28 @@ def index(param: SearchParameter, values: Sequence[FhirValue], ctx: IndexContext
             add(fields, "identifier", f"{ident.get('system') or ''}|{ident['value']}")
             add(fields, "identifier_value", ident["value"])
     return fields
+
+
+def _index_contained(fields: Fields, target: dict[str, Any]) -> None:
+    from search.normalize import normalize_string  # local: keeps the module's import surface small
+
+    if isinstance(target.get("resourceType"), str):
+        add(fields, "type", target["resourceType"])
+    for name in target.get("name") or []:
+        if not isinstance(name, dict):
+            continue
+        for key, f in (("given", "contained_given"), ("family", "contained_family")):
+            parts = name.get(key)
+            for part in parts if isinstance(parts, list) else [parts]:
+                if isinstance(part, str) and (norm := normalize_string(part)):
+                    add(fields, f, norm)
+                    add(fields, "contained_name", norm)
+        if isinstance(name.get("text"), str) and (norm := normalize_string(name["text"])):
+            add(fields, "contained_name", norm)
+    for ident in target.get("identifier") or []:
+        if isinstance(ident, dict) and isinstance(ident.get("value"), str):
+            add(fields, "contained_identifier", ident["value"])
+            add(fields, "contained_identifier", f"{ident.get('system') or ''}|{ident['value']}")
 
 
 def _identifier(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:

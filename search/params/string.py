@@ -7,6 +7,9 @@ Index fields under ``sp.<code>``:
   (``:contains``);
 * ``exact``: the NFC form of each value, queried with ``term`` (``:exact``).
 
+``phonetic`` (Patient) additionally indexes ``phon``: the Soundex code of every word of every
+name part (after case/accent folding), and matches when a word of the query sounds like one.
+
 Each part of a HumanName (family, given, prefix, suffix, text) and of an Address (line, city,
 district, state, postalCode, country, text) is a separate value, so ``name=john smi`` matches
 a name part or the whole ``HumanName.text``, never words picked from different parts.
@@ -42,7 +45,29 @@ _NAME_PARTS = ("family", "given", "prefix", "suffix", "text")
 _ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", "text")
 
 
+PHONETIC = "phonetic"
+_SOUNDEX = {c: d for d, letters in (("1", "bfpv"), ("2", "cgjkqsxz"), ("3", "dt"), ("4", "l"), ("5", "mn"), ("6", "r"))
+            for c in letters}
+
+
+def soundex(word: str) -> str:
+    """American Soundex of a folded word (``"lefevre"`` -> ``"L116"``); empty for non-letters."""
+    letters = [c for c in normalize_string(word) if "a" <= c <= "z"]
+    if not letters:
+        return ""
+    out, last = letters[0].upper(), _SOUNDEX.get(letters[0], "")
+    for c in letters[1:]:
+        digit = _SOUNDEX.get(c, "")
+        if digit and digit != last:
+            out += digit
+        if c not in "hw":
+            last = digit
+    return (out + "000")[:4]
+
+
 def mapping(param: SearchParameter) -> dict[str, Any]:
+    if param.code == PHONETIC:
+        return {"norm": KEYWORD, "exact": KEYWORD, "phon": KEYWORD}
     return {"norm": KEYWORD, "exact": KEYWORD}
 
 
@@ -78,6 +103,9 @@ def index(param: SearchParameter, values: Sequence[FhirValue], ctx: IndexContext
             exact = normalize_exact(s)
             if exact and len(exact) <= MAX_RAW_KEYWORD_CHARS:
                 add(fields, "exact", exact)
+            if param.code == PHONETIC:
+                for code in filter(None, (soundex(w) for w in norm.replace("-", " ").split())):
+                    add(fields, "phon", code)
     return fields
 
 
@@ -87,6 +115,11 @@ def _escape_wildcard(s: str) -> str:
 
 def _clause(param: SearchParameter, modifier: str | None, raw: str, name: str) -> dict[str, Any]:
     value = unescape(raw)
+    if param.code == PHONETIC and modifier is None:
+        codes = [c for c in (soundex(w) for w in normalize_string(value).replace("-", " ").split()) if c]
+        if not codes:
+            raise SearchError(f"no letters to match phonetically in {value!r}", name)
+        return {"bool": {"filter": [term(field_name(param, "phon"), c) for c in codes]}}
     if modifier == "exact":
         return term(field_name(param, "exact"), normalize_exact(value))
     norm = normalize_string(value)[:MAX_KEYWORD_CHARS]

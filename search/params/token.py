@@ -1,8 +1,12 @@
 """``token`` parameters: ``code``, ``system|code``, ``|code``, ``system|``, ``:not``, ``:text``, ``:of-type``.
 
-Index fields under ``sp.<code>`` (keywords; codes and systems are matched exactly, i.e.
-case-sensitively, and never accent-folded: identifiers and most code systems are
-case-sensitive, and folding identifiers is a known bug in other servers):
+Case rule ("when in doubt, servers SHOULD treat tokens in a case-insensitive manner"): codes
+of Codings, CodeableConcepts, ``code`` and ``boolean`` elements match case-insensitively,
+except in the code systems listed in :data:`CASE_SENSITIVE_SYSTEMS` (UCUM: ``mg`` vs ``Mg``);
+Identifier and ContactPoint values match exactly (case-sensitive, never accent-folded:
+folding identifiers is a known bug of other servers).  Systems are URIs: always exact.
+
+Index fields under ``sp.<code>`` (keywords):
 
 * ``code``: every code / identifier value / ContactPoint value / boolean (``true``/``false``);
 * ``system``: every system;
@@ -11,12 +15,17 @@ case-sensitive, and folding identifiers is a known bug in other servers):
 * ``nosys``: codes that have no system (for ``|code``);
 * ``text``: normalised CodeableConcept.text, Coding.display, Identifier.type.text (``:text``
   is a starts-with on it, like a string parameter);
-* ``of_type``: ``typeSystem|typeCode|value`` for Identifiers (``:of-type``).
+* ``of_type``: ``typeSystem|typeCode|value`` for Identifiers (``:of-type``);
+* ``code_ci``, ``sys_code_ci``, ``nosys_ci``: lower-cased copies of ``code``, ``sys_code``,
+  ``nosys`` for case-insensitive codes only (never for identifiers).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
+from functools import cache
+from importlib import resources
 from typing import Any
 
 from search.errors import SearchError
@@ -40,10 +49,15 @@ from search.params.base import (
 )
 from search.registry import SearchParameter
 
-MODIFIERS = frozenset({"not", "text", "of-type"})
-_UNSUPPORTED = frozenset({"in", "not-in", "above", "below"})
+MODIFIERS = frozenset({"not", "text", "of-type", "in", "not-in"})
+_UNSUPPORTED = frozenset({"above", "below"})
 
-FIELDS = ("code", "system", "sys_code", "nosys", "text", "of_type")
+FIELDS = ("code", "system", "sys_code", "nosys", "text", "of_type", "code_ci", "sys_code_ci", "nosys_ci")
+
+#: Code systems whose codes differ by case (matched exactly, never lower-cased).
+CASE_SENSITIVE_SYSTEMS = frozenset({"http://unitsofmeasure.org", "urn:ietf:bcp:13"})
+#: Value types whose token is an identifier-like value (exact match only).
+_EXACT_TYPES = frozenset({"Identifier", "ContactPoint"})
 
 
 def mapping(param: SearchParameter) -> dict[str, Any]:
@@ -86,6 +100,10 @@ def index(param: SearchParameter, values: Sequence[FhirValue], ctx: IndexContext
             if code:
                 add(fields, "code", code)
                 add(fields, "sys_code" if system else "nosys", f"{system}|{code}" if system else code)
+                if value.type not in _EXACT_TYPES and system not in CASE_SENSITIVE_SYSTEMS:
+                    low = code.lower()
+                    add(fields, "code_ci", low)
+                    add(fields, "sys_code_ci" if system else "nosys_ci", f"{system}|{low}" if system else low)
             if isinstance(text, str) and (norm := normalize_string(text)[:MAX_KEYWORD_CHARS]):
                 add(fields, "text", norm)
         if value.type == "Identifier" and isinstance(value.data, dict) and value.data.get("value"):
@@ -95,17 +113,26 @@ def index(param: SearchParameter, values: Sequence[FhirValue], ctx: IndexContext
     return fields
 
 
+def _exact_or_ci(param: SearchParameter, f: str, value: str, ci: bool = True) -> dict[str, Any]:
+    """Exact match, or (for case-insensitive codes) a match of the lower-cased copy."""
+    exact = term(field_name(param, f), value)
+    return any_of([exact, term(field_name(param, f + "_ci"), value.lower())]) if ci else exact
+
+
 def _match(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
     parts = split_escaped(raw, "|")
     if len(parts) == 1:
-        return term(field_name(param, "code"), unescape(raw))
+        return _exact_or_ci(param, "code", unescape(raw))
     system, code = unescape(parts[0]), unescape("|".join(parts[1:]))
     if system and code:
-        return term(field_name(param, "sys_code"), f"{system}|{code}")
+        if system in CASE_SENSITIVE_SYSTEMS:
+            return term(field_name(param, "sys_code"), f"{system}|{code}")
+        exact = term(field_name(param, "sys_code"), f"{system}|{code}")
+        return any_of([exact, term(field_name(param, "sys_code_ci"), f"{system}|{code.lower()}")])
     if system:
         return term(field_name(param, "system"), system)
     if code:
-        return term(field_name(param, "nosys"), code)
+        return _exact_or_ci(param, "nosys", code)
     raise SearchError(f"token value {raw!r} has neither a system nor a code", name)
 
 
@@ -123,11 +150,36 @@ def _text(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
     return {"prefix": {field_name(param, "text"): norm}}
 
 
+@cache
+def value_sets() -> dict[str, list[str]]:
+    """``url -> ["system|code", ...]`` of the value sets ``:in`` / ``:not-in`` can expand (see definitions/)."""
+    text = resources.files("search").joinpath("definitions/value-sets.json").read_text("utf-8")
+    sets: dict[str, list[str]] = json.loads(text)["valueSets"]
+    return sets
+
+
+def _in(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
+    url = unescape(raw).split("|", 1)[0]  # a |version is accepted and ignored (one version known)
+    codes = value_sets().get(url)
+    if codes is None:
+        raise SearchError(f"unknown value set {url!r}: :in/:not-in only know {len(value_sets())} value sets", name)
+    return any_of([{"terms": {field_name(param, "sys_code"): codes}},
+                   {"terms": {field_name(param, "sys_code_ci"): [_lower_code(c) for c in codes]}}])
+
+
+def _lower_code(system_code: str) -> str:
+    system, _, code = system_code.partition("|")
+    return f"{system}|{code.lower()}"
+
+
 def compile_query(
     param: SearchParameter, modifier: str | None, values: Sequence[str], ctx: QueryContext, name: str
 ) -> dict[str, Any]:
     if modifier in _UNSUPPORTED:
-        raise SearchError(f"modifier :{modifier} (terminology) is not supported", name)
+        raise SearchError(f"modifier :{modifier} (code system subsumption) is not supported", name)
+    if modifier in ("in", "not-in"):
+        members = any_of([_in(param, v, name) for v in values])
+        return members if modifier == "in" else none_of([members])
     check_modifier(MODIFIERS, param, modifier, name)
     if modifier == "text":
         return any_of([_text(param, v, name) for v in values])

@@ -36,7 +36,8 @@ def test_patient_example(builder: IndexDocumentBuilder) -> None:
     assert sp(doc, "phone", "sys_code")[0] == "phone|(03) 5555 6473"
     assert "email" not in doc["present"] and "email" not in doc["sp"]
     assert "_id" not in doc["sp"]  # _id is the top-level id keyword
-    assert set(doc["present"]) == set(doc["sp"])
+    assert set(doc["present"]) == set(doc["sp"]) | {"_text", "_content"}
+    assert "peter" in doc["content"].split() and "narrative" in doc
 
 
 def test_french_patient_accents_and_ins(builder: IndexDocumentBuilder) -> None:
@@ -83,7 +84,14 @@ def test_patient_param_keeps_only_patient_subjects(builder: IndexDocumentBuilder
     contained = builder.build(
         {**base, "contained": [{"resourceType": "Patient", "id": "p"}], "subject": {"reference": "#p"}}
     )
-    assert "patient" not in contained["present"]  # contained: matches resolve() but is not searchable
+    # contained: not searchable by id, but present (for :missing) and typed, its names indexed for chains
+    assert "ref" not in contained["sp"]["patient"] and sp(contained, "patient", "type") == ["Patient"]
+    named = builder.build({**base, "contained": [{"resourceType": "Patient", "id": "p", "name": [
+        {"family": "Lefèvre", "given": ["Zoé"]}], "identifier": [{"system": "s", "value": "V1"}]}],
+        "subject": {"reference": "#p"}})
+    assert sp(named, "subject", "contained_family") == ["lefevre"]
+    assert sp(named, "subject", "contained_given") == ["zoe"]
+    assert sp(named, "subject", "contained_identifier") == ["V1", "s|V1"]
 
 
 def test_references_normalised(builder: IndexDocumentBuilder) -> None:

@@ -48,9 +48,13 @@ def test_identifier_multi_path(registry: SearchParameterRegistry) -> None:
 
 def test_unsupported_are_known(registry: SearchParameterRegistry) -> None:
     dr = registry.for_type("DocumentReference")
-    assert dr["relationship"].reason_unsupported  # composite
-    assert registry.for_type("Patient")["phonetic"].reason_unsupported
-    assert dr["_text"].reason_unsupported
+    assert not dr["relationship"].reason_unsupported  # composite, served by search.params.composite
+    assert dr["relationship"].component == ("code", "target")
+    assert registry.for_type("Patient")["_query"].reason_unsupported
+    assert not registry.for_type("Patient")["phonetic"].reason_unsupported  # Soundex
+    assert not dr["_text"].reason_unsupported  # full text, top-level fields
+    assert registry.get("DocumentReference", "creation") is not None  # IHE MHD
+    assert registry.get("List", "designationType") is not None and registry.get("List", "isArchived") is not None
 
 
 def test_fingerprint_stable_and_type_specific(registry: SearchParameterRegistry) -> None:

@@ -1,0 +1,182 @@
+"""``_include`` / ``_revinclude`` (with ``:iterate`` and ``*``) for one page of search results.
+
+Included resources are per page, deduplicated, not counted in ``Bundle.total`` and marked
+``search.mode = include``.  Forward includes read the references of the page's resources with
+the same extraction as the index (so they agree with what ``_include`` would match); reverse
+includes search the source type's index for references to the page.  Nothing is dropped
+silently: when a page would include more than :data:`MAX_INCLUDED` resources, the first ones
+are returned and a warning ``OperationOutcome`` (``search.mode = outcome``) says so.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from fhir_server.context import ServerContext
+from fhir_server.errors import Issue, bad_request
+from search.params import reference
+from search.params.base import IndexContext
+from search.query import CompiledSearch
+
+MAX_INCLUDED = 1000
+MAX_ROUNDS = 4  # :iterate depth (each round follows one more hop)
+
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class IncludeSpec:
+    source: str  # resource type holding the reference parameter
+    param: str  # reference parameter code
+    target: str | None  # optional target type filter
+    iterate: bool
+
+
+@dataclass
+class IncludeResult:
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    issues: list[Issue] = field(default_factory=list)
+
+
+def _parse(value: str, kind: str, iterate: bool) -> IncludeSpec:
+    if value == "*":
+        return IncludeSpec("*", "*", None, iterate)
+    parts = value.split(":")
+    return IncludeSpec(parts[0], parts[1], parts[2] if len(parts) > 2 else None, iterate)
+
+
+def specs(ctx: ServerContext, type_: str, compiled: CompiledSearch) -> tuple[list[IncludeSpec], list[IncludeSpec]]:
+    """Validated include / revinclude specs; unknown types or non-reference parameters -> 400."""
+    served = set(ctx.indices.searchable_types())
+    out: tuple[list[IncludeSpec], list[IncludeSpec]] = ([], [])
+    kinds = (("_include", compiled.includes, out[0]), ("_revinclude", compiled.revincludes, out[1]))
+    for kind, values, bucket in kinds:
+        for value in values:
+            spec = _parse(value, kind, f"{kind}={value}" in compiled.iterating)
+            if spec.source != "*":
+                if spec.source not in served:
+                    raise bad_request(f"{kind}: {spec.source} is not a resource type this server searches", kind)
+                if kind == "_include" and not spec.iterate and spec.source != type_:
+                    raise bad_request(f"_include={value} does not start from {type_} (use _include:iterate)", kind)
+                if spec.param != "*":
+                    param = ctx.search_parameters.get(spec.source, spec.param)
+                    if param is None or param.type != "reference":
+                        raise bad_request(f"{kind}: {spec.param} is not a reference parameter of {spec.source}", kind)
+                    if spec.target and param.target and spec.target not in param.target:
+                        raise bad_request(f"{kind}: {spec.target} is not a target of {spec.source}.{spec.param}", kind)
+            bucket.append(spec)
+    return out
+
+
+def _ref_params(ctx: ServerContext, source: str, param: str) -> list[str]:
+    known = ctx.search_parameters.for_type(source)
+    if param != "*":
+        return [param]
+    return [c for c, p in known.items() if p.type == "reference" and p.supported]
+
+
+def _references(ctx: ServerContext, resource: dict[str, Any], codes: list[str]) -> list[str]:
+    builder = ctx.indexer.builder
+    rtype = resource["resourceType"]
+    ictx = IndexContext(rtype, resource.get("id"), ctx.base_url)
+    refs: list[str] = []
+    for code in codes:
+        param = ctx.search_parameters.get(rtype, code)
+        if param is None:
+            continue
+        refs += reference.index(param, builder.values(param, resource), ictx).get("ref", [])
+    return refs
+
+
+def _forward(ctx: ServerContext, spec: IncludeSpec, pool: list[dict[str, Any]]) -> dict[str, set[str]]:
+    wanted: dict[str, set[str]] = defaultdict(set)
+    served = set(ctx.indices.searchable_types())
+    for res in pool:
+        if spec.source not in ("*", res["resourceType"]):
+            continue
+        for ref in _references(ctx, res, _ref_params(ctx, res["resourceType"], spec.param)):
+            rtype, _, rid = ref.partition("/")
+            if rid and "/" not in rid and rtype in served and spec.target in (None, rtype):
+                wanted[rtype].add(rid)
+    return wanted
+
+
+def _reverse(ctx: ServerContext, spec: IncludeSpec, pool: list[dict[str, Any]],
+             limit: int) -> tuple[dict[str, set[str]], bool]:
+    """Sources referring to the pool; ``True`` when more than ``limit`` exist."""
+    wanted: dict[str, set[str]] = defaultdict(set)
+    truncated = False
+    by_type: dict[str, list[str]] = defaultdict(list)
+    for res in pool:
+        by_type[res["resourceType"]].append(f"{res['resourceType']}/{res['id']}")
+    sources = ctx.indices.searchable_types() if spec.source == "*" else [spec.source]
+    for source in sources:
+        known = ctx.search_parameters.for_type(source)
+        codes = _ref_params(ctx, source, spec.param)
+        clauses = []
+        for code in codes:
+            param = known.get(code)
+            if param is None:
+                continue
+            refs = [r for t, rs in by_type.items() if not param.target or t in param.target for r in rs]
+            if refs:
+                clauses.append({"terms": {f"sp.{code}.ref": refs}})
+        if not clauses:
+            continue
+        resp = ctx.es.search(index=ctx.indices.alias(source), source=False, size=limit + 1, sort=[{"id": "asc"}],
+                             track_total_hits=False,
+                             query={"bool": {"should": clauses, "minimum_should_match": 1}}).body
+        hits = resp["hits"]["hits"]
+        if len(hits) > limit:
+            truncated = True
+            hits = hits[:limit]
+        wanted[source].update(h["_id"] for h in hits)
+    return wanted, truncated
+
+
+def collect(ctx: ServerContext, type_: str, compiled: CompiledSearch, matches: list[dict[str, Any]]) -> IncludeResult:
+    """The included resources of one page (``matches`` are the page's resources)."""
+    result = IncludeResult()
+    if not (compiled.includes or compiled.revincludes):
+        return result
+    includes, revincludes = specs(ctx, type_, compiled)  # validated even when the page is empty
+    if not matches:
+        return result
+    seen: set[Key] = {(r["resourceType"], r["id"]) for r in matches}
+    pool = matches
+    truncated = False
+    for round_ in range(MAX_ROUNDS):
+        wanted: dict[str, set[str]] = defaultdict(set)
+        for spec in includes:
+            if round_ == 0 or spec.iterate:
+                for t, ids in _forward(ctx, spec, pool).items():
+                    wanted[t] |= ids
+        for spec in revincludes:
+            if round_ == 0 or spec.iterate:
+                room = MAX_INCLUDED - len(result.resources)
+                found, cut = _reverse(ctx, spec, pool, max(room, 0))
+                truncated |= cut
+                for t, ids in found.items():
+                    wanted[t] |= ids
+        new: list[dict[str, Any]] = []
+        for t, ids in sorted(wanted.items()):
+            fresh = sorted(i for i in ids if (t, i) not in seen)
+            for stored in ctx.store.read_many(t, fresh).values() if fresh else []:
+                if stored.deleted or stored.content is None:
+                    continue
+                if len(result.resources) + len(new) >= MAX_INCLUDED:
+                    truncated = True
+                    break
+                seen.add((t, stored.id))
+                new.append(stored.resource())
+        result.resources += new
+        pool = new
+        if not new or truncated or not any(s.iterate for s in (*includes, *revincludes)):
+            break
+    if truncated:
+        result.issues.append(Issue("warning", "too-costly",
+                                   f"more than {MAX_INCLUDED} resources to include on this page: only the first "
+                                   f"{MAX_INCLUDED} are included; use a smaller _count", ("_include",)))
+    return result

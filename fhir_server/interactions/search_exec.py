@@ -1,0 +1,71 @@
+"""The :class:`search.chain.Resolver` of the server: chains, ``_has`` and ``_list`` on ES and the store.
+
+Inner searches are compiled with the same compiler (strict: an unknown chained parameter is an
+error, not silently ignored) and run without a point-in-time: they happen within the one
+request whose read-your-writes barrier has already passed.  Results larger than
+:data:`search.chain.MAX_IDS` are refused with ``too-costly`` rather than truncated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from fhir_server.context import ServerContext
+from search.chain import MAX_IDS
+from search.errors import SearchError
+from search.params.reference import parse_reference
+from search.query import compile_search
+
+
+class EsResolver:
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+
+    def served_types(self) -> Sequence[str]:
+        return self.ctx.indices.searchable_types()
+
+    def _query(self, resource_type: str, params: list[tuple[str, str]]) -> dict[str, Any]:
+        compiled = compile_search(self.ctx.search_parameters, resource_type, params,
+                                  base_url=self.ctx.base_url, strict=True, resolver=self)
+        if compiled.self_params != [p for p in params if p[1] != ""]:
+            raise SearchError("result parameters (_sort, _count...) are not allowed inside a chain or _has",
+                              params[0][0])
+        return compiled.query
+
+    def matching_ids(self, resource_type: str, params: list[tuple[str, str]]) -> list[str]:
+        query = self._query(resource_type, params)
+        resp = self.ctx.es.search(index=self.ctx.indices.alias(resource_type), query=query, source=False,
+                                  size=MAX_IDS + 1, track_total_hits=False, sort=["_doc"]).body
+        hits = resp["hits"]["hits"]
+        if len(hits) > MAX_IDS:
+            raise SearchError(f"the chained criteria match more than {MAX_IDS} {resource_type} resources; "
+                              "narrow them", params[0][0], code="too-costly")
+        return [h["_id"] for h in hits]
+
+    def referenced_ids(self, source_type: str, ref_param: str, params: list[tuple[str, str]],
+                       target_type: str) -> list[str]:
+        query = self._query(source_type, params)
+        field = f"sp.{ref_param}.ref"
+        resp = self.ctx.es.search(
+            index=self.ctx.indices.alias(source_type), query=query, size=0, track_total_hits=False,
+            aggs={"refs": {"terms": {"field": field, "include": f"{target_type}/.*", "size": MAX_IDS + 1}}},
+        ).body
+        buckets = resp["aggregations"]["refs"]["buckets"]
+        if len(buckets) > MAX_IDS:
+            raise SearchError(f"_has matches more than {MAX_IDS} {target_type} resources; narrow it",
+                              f"_has:{source_type}:{ref_param}", code="too-costly")
+        return [b["key"].split("/", 1)[1] for b in buckets]
+
+    def list_items(self, list_id: str) -> list[str]:
+        stored = self.ctx.store.read("List", list_id)
+        if stored is None or stored.deleted or stored.content is None:
+            return []
+        out: list[str] = []
+        for entry in stored.resource().get("entry") or []:
+            ref = (entry.get("item") or {}).get("reference") if isinstance(entry, dict) else None
+            if isinstance(ref, str):
+                norm, rtype, rid = parse_reference(ref, self.ctx.base_url)
+                if rtype and rid:
+                    out.append(norm)
+        return out

@@ -1,0 +1,53 @@
+"""What the search implementation supports, for ``CapabilityStatement.rest.resource`` (no I/O).
+
+Only parameters that are actually indexed are listed, each with the modifiers and prefixes
+that work on it; ``searchInclude`` / ``searchRevInclude`` list the reference parameters the
+includes can follow among the ``served`` types.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from search.params import composite, date, reference, string, token, uri
+from search.registry import FULLTEXT_CODES, SearchParameterRegistry
+
+_MODIFIERS: dict[str, str] = {
+    "string": ", ".join(f":{m}" for m in sorted(string.MODIFIERS)),
+    "token": ", ".join(f":{m}" for m in sorted(token.MODIFIERS)),
+    "reference": ":[type], " + ", ".join(f":{m}" for m in sorted(reference.MODIFIERS)) + ", chaining",
+    "date": "prefixes " + " ".join(date.PREFIXES),
+    "uri": ", ".join(f":{m}" for m in sorted(uri.MODIFIERS)),
+    "composite": "components separated by $" + (", " if composite.MODIFIERS else ""),
+}
+
+
+def search_params(registry: SearchParameterRegistry, resource_type: str) -> list[dict[str, Any]]:
+    """``searchParam`` entries: supported parameters plus ``_has`` and ``_list``."""
+    out: list[dict[str, Any]] = []
+    for code, sp in registry.for_type(resource_type).items():
+        if not sp.supported:
+            continue
+        doc = "full text (all words), :missing" if code in FULLTEXT_CODES else \
+            f"{_MODIFIERS.get(sp.type, '')}, :missing".lstrip(", ")
+        out.append({"name": code, "definition": sp.url, "type": sp.type, "documentation": doc})
+    out.append({"name": "_has", "type": "special", "definition": "http://hl7.org/fhir/search.html#has",
+                "documentation": "reverse chaining, nestable: _has:Type:reference:parameter=value"})
+    out.append({"name": "_list", "type": "special", "definition": "http://hl7.org/fhir/search.html#list",
+                "documentation": "members of List/[id] (entry.item)"})
+    return sorted(out, key=lambda e: str(e["name"]))
+
+
+def search_includes(registry: SearchParameterRegistry, resource_type: str) -> list[str]:
+    refs = [c for c, p in registry.for_type(resource_type).items() if p.type == "reference" and p.supported]
+    return ["*", *(f"{resource_type}:{c}" for c in refs)]
+
+
+def search_revincludes(registry: SearchParameterRegistry, resource_type: str, served: Sequence[str]) -> list[str]:
+    out = []
+    for source in served:
+        for c, p in registry.for_type(source).items():
+            if p.type == "reference" and p.supported and (not p.target or resource_type in p.target):
+                out.append(f"{source}:{c}")
+    return ["*", *sorted(out)]

@@ -1,0 +1,119 @@
+"""``composite`` parameters (``relationship=replaces$DocumentReference/1``): components of one element.
+
+The components must match inside the **same** element (one ``relatesTo``), so each element is
+indexed as the set of ``key1$key2`` strings in ``pairs``: every match key of its first
+component joined with every match key of its second.  Keys per component value:
+
+* token (a code, Coding or CodeableConcept): ``code``, ``system|code`` and, as for token
+  parameters, their lower-cased forms;
+* reference: ``Type/id`` and the bare ``id`` (local references), or the URL as is.
+
+Component expressions are simple element paths relative to the parameter's element (the
+only composite of the served types, DocumentReference ``relationship``, uses ``code`` and
+``target``); the query side parses each ``$``-separated part the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from itertools import product
+from typing import Any
+
+from search.errors import SearchError
+from search.params.base import (
+    KEYWORD,
+    FhirValue,
+    Fields,
+    IndexContext,
+    QueryContext,
+    add,
+    any_of,
+    check_modifier,
+    field_name,
+    keyword_sort,
+    split_escaped,
+    unescape,
+)
+from search.params.reference import parse_reference
+from search.registry import SearchParameter
+
+MODIFIERS: frozenset[str] = frozenset()
+
+
+def mapping(param: SearchParameter) -> dict[str, Any]:
+    return {"pairs": KEYWORD}
+
+
+def _path(element: Any, path: str) -> list[Any]:
+    values = [element]
+    for step in path.split("."):
+        nxt: list[Any] = []
+        for v in values:
+            if isinstance(v, dict) and step in v:
+                got = v[step]
+                nxt.extend(got if isinstance(got, list) else [got])
+        values = nxt
+    return values
+
+
+def _keys(value: Any, base_url: str | None) -> Iterator[str]:
+    if isinstance(value, str):
+        yield from {value, value.lower()}
+    elif isinstance(value, dict) and ("reference" in value or "identifier" in value):
+        ref = value.get("reference")
+        if isinstance(ref, str) and ref and not ref.startswith("#"):
+            norm, _, rid = parse_reference(ref, base_url)
+            yield norm
+            if rid:
+                yield rid
+    elif isinstance(value, dict):
+        codings = value.get("coding") if "coding" in value else [value]
+        for c in codings or []:
+            code = c.get("code")
+            if isinstance(code, str):
+                for k in {code, code.lower()}:
+                    yield k
+                    if c.get("system"):
+                        yield f"{c['system']}|{k}"
+
+
+def index(param: SearchParameter, values: Sequence[FhirValue], ctx: IndexContext) -> Fields:
+    fields: Fields = {}
+    if not param.component:
+        return fields
+    for value in values:
+        per_component = [
+            sorted({k for v in _path(value.data, c) for k in _keys(v, ctx.base_url)}) for c in param.component
+        ]
+        for combo in product(*per_component):
+            add(fields, "pairs", "$".join(combo))
+    return fields
+
+
+def _query_keys(raw: str, ctx: QueryContext) -> list[str]:
+    value = unescape(raw)
+    if "/" in value or value.startswith(("http:", "https:", "urn:")):
+        local = value[len(ctx.base_url) + 1 :] if value.startswith(ctx.base_url + "/") else value
+        return [parse_reference(local, None)[0]]
+    parts = [unescape(p) for p in split_escaped(raw, "|")]
+    if len(parts) == 2:
+        return [f"{parts[0]}|{parts[1]}", f"{parts[0]}|{parts[1].lower()}"] if parts[0] else [parts[1]]
+    return [value, value.lower()]
+
+
+def compile_query(
+    param: SearchParameter, modifier: str | None, values: Sequence[str], ctx: QueryContext, name: str
+) -> dict[str, Any]:
+    check_modifier(MODIFIERS, param, modifier, name)
+    clauses = []
+    for raw in values:
+        parts = split_escaped(raw, "$")
+        if len(parts) != len(param.component) or not all(parts):
+            raise SearchError(f"{param.code} expects {len(param.component)} values separated by $, got {raw!r}", name)
+        keys = ["$".join(c) for c in product(*[sorted(set(_query_keys(p, ctx))) for p in parts])]
+        clauses.append({"terms": {field_name(param, "pairs"): keys}})
+    return any_of(clauses)
+
+
+def sort(param: SearchParameter, descending: bool) -> list[dict[str, Any]]:
+    return keyword_sort(field_name(param, "pairs"), descending)

@@ -1,0 +1,116 @@
+"""An obviously-correct FHIR search matcher over raw resources (no index, no query compiler).
+
+Written straight from search.html for the Patient parameters the property test generates:
+string (``family``, ``given``: starts-with / ``:exact`` / ``:contains`` after case and accent
+folding), token (``gender``, ``identifier``: the four ``system|code`` forms, ``:not``,
+``:missing``, codes case-insensitive, identifiers exact) and date (``birthdate``: ranges from
+precision, the nine prefixes as defined by the spec, ``ap`` excluded as it depends on the clock).
+Its slowness and repetition are deliberate: it must be easy to check by reading.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from datetime import date, timedelta
+from typing import Any
+
+
+def fold(s: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", s.casefold())
+    return " ".join("".join(c for c in decomposed if not unicodedata.combining(c)).casefold().split())
+
+
+def _names(resource: dict[str, Any], part: str) -> list[str]:
+    out: list[str] = []
+    for name in resource.get("name", []):
+        value = name.get(part)
+        out += value if isinstance(value, list) else [value] if value else []
+    return out
+
+
+def match_string(values: list[str], modifier: str | None, query: str) -> bool:
+    if modifier == "exact":
+        return any(unicodedata.normalize("NFC", v) == unicodedata.normalize("NFC", query) for v in values)
+    if modifier == "contains":
+        return any(fold(query) in fold(v) for v in values)
+    return any(fold(v).startswith(fold(query)) for v in values)
+
+
+def _date_range(text: str) -> tuple[date, date]:
+    """[lo, hi) of a date with year, month or day precision."""
+    parts = [int(p) for p in text.split("-")]
+    if len(parts) == 1:
+        return date(parts[0], 1, 1), date(parts[0] + 1, 1, 1)
+    if len(parts) == 2:
+        y, m = parts
+        return date(y, m, 1), date(y + (m == 12), m % 12 + 1, 1)
+    d = date(*parts)
+    return d, d + timedelta(days=1)
+
+
+def match_date(stored: str | None, prefix: str, query: str) -> bool:
+    if stored is None:
+        return False
+    t_lo, t_hi = _date_range(stored)
+    s_lo, s_hi = _date_range(query)
+    contains = s_lo <= t_lo and t_hi <= s_hi  # the search range fully contains the target
+    after = t_hi > s_hi  # the target has a part after the search range
+    before = t_lo < s_lo
+    return {
+        "eq": contains,
+        "ne": not contains,
+        "gt": after,
+        "lt": before,
+        "ge": after or contains,
+        "le": before or contains,
+        "sa": t_lo >= s_hi,
+        "eb": t_hi <= s_lo,
+    }[prefix]
+
+
+def _tokens(resource: dict[str, Any], code: str) -> list[tuple[str | None, str, bool]]:
+    """(system, value, case_sensitive) of each token value."""
+    if code == "gender":
+        return [(None, resource["gender"], False)] if resource.get("gender") else []
+    return [(i.get("system"), i["value"], True) for i in resource.get("identifier", []) if i.get("value")]
+
+
+def match_token(values: list[tuple[str | None, str, bool]], query: str) -> bool:
+    def same(a: str, b: str, exact: bool) -> bool:
+        return a == b if exact else a.lower() == b.lower()
+
+    if "|" not in query:
+        return any(same(v, query, cs) for _, v, cs in values)
+    system, code = query.split("|", 1)
+    if system and code:
+        return any(s == system and same(v, code, cs) for s, v, cs in values)
+    if system:
+        return any(s == system for s, _, _ in values)
+    return any(s is None and same(v, code, cs) for s, v, cs in values)
+
+
+def matches(resource: dict[str, Any], params: list[tuple[str, str]]) -> bool:
+    """AND over parameters, OR over comma-separated values (no escapes are generated)."""
+    for name, value in params:
+        code, _, modifier = name.partition(":")
+        alternatives = value.split(",")
+        if modifier == "missing":
+            present = bool(_tokens(resource, code) if code in ("gender", "identifier") else
+                           _names(resource, code) if code in ("family", "given") else resource.get("birthDate"))
+            if present == (value == "true"):
+                return False
+            continue
+        if code in ("family", "given"):
+            ok = any(match_string(_names(resource, code), modifier or None, q) for q in alternatives)
+        elif code in ("gender", "identifier"):
+            ok = any(match_token(_tokens(resource, code), q) for q in alternatives)
+            if modifier == "not":
+                ok = not ok
+        elif code == "birthdate":
+            ok = any(match_date(resource.get("birthDate"), q[:2] if q[:2].isalpha() else "eq",
+                                q[2:] if q[:2].isalpha() else q) for q in alternatives)
+        else:
+            raise ValueError(name)
+        if not ok:
+            return False
+    return True

@@ -1,0 +1,109 @@
+"""Property: Elasticsearch results == the reference matcher's, over generated Patients and queries.
+
+Documents go through the real extraction and mapping into the session's Elasticsearch node;
+queries through the real compiler.  Each example uses its own id prefix inside one index.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from search.extract import IndexDocumentBuilder
+from search.mapping import index_mapping, index_settings
+from search.query import compile_search
+from search.registry import SearchParameterRegistry
+from tests.search.conftest import BASE
+from tests.search.reference_matcher import matches
+
+LETTERS = ["a", "b", "é", "E", "è", "o", "ö", " "]
+word = st.text(alphabet=LETTERS, min_size=1, max_size=5).filter(lambda s: s.strip() != "")
+systems = st.sampled_from(["urn:s1", "urn:s2", None])
+id_values = st.sampled_from(["AB1", "ab1", "Ab1", "x9", "X9"])
+genders = st.sampled_from(["male", "female", "other", "unknown", None])
+dates = st.one_of(
+    st.integers(1999, 2001).map(str),
+    st.tuples(st.integers(1999, 2001), st.integers(1, 12)).map(lambda t: f"{t[0]}-{t[1]:02d}"),
+    st.dates(min_value=__import__("datetime").date(1999, 1, 1), max_value=__import__("datetime").date(2001, 12, 31))
+    .map(lambda d: d.isoformat()),
+)
+
+
+@st.composite
+def patients(draw: st.DrawFn) -> dict[str, Any]:
+    res: dict[str, Any] = {"resourceType": "Patient"}
+    names = draw(st.lists(st.fixed_dictionaries({"family": word, "given": st.lists(word, max_size=2)}), max_size=2))
+    if names:
+        res["name"] = [{k: v for k, v in n.items() if v} for n in names]
+    if (g := draw(genders)) is not None:
+        res["gender"] = g
+    idents = draw(st.lists(st.tuples(systems, id_values), max_size=2))
+    if idents:
+        res["identifier"] = [{"value": v, **({"system": s} if s else {})} for s, v in idents]
+    if draw(st.booleans()):
+        res["birthDate"] = draw(dates)
+    return res
+
+
+def _token_query(draw: st.DrawFn) -> str:
+    form = draw(st.sampled_from(["code", "sys|code", "|code", "sys|"]))
+    s, v = draw(st.sampled_from(["urn:s1", "urn:s2"])), draw(id_values)
+    return {"code": v, "sys|code": f"{s}|{v}", "|code": f"|{v}", "sys|": f"{s}|"}[form]
+
+
+@st.composite
+def criteria(draw: st.DrawFn) -> tuple[str, str]:
+    kind = draw(st.sampled_from(["string", "gender", "identifier", "date", "missing"]))
+    if kind == "string":
+        code = draw(st.sampled_from(["family", "given"]))
+        modifier = draw(st.sampled_from(["", ":exact", ":contains"]))
+        return code + modifier, ",".join(draw(st.lists(word, min_size=1, max_size=2)))
+    if kind == "gender":
+        modifier = draw(st.sampled_from(["", ":not"]))
+        value = draw(st.sampled_from(["male", "FEMALE", "Other", "unknown"]))
+        return "gender" + modifier, value
+    if kind == "identifier":
+        return "identifier" + draw(st.sampled_from(["", ":not"])), _token_query(draw)
+    if kind == "date":
+        prefix = draw(st.sampled_from(["", "eq", "ne", "gt", "lt", "ge", "le", "sa", "eb"]))
+        return "birthdate", prefix + draw(dates)
+    code = draw(st.sampled_from(["family", "given", "gender", "identifier", "birthdate"]))
+    return f"{code}:missing", draw(st.sampled_from(["true", "false"]))
+
+
+@pytest.fixture(scope="module")
+def es_index(es_url: str, registry: SearchParameterRegistry) -> Iterator[tuple[Any, str]]:
+    from elasticsearch import Elasticsearch
+
+    es = Elasticsearch(es_url)
+    name = f"search-prop-{uuid.uuid4().hex[:8]}"
+    es.indices.create(index=name, mappings=index_mapping(registry, "Patient"), settings=index_settings(1, 0))
+    yield es, name
+    es.indices.delete(index=name)
+    es.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(resources=st.lists(patients(), min_size=1, max_size=8), query=st.lists(criteria(), min_size=1, max_size=3))
+def test_es_agrees_with_reference_matcher(
+    es_index: tuple[Any, str], registry: SearchParameterRegistry, builder: IndexDocumentBuilder,
+    resources: list[dict[str, Any]], query: list[tuple[str, str]],
+) -> None:
+    es, index = es_index
+    batch = uuid.uuid4().hex[:8]
+    ops: list[dict[str, Any]] = []
+    for i, res in enumerate(resources):
+        res = {**res, "id": f"{batch}-{i}", "meta": {"versionId": "1", "lastUpdated": "2024-01-01T00:00:00Z"}}
+        resources[i] = res
+        ops += [{"index": {"_index": index, "_id": res["id"]}}, builder.build(res)]
+    es.bulk(operations=ops, refresh=True)
+    compiled = compile_search(registry, "Patient", query, base_url=BASE)
+    scoped = {"bool": {"filter": [compiled.query, {"prefix": {"id": f"{batch}-"}}]}}
+    got = {h["_id"] for h in es.search(index=index, query=scoped, size=100, source=False)["hits"]["hits"]}
+    expected = {r["id"] for r in resources if matches(r, query)}
+    assert got == expected, (query, resources)
