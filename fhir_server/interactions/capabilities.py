@@ -8,18 +8,14 @@ from fhir_server import __version__
 from fhir_server.context import ServerContext
 from fhir_server.registry import RESOURCE_TYPES
 from fhir_server.storage import format_instant, now_us
+from search import capabilities as search_capabilities
 
 from .result import Result
 
 
 def _search_params(ctx: ServerContext, type_: str) -> list[dict[str, Any]]:
-    out = []
-    for code, sp in sorted(ctx.search_parameters.for_type(type_).items()):
-        entry: dict[str, Any] = {"name": code, "type": sp.type}
-        if getattr(sp, "url", None):
-            entry["definition"] = sp.url
-        out.append(entry)
-    return out
+    """Exactly the parameters that work (unsupported ones such as ``_query`` are left out)."""
+    return search_capabilities.search_params(ctx.search_parameters, type_)
 
 
 def capability_statement(ctx: ServerContext) -> dict[str, Any]:
@@ -40,6 +36,9 @@ def capability_statement(ctx: ServerContext) -> dict[str, Any]:
         }
         if rt.searchable:
             resource["searchParam"] = _search_params(ctx, rt.name)
+            resource["searchInclude"] = search_capabilities.search_includes(ctx.search_parameters, rt.name)
+            resource["searchRevInclude"] = search_capabilities.search_revincludes(
+                ctx.search_parameters, rt.name, ctx.indices.searchable_types())
         if rt.documentation:
             resource["documentation"] = rt.documentation
         resources.append(resource)
