@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from fhir_server.errors import FHIRError, bad_request
+from fhir_server.formats import XMLFormatError, from_xml
 
 JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir", "text/json"}
 XML_TYPES = {"application/fhir+xml", "application/xml", "application/xml+fhir", "text/xml"}
 FORMAT_ALIASES = {"json": "json", "application/json": "json", "application/fhir+json": "json",
                   "xml": "xml", "text/xml": "xml", "application/xml": "xml", "application/fhir+xml": "xml",
+                  "application/json+fhir": "json", "application/xml+fhir": "xml",
                   "html": "json", "text/html": "json"}
 MAX_DEPTH = 64
 
@@ -21,27 +24,57 @@ def _media_type(header: str) -> str:
     return header.split(";", 1)[0].strip().lower()
 
 
+def _accept_format(media: str) -> str | None:
+    if media in ("*/*", "application/*"):
+        return "any"
+    if media in JSON_TYPES or media == "text/html" or media.endswith("+json"):
+        return "json"
+    if media in XML_TYPES or media.endswith("+xml"):
+        return "xml"
+    return None
+
+
+def _quality(part: str) -> float:
+    for param in part.split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "q":
+            try:
+                return float(value.strip())
+            except ValueError:
+                return 0.0
+    return 1.0
+
+
 def response_format(request: Request) -> str:
-    """``json`` or raise 406: ``_format`` wins over ``Accept`` (http.html#mime-type)."""
+    """``json`` or ``xml``, or raise 406: ``_format`` wins over ``Accept`` (http.html#mime-type).
+
+    In ``Accept`` the highest q-value wins, the first listed among equals. With no preference (no ``Accept``,
+    ``*/*``) the answer is in the format of the request body, else JSON.
+    """
     fmt = request.query_params.get("_format")
     if fmt is not None:
         key = fmt.strip().lower().replace(" ", "+")
         chosen = FORMAT_ALIASES.get(key)
         if chosen is None:
             raise FHIRError(406, "not-supported", f"Unsupported _format '{fmt}'", ("_format",))
-        if chosen != "json":
-            raise FHIRError(406, "not-supported", "Only JSON is served for now", ("_format",))
+        return chosen
+    best: tuple[float, str] | None = None
+    for part in request.headers.get("accept", "").split(","):
+        found = _accept_format(_media_type(part))
+        q = _quality(part)
+        if found is not None and q > 0 and (best is None or q > best[0]):
+            best = (q, found)
+    if best is not None and best[1] != "any":
+        return best[1]
+    return "xml" if _media_type(request.headers.get("content-type", "")) in XML_TYPES else "json"
+
+
+def error_format(request: Request) -> str:
+    """The format an error answer is written in: the one asked for, JSON when that request was itself wrong."""
+    try:
+        return response_format(request)
+    except FHIRError:
         return "json"
-    accept = request.headers.get("accept", "")
-    if not accept:
-        return "json"
-    for part in accept.split(","):
-        media = _media_type(part)
-        if media in JSON_TYPES or media in ("*/*", "application/*", "text/html", "") or media.endswith("+json"):
-            return "json"
-    if any(_media_type(p) in XML_TYPES for p in accept.split(",")):
-        raise FHIRError(406, "not-supported", "Only JSON is served for now (application/fhir+json)")
-    return "json"
 
 
 def _depth_ok(value: Any, limit: int) -> bool:
@@ -58,13 +91,11 @@ def _depth_ok(value: Any, limit: int) -> bool:
 
 
 async def read_resource(request: Request, max_bytes: int) -> dict[str, Any]:
-    """The JSON object in the body, or a FHIRError with the right status (413, 415, 400)."""
+    """The resource in the body (FHIR JSON or XML) as JSON, or a FHIRError with the right status (413, 415, 400)."""
     ctype = _media_type(request.headers.get("content-type", ""))
-    if ctype in XML_TYPES:
-        raise FHIRError(415, "not-supported", "XML bodies are not accepted yet; send application/fhir+json")
-    if ctype not in JSON_TYPES:
-        raise FHIRError(415, "not-supported",
-                        f"Unsupported Content-Type '{ctype or '(none)'}'; send application/fhir+json")
+    if ctype not in JSON_TYPES and ctype not in XML_TYPES:
+        raise FHIRError(415, "not-supported", f"Unsupported Content-Type '{ctype or '(none)'}'; send "
+                        "application/fhir+json or application/fhir+xml")
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise FHIRError(413, "too-costly", f"Body larger than {max_bytes} bytes")
@@ -78,6 +109,14 @@ async def read_resource(request: Request, max_bytes: int) -> dict[str, Any]:
     raw = b"".join(chunks)
     if not raw.strip():
         raise bad_request("The request body is empty")
+    if ctype in XML_TYPES:
+        try:  # in the thread pool: a large document must not stall the event loop
+            data: Any = await run_in_threadpool(from_xml, raw)
+        except XMLFormatError as exc:
+            raise bad_request(exc.message, *((exc.expression,) if exc.expression else ())) from exc
+        if not _depth_ok(data, MAX_DEPTH):
+            raise bad_request(f"XML nested deeper than {MAX_DEPTH} levels")
+        return dict(data)
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

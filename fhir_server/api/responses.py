@@ -12,9 +12,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_server.errors import FHIRError, Issue, operation_outcome
+from fhir_server.formats import to_xml
 from fhir_server.interactions.result import Result
 
+from .content import error_format
+
 FHIR_JSON = "application/fhir+json; charset=utf-8"
+FHIR_XML = "application/fhir+xml; charset=utf-8"
 log = logging.getLogger(__name__)
 
 
@@ -37,8 +41,16 @@ def json_response(status: int, body: Any, headers: dict[str, str] | None = None,
     return Response(content, status_code=status, headers=headers, media_type=FHIR_JSON if body is not None else None)
 
 
-def error_response(err: FHIRError, pretty: bool = False) -> Response:
-    return json_response(err.status, err.outcome(), dict(err.headers), pretty=pretty)
+def fhir_response(status: int, body: Any, headers: dict[str, str] | None = None, *, pretty: bool = False,
+                  fmt: str = "json") -> Response:
+    """``body`` (FHIR JSON, possibly holding ``orjson.Fragment``s) in the negotiated format."""
+    if fmt != "xml" or body is None:
+        return json_response(status, body, headers, pretty=pretty)
+    return Response(to_xml(body, pretty=pretty), status_code=status, headers=headers, media_type=FHIR_XML)
+
+
+def error_response(err: FHIRError, pretty: bool = False, fmt: str = "json") -> Response:
+    return fhir_response(err.status, err.outcome(), dict(err.headers), pretty=pretty, fmt=fmt)
 
 
 def _information(msg: str) -> dict[str, Any]:
@@ -46,7 +58,7 @@ def _information(msg: str) -> dict[str, Any]:
 
 
 def result_response(result: Result, *, base_url: str, prefer_return: str | None, pretty: bool,
-                    write: bool = False) -> Response:
+                    write: bool = False, fmt: str = "json") -> Response:
     headers = dict(result.headers)
     v = result.version
     if v is not None:
@@ -63,28 +75,30 @@ def result_response(result: Result, *, base_url: str, prefer_return: str | None,
         if mode == "operationoutcome":
             issues = result.issues or [Issue("information", "informational", "All OK")]
             status = 200 if result.status == 204 else result.status
-            return json_response(status, operation_outcome(issues), headers, pretty=pretty)
+            return fhir_response(status, operation_outcome(issues), headers, pretty=pretty, fmt=fmt)
         if result.status == 204:
             return Response(b"", status_code=204, headers=headers)
-    if result.raw is not None and not pretty and result.body is None:
+    if result.raw is not None and not pretty and result.body is None and fmt == "json":
         return Response(result.raw, status_code=result.status, headers=headers, media_type=FHIR_JSON)
     body = result.body
     if body is None and result.raw is not None:
         body = orjson.loads(result.raw)
     if body is None:
         return Response(b"", status_code=result.status, headers=headers)
-    return json_response(result.status, body, headers, pretty=pretty)
+    return fhir_response(result.status, body, headers, pretty=pretty, fmt=fmt)
 
 
 def es_error_response(request: Request, exc: Exception) -> Response:
     """Unreachable or overloaded index: 503. A query Elasticsearch refuses: 400 (the value was not searchable)."""
     status = getattr(exc, "status_code", None) if isinstance(exc, ApiError) else None
+    fmt = error_format(request)
     if isinstance(status, int) and 400 <= status < 500 and status != 429:
         log.warning("Elasticsearch refused the query of %s %s: %s", request.method, request.url, exc)
-        return error_response(FHIRError(400, "invalid", "The search could not be executed with these values"))
+        return error_response(FHIRError(400, "invalid", "The search could not be executed with these values"),
+                              fmt=fmt)
     log.warning("Elasticsearch failure on %s %s: %s", request.method, request.url.path, exc)
     return error_response(FHIRError(503, "transient", "The search index is unavailable; retry shortly",
-                                    headers={"Retry-After": "5"}))
+                                    headers={"Retry-After": "5"}), fmt=fmt)
 
 
 def binary_response(result: Result) -> Response:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -82,19 +83,22 @@ def endpoint(fn: Callable[[Request], Awaitable[Result]], *, write: bool = False)
 
     async def handle(request: Request) -> Response:
         pretty = _pretty(request)
+        fmt = "json"
         try:
-            response_format(request)
+            fmt = response_format(request)
             result = await fn(request)
         except FHIRError as err:
-            return error_response(err, pretty)
+            return error_response(err, pretty, fmt)
         except (TransportError, ApiError) as exc:
             return es_error_response(request, exc)
         except Exception:  # answered here, not re-raised: the connection stays usable
             log.exception("unexpected error on %s %s", request.method, request.url)
-            return error_response(FHIRError(500, "exception", "Internal server error"), pretty)
+            return error_response(FHIRError(500, "exception", "Internal server error"), pretty, fmt)
         ctx = _ctx(request)
-        return result_response(result, base_url=ctx.base_url, prefer_return=prefer(request.headers.get("prefer"))
-                               .get("return"), pretty=pretty, write=write)
+        respond = partial(result_response, result, base_url=ctx.base_url, pretty=pretty, write=write, fmt=fmt,
+                          prefer_return=prefer(request.headers.get("prefer")).get("return"))
+        # XML is written in Python, not by orjson: off the event loop
+        return await run_in_threadpool(respond) if fmt == "xml" else respond()
 
     return handle
 

@@ -52,7 +52,7 @@ def capability_statement(ctx: ServerContext) -> dict[str, Any]:
         "implementation": {"description": "FHIR R4 server (SQL store of record, Elasticsearch search)",
                            "url": ctx.base_url},
         "fhirVersion": "4.0.1",
-        "format": ["application/fhir+json", "json"],
+        "format": ["application/fhir+json", "json", "application/fhir+xml", "xml"],
         "rest": [{
             "mode": "server",
             "resource": resources,
