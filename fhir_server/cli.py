@@ -127,6 +127,52 @@ def _reindex(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _iter_documents(paths: list[Path]) -> Iterator[tuple[str, object]]:
+    """(source, parsed JSON) for each file; ndjson files give one per line; directories are walked."""
+    for path in paths:
+        if path.is_dir():
+            yield from _iter_documents(sorted(p for p in path.rglob("*") if p.suffix in (".json", ".ndjson")))
+            continue
+        text = path.read_text(encoding="utf-8")
+        chunks = [(f"{path}:{n}", line) for n, line in enumerate(text.splitlines(), 1) if line.strip()] \
+            if path.suffix == ".ndjson" else [(str(path), text)]
+        for source, chunk in chunks:
+            try:
+                yield source, orjson.loads(chunk)
+            except orjson.JSONDecodeError as exc:
+                yield source, exc
+
+
+def _validate_files(settings: Settings, args: argparse.Namespace) -> int:
+    """Offline validation with the server's engine and policy; exit 1 when any error is found."""
+    from profiles import validate
+
+    paths = [Path(p) for p in args.paths]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        console.print(f"[red]No such file or directory:[/] {', '.join(map(str, missing))}")
+        return 2
+    counts = {"error": 0, "warning": 0, "information": 0}
+    invalid = 0
+    out = sys.stdout
+    for source, doc in _iter_documents(paths):
+        if isinstance(doc, Exception):
+            out.write(f"{source}: invalid\n  error: malformed JSON: {doc}\n")
+            invalid += 1
+            continue
+        issues = validate(doc, profiles=args.profile or (), required=settings.validation_required_profiles,
+                          unknown_profile=settings.validation_unknown_profile)
+        errors = [i for i in issues if i.severity in ("error", "fatal")]
+        invalid += bool(errors)
+        shown = [i for i in issues if args.verbose or i.severity != "information"]
+        out.write(f"{source}: {'invalid' if errors else 'valid'}\n")
+        for i in shown:
+            counts[i.severity if i.severity in counts else "error"] += 1
+            out.write(f"  {i.severity} {', '.join(i.expression) or '-'}: {i.diagnostics}\n")
+    out.write(f"{invalid} invalid; {counts['error']} errors, {counts['warning']} warnings\n")
+    return 1 if invalid else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fhir-server", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -138,12 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("paths", nargs="+")
     ld.add_argument("--show-rejects", type=int, default=50)
     ld.add_argument("--strict", action="store_true", help="exit 1 when anything was rejected")
+    va = sub.add_parser("validate", help="validate FHIR JSON files (resources, Bundles, ndjson) offline")
+    va.add_argument("paths", nargs="+")
+    va.add_argument("--profile", action="append", help="also check against this profile canonical (repeatable)")
     rx = sub.add_parser("reindex", help="rebuild the search index from the store, behind the alias")
     rx.add_argument("--type", action="append", help="resource type (repeatable); default all")
     return parser
 
 
-COMMANDS = {"serve": _serve, "es": _es, "load": _load, "reindex": _reindex}
+COMMANDS = {"serve": _serve, "es": _es, "load": _load, "reindex": _reindex, "validate": _validate_files}
 
 
 def main(argv: list[str] | None = None) -> int:

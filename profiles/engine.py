@@ -16,8 +16,11 @@ from typing import Any
 from fhir_server.errors import Issue
 
 from . import primitives
-from .model import Binding, Definitions, ExtensionDef, Model, Node, definitions, is_primitive
+from .model import Binding, Definitions, ExtensionDef, Model, Node, definitions
 from .xhtml import check_div
+
+PRIMITIVE_CHECKS = primitives.CHECKS
+PRIMITIVE_TYPES = primitives.PRIMITIVES
 
 _REF_RE = re.compile(r"(?:.*/)?([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?")
 _HL7_EXT = "http://hl7.org/fhir/StructureDefinition/"
@@ -37,6 +40,7 @@ class Validator:
 
     def __init__(self, defs: Definitions | None = None) -> None:
         self.defs = defs or definitions()
+        self.resource_types = frozenset(t for t in self.defs.models if self.defs.is_resource(t))
 
     # -- entry points -------------------------------------------------------------------------------------
     def validate(self, resource: Any) -> list[Issue]:
@@ -142,31 +146,30 @@ class Validator:
                                                       "@value or children (empty object)", (path,)))
             return
         found: dict[str, list[Any]] = {}
+        keys = model.keys
         for key, val in obj.items():
-            if root and key == "resourceType":
-                continue
-            companion = key.startswith("_")
-            entry = model.keys.get(key[1:] if companion else key)
-            if entry is None or (companion and not is_primitive(entry[1])):
-                issues.append(Issue("error", "structure", f"Unknown element '{key}'", (f"{path}.{key}",)))
+            companion = key[:1] == "_"
+            entry = keys.get(key[1:] if companion else key)
+            if entry is None or (companion and entry[1] not in PRIMITIVE_TYPES):
+                if not (root and key == "resourceType"):
+                    issues.append(Issue("error", "structure", f"Unknown element '{key}'", (f"{path}.{key}",)))
                 continue
             node, t = entry
             slot = found.get(node.name)
             if slot is None:
-                slot = found[node.name] = [t, None, None]
-            elif slot[0] != t:
+                slot = found[node.name] = [node, t, None, None]
+            elif slot[1] != t:
                 issues.append(Issue("error", "structure", f"Only one type of {node.name}[x] may be present",
                                     (f"{path}.{key}",)))
                 continue
-            slot[2 if companion else 1] = val
-        for node in model.nodes:
-            slot = found.get(node.name)
-            if slot is None:
-                if node.min > 0:
-                    issues.append(Issue("error", "required", f"Missing required element '{node.name}' "
-                                                             f"(minimum {node.min})", (f"{path}.{node.name}",)))
-                continue
-            self._element(node, slot[0], slot[1], slot[2], path, frame, issues, ctx, ext_def)
+            slot[3 if companion else 2] = val
+        # present elements in the order of the JSON (stable for a given input), then the missing required ones
+        for node, t, value, companion in found.values():
+            self._element(node, t, value, companion, path, frame, issues, ctx, ext_def)
+        for node in model.required:
+            if node.name not in found:
+                issues.append(Issue("error", "required", f"Missing required element '{node.name}' "
+                                                         f"(minimum {node.min})", (f"{path}.{node.name}",)))
         for inv in model.invariants:
             if inv.check is not None and not inv.check(_aliased(model, obj), frame.resource):
                 issues.append(Issue(inv.severity, "invariant", f"Constraint failed: {inv.key}: {inv.human}", (path,)))
@@ -174,7 +177,14 @@ class Validator:
     def _element(self, node: Node, t: str, value: Any, companion: Any, parent: str, frame: Frame,
                  issues: list[Issue], ctx: tuple[str, ...], ext_def: ExtensionDef | None) -> None:
         base = f"{parent}.{node.name}.ofType({t})" if node.choice else f"{parent}.{node.name}"
-        if node.repeats:
+        primitive = t in PRIMITIVE_CHECKS or t == "xhtml"
+        if node.max == 1 and companion is None and primitive and value is not None and (
+                not isinstance(value, list)):  # the common case, kept short
+            self._primitive(node, t, value, None, base, frame, issues)
+            if node.checks:
+                self._rules(node, t, value, base, frame, issues)
+            return
+        if node.max is None or node.max > 1:
             if value is not None and not isinstance(value, list):
                 issues.append(Issue("error", "structure", f"'{node.name}' must be a JSON array (it repeats)",
                                     (base,)))
@@ -201,7 +211,6 @@ class Validator:
         if len(items) < node.min:
             issues.append(Issue("error", "required", f"'{node.name}' requires at least {node.min}, found "
                                                      f"{len(items)}", (base,)))
-        primitive = is_primitive(t)
         for v, comp, ipath in items:
             if primitive:
                 self._primitive(node, t, v, comp, ipath, frame, issues)
@@ -209,29 +218,34 @@ class Validator:
                 issues.append(Issue("error", "structure", "null is not allowed here", (ipath,)))
                 continue
             elif node.model is not None:
-                self._object(node.model, v, ipath, frame, issues, (node.model.type.split(":", 1)[-1], "Element"))
+                self._object(node.model, v, ipath, frame, issues, node.model.ctx)
             elif t == "Extension":
                 self._extension(v, ipath, frame, issues, ctx, ext_def)
                 continue
-            elif t == "Resource" or self.defs.is_resource(t):
+            elif t == "Resource" or t in self.resource_types:
                 self._resource(v, ipath, issues, frame, contained=node.name == "contained")
                 continue
             else:
                 model = self.defs.models.get(t)
                 if model is not None:
-                    self._object(model, v, ipath, frame, issues, (t, *self._bases(t)))
+                    self._object(model, v, ipath, frame, issues, model.ctx)
                 if t == "Reference" and isinstance(v, dict):
                     self._reference(v, node.targets, ipath, frame, issues)
-            if node.binding is not None and v is not None:
-                self._binding(node.binding, t, v, ipath, issues)
-            if node.fixed is not None and v is not None and v != node.fixed[1]:
-                issues.append(Issue("error", "value", f"Value must be exactly {node.fixed[1]!r}", (ipath,)))
-            if node.pattern is not None and v is not None and not _matches(v, node.pattern[1]):
-                issues.append(Issue("error", "value", f"Value must match the pattern {node.pattern[1]!r}", (ipath,)))
-            for inv in node.invariants:
-                if inv.check is not None and v is not None and not inv.check(v, frame.resource):
-                    issues.append(Issue(inv.severity, "invariant", f"Constraint failed: {inv.key}: {inv.human}",
-                                        (ipath,)))
+            if node.checks and v is not None:
+                self._rules(node, t, v, ipath, frame, issues)
+
+    def _rules(self, node: Node, t: str, v: Any, ipath: str, frame: Frame, issues: list[Issue]) -> None:
+        """Binding, fixed/pattern values and invariants of one element value."""
+        if node.binding is not None:
+            self._binding(node.binding, t, v, ipath, issues)
+        if node.fixed is not None and v != node.fixed[1]:
+            issues.append(Issue("error", "value", f"Value must be exactly {node.fixed[1]!r}", (ipath,)))
+        if node.pattern is not None and not _matches(v, node.pattern[1]):
+            issues.append(Issue("error", "value", f"Value must match the pattern {node.pattern[1]!r}", (ipath,)))
+        for inv in node.invariants:
+            if inv.check is not None and not inv.check(v, frame.resource):
+                issues.append(Issue(inv.severity, "invariant", f"Constraint failed: {inv.key}: {inv.human}",
+                                    (ipath,)))
 
     def _primitive(self, node: Node, t: str, v: Any, comp: Any, ipath: str, frame: Frame,
                    issues: list[Issue]) -> None:
@@ -240,7 +254,8 @@ class Validator:
                                                       "extensions (null)", (ipath,)))
             return
         if v is not None:
-            msg = primitives.check(t, v)
+            fn = PRIMITIVE_CHECKS.get(t)
+            msg = fn(v) if fn is not None else None
             if msg:
                 issues.append(Issue("error", "value" if isinstance(v, str) else "structure",
                                     f"{node.name}: {msg}", (ipath,)))
@@ -250,7 +265,7 @@ class Validator:
                     issues.append(Issue("error", "invariant", f"Constraint failed: {key}: {problem}", (ipath,)))
             elif t in ("uri", "canonical", "url") and v.startswith("#"):
                 frame.local_refs.add(v[1:])
-            elif t in ("string", "markdown") and primitives.has_outer_whitespace(v):
+            elif (t == "string" or t == "markdown") and (v[:1].isspace() or v[-1:].isspace()):
                 issues.append(Issue("warning", "value", f"{node.name}: the value should not start or end with "
                                                         "whitespace", (ipath,)))
         if comp is not None:

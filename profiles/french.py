@@ -87,3 +87,48 @@ def custom_checks(extra: dict[str, Any], resource: dict[str, Any], root: str) ->
     if extra.get("provide_bundle"):
         issues.extend(_provide_bundle(resource, root))
     return issues
+
+
+# -- native equivalents of the FR Core invariants (fhirpathpy costs ~1 ms each on a Patient) --------------------
+# Each one computes exactly the FHIRPath expression of the same key in definitions/fr-profiles.json;
+# tests/profiles/test_french.py checks that both agree on the examples and their mutations.
+
+_RELIABILITY = "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-identity-reliability"
+_INS_OIDS = ("urn:oid:1.2.250.1.213.1.4.10", "urn:oid:1.2.250.1.213.1.4.11")
+
+
+def _validated(patient: dict[str, Any]) -> bool:
+    for ext in patient.get("extension") or ():
+        if isinstance(ext, dict) and ext.get("url") == _RELIABILITY:
+            for sub in ext.get("extension") or ():
+                if isinstance(sub, dict) and sub.get("url") == "identityStatus":
+                    value = next((v for k, v in sub.items() if k.startswith("value")), None)
+                    if isinstance(value, dict) and value.get("code") == "VALI":
+                        return True
+    return False
+
+
+def _identifiers(patient: dict[str, Any]) -> list[dict[str, Any]]:
+    return [i for i in patient.get("identifier") or () if isinstance(i, dict)]
+
+
+def fr_core_1(patient: Any, _resource: dict[str, Any]) -> bool:
+    if not isinstance(patient, dict) or not _validated(patient):
+        return True
+    for i in _identifiers(patient):
+        system, use = i.get("system"), i.get("use")
+        if (system == NIR_OID and use == "official") or (system == NIA_OID and use in ("temp", "official")) or (
+                system in _INS_OIDS and use == "official"):
+            return True
+    return False
+
+
+def fr_core_2(patient: Any, _resource: dict[str, Any]) -> bool:
+    if not isinstance(patient, dict) or not _validated(patient):
+        return True
+    ids = _identifiers(patient)
+    return sum(1 for i in ids if i.get("use") == "official") == 1 or any(
+        i.get("system") == NIA_OID and i.get("use") == "temp" for i in ids)
+
+
+NATIVE_INVARIANTS = {"fr_core_1": fr_core_1, "fr_core_2": fr_core_2}

@@ -46,10 +46,11 @@ class Node:
     pattern: tuple[str, Any] | None = None
     content_ref: str | None = None
     model: Model | None = None  # inline children (BackboneElement)
+    checks: bool = False  # has a binding, fixed/pattern value or invariants (set by finish())
 
-    @property
-    def repeats(self) -> bool:
-        return self.max is None or self.max > 1
+    def finish(self) -> None:
+        self.checks = bool(self.binding or self.fixed or self.pattern or any(
+            i.check is not None for i in self.invariants))
 
 
 @dataclass(slots=True)
@@ -60,9 +61,13 @@ class Model:
     nodes: list[Node] = field(default_factory=list)
     keys: dict[str, tuple[Node, str]] = field(default_factory=dict)  # JSON key → (node, concrete type)
     invariants: tuple[Invariant, ...] = ()
+    ctx: tuple[str, ...] = ()  # names an extension context may use for this element (type, bases, path)
+    required: list[Node] = field(default_factory=list)  # nodes with min > 0
 
     def add(self, node: Node) -> None:
         self.nodes.append(node)
+        if node.min > 0:
+            self.required.append(node)
         if node.choice:
             for t in node.types:
                 self.keys[node.name + t[0].upper() + t[1:]] = (node, t)
@@ -115,13 +120,15 @@ def _node(el: dict[str, Any], valuesets: dict[str, Any], name: str | None = None
     choice = last.endswith("[x]")
     types = tuple(t[0] for t in el.get("t", []))
     targets = tuple(sorted({x for t in el.get("t", []) if len(t) > 1 for x in t[1]}))
-    return Node(
+    node = Node(
         name=last[:-3] if choice else last, path=path, min=el["n"], max=_max(el["x"]), types=types, choice=choice,
         targets=targets, binding=_binding(el.get("b"), valuesets),
         invariants=tuple(compile_invariant(*c) for c in el.get("c", [])),
         fixed=(el["f"][0], el["f"][1]) if "f" in el else None,
         pattern=(el["pt"][0], el["pt"][1]) if "pt" in el else None,
         content_ref=el.get("cr"))
+    node.finish()
+    return node
 
 
 def _compile_type(name: str, raw: dict[str, Any], valuesets: dict[str, Any], registry: dict[str, Model]) -> Model:
@@ -180,18 +187,29 @@ def definitions() -> Definitions:
             extra_ext[url] = (ext, pkg.get("source", f.name))
     registry: dict[str, Model] = {}
     models = {name: _compile_type(name, raw, valuesets, registry) for name, raw in core["types"].items()}
-    for model in registry.values():
+    kinds = {name: raw["k"] for name, raw in core["types"].items()}
+    bases = {name: raw.get("base", "") for name, raw in core["types"].items()}
+
+    def chain(t: str) -> tuple[str, ...]:
+        out = [t]
+        while bases.get(out[-1]):
+            out.append(bases[out[-1]])
+        return tuple(out)
+
+    for path, model in registry.items():
+        model.ctx = chain(path) if path in models else (path, "BackboneElement", "Element")
         for node in model.nodes:
             if node.content_ref and node.model is None:
                 node.model = registry.get(node.content_ref)
+            node.finish()
     extensions = {url: _extension(url, raw, valuesets, "R4") for url, raw in core["extensions"].items()}
     for url, (raw, source) in extra_ext.items():
         extensions[url] = _extension(url, raw, valuesets, source)
     bindings = {url: b for url in valuesets if (b := _binding(["required", url], valuesets))}
     return Definitions(
         models=models,
-        kinds={name: raw["k"] for name, raw in core["types"].items()},
-        bases={name: raw.get("base", "") for name, raw in core["types"].items()},
+        kinds=kinds,
+        bases=bases,
         abstract=frozenset(name for name, raw in core["types"].items() if raw.get("a")),
         extensions=extensions,
         valuesets=bindings,

@@ -94,9 +94,18 @@ def _rule(raw: dict[str, Any], valuesets: dict[str, Any]) -> Rule:
         regex=re.compile(raw["regex"]) if "regex" in raw else None,
         contained=bool(raw.get("contained")),
         profile=raw.get("profile"),
-        invariants=tuple(compile_invariant(c["key"], c["severity"], c["human"], c["expression"])
-                         for c in raw.get("constraints", ())),
+        invariants=tuple(_constraint(c) for c in raw.get("constraints", ())),
     )
+
+
+def _constraint(raw: dict[str, Any]) -> Invariant:
+    """A profile invariant; ``native`` names a Python equivalent of the FHIRPath (french.NATIVE_INVARIANTS)."""
+    inv = compile_invariant(raw["key"], raw["severity"], raw["human"], raw["expression"])
+    if raw.get("native"):
+        from .french import NATIVE_INVARIANTS
+
+        inv = Invariant(inv.key, inv.severity, inv.human, inv.expression, NATIVE_INVARIANTS[raw["native"]])
+    return inv
 
 
 @cache
@@ -110,8 +119,7 @@ def registry() -> dict[str, Profile]:
             p = Profile(url=raw["url"], version=raw["version"], name=raw["name"], type=raw["type"],
                         source=raw["source"], parent=raw.get("parent"),
                         rules=[_rule(r, valuesets) for r in raw.get("elements", ())],
-                        invariants=tuple(compile_invariant(c["key"], c["severity"], c["human"], c["expression"])
-                                         for c in raw.get("constraints", ())),
+                        invariants=tuple(_constraint(c) for c in raw.get("constraints", ())),
                         extra=raw.get("extra", {}))
             out[p.url] = p
             out[f"{p.url}|{p.version}"] = p

@@ -213,6 +213,20 @@ async def _history_instance(request: Request) -> Result:
     return authz.filter_history(authz.principal_of(request), result)
 
 
+async def _validate_op(request: Request) -> Result:
+    """$validate on type or instance: 200 + OperationOutcome (interactions/validate.py)."""
+    from fhir_server.interactions import validate as validate_op
+
+    type_ = _type(request, "read")
+    body = None
+    has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+    if request.method == "POST" and has_body:
+        body = await read_resource(request, _ctx(request).settings.max_body_bytes)
+    q = request.query_params
+    return await run_in_threadpool(validate_op.validate, _ctx(request), type_, request.path_params.get("id"), body,
+                                   q.get("profile"), q.get("mode"))
+
+
 async def _bundle(request: Request) -> Result:
     authz.require_system(authz.principal_of(request), "*", "create")
     body = await read_resource(request, _ctx(request).settings.max_body_bytes)
@@ -320,6 +334,8 @@ def build_routes() -> list[Any]:
                                          "DELETE": endpoint(_conditional_delete, write=True),
                                          "PATCH": endpoint(_patch, write=True)}),
               methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
+        Route("/fhir/{type}/$validate", endpoint(_validate_op), methods=["POST"]),
+        Route("/fhir/{type}/{id}/$validate", endpoint(_validate_op), methods=["GET", "POST"]),
         Route("/fhir/{type}/_search", endpoint(_search_post), methods=["POST"]),
         Route("/fhir/{type}/_history", endpoint(_history_type), methods=["GET"]),
         Route("/fhir/{type}/{id}", _dispatch({"GET": _read_dispatch, "PUT": endpoint(_update, write=True),

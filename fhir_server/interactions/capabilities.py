@@ -8,6 +8,7 @@ from fhir_server import __version__
 from fhir_server.context import ServerContext
 from fhir_server.registry import RESOURCE_TYPES
 from fhir_server.storage import format_instant, now_us
+from profiles import known_profiles
 from search import capabilities as search_capabilities
 
 from .result import Result
@@ -39,6 +40,11 @@ def capability_statement(ctx: ServerContext) -> dict[str, Any]:
             resource["searchInclude"] = search_capabilities.search_includes(ctx.search_parameters, rt.name)
             resource["searchRevInclude"] = search_capabilities.search_revincludes(
                 ctx.search_parameters, rt.name, ctx.indices.searchable_types())
+        supported = [url for url, _version, type_ in known_profiles() if type_ == rt.name]
+        if supported:
+            resource["supportedProfile"] = supported
+        resource["operation"] = [{"name": "validate",
+                                  "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}]
         if rt.documentation:
             resource["documentation"] = rt.documentation
         resources.append(resource)

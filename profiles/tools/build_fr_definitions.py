@@ -123,10 +123,10 @@ PROFILES: list[dict[str, Any]] = [
             ]},
         ],
         "constraints": [
-            {"key": "fr-core-1", "severity": "error", "expression": FR_CORE_1,
+            {"key": "fr-core-1", "severity": "error", "expression": FR_CORE_1, "native": "fr_core_1",
              "human": "If identityReliability status = 'VALI', then at least Patient.identifier[INS-NIR] or "
                       "[INS-NIA] or [INS-NIR-TEST] or [INS-NIR-DEMO] SHALL be present"},
-            {"key": "fr-core-2", "severity": "error", "expression": FR_CORE_2,
+            {"key": "fr-core-2", "severity": "error", "expression": FR_CORE_2, "native": "fr_core_2",
              "human": "If identityReliability status = 'VALI', then only one identifier of use official SHALL be "
                       "present"},
         ],

@@ -23,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 ROOTS = ["Patient", "DocumentReference", "Immunization", "Binary", "List", "Bundle", "OperationOutcome",
+         # resources the French profiles contain or reference inline (PDSm authors, custodians, sources)
+         "Practitioner", "PractitionerRole", "Organization", "Device", "RelatedPerson",
          "Parameters", "Resource", "DomainResource", "Extension", "Narrative"]
 MAX_CODES = 3000  # larger value sets are left unexpanded (validated as "not checkable")
 FHIR_TYPE_EXT = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"

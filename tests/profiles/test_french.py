@@ -237,3 +237,22 @@ def test_known_profiles_carry_versions() -> None:
     assert versions[FRC + "fr-core-patient-ins"] == "2.1.0"
     assert versions[FRC + "fr-core-immunization"] == "2.2.0"
     assert versions[PDSM + "pdsm-comprehensive-document-reference"] == "3.1.1"
+
+
+def test_native_invariants_agree_with_their_fhirpath() -> None:
+    from profiles.invariants import _fhirpath
+    from profiles.profile import lookup
+
+    profile = lookup(FRC + "fr-core-patient-ins")
+    assert profile is not None
+    cases = [example(INS), example("pdsm-published-json/Patient-fr-patient-123.json")]
+    cases += [_m(INS, m[2]) for m in MUTATIONS if m[0] == INS]
+    qual = example(INS)
+    qual["identifier"][0]["use"] = "temp"
+    cases.append(qual)
+    for inv in profile.invariants:
+        slow = _fhirpath(inv.expression)
+        assert slow is not None
+        verdicts = [(inv.check(r, r) if inv.check else None, slow(r, r)) for r in cases]
+        assert all(a == b for a, b in verdicts), (inv.key, verdicts)
+        assert {a for a, _ in verdicts} == {True, False}, inv.key  # both outcomes exercised
