@@ -80,6 +80,8 @@ class Validator:
         self._object(model, obj, path, frame, issues, (rt, *self._bases(rt)), root=True)
         if not contained:
             self._domain_rules(obj, path, frame, issues)
+        if rt == "Bundle":
+            _bundle_rules(obj, path, issues)
 
     def _foreign(self, obj: dict[str, Any], rt: str, path: str, issues: list[Issue]) -> None:
         """A resource type outside the vendored definitions: structural check (fhir.resources) only."""
@@ -231,6 +233,8 @@ class Validator:
                     self._object(model, v, ipath, frame, issues, model.ctx)
                 if t == "Reference" and isinstance(v, dict):
                     self._reference(v, node.targets, ipath, frame, issues)
+                elif t == "Coding" and isinstance(v, dict):
+                    self._coding(v, ipath, issues)
             if node.checks and v is not None:
                 self._rules(node, t, v, ipath, frame, issues)
 
@@ -295,6 +299,18 @@ class Validator:
             issues.append(Issue("error", "structure", f"A reference to {target} is not allowed here (allowed: "
                                                       f"{', '.join(targets)})", (f"{path}.reference",
                                                                                  ) if ref else (path,)))
+
+    def _coding(self, v: dict[str, Any], path: str, issues: list[Issue]) -> None:
+        """A code of a complete R4 code system must exist in it (any binding strength, or none)."""
+        system = v.get("system")
+        if isinstance(system, str) and ":" not in system:
+            issues.append(Issue("error", "value", f"Coding.system must be an absolute reference, not a local "
+                                                  f"reference ('{system}')", (f"{path}.system",)))
+        codes = self.defs.codesystems.get(system)  # type: ignore[arg-type]
+        code = v.get("code")
+        if codes is not None and isinstance(code, str) and code not in codes:
+            issues.append(Issue("error", "code-invalid", f"Unknown code '{code}' in the code system "
+                                                         f"{v.get('system')}", (f"{path}.code",)))
 
     def _binding(self, b: Binding, t: str, v: Any, path: str, issues: list[Issue]) -> None:
         if b.codes is None or b.strength == "example":
@@ -414,6 +430,24 @@ class Validator:
                                                           f"sub-extension(s), found {n}", (path,)))
 
 
+def _bundle_rules(bundle: dict[str, Any], path: str, issues: list[Issue]) -> None:
+    """An entry's fullUrl ends with its resource's [type]/[id] (bundle.html#bundle-unique)."""
+    entries = bundle.get("entry")
+    for i, entry in enumerate(entries if isinstance(entries, list) else ()):
+        if not isinstance(entry, dict):
+            continue
+        full, res = entry.get("fullUrl"), entry.get("resource")
+        if not (isinstance(full, str) and isinstance(res, dict)) or full.startswith("urn:"):
+            continue
+        rid, rt = res.get("id"), res.get("resourceType")
+        base = full.split("/_history/")[0]
+        if isinstance(rid, str) and isinstance(rt, str) and not (base == f"{rt}/{rid}" or base.endswith(
+                f"/{rt}/{rid}")):
+            # a warning, not an error: several official R4 examples (Bundle-lri-example...) carry such entries
+            issues.append(Issue("warning", "invalid", f"The fullUrl '{full}' does not match the resource "
+                                                      f"{rt}/{rid}", (f"{path}.entry[{i}].fullUrl",)))
+
+
 def _collect_local_refs(value: Any, into: set[str]) -> None:
     if isinstance(value, dict):
         for k, v in value.items():
@@ -445,7 +479,12 @@ def _context_ok(contexts: tuple[str, ...], ctx: tuple[str, ...]) -> bool:
 def _matches(value: Any, pattern: Any) -> bool:
     """FHIR pattern semantics: every element of the pattern is present with that value (arrays: any item)."""
     if isinstance(pattern, dict):
-        return isinstance(value, dict) and all(_matches(value.get(k), pv) for k, pv in pattern.items())
+        if not isinstance(value, dict):
+            return False
+        for k, pv in pattern.items():  # noqa: SIM110 (a loop, not all(genexpr): runs for every slice candidate)
+            if not _matches(value.get(k), pv):
+                return False
+        return True
     if isinstance(pattern, list):
         return isinstance(value, list) and all(any(_matches(v, p) for v in value) for p in pattern)
     return bool(value == pattern)

@@ -93,6 +93,7 @@ class Definitions:
     abstract: frozenset[str]
     extensions: dict[str, ExtensionDef]
     valuesets: dict[str, Binding]
+    codesystems: dict[str, frozenset[str]] = field(default_factory=dict)  # complete R4 code systems
 
     def is_resource(self, type_: str) -> bool:
         return self.kinds.get(type_) == "resource" and type_ not in self.abstract
@@ -213,6 +214,7 @@ def definitions() -> Definitions:
         abstract=frozenset(name for name, raw in core["types"].items() if raw.get("a")),
         extensions=extensions,
         valuesets=bindings,
+        codesystems={url: frozenset(codes) for url, codes in core.get("codesystems", {}).items()},
     )
 
 

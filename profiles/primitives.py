@@ -82,10 +82,7 @@ def _boolean(value: object) -> str | None:
 def _integer(low: int) -> Callable[[object], str | None]:
     def check(value: object) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                value = int(value)
-            else:
-                return "must be a JSON integer"
+            return "must be a JSON integer (no fraction, no quotes)"
         if not (max(low, INT32[0]) <= value <= INT32[1]):
             return f"{value} is out of range (>= {low})" if low > INT32[0] else f"{value} is not a 32-bit integer"
         return None

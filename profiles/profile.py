@@ -29,6 +29,7 @@ from typing import Any
 
 from fhir_server.errors import Issue
 
+from .engine import Validator, _matches
 from .invariants import Invariant, compile_invariant
 from .model import DEFINITIONS, Binding, Definitions, _binding, _load, _max, definitions
 
@@ -158,8 +159,6 @@ class ProfileChecker:
     """Applies one profile's rules to a resource already checked against base R4."""
 
     def __init__(self, defs: Definitions | None = None) -> None:
-        from .engine import Validator
-
         self.defs = defs or definitions()
         self._base = Validator(self.defs)
 
@@ -286,9 +285,3 @@ class ProfileChecker:
             elif s.max is not None and n > s.max:
                 issues.append(Issue("error", "structure", f"Slice '{rule.name}:{s.name}' allows at most {s.max}, "
                                                           f"found {n} (profile {p.name})", (where,)))
-
-
-def _matches(value: Any, pattern: Any) -> bool:
-    from .engine import _matches as m
-
-    return m(value, pattern)

@@ -183,14 +183,27 @@ def main(pkg: Path, out: Path) -> None:
         if 0 < total <= MAX_CODES and not any(p.get("name") == "limitedExpansion"
                                               for p in vs["expansion"].get("parameter", [])):
             valuesets[vs["url"]] = codes
+    # complete code systems behind those value sets: any Coding in them must use one of their codes
+    systems = {system for vs in valuesets.values() for system in vs}
+    codesystems: dict[str, list[str]] = {}
+
+    def concepts(items: list[dict[str, Any]]) -> list[str]:
+        return [code for c in items for code in [c["code"], *concepts(c.get("concept", []))]]
+
+    for f in pkg.glob("CodeSystem-*.json"):
+        cs = json.loads(f.read_text())
+        if cs.get("url") in systems and cs.get("content") == "complete":
+            codesystems[cs["url"]] = sorted(set(concepts(cs.get("concept", []))))
     data = {
         "source": "npm hl7.fhir.r4.examples@4.0.1 (HL7 FHIR R4 4.0.1, CC0)",
         "types": types,
         "extensions": extensions,
         "valuesets": valuesets,
+        "codesystems": codesystems,
     }
     out.write_text(json.dumps(data, separators=(",", ":"), ensure_ascii=False, sort_keys=True))
     print(f"{out}: {len(types)} types, {len(extensions)} extensions, {len(valuesets)} value sets, "
+          f"{len(codesystems)} code systems, "
           f"{out.stat().st_size // 1024} KiB")
 
 

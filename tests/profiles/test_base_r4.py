@@ -83,6 +83,12 @@ MUTATIONS = [
         {"url": "http://hl7.org/fhir/StructureDefinition/no-such-thing", "valueString": "x"}]),
      "Patient.extension[0].url"),
     ("bad id", lambda r: r.update(id="a b"), "Patient.id"),
+    ("local Coding.system", lambda r: r.update(maritalStatus={"coding": [{"system": "local", "code": "M"}]}),
+     "Patient.maritalStatus.coding[0].system"),
+    ("fraction for an integer", lambda r: r["telecom"][0].update(rank=1.5), "Patient.telecom[0].rank"),
+    ("unknown code in a complete R4 code system", lambda r: r.update(maritalStatus={"coding": [
+        {"system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "ZZ"}]}),
+     "Patient.maritalStatus.coding[0].code"),
     ("code with spaces", lambda r: r["telecom"][0].update(system=" phone"), "Patient.telecom[0].system"),
     ("primitive null", lambda r: r["name"][0].update(given=["Peter", None]), "Patient.name[0].given[1]"),
 ]
@@ -113,6 +119,13 @@ def test_bundle_entry_errors_are_located() -> None:
     bundle["entry"][1]["resource"] = {"resourceType": "Patient", "gender": "bogus"}
     bundle["entry"][0]["resource"]["status"] = 12  # a type outside the vendored set: structural check
     assert {"Bundle.entry[1].resource.gender", "Bundle.entry[0].resource.status"} <= error_paths(bundle)
+
+
+def test_fullurl_mismatch_is_a_warning() -> None:
+    bundle = load(SHARED / "r4-examples" / "Bundle-bundle-example.json")
+    bundle["entry"][0]["fullUrl"] = "https://example.com/base/MedicationRequest/other"
+    issues = [i for i in validate(bundle) if i.expression == ("Bundle.entry[0].fullUrl",)]
+    assert issues and issues[0].severity == "warning"
 
 
 def test_issue_order_is_stable(patient: dict[str, Any]) -> None:
