@@ -224,3 +224,30 @@ def test_pdsm_submissions_get_the_same_answer_in_xml_and_json(client: httpx.Clie
                [e["response"]["status"] for e in answer_json["entry"]]
     if answer_json["resourceType"] == "OperationOutcome":  # refused the same way, at the same places
         assert [i.get("expression") for i in answer_xml["issue"]] == [i.get("expression") for i in answer_json["issue"]]
+
+
+def test_fhirpath_patch_in_xml(client: httpx.Client) -> None:
+    doc = client.post("/DocumentReference", json={
+        "resourceType": "DocumentReference", "status": "current",
+        "masterIdentifier": {"system": "urn:ietf:rfc:3986", "value": f"urn:uuid:{uuid.uuid4()}"},
+        "content": [{"attachment": {"contentType": "text/plain", "url": "http://example.org/d"}}]},
+        headers={"Content-Type": "application/fhir+json"}).json()
+    patch = {"resourceType": "Parameters", "parameter": [{"name": "operation", "part": [
+        {"name": "type", "valueCode": "replace"}, {"name": "path", "valueString": "DocumentReference.status"},
+        {"name": "value", "valueCode": "superseded"}]}]}
+    resp = client.patch(f"/DocumentReference/{doc['id']}", content=to_xml(patch), headers=SEND_XML)
+    assert resp.status_code == 200, resp.text
+    patched = xml_of(resp)
+    assert patched["status"] == "superseded" and patched["meta"]["versionId"] == "2"
+
+
+def test_binary_as_fhir_xml(client: httpx.Client) -> None:
+    created = client.post("/Binary", content=to_xml({"resourceType": "Binary", "contentType": "text/plain",
+                                                     "data": "Ym9uam91cg=="}), headers=SEND_XML)
+    assert created.status_code == 201, created.text
+    bid = xml_of(created)["id"]
+    raw = client.get(f"/Binary/{bid}")
+    assert raw.content == b"bonjour" and raw.headers["content-type"].startswith("text/plain")
+    for headers, params in ((ACCEPT_XML, {}), ({}, {"_format": "xml"})):
+        resource = xml_of(client.get(f"/Binary/{bid}", headers=headers, params=params))
+        assert resource["resourceType"] == "Binary" and resource["data"] == "Ym9uam91cg=="

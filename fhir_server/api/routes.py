@@ -266,6 +266,8 @@ async def _conditional_delete(request: Request) -> Result:
 
 async def _patch_body(request: Request) -> Any:
     media = _media(request)
+    if media in XML_TYPES:  # FHIRPath Patch Parameters in XML
+        return await read_resource(request, _ctx(request).settings.max_body_bytes)
     if media not in patch.JSON_PATCH_TYPES and media not in ("application/fhir+json", "application/json"):
         raise FHIRError(415, "not-supported", "PATCH takes application/json-patch+json (JSON Patch) or "
                         "application/fhir+json (FHIRPath Patch Parameters)")

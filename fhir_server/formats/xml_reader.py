@@ -55,19 +55,35 @@ def json_number(text: str) -> int | float:
 PRIMITIVE_FRAME, COMPLEX_FRAME, SLOT_FRAME = 0, 1, 2
 
 
-@dataclass(slots=True)
 class _Frame:
-    kind: int
-    name: str  # the XML element name == the JSON property name in the parent
-    path: str  # FHIRPath, for error messages
-    info: TypeInfo | None = None
-    member: Member | None = None
-    obj: dict[str, Any] = field(default_factory=dict)
-    seen: set[str] = field(default_factory=set)  # children (base names) already present: max-1 check
-    arrays: dict[str, tuple[list[Any], list[Any]]] = field(default_factory=dict)  # repeating primitives
-    value: Any = None
-    extensions: list[Any] = field(default_factory=list)
-    resource: dict[str, Any] | None = None
+    """One open element. Its FHIRPath is only worked out (from the parents) when an error needs it."""
+
+    __slots__ = ("arrays", "extensions", "info", "kind", "member", "name", "obj", "parent", "resource", "seen",
+                 "step", "value")
+
+    def __init__(self, kind: int, name: str, parent: _Frame | None, step: str, info: TypeInfo | None = None,
+                 member: Member | None = None, obj: dict[str, Any] | None = None) -> None:
+        self.kind = kind
+        self.name = name  # the XML element name == the JSON property name in the parent
+        self.parent = parent
+        self.step = step  # this element's part of the FHIRPath (".name[0]"; "" for a resource in its slot)
+        self.info = info
+        self.member = member
+        self.obj: dict[str, Any] = {} if obj is None else obj
+        self.seen: set[str] = set()  # children (base names) already present: the max-1 check
+        self.arrays: dict[str, tuple[list[Any], list[Any]]] = {}  # repeating primitives: values, shadows
+        self.value: Any = None
+        self.extensions: list[Any] = []
+        self.resource: dict[str, Any] | None = None
+
+    @property
+    def path(self) -> str:
+        steps = []
+        frame: _Frame | None = self
+        while frame is not None:
+            steps.append(frame.step)
+            frame = frame.parent
+        return "".join(reversed(steps))
 
 
 @dataclass(slots=True)
@@ -145,7 +161,7 @@ class _Reader:
                                   top.path)
             ext = type_info("Extension")
             assert ext is not None
-            frame = _Frame(COMPLEX_FRAME, "extension", f"{top.path}.extension[{len(top.extensions)}]", ext)
+            frame = _Frame(COMPLEX_FRAME, "extension", top, f".extension[{len(top.extensions)}]", ext)
             self._attributes(frame, attrs)
             self.frames.append(frame)
             return
@@ -168,21 +184,21 @@ class _Reader:
         if uri != FHIR_NS:
             raise self._error(f"Element '{local}' is not in the FHIR namespace ({FHIR_NS})", f"{top.path}.{local}")
         index = self._take(top, member, local)
-        path = f"{top.path}.{local}" + (f"[{index}]" if child.many else "")
+        step = f".{local}[{index}]" if child.many else f".{local}"
         if member.primitive:
-            frame = _Frame(PRIMITIVE_FRAME, local, path, member=member)
+            frame = _Frame(PRIMITIVE_FRAME, local, top, step, member=member)
             for key, value in attrs.items():
                 if key == "value":
-                    frame.value = self._primitive(member.type, value, path)
+                    frame.value = self._primitive(member.type, value, frame)
                 elif key == "id":
                     frame.obj["id"] = value
                 elif " " not in key:
-                    raise self._error(f"Unknown attribute '{key}' on '{local}'", path)
+                    raise self._error(f"Unknown attribute '{key}' on '{local}'", frame.path)
         elif child.kind == RESOURCE:
-            frame = _Frame(SLOT_FRAME, local, path, member=member)
-            self._no_attributes(attrs, path)
+            frame = _Frame(SLOT_FRAME, local, top, step, member=member)
+            self._no_attributes(attrs, frame)
         else:
-            frame = _Frame(COMPLEX_FRAME, local, path, type_info(member.type), member)
+            frame = _Frame(COMPLEX_FRAME, local, top, step, type_info(member.type), member)
             self._attributes(frame, attrs)
         self.frames.append(frame)
 
@@ -217,16 +233,16 @@ class _Reader:
     # -- helpers --------------------------------------------------------------------------------------------
 
     def _resource_start(self, uri: str, local: str, attrs: dict[str, str], slot: _Frame | None) -> None:
-        path = slot.path if slot is not None else local
+        frame = _Frame(COMPLEX_FRAME, local, slot, "" if slot is not None else local, type_info(local),
+                       obj={"resourceType": local})
         if uri != FHIR_NS:
-            raise self._error(f"Element '{local}' is not in the FHIR namespace ({FHIR_NS})", path)
+            raise self._error(f"Element '{local}' is not in the FHIR namespace ({FHIR_NS})", frame.path)
         if local not in resource_types():
-            raise self._error(f"'{local}' is not an R4 resource type", path)
+            raise self._error(f"'{local}' is not an R4 resource type", frame.path)
         if slot is not None and slot.resource is not None:
-            raise self._error(f"'{slot.name}' contains more than one resource", path)
-        self._no_attributes(attrs, path)
-        info = type_info(local)
-        self.frames.append(_Frame(COMPLEX_FRAME, local, path, info, obj={"resourceType": local}))
+            raise self._error(f"'{slot.name}' contains more than one resource", frame.path)
+        self._no_attributes(attrs, frame)
+        self.frames.append(frame)
 
     def _take(self, top: _Frame, member: Member, local: str) -> int:
         """Record one more occurrence of a child; its index among the occurrences."""
@@ -251,12 +267,12 @@ class _Reader:
             elif " " not in key:  # attributes in other namespaces (xsi:schemaLocation...) are ignored
                 raise self._error(f"Unknown attribute '{key}' on '{frame.name}'", frame.path)
 
-    def _no_attributes(self, attrs: dict[str, str], path: str) -> None:
+    def _no_attributes(self, attrs: dict[str, str], frame: _Frame) -> None:
         for key in attrs:
             if " " not in key:
-                raise self._error(f"Unknown attribute '{key}'", path)
+                raise self._error(f"Unknown attribute '{key}'", frame.path)
 
-    def _primitive(self, type_code: str, text: str, path: str) -> Any:
+    def _primitive(self, type_code: str, text: str, frame: _Frame) -> Any:
         kind = self.kinds.get(type_code, "string")
         if kind == "string":
             return text
@@ -271,7 +287,7 @@ class _Reader:
                 return self.decimal(text)
             except (ValueError, ArithmeticError):
                 pass
-        raise self._error(f"'{text}' is not a valid {type_code}", path)
+        raise self._error(f"'{text}' is not a valid {type_code}", frame.path)
 
     def _primitive_end(self, frame: _Frame, parent: _Frame | None) -> None:
         assert parent is not None and frame.member is not None

@@ -64,7 +64,7 @@ class _Writer:
 
     def resource(self, res: Any, depth: int, root: bool = False) -> None:
         res = _materialise(res)
-        rtype = res.get("resourceType") if isinstance(res, Mapping) else None
+        rtype = res.get("resourceType") if isinstance(res, dict) else None
         if not isinstance(rtype, str) or rtype not in resource_types():
             raise ValueError(f"Not a FHIR R4 resource: resourceType {rtype!r}")
         info = type_info(rtype)
@@ -74,7 +74,7 @@ class _Writer:
 
     def _complex(self, name: str, obj: Any, info: TypeInfo, depth: int) -> None:
         obj = _materialise(obj)
-        if not isinstance(obj, Mapping):  # not valid FHIR JSON; written as a primitive so nothing is lost
+        if not isinstance(obj, dict):  # not valid FHIR JSON; written as a primitive so nothing is lost
             self._generic(name, obj, depth)
             return
         self.parts.append(f"{self._nl(depth)}<{name}")
@@ -134,7 +134,7 @@ class _Writer:
         for i in range(max(len(values), len(shadows))):
             v = values[i] if i < len(values) else None
             s = shadows[i] if i < len(shadows) else None
-            s = s if isinstance(s, Mapping) else {}
+            s = s if isinstance(s, dict) else {}
             if v is None and not s:
                 continue
             self.parts.append(f"{self._nl(depth)}<{name}")
@@ -160,7 +160,7 @@ class _Writer:
         if isinstance(value, list):
             for item in value:
                 self._generic(name, item, depth)
-        elif isinstance(value, Mapping):
+        elif isinstance(value, dict):
             self.parts.append(f"{self._nl(depth)}<{name}>")
             for key, item in value.items():
                 self._generic(key, item, depth + 1)
