@@ -378,6 +378,10 @@ class Validator:
                                 (f"{path}.url",)))
         elif isinstance(url, str) and url.startswith(_HL7_EXT):
             issues.append(Issue("error", "structure", f"Unknown extension {url}", (f"{path}.url",)))
+        elif isinstance(url, str) and ":" not in url and ctx != ("Extension",):
+            issues.append(Issue("error", "value", f"Extension.url must be an absolute URL ('{url}'); only the "
+                                                  "sub-extensions of a complex extension use relative names",
+                                (f"{path}.url",)))
         self._object(model, ext, path, frame, issues, ("Extension",), ext_def=definition)
         if known:
             self._extension_value(value_node, ext, value_keys, url, path, frame, issues)

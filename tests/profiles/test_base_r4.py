@@ -83,6 +83,8 @@ MUTATIONS = [
         {"url": "http://hl7.org/fhir/StructureDefinition/no-such-thing", "valueString": "x"}]),
      "Patient.extension[0].url"),
     ("bad id", lambda r: r.update(id="a b"), "Patient.id"),
+    ("relative extension url", lambda r: r.update(extension=[{"url": "foo", "valueString": "x"}]),
+     "Patient.extension[0].url"),
     ("local Coding.system", lambda r: r.update(maritalStatus={"coding": [{"system": "local", "code": "M"}]}),
      "Patient.maritalStatus.coding[0].system"),
     ("fraction for an integer", lambda r: r["telecom"][0].update(rank=1.5), "Patient.telecom[0].rank"),
