@@ -1,10 +1,11 @@
 """FHIRPath invariants (ElementDefinition.constraint), compiled once.
 
-The hot datatype invariants (per-1, cpt-2, att-1, qty-3, pat-1) are implemented natively: fhirpathpy costs
-~150 µs per evaluation, more than a whole Patient is allowed. The global rules ele-1, ext-1, ref-1, dom-2..dom-6 and
-txt-1/txt-2 are enforced by the engine itself while it walks. Everything else runs through fhirpathpy (R4 model),
-compiled once per expression; ``hasValue()``, which fhirpathpy lacks, is read as ``exists()`` (the same on JSON
-primitives). An expression that fhirpathpy cannot compile or evaluate is skipped, never fatal.
+The hot datatype invariants (per-1, cpt-2, att-1, qty-3, pat-1) and the Bundle ones (bdl-*) are implemented
+natively: fhirpathpy costs ~150 µs per evaluation, more than a whole Patient is allowed. The global rules ele-1,
+ext-1, ref-1, dom-2..dom-6 and txt-1/txt-2 are enforced by the engine itself while it walks. Everything else runs
+through fhirpathpy (R4 model), compiled once per expression; ``hasValue()``, which fhirpathpy lacks, is read as
+``exists()`` (the same on JSON primitives). An expression that fhirpathpy cannot compile or evaluate is skipped,
+never fatal.
 """
 
 from __future__ import annotations
@@ -56,7 +57,46 @@ def _per1(v: Any, _r: dict[str, Any]) -> bool:
     return start[:n] <= end[:n]
 
 
+def _entries(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    entries = bundle.get("entry")
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def _first_resource_type(bundle: dict[str, Any]) -> Any:
+    entries = _entries(bundle)
+    res = entries[0].get("resource") if entries else None
+    return res.get("resourceType") if isinstance(res, dict) else None
+
+
+def _bdl7(b: dict[str, Any], _r: dict[str, Any]) -> bool:
+    if b.get("type") == "history":
+        return True
+    keys = []
+    for e in _entries(b):
+        if "fullUrl" in e:
+            res = e.get("resource")
+            meta = res.get("meta") if isinstance(res, dict) else None
+            version = meta.get("versionId") if isinstance(meta, dict) else None
+            keys.append(f"{e['fullUrl']}{version or ''}")
+    return len(keys) == len(set(keys))
+
+
 NATIVE: dict[str, Check] = {
+    # Bundle (bundle.html#invs): large Bundles made fhirpathpy cost ~1 ms per entry
+    "bdl-1": lambda b, _r: "total" not in b or b.get("type") in ("searchset", "history"),
+    "bdl-2": lambda b, _r: b.get("type") == "searchset" or not any("search" in e for e in _entries(b)),
+    "bdl-3": lambda b, _r: all(("request" in e) == (b.get("type") in ("batch", "transaction", "history"))
+                               for e in _entries(b)),
+    "bdl-4": lambda b, _r: all(("response" in e) == (b.get("type") in ("batch-response", "transaction-response",
+                                                                        "history")) for e in _entries(b)),
+    "bdl-5": lambda e, _r: "resource" in e or "request" in e or "response" in e,
+    "bdl-7": _bdl7,
+    "bdl-8": lambda e, _r: not (isinstance(e.get("fullUrl"), str) and "/_history/" in e["fullUrl"]),
+    "bdl-9": lambda b, _r: b.get("type") != "document" or (
+        isinstance(b.get("identifier"), dict) and "system" in b["identifier"] and "value" in b["identifier"]),
+    "bdl-10": lambda b, _r: b.get("type") != "document" or "timestamp" in b,
+    "bdl-11": lambda b, _r: b.get("type") != "document" or _first_resource_type(b) == "Composition",
+    "bdl-12": lambda b, _r: b.get("type") != "message" or _first_resource_type(b) == "MessageHeader",
     "per-1": _per1,
     "cpt-2": lambda v, _r: "value" not in v or "system" in v,
     "att-1": lambda v, _r: "data" not in v or "contentType" in v,

@@ -140,3 +140,33 @@ def test_extensible_binding_gives_a_warning_not_an_error(patient: dict[str, Any]
         type={"coding": [{"system": "http://example.org/types", "code": "ZZ"}]}))
     issues = [i for i in validate(r) if "Patient.identifier[0].type" in "".join(i.expression)]
     assert issues and all(i.severity == "warning" for i in issues)
+
+
+def test_native_invariants_agree_with_fhirpath() -> None:
+    """Each natively implemented R4 invariant gives fhirpathpy's verdict on the examples and on broken variants."""
+    from profiles.invariants import NATIVE, _fhirpath
+    from profiles.model import definitions
+
+    models = definitions().models
+    invariants = {i.key: i for i in models["Bundle"].invariants}
+    entry = models["Bundle"].keys["entry"][0].model
+    assert entry is not None
+    invariants.update({i.key: i for i in entry.invariants})
+    bundles = [load(p) for p in EXAMPLES if p.name.startswith("Bundle-")]
+    broken = copy.deepcopy(bundles[0])
+    broken.update(type="document", total=1)
+    broken["entry"].append(copy.deepcopy(broken["entry"][0]))
+    broken["entry"][0]["fullUrl"] = "http://x.org/Patient/1/_history/2"
+    broken["entry"].append({})
+    bundles.append(broken)
+    checked = set()
+    for key, inv in invariants.items():
+        if key not in NATIVE:
+            continue
+        slow = _fhirpath(inv.expression.replace("%resource.type", "%context.type"))
+        assert slow is not None and inv.check is not None
+        for b in bundles:
+            for value in (b["entry"] if key in ("bdl-5", "bdl-8") else [b]):
+                assert inv.check(value, b) == slow(value, b), (key, b.get("id"))
+        checked.add(key)
+    assert {"bdl-1", "bdl-3", "bdl-7", "bdl-11"} <= checked
