@@ -7,7 +7,9 @@ never put into the store what the API would refuse.
 Ids: a resource with an id is written with update (PUT, update-as-create), so
 references between loaded resources keep resolving. In a Bundle, an entry
 whose ``fullUrl`` is ``urn:uuid:X`` and whose resource has no id gets id X, and
-every ``urn:uuid:X`` reference in the Bundle is rewritten to ``Type/X``.
+every ``urn:uuid:X`` reference in the Bundle is rewritten to ``Type/X``. A
+``transaction`` Bundle goes through the transaction path instead
+(``load_transaction``): atomically, one file at a time.
 """
 
 from __future__ import annotations
@@ -103,9 +105,64 @@ def load_one(ctx: ServerContext, resource: dict[str, Any]) -> None:
         crud.create(ctx, type_, resource)
 
 
+def _transaction_bundle(f: Path) -> dict[str, Any] | None:
+    if f.suffix != ".json":
+        return None
+    try:
+        data = orjson.loads(f.read_bytes())
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(data, dict) and data.get("resourceType") == "Bundle" and data.get("type") == "transaction":
+        return data
+    return None
+
+
+def load_transaction(ctx: ServerContext, source: str, bundle: dict[str, Any], report: LoadReport) -> None:
+    """A transaction Bundle goes through the transaction path: all of its served entries or none.
+
+    Entries of types this server does not hold are dropped (counted as skipped)
+    and references to them become ``Type/uuid``; ``urn:uuid`` POST entries are
+    written as PUT ``Type/uuid`` so reloading a file never duplicates it.
+    """
+    from .interactions import bundle as transactions  # the loader is imported by the CLI before the app
+
+    kept: list[dict[str, Any]] = []
+    dropped: dict[str, str] = {}
+    for e in bundle.get("entry") or []:
+        res = e.get("resource") if isinstance(e, dict) else None
+        rtype = res.get("resourceType") if isinstance(res, dict) else None
+        m = _URN.match(str(e.get("fullUrl", ""))) if isinstance(e, dict) else None
+        if isinstance(rtype, str) and get_type(rtype) is None:
+            report.skipped[rtype] += 1
+            if m:
+                dropped[e["fullUrl"]] = f"{rtype}/{m.group(1)}"
+            continue
+        if m and isinstance(res, dict) and (e.get("request") or {}).get("method") == "POST" \
+                and not (e.get("request") or {}).get("ifNoneExist"):
+            e = {**e, "resource": {**res, "id": m.group(1)}, "request": {"method": "PUT",
+                                                                          "url": f"{rtype}/{m.group(1)}"}}
+        kept.append(e)
+    kept = _rewrite_urns(kept, dropped)
+    try:
+        transactions.process(ctx, {**bundle, "entry": kept}, "minimal")
+        report.loaded += len(kept)
+    except FHIRError as exc:
+        where = f" at {', '.join(exc.expression)}" if exc.expression else ""
+        report.rejected.append((source, f"{exc.status} {exc.diagnostics}{where}"))
+
+
 def load(ctx: ServerContext, paths: Iterable[Path], *, on_progress: Any = None) -> LoadReport:
     report = LoadReport()
-    for source, resource, error in iter_resources(paths):
+    plain: list[Path] = []
+    for f in _files(paths):
+        tx = _transaction_bundle(f)
+        if tx is None:
+            plain.append(f)
+            continue
+        if on_progress is not None:
+            on_progress(f.name)
+        load_transaction(ctx, f.name, tx, report)
+    for source, resource, error in iter_resources(plain):
         if on_progress is not None:
             on_progress(source)
         if resource is None:

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
+
 from fhir_server.context import ServerContext
 from fhir_server.errors import FHIRError, Issue, bad_request, conflict, not_found, operation_outcome
 from fhir_server.registry import get_type
@@ -70,6 +72,13 @@ class Entry:
     stored: StoredVersion | None = None
     body: dict[str, Any] | None = None
     issues: list[Issue] = field(default_factory=list)
+    original: dict[str, Any] | None = None  # the resource as sent (each attempt rewrites from it)
+    new_id: str = field(default_factory=lambda: crud.new_id())  # stable across retries
+    validated: tuple[bytes, list[Issue]] | None = None  # content validated outside the store unit
+
+    def __post_init__(self) -> None:
+        if self.original is None:
+            self.original = self.resource
 
     @property
     def where(self) -> str:
@@ -77,6 +86,7 @@ class Entry:
 
     def reset(self) -> None:
         self.target, self.status, self.stored, self.body, self.issues = None, 0, None, None, []
+        self.resource = self.original
 
 
 def _located(err: FHIRError, entry: Entry) -> FHIRError:
@@ -150,7 +160,7 @@ def parse_entry(ctx: ServerContext, raw: Any, index: int) -> Entry:
     resource = raw.get("resource")
     if resource is not None and not isinstance(resource, dict):
         raise bad_request(f"{where}.resource is not a resource", f"{where}.resource")
-    entry.resource = resource
+    entry.resource = entry.original = resource
     with _at(entry):
         entry.if_match = _etag_version(request.get("ifMatch"), "If-Match")
     if isinstance(request.get("ifNoneExist"), str):
@@ -252,7 +262,7 @@ def _resolve_identity(ctx: ServerContext, unit: WriteUnit, entry: Entry, pending
             if found is not None:
                 entry.target, entry.status = found, 200  # already there: nothing is written
                 return
-        entry.target = crud.new_id()
+        entry.target = entry.new_id
     elif entry.id is not None:
         entry.target = entry.id
     else:
@@ -264,7 +274,7 @@ def _resolve_identity(ctx: ServerContext, unit: WriteUnit, entry: Entry, pending
                 raise not_found(f"No {type_} matches '{entry.url}'")
             entry.target = found
         elif found is None:
-            entry.target = rid if isinstance(rid, str) and rid else crud.new_id()
+            entry.target = rid if isinstance(rid, str) and rid else entry.new_id
         elif rid not in (None, found):
             raise bad_request(f"The resource id '{rid}' differs from the matched {type_}/{found}", f"{type_}.id")
         else:
@@ -333,19 +343,72 @@ def _delete(ctx: ServerContext, unit: WriteUnit, entry: Entry, pending: _Pending
     entry.stored = stored
 
 
+def _validated(ctx: ServerContext, entry: Entry, body: dict[str, Any]) -> list[Issue]:
+    """Validation issues of ``body``, reusing the result of the pre-validation when the content is the same."""
+    if entry.validated is not None and entry.validated[0] == orjson.dumps(body):
+        return entry.validated[1]
+    return crud._validate(body, ctx.settings)
+
+
+def _has_conditionals(entries: list[Entry]) -> bool:
+    def refs(node: Any) -> bool:
+        if isinstance(node, dict):
+            ref = node.get("reference")
+            if isinstance(ref, str) and _CONDITIONAL_REF.match(ref):
+                return True
+            return any(refs(v) for v in node.values())
+        if isinstance(node, list):
+            return any(refs(v) for v in node)
+        return False
+
+    return any(e.if_none_exist or (e.query and e.method != "GET") or refs(e.resource) for e in entries)
+
+
+def _prevalidate(ctx: ServerContext, entries: list[Entry]) -> None:
+    """Validate before taking the store's write lock, when identities do not depend on the store.
+
+    Without conditional parts every id is known up front (POST: the entry's
+    new id, PUT: its url), so the rewritten content, and its validation, are
+    exactly what the unit will write; the unit then reuses the result (checked by
+    content). This keeps the validator, the costly part, out of the write lock.
+    """
+    if _has_conditionals(entries):
+        return
+    urls = {e.full_url: f"{e.type}/{e.new_id if e.method == 'POST' else e.id}" for e in entries
+            if e.full_url and e.method in ("POST", "PUT") and (e.method == "POST" or e.id)}
+    for e in entries:
+        if e.method not in ("POST", "PUT") or e.original is None:
+            continue
+        target = e.new_id if e.method == "POST" else e.id
+        with _at(e):
+            res = _rewrite(e.original, urls, _dangling(e))
+            body = {**{k: v for k, v in res.items() if k != "id"}, "id": target} if e.method == "POST" \
+                else {**res, "id": target}
+            e.validated = (orjson.dumps(body), crud._validate(body, ctx.settings))
+
+
+def _dangling(entry: Entry) -> Any:
+    def resolve(ref: str) -> str:
+        if ref.startswith("urn:uuid:") or ref.startswith("urn:oid:"):
+            raise bad_request(f"Reference '{ref}' names no fullUrl of this Bundle", entry.where)
+        return ref
+
+    return resolve
+
+
 def _write(ctx: ServerContext, unit: WriteUnit, entry: Entry) -> None:
     assert entry.target is not None and entry.resource is not None
     type_, indexed = entry.type, _indexed(entry.type)
     if entry.method == "POST":
         body = {k: v for k, v in entry.resource.items() if k != "id"}
-        entry.issues = crud._validate({**body, "id": entry.target}, ctx.settings)
+        entry.issues = _validated(ctx, entry, {**body, "id": entry.target})
         body = mhd.externalize_inline_data(unit, body)  # ITI-105 inline data -> Binary
         entry.stored = unit.put(type_, entry.target, body, method="POST", must_not_exist=True, indexed=indexed)
         entry.status = 201
         return
     if entry.method == "PUT":
         body = {**entry.resource, "id": entry.target}
-        entry.issues = crud._validate(body, ctx.settings)
+        entry.issues = _validated(ctx, entry, body)
         entry.stored = unit.put(type_, entry.target, body, method="PUT", if_match=entry.if_match, indexed=indexed)
         entry.status = 201 if entry.stored.version == 1 else 200
         return
@@ -393,6 +456,7 @@ def _read(ctx: ServerContext, unit: WriteUnit, entry: Entry) -> None:
 
 def _execute(ctx: ServerContext, unit: WriteUnit, entries: list[Entry]) -> None:
     pending = _Pending()
+    unit.lock_resources([(e.type, e.id) for e in entries if e.id and e.method in ("PUT", "PATCH", "DELETE")])
     for e in entries:  # DELETE first
         if e.method == "DELETE" and e.status == 0:
             with _at(e):
@@ -431,6 +495,7 @@ def _execute(ctx: ServerContext, unit: WriteUnit, entries: list[Entry]) -> None:
 
 
 def _run_transaction(ctx: ServerContext, entries: list[Entry]) -> None:
+    _prevalidate(ctx, entries)
     for attempt in range(ATTEMPTS):
         for e in entries:
             e.reset()

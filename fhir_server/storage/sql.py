@@ -102,6 +102,12 @@ class SQLWriteUnit:
             self._conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
             self._locked.add(key)
 
+    def lock_resources(self, keys: list[tuple[str, str]]) -> None:
+        """Lock existing head rows in one global order, so transactions touching the same resources never deadlock."""
+        if self._for_update:
+            for type_, id_ in sorted(set(keys)):
+                self._head(type_, id_)
+
     def match(self, type_: str, elements: tuple[str, ...], system: str | None, value: str | None) -> set[str]:
         """Ids of current resources holding an identifier ``system|value`` (None = any)."""
         mk = match_key
