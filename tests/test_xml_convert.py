@@ -336,3 +336,52 @@ def test_decimals_keep_their_digits(value: Decimal) -> None:
     doc = {"resourceType": "Observation", "status": "final", "code": {"text": "c"}, "valueQuantity": {"value": value}}
     back = from_xml(to_xml(doc), decimal=Decimal)["valueQuantity"]["value"]
     assert str(back) == str(value)
+
+
+# narrative: any well-formed XHTML div comes back character for character
+xhtml_text = st.text(st.sampled_from(list("ab é<>&\"'\n\t")), max_size=8).map(
+    lambda t: t.replace("&", "&amp;").replace("<", "&lt;"))
+char_refs = st.sampled_from(["&amp;", "&lt;", "&gt;", "&quot;", "&apos;", "&#233;", "&#x20AC;", "&#10;"])
+attr_values = st.tuples(st.sampled_from(['"', "'"]), xhtml_text).map(
+    lambda qv: qv[0] + qv[1].replace(qv[0], "&quot;" if qv[0] == '"' else "&apos;") + qv[0])
+attributes = st.lists(st.tuples(st.sampled_from(["class", "title", "style", "xml:lang"]), attr_values,
+                                st.sampled_from([" ", "  ", "\n"])), max_size=3, unique_by=lambda a: a[0]).map(
+    lambda attrs: "".join(f"{space}{name}={value}" for name, value, space in attrs))
+
+
+@st.composite
+def xhtml_content(draw: st.DrawFn, depth: int = 0) -> str:
+    parts = []
+    for _ in range(draw(st.integers(0, 3))):
+        kind = draw(st.sampled_from(["text", "ref", "cdata", "comment", "empty", "element"]))
+        if kind == "text":
+            parts.append(draw(xhtml_text))
+        elif kind == "ref":
+            parts.append(draw(char_refs))
+        elif kind == "cdata":
+            parts.append(f"<![CDATA[{draw(xhtml_text).replace(']]>', '')}]]>")
+        elif kind == "comment":
+            parts.append(f"<!--{draw(xhtml_text).replace('-', '')}-->")
+        elif kind == "empty":
+            parts.append(f"<br{draw(attributes)}{draw(st.sampled_from(['/', ' /']))}>")
+        elif depth < 3:
+            tag = draw(st.sampled_from(["p", "b", "span", "table"]))
+            inner = draw(xhtml_content(depth + 1))
+            parts.append(f"<{tag}{draw(attributes)}>{inner}</{tag}{draw(st.sampled_from(['', ' ']))}>")
+    return "".join(parts)
+
+
+@st.composite
+def narratives(draw: st.DrawFn) -> str:
+    head = f'<div xmlns="http://www.w3.org/1999/xhtml"{draw(attributes)}'
+    if draw(st.booleans()):
+        return head + "/>"
+    return f"{head}>{draw(xhtml_content())}</div{draw(st.sampled_from(['', ' ', chr(10)]))}>"
+
+
+@settings(max_examples=200, deadline=None)
+@given(narratives())
+def test_narratives_round_trip_exactly(div: str) -> None:
+    doc = {"resourceType": "Patient", "text": {"status": "generated", "div": div}, "active": True}
+    assert from_xml(to_xml(doc)) == doc
+    assert from_xml(to_xml(doc, pretty=True)) == doc

@@ -30,12 +30,12 @@ def _escape(value: str) -> str:
 
 def lexical(value: Any) -> str:
     """The XML lexical form of a JSON primitive: a float as JSON shows it, a Decimal with its exact digits."""
+    if isinstance(value, str):
+        return value
     if value is True:
         return "true"
     if value is False:
         return "false"
-    if isinstance(value, str):
-        return value
     if isinstance(value, int | Decimal):
         return str(value)
     return orjson.dumps(value).decode()
@@ -127,6 +127,12 @@ class _Writer:
                 self._complex(name, item, info, depth)
 
     def _primitives(self, name: str, value: Any, shadow: Any, depth: int) -> None:
+        if shadow is None:  # the common case: values only
+            nl = self._nl(depth)
+            for v in value if isinstance(value, list) else (value,):
+                if v is not None:
+                    self.parts.append(f'{nl}<{name} value="{_escape(lexical(v))}"/>')
+            return
         values = value if isinstance(value, list) else [value]
         shadows = shadow if isinstance(shadow, list) else [shadow]
         ext_info = type_info("Extension")
