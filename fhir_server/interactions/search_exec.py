@@ -17,6 +17,9 @@ from search.errors import SearchError
 from search.params.reference import parse_reference
 from search.query import compile_search
 
+#: First page size of a chain's inner search (a larger one follows only when it is full).
+FIRST_TRY = 100
+
 
 class EsResolver:
     def __init__(self, ctx: ServerContext) -> None:
@@ -35,9 +38,13 @@ class EsResolver:
 
     def matching_ids(self, resource_type: str, params: list[tuple[str, str]]) -> list[str]:
         query = self._query(resource_type, params)
-        resp = self.ctx.es.search(index=self.ctx.indices.alias(resource_type), query=query, source=False,
-                                  size=MAX_IDS + 1, track_total_hits=False, sort=["_doc"]).body
-        hits = resp["hits"]["hits"]
+        hits: list[dict[str, Any]] = []
+        for size in (FIRST_TRY, MAX_IDS + 1):  # most chains designate a few resources: ask small first
+            resp = self.ctx.es.search(index=self.ctx.indices.alias(resource_type), query=query, source=False,
+                                      size=size, track_total_hits=False, sort=["_doc"]).body
+            hits = resp["hits"]["hits"]
+            if len(hits) < size:
+                break
         if len(hits) > MAX_IDS:
             raise SearchError(f"the chained criteria match more than {MAX_IDS} {resource_type} resources; "
                               "narrow them", params[0][0], code="too-costly")

@@ -118,7 +118,7 @@ def index(param: SearchParameter, values: Sequence[FhirValue], ctx: IndexContext
             continue
         reference = data.get("reference")
         if isinstance(reference, str) and reference.startswith("#") and reference[1:] in ctx.contained:
-            _index_contained(fields, ctx.contained[reference[1:]])
+            _index_contained(fields, ctx.contained[reference[1:]], ctx.contained)
         if isinstance(reference, str) and reference and not reference.startswith("#"):
             if len(reference) > MAX_RAW_KEYWORD_CHARS:
                 ctx.skip(param, reference[:80], "reference too long")
@@ -138,11 +138,19 @@ def index(param: SearchParameter, values: Sequence[FhirValue], ctx: IndexContext
     return fields
 
 
-def _index_contained(fields: Fields, target: dict[str, Any]) -> None:
+def _index_contained(fields: Fields, target: dict[str, Any], contained: dict[str, dict[str, Any]]) -> None:
+    """Names and identifiers of a contained target; a contained PractitionerRole (the PDSm author form)
+    also contributes those of its contained ``practitioner``."""
     from search.normalize import normalize_string  # local: keeps the module's import surface small
 
     if isinstance(target.get("resourceType"), str):
         add(fields, "type", target["resourceType"])
+    practitioner = (target.get("practitioner") or {}).get("reference") if isinstance(
+        target.get("practitioner"), dict) else None
+    if isinstance(practitioner, str) and practitioner.startswith("#") and practitioner[1:] in contained:
+        inner = contained[practitioner[1:]]
+        if inner is not target and "practitioner" not in inner:
+            _index_contained(fields, {k: v for k, v in inner.items() if k != "resourceType"}, contained)
     for name in target.get("name") or []:
         if not isinstance(name, dict):
             continue

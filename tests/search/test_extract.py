@@ -149,3 +149,24 @@ def test_bad_values_are_skipped_and_logged(builder: IndexDocumentBuilder, caplog
     assert "general-practitioner" not in doc["present"]
     assert sp(doc, "family", "norm") == ["dupont"]
     assert "birthdate" in caplog.text and "versionId" in caplog.text
+
+
+def test_skip_absent_shortcut_extracts_the_same_documents(registry: Any) -> None:
+    """The fast path (no FHIRPath evaluation when the first element is absent) changes nothing."""
+    import json as _json
+
+    from tests.search.conftest import DATA
+
+    fast = IndexDocumentBuilder(registry, base_url=BASE, skip_absent=True)
+    slow = IndexDocumentBuilder(registry, base_url=BASE, skip_absent=False)
+    files = [*sorted((DATA / "r4-examples").glob("*.json")), *sorted((DATA / "fr" / "pdsm-published-json").glob("*"))]
+    resources = [_json.loads(f.read_text(encoding="utf-8")) for f in files]
+    for f in sorted((DATA / "synthea" / "10-patients").glob("*.ndjson"))[:6]:
+        resources += [_json.loads(line) for line in f.read_text(encoding="utf-8").splitlines()[:20] if line.strip()]
+    served = {"Patient", "DocumentReference", "Immunization", "List"}
+    checked = 0
+    for res in resources:
+        if res.get("resourceType") in served:
+            assert fast.build(res) == slow.build(res), res.get("id")
+            checked += 1
+    assert checked > 40
