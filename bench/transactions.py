@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     add_provisioning_args(parser)
     parser.add_argument("--concurrency", type=parse_levels, default=[1, 8, 32])
     parser.add_argument("--seconds", type=float, default=10.0, help="time bound of each measurement")
+    parser.add_argument("--max-iti65", type=int, default=3000, help="distinct ITI-65 bundles prepared per level")
     args = parser.parse_args(argv)
     bundles = synthea_bundles(args.data)
     mean_entries = sum(n for _, n in bundles) / len(bundles)
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                 if res.errors:
                     log(f"errors: {res.first_errors[:2]}")
                 ins_patient(base, args.data)
-                iti = loader.drive(base, iti65_ops(args.data, 100_000), level, seconds=args.seconds)
+                iti = loader.drive(base, iti65_ops(args.data, args.max_iti65), level, seconds=args.seconds)
                 single = loader.drive(base, [Op("POST", "Patient", b'{"resourceType":"Patient"}')], level,
                                       seconds=args.seconds, repeat=True)
                 iti_rows.append([level, iti.ok, iti.errors, f"{iti.rate:.1f}", f"{single.rate:.1f}",

@@ -198,3 +198,14 @@ def test_batch_entries_succeed_or_fail_alone(client: httpx.Client) -> None:
     assert statuses[0].startswith("201") and statuses[1] == "422" and statuses[2] == "404" and statuses[3] == "400"
     assert body["entry"][1]["response"]["outcome"]["resourceType"] == "OperationOutcome"
     assert client.get("/Patient", params={"identifier": f"{sys}|1"}).json()["total"] == 1
+
+
+def test_identifier_equal_to_a_full_url_is_data_not_a_reference(client: httpx.Client) -> None:
+    """MHD entryUUID identifiers often repeat the entry's own urn:uuid fullUrl: they must stay as sent."""
+    full = urn()
+    pat = {**patient("urn:ietf:rfc:3986", full), "link": [{"other": {"reference": full}, "type": "seealso"}]}
+    resp = post_bundle(client, [entry("POST", "Patient", pat, full)])
+    assert resp.status_code == 200, resp.text
+    created = resp.json()["entry"][0]["resource"]
+    assert created["identifier"][0]["value"] == full
+    assert created["link"][0]["other"]["reference"] == f"Patient/{created['id']}"

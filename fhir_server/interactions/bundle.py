@@ -287,18 +287,20 @@ def _resolve_identity(ctx: ServerContext, unit: WriteUnit, entry: Entry, pending
 # -- reference rewriting -----------------------------------------------------------------------------
 
 def _rewrite(node: Any, urls: dict[str, str], resolve: Any) -> Any:
+    """Rewrite ``reference`` and ``url`` (Attachment.url) values naming a fullUrl; other strings that happen to
+    equal one (an MHD entryUUID identifier is often the entry's own ``urn:uuid``) are data and stay."""
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
-            if k == "reference" and isinstance(v, str) and v not in urls:
+            if k in ("reference", "url") and isinstance(v, str) and v in urls:
+                out[k] = urls[v]
+            elif k == "reference" and isinstance(v, str):
                 out[k] = resolve(v)
             else:
                 out[k] = _rewrite(v, urls, resolve)
         return out
     if isinstance(node, list):
         return [_rewrite(v, urls, resolve) for v in node]
-    if isinstance(node, str) and node in urls:
-        return urls[node]
     return node
 
 
