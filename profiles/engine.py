@@ -21,6 +21,10 @@ from .xhtml import check_div
 
 PRIMITIVE_CHECKS = primitives.CHECKS
 PRIMITIVE_TYPES = primitives.PRIMITIVES
+# primitives with checks beyond their format: narrative safety, '#' references, outer whitespace
+_SPECIAL_PRIMITIVES = frozenset({"xhtml", "uri", "url", "canonical", "string", "markdown"})
+_TEXT = frozenset({"string", "markdown"})
+_URIS = frozenset({"uri", "url", "canonical"})
 
 _REF_RE = re.compile(r"(?:.*/)?([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?")
 _HL7_EXT = "http://hl7.org/fhir/StructureDefinition/"
@@ -178,14 +182,20 @@ class Validator:
 
     def _element(self, node: Node, t: str, value: Any, companion: Any, parent: str, frame: Frame,
                  issues: list[Issue], ctx: tuple[str, ...], ext_def: ExtensionDef | None) -> None:
-        base = f"{parent}.{node.name}.ofType({t})" if node.choice else f"{parent}.{node.name}"
         primitive = t in PRIMITIVE_CHECKS or t == "xhtml"
         if node.max == 1 and companion is None and primitive and value is not None and (
-                not isinstance(value, list)):  # the common case, kept short
+                not isinstance(value, list)):  # the common case, kept short: no path string unless needed
+            fn = PRIMITIVE_CHECKS.get(t)
+            if fn is not None and not node.checks and fn(value) is None and (
+                    t not in _SPECIAL_PRIMITIVES or (t in _TEXT and not (value[:1].isspace() or value[-1:].isspace()))
+                    or (t in _URIS and value[:1] != "#")):
+                return  # valid, nothing else to check
+            base = f"{parent}.{node.name}.ofType({t})" if node.choice else f"{parent}.{node.name}"
             self._primitive(node, t, value, None, base, frame, issues)
             if node.checks:
                 self._rules(node, t, value, base, frame, issues)
             return
+        base = f"{parent}.{node.name}.ofType({t})" if node.choice else f"{parent}.{node.name}"
         if node.max is None or node.max > 1:
             if value is not None and not isinstance(value, list):
                 issues.append(Issue("error", "structure", f"'{node.name}' must be a JSON array (it repeats)",

@@ -217,7 +217,11 @@ async def _validate_op(request: Request) -> Result:
     """$validate on type or instance: 200 + OperationOutcome (interactions/validate.py)."""
     from fhir_server.interactions import validate as validate_op
 
-    type_ = _type(request, "read")
+    name = request.path_params["type"]
+    if get_type(name) is None and "id" not in request.path_params and validate_op.validatable(name):
+        type_ = name  # e.g. an ITI-65 Bundle: validated, never stored, so no type registration needed
+    else:
+        type_ = _type(request, "read")
     body = None
     has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
     if request.method == "POST" and has_body:

@@ -19,6 +19,13 @@ from .result import Result
 MODES = ("create", "update", "delete", "profile")
 
 
+def validatable(type_: str) -> bool:
+    """A resource type $validate accepts even if the server does not store it (Bundle, for ITI-65)."""
+    from profiles.model import definitions
+
+    return definitions().is_resource(type_)
+
+
 def _parameters(body: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None, str | None]:
     """(resource, profile, mode) from a Parameters body."""
     resource = profile = mode = None

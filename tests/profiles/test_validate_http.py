@@ -99,3 +99,13 @@ def test_cli_validate_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture[
     out = capsys.readouterr().out
     assert "Patient.gender" in out and "many.ndjson:2: invalid" in out and "many.ndjson:1: valid" in out
     assert main(["validate", str(tmp_path / "missing.json")]) == 2
+
+
+def test_iti65_bundle_can_be_validated_over_http(client: httpx.Client) -> None:
+    from .test_french import ITI65, example
+
+    bundle = example(ITI65)
+    assert not _errors(client.post("/Bundle/$validate", json=bundle, headers=FHIR_JSON))
+    bundle["entry"] = bundle["entry"][1:]
+    assert "Bundle.entry" in _errors(client.post("/Bundle/$validate", json=bundle, headers=FHIR_JSON))
+    assert client.post("/Nope/$validate", json={"resourceType": "Nope"}, headers=FHIR_JSON).status_code == 404
