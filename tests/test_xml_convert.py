@@ -61,7 +61,12 @@ def test_example_round_trips_exactly(path: Path) -> None:
     back = from_xml(xml, decimal=Decimal)
     assert mismatch(original, back) is None, mismatch(original, back)
     assert to_xml(back) == xml  # and the XML form is a fixed point
-    assert from_xml(to_xml(original, pretty=True), decimal=Decimal) == back  # indentation is not content
+
+
+@pytest.mark.parametrize("path", EXAMPLES[::40], ids=[p.name for p in EXAMPLES[::40]])
+def test_pretty_xml_is_the_same_content(path: Path) -> None:
+    original = load_exact(path.read_text(encoding="utf-8"))
+    assert from_xml(to_xml(original, pretty=True), decimal=Decimal) == from_xml(to_xml(original), decimal=Decimal)
 
 
 def test_server_numbers_keep_their_json_type() -> None:
@@ -385,3 +390,27 @@ def test_narratives_round_trip_exactly(div: str) -> None:
     doc = {"resourceType": "Patient", "text": {"status": "generated", "div": div}, "active": True}
     assert from_xml(to_xml(doc)) == doc
     assert from_xml(to_xml(doc, pretty=True)) == doc
+
+
+SEED_XML = to_xml({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {
+    "resourceType": "Patient", "id": "p", "text": {"status": "generated",
+                                                   "div": '<div xmlns="http://www.w3.org/1999/xhtml"><p>x</p></div>'},
+    "name": [{"given": ["a", None], "_given": [None, {"extension": [{"url": "u", "valueDecimal": 1.5}]}]}],
+    "contained": [{"resourceType": "Organization", "name": "o"}], "multipleBirthInteger": 1}}]})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, len(SEED_XML)), st.integers(0, 8),
+                          st.binary(max_size=6) | st.sampled_from([b"<", b">", b"/", b'"', b"&", b"<![CDATA[", b"]]>",
+                                                                   b"<div>", b"</div>", b"xmlns:h='x'"])),
+                max_size=4))
+def test_mangled_documents_are_either_read_or_refused_cleanly(edits: list[tuple[int, int, bytes]]) -> None:
+    """Whatever a client sends, the reader answers a resource or an XMLFormatError (a 400), never a crash."""
+    data = SEED_XML
+    for at, cut, insert in edits:
+        data = data[:at] + insert + data[at + cut:]
+    try:
+        result = from_xml(data)
+    except XMLFormatError:
+        return
+    assert isinstance(result, dict) and "resourceType" in result
