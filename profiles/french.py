@@ -131,4 +131,35 @@ def fr_core_2(patient: Any, _resource: dict[str, Any]) -> bool:
         i.get("system") == NIA_OID and i.get("use") == "temp" for i in ids)
 
 
-NATIVE_INVARIANTS = {"fr_core_1": fr_core_1, "fr_core_2": fr_core_2}
+def _codes(value: Any) -> set[str]:
+    if not isinstance(value, dict):
+        return set()
+    codes = {value["code"]} if isinstance(value.get("code"), str) else set()
+    for c in value.get("coding") or ():
+        if isinstance(c, dict) and isinstance(c.get("code"), str):
+            codes.add(c["code"])
+    return codes
+
+
+def _sub_codes(ext: dict[str, Any], url: str) -> set[str]:
+    out: set[str] = set()
+    for sub in ext.get("extension") or ():
+        if isinstance(sub, dict) and sub.get("url") == url:
+            for k, v in sub.items():
+                if k.startswith("value"):
+                    out |= _codes(v)
+    return out
+
+
+def comment_requires_prov(patient: Any, _resource: dict[str, Any]) -> bool:
+    if not isinstance(patient, dict):
+        return True
+    for ext in patient.get("extension") or ():
+        if isinstance(ext, dict) and ext.get("url") == _RELIABILITY and (
+                _sub_codes(ext, "identityStatus") & {"RECUP", "VALI", "QUAL"}) and (
+                _sub_codes(ext, "comment") & {"DOUT", "FICT"}):
+            return False
+    return True
+
+
+NATIVE_INVARIANTS = {"fr_core_1": fr_core_1, "fr_core_2": fr_core_2, "comment_requires_prov": comment_requires_prov}

@@ -67,6 +67,13 @@ FR_CORE_1 = (f"({IDENTITY_STATUS_CHECK}) implies (identifier.where(system = 'urn
 FR_CORE_2 = (f"({IDENTITY_STATUS_CHECK}) implies (identifier.where(use = 'official').count() = 1 or "
              "identifier.where(system = 'urn:oid:1.2.250.1.213.1.4.9' and use = 'temp').exists())")
 
+# 2.2.0 (change notes): a RECUP/VALI/QUAL identity cannot carry the comments DOUT (doubtful) or FICT (fictitious)
+COMMENT_REQUIRES_PROV = (
+    "extension('https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-identity-reliability').all("
+    "(extension('identityStatus').value.code.intersect('RECUP' | 'VALI' | 'QUAL').exists()) implies "
+    "((extension('comment').value.code | extension('comment').value.coding.code).intersect('DOUT' | 'FICT')"
+    ".empty()))")
+
 PROFILES: list[dict[str, Any]] = [
     {
         "url": FRC + "fr-core-patient", "version": "2.1.0", "name": "FRCorePatientProfile", "type": "Patient",
@@ -88,6 +95,12 @@ PROFILES: list[dict[str, Any]] = [
                 ]},
             ]},
             {"path": "generalPractitioner", "targets": ["Practitioner", "Organization", "PractitionerRole"]},
+        ],
+        "constraints": [
+            {"key": "fr-core-comment-requires-prov", "severity": "error", "expression": COMMENT_REQUIRES_PROV,
+             "native": "comment_requires_prov",
+             "human": "An identity whose status is RECUP, VALI or QUAL cannot carry the comment DOUT or FICT "
+                      "(only a provisional identity can; FR Core 2.2.0)"},
         ],
     },
     {
