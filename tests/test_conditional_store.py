@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import threading
 import uuid
+from urllib.parse import urlencode
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fhir_server.interactions import conditional
 from fhir_server.storage import ConcurrentWrite, SQLResourceStore, UniqueKeyViolation
@@ -70,3 +73,16 @@ def test_extract_keys_ignores_garbage() -> None:
            "masterIdentifier": {"value": "m"}}
     assert extract_keys(res) == {MatchKey("identifier", "s", "v"), MatchKey("masterIdentifier", "", "m")}
     assert extract_keys({"identifier": "nope"}) == set()
+
+
+_TEXT = st.text(alphabet=st.characters(blacklist_characters="|,&", blacklist_categories=("Cs",)), min_size=1,
+                max_size=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(alts=st.lists(st.tuples(st.one_of(st.none(), st.just(""), _TEXT), _TEXT), min_size=1, max_size=4))
+def test_identifier_criteria_parse_round_trip(alts: list[tuple[str | None, str]]) -> None:
+    """Whatever the characters, ``identifier=s|v,v2`` sent URL-encoded parses back to its alternatives."""
+    raw = ",".join(v if s is None else f"{s}|{v}" for s, v in alts)
+    criteria = conditional.parse_criteria("Patient", urlencode({"identifier": raw}), "x")
+    assert criteria == [conditional.Criterion("identifier", tuple(alts))]
