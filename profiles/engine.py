@@ -28,6 +28,8 @@ _URIS = frozenset({"uri", "url", "canonical"})
 
 _REF_RE = re.compile(r"(?:.*/)?([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?")
 _HL7_EXT = "http://hl7.org/fhir/StructureDefinition/"
+_LANGUAGES = "http://hl7.org/fhir/ValueSet/languages"
+_BCP47 = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*|[xX](-[A-Za-z0-9]{1,8})+")
 
 
 @dataclass(slots=True)
@@ -323,6 +325,9 @@ class Validator:
                                                          f"{v.get('system')}", (f"{path}.code",)))
 
     def _binding(self, b: Binding, t: str, v: Any, path: str, issues: list[Issue]) -> None:
+        if b.url == _LANGUAGES:
+            _language(t, v, path, issues)
+            return
         if b.codes is None or b.strength == "example":
             return
         if t == "code":
@@ -442,6 +447,21 @@ class Validator:
             elif hi is not None and n > hi:
                 issues.append(Issue("error", "structure", f"The extension {d.url} allows at most {hi} '{url}' "
                                                           f"sub-extension(s), found {n}", (path,)))
+
+
+def _language(t: str, v: Any, path: str, issues: list[Issue]) -> None:
+    """Language codes: not expandable here (all-languages is the max value set), but they must be BCP-47 tags."""
+    if t == "code":
+        tags = [(v, path)]
+    elif t == "CodeableConcept" and isinstance(v, dict):
+        tags = [(c.get("code"), f"{path}.coding[{i}].code") for i, c in enumerate(v.get("coding") or ())
+                if isinstance(c, dict) and c.get("system") == "urn:ietf:bcp:47"]
+    else:
+        return
+    for tag, where in tags:
+        if isinstance(tag, str) and not _BCP47.fullmatch(tag):
+            issues.append(Issue("error", "code-invalid", f"'{tag}' is not a valid BCP-47 language tag (e.g. fr, "
+                                                         "fr-FR)", (where,)))
 
 
 def _bundle_rules(bundle: dict[str, Any], path: str, issues: list[Issue]) -> None:

@@ -83,6 +83,7 @@ MUTATIONS = [
         {"url": "http://hl7.org/fhir/StructureDefinition/no-such-thing", "valueString": "x"}]),
      "Patient.extension[0].url"),
     ("bad id", lambda r: r.update(id="a b"), "Patient.id"),
+    ("language that is not BCP-47", lambda r: r.update(language="french"), "Patient.language"),
     ("relative extension url", lambda r: r.update(extension=[{"url": "foo", "valueString": "x"}]),
      "Patient.extension[0].url"),
     ("local Coding.system", lambda r: r.update(maritalStatus={"coding": [{"system": "local", "code": "M"}]}),
