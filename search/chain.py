@@ -51,6 +51,15 @@ class Resolver(Protocol):
         """``Type/id`` references of the items of List ``list_id`` (empty if it does not exist)."""
         ...
 
+    def refers_to_type(self, source_type: str, ref_param: str, target_type: str) -> bool:
+        """Whether any ``source_type`` resource refers to a ``target_type`` through ``ref_param``.
+
+        Lets a chain skip the resolution of target types nothing points to (exact: without such a
+        reference the target's matches cannot contribute), e.g. MHD ``author.family`` into Patient
+        when all authors are contained Practitioners.
+        """
+        ...
+
 
 def _need(resolver: Resolver | None, name: str) -> Resolver:
     if resolver is None:
@@ -111,6 +120,9 @@ def chain_clause(
     applicable = [t for t in served if registry.get(t, rest_code) is not None or rest_code == "_has"]
     clauses: list[dict[str, Any]] = []
     for target in applicable:
+        if not res.refers_to_type(resource_type, code, target):
+            clauses.append(match_nothing())
+            continue
         ids = res.matching_ids(target, [(rest, value)])
         clauses.append(_ref_terms(f"sp.{code}.ref", [f"{target}/{i}" for i in ids]))
     contained = _contained_clause(param, rest, type_modifier, value)

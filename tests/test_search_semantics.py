@@ -322,3 +322,50 @@ def test_token_in_and_not_in_known_value_sets(client: httpx.Client) -> None:
     assert ids(search(client, "/DocumentReference", patient=p["id"], **{"type:not-in": j07})) == [outside["id"]]
     assert client.get("/DocumentReference", params={"type:in": "http://unknown/vs"}).status_code == 400
     assert client.get("/DocumentReference", params={"type:below": "http://loinc.org|11488-4"}).status_code == 400
+
+
+def test_caps_are_reported_never_silent(client: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server runs in this process: lower the caps to exercise them with a handful of resources."""
+    from fhir_server.interactions import includes, search_exec
+
+    p = _patient(client, f"Cap{uid()}", "1")
+    docs = {create(client, _docref(p["id"]))["id"] for _ in range(3)}
+    monkeypatch.setattr(includes, "MAX_INCLUDED", 2)
+    b = search(client, "/Patient", _id=p["id"], _revinclude="DocumentReference:subject")
+    included = [e["resource"]["id"] for e in b["entry"] if e["search"]["mode"] == "include"]
+    outcome = [e["resource"] for e in b["entry"] if e["search"]["mode"] == "outcome"]
+    assert len(included) == 2 and set(included) <= docs and b["total"] == 1
+    assert outcome and outcome[0]["issue"][0]["severity"] == "warning"
+    monkeypatch.setattr(search_exec, "MAX_IDS", 2)
+    monkeypatch.setattr(search_exec, "FIRST_TRY", 1)
+    resp = client.get("/Patient", params={"_has:DocumentReference:subject:status": "current"})
+    assert resp.status_code == 400 and resp.json()["issue"][0]["code"] == "too-costly"
+    resp = client.get("/DocumentReference", params={"patient.gender:missing": "true"})
+    assert resp.status_code == 400 and resp.json()["issue"][0]["code"] == "too-costly"
+
+
+def test_iti67_on_published_pdsm_examples(client: httpx.Client, shared_data: Any) -> None:
+    """The ANS PDSm examples: ITI-67 by patient.identifier + status, with the patient included."""
+    import json
+
+    src = shared_data / "fr" / "pdsm-published-json"
+    for name in ("Patient-fr-patient-123.json", "DocumentReference-exemple-pdsm-documentreference.json"):
+        res = json.loads((src / name).read_text(encoding="utf-8"))
+        if res["resourceType"] == "DocumentReference":
+            # the published example breaks dom-3/dom-4 and the Comprehensive "contained" rule: make its author the
+            # contained Practitioner (as Comprehensive requires) and drop the profile claim it does not meet
+            res.pop("meta", None)
+            for c in res["contained"]:
+                c.pop("meta", None)
+            res["author"] = [{"reference": "#practitioner-example"}]
+        resp = client.put(f"/{res['resourceType']}/{res['id']}", json=res, headers=FHIR_JSON)
+        assert resp.status_code in (200, 201), resp.text
+    b = search(client, "/DocumentReference", **{
+        "patient.identifier": "urn:oid:1.2.250.1.213.1.4.8|180017505600103", "status": "current",
+        "_include": "DocumentReference:subject"})
+    modes = {(e["resource"]["resourceType"], e["resource"]["id"]): e["search"]["mode"] for e in b["entry"]}
+    assert modes == {("DocumentReference", "exemple-pdsm-documentreference"): "match",
+                     ("Patient", "fr-patient-123"): "include"}
+    assert ids(search(client, "/DocumentReference", patient="fr-patient-123", status="superseded")) == []
+    assert ids(search(client, "/DocumentReference", patient="fr-patient-123", status="current",
+                      **{"author.family": "leclerc", "author.given": "Sophie"})) == ["exemple-pdsm-documentreference"]

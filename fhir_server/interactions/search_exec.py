@@ -76,3 +76,8 @@ class EsResolver:
                 if rtype and rid:
                     out.append(norm)
         return out
+
+    def refers_to_type(self, source_type: str, ref_param: str, target_type: str) -> bool:
+        resp = self.ctx.es.search(index=self.ctx.indices.alias(source_type), size=0, track_total_hits=1,
+                                  terminate_after=1, query={"term": {f"sp.{ref_param}.type": target_type}}).body
+        return bool(resp["hits"]["total"]["value"])
