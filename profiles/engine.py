@@ -29,6 +29,9 @@ _URIS = frozenset({"uri", "url", "canonical"})
 _REF_RE = re.compile(r"(?:.*/)?([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?")
 _HL7_EXT = "http://hl7.org/fhir/StructureDefinition/"
 _LANGUAGES = "http://hl7.org/fhir/ValueSet/languages"
+_MIMETYPES = "http://hl7.org/fhir/ValueSet/mimetypes"
+_TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
+_MIME = re.compile(rf"{_TOKEN}/{_TOKEN}(\s*;\s*{_TOKEN}=({_TOKEN}|\"[^\"]*\"))*")
 _BCP47 = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*|[xX](-[A-Za-z0-9]{1,8})+")
 
 
@@ -327,6 +330,11 @@ class Validator:
     def _binding(self, b: Binding, t: str, v: Any, path: str, issues: list[Issue]) -> None:
         if b.url == _LANGUAGES:
             _language(t, v, path, issues)
+            return
+        if b.url == _MIMETYPES:
+            if isinstance(v, str) and not _MIME.fullmatch(v):
+                issues.append(Issue("error", "code-invalid", f"'{v}' is not a valid MIME type (type/subtype, e.g. "
+                                                             "application/pdf)", (path,)))
             return
         if b.codes is None or b.strength == "example":
             return

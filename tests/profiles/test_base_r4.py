@@ -171,3 +171,11 @@ def test_native_invariants_agree_with_fhirpath() -> None:
                 assert inv.check(value, b) == slow(value, b), (key, b.get("id"))
         checked.add(key)
     assert {"bdl-1", "bdl-3", "bdl-7", "bdl-11"} <= checked
+
+
+def test_mime_types_are_checked() -> None:
+    binary = load(SHARED / "r4-examples" / "Binary-example.json")
+    binary["contentType"] = "pdf"
+    assert "Binary.contentType" in error_paths(binary)
+    binary["contentType"] = "text/plain; charset=UTF-8"
+    assert "Binary.contentType" not in error_paths(binary)
