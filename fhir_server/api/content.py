@@ -90,12 +90,8 @@ def _depth_ok(value: Any, limit: int) -> bool:
     return True
 
 
-async def read_resource(request: Request, max_bytes: int) -> dict[str, Any]:
-    """The resource in the body (FHIR JSON or XML) as JSON, or a FHIRError with the right status (413, 415, 400)."""
-    ctype = _media_type(request.headers.get("content-type", ""))
-    if ctype not in JSON_TYPES and ctype not in XML_TYPES:
-        raise FHIRError(415, "not-supported", f"Unsupported Content-Type '{ctype or '(none)'}'; send "
-                        "application/fhir+json or application/fhir+xml")
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The raw body, or 413 as soon as it exceeds ``max_bytes`` (never buffered beyond the limit)."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise FHIRError(413, "too-costly", f"Body larger than {max_bytes} bytes")
@@ -106,7 +102,11 @@ async def read_resource(request: Request, max_bytes: int) -> dict[str, Any]:
         if size > max_bytes:
             raise FHIRError(413, "too-costly", f"Body larger than {max_bytes} bytes")
         chunks.append(chunk)
-    raw = b"".join(chunks)
+    return b"".join(chunks)
+
+
+async def parse_resource(ctype: str, raw: bytes) -> dict[str, Any]:
+    """FHIR JSON or XML bytes as a JSON object, or 400 with what is wrong."""
     if not raw.strip():
         raise bad_request("The request body is empty")
     if ctype in XML_TYPES:
@@ -126,3 +126,12 @@ async def read_resource(request: Request, max_bytes: int) -> dict[str, Any]:
     if not _depth_ok(data, MAX_DEPTH):
         raise bad_request(f"JSON nested deeper than {MAX_DEPTH} levels")
     return data
+
+
+async def read_resource(request: Request, max_bytes: int) -> dict[str, Any]:
+    """The resource in the body (FHIR JSON or XML) as JSON, or a FHIRError with the right status (413, 415, 400)."""
+    ctype = _media_type(request.headers.get("content-type", ""))
+    if ctype not in JSON_TYPES and ctype not in XML_TYPES:
+        raise FHIRError(415, "not-supported", f"Unsupported Content-Type '{ctype or '(none)'}'; send "
+                        "application/fhir+json or application/fhir+xml")
+    return await parse_resource(ctype, await read_body(request, max_bytes))

@@ -7,6 +7,7 @@ thread pool; the event loop only parses and serialises.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
 from functools import partial
@@ -27,7 +28,7 @@ from fhir_server.interactions.result import Result
 from fhir_server.registry import get_type
 from fhir_server.security import authz
 
-from .content import JSON_TYPES, XML_TYPES, read_resource, response_format
+from .content import JSON_TYPES, XML_TYPES, parse_resource, read_body, read_resource, response_format
 from .responses import binary_response, error_response, es_error_response, prefer, result_response
 
 log = logging.getLogger(__name__)
@@ -109,13 +110,6 @@ def _params(request: Request) -> list[tuple[str, str]]:
 
 async def _metadata(request: Request) -> Result:
     return await run_in_threadpool(capabilities.metadata, _ctx(request))
-
-
-async def _create(request: Request) -> Result:
-    type_ = _type(request, "create")
-    resource = await read_resource(request, _ctx(request).settings.max_body_bytes)
-    authz.check_writable(authz.principal_of(request), type_, resource, "create")
-    return await run_in_threadpool(crud.create, _ctx(request), type_, resource)
 
 
 async def _search_get(request: Request) -> Result:
@@ -222,6 +216,8 @@ async def _validate_op(request: Request) -> Result:
         type_ = name  # e.g. an ITI-65 Bundle: validated, never stored, so no type registration needed
     else:
         type_ = _type(request, "read")
+    if "id" in request.path_params:
+        await _check_current(request, type_, "read")  # no verdict on what the caller may not see
     body = None
     has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
     if request.method == "POST" and has_body:
@@ -238,32 +234,22 @@ async def _bundle(request: Request) -> Result:
                                    prefer(request.headers.get("prefer")).get("return"))
 
 
-async def _body_bytes(request: Request) -> bytes:
-    limit = _ctx(request).settings.max_body_bytes
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise FHIRError(413, "too-costly", f"Body larger than {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _media(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
 async def _conditional_update(request: Request) -> Result:
     type_ = _type(request, "update")
+    # the matched resource is only known inside the write: until it is checked there, system tokens only
+    authz.require_system(authz.principal_of(request), type_, "update")
     resource = await read_resource(request, _ctx(request).settings.max_body_bytes)
-    authz.check_writable(authz.principal_of(request), type_, resource, "update")
     return await run_in_threadpool(lambda: bundle.single(_ctx(request), "PUT", type_, query=request.url.query,
                                                          resource=resource, if_match=_if_match(request)))
 
 
 async def _conditional_delete(request: Request) -> Result:
     type_ = _type(request, "delete")
+    authz.require_system(authz.principal_of(request), type_, "delete")
     return await run_in_threadpool(lambda: bundle.single(_ctx(request), "DELETE", type_, query=request.url.query,
                                                          if_match=_if_match(request)))
 
@@ -276,7 +262,7 @@ async def _patch_body(request: Request) -> Any:
         raise FHIRError(415, "not-supported", "PATCH takes application/json-patch+json (JSON Patch) or "
                         "application/fhir+json (FHIRPath Patch Parameters)")
     try:
-        return orjson.loads(await _body_bytes(request))
+        return orjson.loads(await read_body(request, _ctx(request).settings.max_body_bytes))
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"Malformed JSON: {exc}") from exc
 
@@ -287,6 +273,8 @@ async def _patch(request: Request) -> Result:
     id_ = request.path_params.get("id")
     if id_ is not None:
         await _check_current(request, type_, "patch")
+    else:
+        authz.require_system(authz.principal_of(request), type_, "patch")
     query = None if id_ is not None else request.url.query
     if isinstance(body, list) or _media(request) in patch.JSON_PATCH_TYPES:
         body = binary.make_binary("application/json-patch+json", orjson.dumps(body))
@@ -294,19 +282,42 @@ async def _patch(request: Request) -> Result:
                                                          resource=body, if_match=_if_match(request)))
 
 
+_XML_ROOT = re.compile(rb"^(?:\s|<\?.*?\?>|<!--.*?-->)*<\s*([A-Za-z_][\w.:-]*)([^>]*)>", re.S)
+
+
+def _is_fhir_xml(body: bytes) -> bool:
+    """A FHIR Binary resource in XML, as opposed to raw XML content (a CDA document) to store as-is."""
+    m = _XML_ROOT.match(body[:4096])
+    if m is None:
+        return True  # not even XML: let the FHIR parser give its 400
+    name = m.group(1).decode("ascii", "replace").rsplit(":", 1)[-1]
+    return name == "Binary" and b"http://hl7.org/fhir" in m.group(2)
+
+
 async def _create_dispatch(request: Request) -> Result:
-    """POST [type]: If-None-Exist makes it conditional; a Binary may come as raw bytes of any media type."""
+    """POST [type]: If-None-Exist makes it conditional; a Binary may come as raw bytes of any media type.
+
+    Raw XML content (a CDA document posted as ``application/xml``) is stored as-is in a Binary: only a
+    root ``Binary`` element in the FHIR namespace is read as a FHIR resource (binary.html).
+    """
     type_ = _type(request, "create")
     media = _media(request)
-    if type_ == "Binary" and media and media not in JSON_TYPES and media not in XML_TYPES:
-        resource = binary.make_binary(media, await _body_bytes(request))
-        return await run_in_threadpool(crud.create, _ctx(request), type_, resource)
+    ctx = _ctx(request)
+    principal = authz.principal_of(request)
+    if type_ == "Binary" and media and media not in JSON_TYPES:
+        raw = await read_body(request, ctx.settings.max_body_bytes)
+        if media not in XML_TYPES or not _is_fhir_xml(raw):
+            resource = binary.make_binary(media, raw)
+            authz.check_writable(principal, type_, resource, "create")
+            return await run_in_threadpool(crud.create, ctx, type_, resource)
+        resource = await parse_resource(media, raw)
+    else:
+        resource = await read_resource(request, ctx.settings.max_body_bytes)
+    authz.check_writable(principal, type_, resource, "create")
     if_none_exist = request.headers.get("if-none-exist")
     if not if_none_exist:
-        return await _create(request)
-    resource = await read_resource(request, _ctx(request).settings.max_body_bytes)
-    authz.check_writable(authz.principal_of(request), type_, resource, "create")
-    return await run_in_threadpool(lambda: bundle.single(_ctx(request), "POST", type_, resource=resource,
+        return await run_in_threadpool(crud.create, ctx, type_, resource)
+    return await run_in_threadpool(lambda: bundle.single(ctx, "POST", type_, resource=resource,
                                                          if_none_exist=if_none_exist))
 
 

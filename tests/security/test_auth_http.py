@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from fhir_server.security.dev_issuer import DevIssuer
@@ -154,3 +155,22 @@ def test_expired_token(secured: RunningServer, issuer: DevIssuer) -> None:
 
 def test_dev_issuer_files_are_private(issuer: DevIssuer) -> None:
     assert (Path(issuer.private_key_file).stat().st_mode & 0o077) == 0
+
+
+def test_conditional_writes_and_validate_do_not_bypass_masking(secured: RunningServer, issuer: DevIssuer,
+                                                               world: dict[str, Any]) -> None:
+    token = issuer.mint("dr", "user/*.cruds", fhir_user="Practitioner/dr")
+    with client_for(secured, token) as c:
+        masked = world["masked"]
+        assert c.post(f"/DocumentReference/{masked}/$validate").status_code == 404
+        assert c.delete("/DocumentReference", params={"_id": masked}).status_code == 403
+        patch = [{"op": "replace", "path": "/status", "value": "entered-in-error"}]
+        resp = c.patch("/DocumentReference", params={"_id": masked}, content=orjson.dumps(patch),
+                       headers={"Content-Type": "application/json-patch+json"})
+        assert resp.status_code == 403
+        assert c.put("/DocumentReference", params={"_id": masked},
+                     json={"resourceType": "DocumentReference", "status": "current"},
+                     headers=FHIR_JSON).status_code == 403
+        assert c.post("/", json={"resourceType": "Bundle", "type": "batch"}, headers=FHIR_JSON).status_code == 403
+    still = world["admin"].get(f"/DocumentReference/{world['masked']}")
+    assert still.status_code == 200 and still.json()["status"] == "current"
