@@ -48,6 +48,9 @@ es-status: venv
 bench: venv
 	$(PY) bench/ingest.py $(BENCH_ARGS)
 	$(PY) bench/read.py $(BENCH_ARGS)
+	$(PY) bench/transactions.py $(BENCH_ARGS)
+	$(PY) bench/validate.py
+	$(PY) bench/search.py $(BENCH_ARGS)
 
 # Build and tool caches; keeps .venv and the downloaded Elasticsearch (~/.cache/fhir-server).
 clean:
