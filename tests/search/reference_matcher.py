@@ -4,7 +4,8 @@ Written straight from search.html for the Patient parameters the property test g
 string (``family``, ``given``: starts-with / ``:exact`` / ``:contains`` after case and accent
 folding), token (``gender``, ``identifier``: the four ``system|code`` forms, ``:not``,
 ``:missing``, codes case-insensitive, identifiers exact) and date (``birthdate``: ranges from
-precision, the nine prefixes as defined by the spec, ``ap`` excluded as it depends on the clock).
+precision, the nine prefixes as defined by the spec, ``ap`` excluded as it depends on the clock) and
+reference (``organization``: ``Type/id``, bare id, ``:Type``, ``:missing``).
 Its slowness and repetition are deliberate: it must be easy to check by reading.
 """
 
@@ -89,6 +90,15 @@ def match_token(values: list[tuple[str | None, str, bool]], query: str) -> bool:
     return any(s is None and same(v, code, cs) for s, v, cs in values)
 
 
+def match_reference(resource: dict[str, Any], modifier: str | None, query: str) -> bool:
+    ref = (resource.get("managingOrganization") or {}).get("reference")
+    if not ref:
+        return False
+    if modifier:  # :Organization
+        return ref == f"{modifier}/{query}" or ref == query
+    return ref == query or ref.split("/", 1)[1] == query
+
+
 def matches(resource: dict[str, Any], params: list[tuple[str, str]]) -> bool:
     """AND over parameters, OR over comma-separated values (no escapes are generated)."""
     for name, value in params:
@@ -96,7 +106,9 @@ def matches(resource: dict[str, Any], params: list[tuple[str, str]]) -> bool:
         alternatives = value.split(",")
         if modifier == "missing":
             present = bool(_tokens(resource, code) if code in ("gender", "identifier") else
-                           _names(resource, code) if code in ("family", "given") else resource.get("birthDate"))
+                           _names(resource, code) if code in ("family", "given") else
+                           resource.get("managingOrganization") if code == "organization" else
+                           resource.get("birthDate"))
             if present == (value == "true"):
                 return False
             continue
@@ -106,6 +118,8 @@ def matches(resource: dict[str, Any], params: list[tuple[str, str]]) -> bool:
             ok = any(match_token(_tokens(resource, code), q) for q in alternatives)
             if modifier == "not":
                 ok = not ok
+        elif code == "organization":
+            ok = any(match_reference(resource, modifier or None, q) for q in alternatives)
         elif code == "birthdate":
             ok = any(match_date(resource.get("birthDate"), q[:2] if q[:2].isalpha() else "eq",
                                 q[2:] if q[:2].isalpha() else q) for q in alternatives)

@@ -47,6 +47,8 @@ def patients(draw: st.DrawFn) -> dict[str, Any]:
         res["identifier"] = [{"value": v, **({"system": s} if s else {})} for s, v in idents]
     if draw(st.booleans()):
         res["birthDate"] = draw(dates)
+    if (org := draw(st.sampled_from(["1", "2", None]))) is not None:
+        res["managingOrganization"] = {"reference": f"Organization/{org}"}
     return res
 
 
@@ -58,7 +60,11 @@ def _token_query(draw: st.DrawFn) -> str:
 
 @st.composite
 def criteria(draw: st.DrawFn) -> tuple[str, str]:
-    kind = draw(st.sampled_from(["string", "gender", "identifier", "date", "missing"]))
+    kind = draw(st.sampled_from(["string", "gender", "identifier", "date", "missing", "reference"]))
+    if kind == "reference":
+        modifier = draw(st.sampled_from(["", ":Organization"]))
+        value = draw(st.sampled_from(["1", "2", "Organization/1", "Organization/2"] if not modifier else ["1", "2"]))
+        return "organization" + modifier, value
     if kind == "string":
         code = draw(st.sampled_from(["family", "given"]))
         modifier = draw(st.sampled_from(["", ":exact", ":contains"]))
@@ -72,7 +78,7 @@ def criteria(draw: st.DrawFn) -> tuple[str, str]:
     if kind == "date":
         prefix = draw(st.sampled_from(["", "eq", "ne", "gt", "lt", "ge", "le", "sa", "eb"]))
         return "birthdate", prefix + draw(dates)
-    code = draw(st.sampled_from(["family", "given", "gender", "identifier", "birthdate"]))
+    code = draw(st.sampled_from(["family", "given", "gender", "identifier", "birthdate", "organization"]))
     return f"{code}:missing", draw(st.sampled_from(["true", "false"]))
 
 
@@ -88,7 +94,7 @@ def es_index(es_url: str, registry: SearchParameterRegistry) -> Iterator[tuple[A
     es.close()
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(resources=st.lists(patients(), min_size=1, max_size=8), query=st.lists(criteria(), min_size=1, max_size=3))
 def test_es_agrees_with_reference_matcher(
     es_index: tuple[Any, str], registry: SearchParameterRegistry, builder: IndexDocumentBuilder,
