@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fhir_server.context import ServerContext
@@ -118,6 +120,19 @@ def _deleted(stored: StoredVersion) -> FHIRError:
     return err
 
 
+@contextmanager
+def _write_errors(type_: str, id_: str, if_match: int | None) -> Iterator[None]:
+    """Store concurrency outcomes as http.html wants them: 412 for If-Match, 409 for a lost race."""
+    try:
+        yield
+    except VersionConflict as exc:
+        raise precondition_failed(
+            f"If-Match names version {if_match} but the current version is {exc.current}", "If-Match"
+        ) from exc
+    except ConcurrentWrite as exc:
+        raise conflict(f"{type_}/{id_} was updated concurrently; retry") from exc
+
+
 def update(ctx: ServerContext, type_: str, id_: str, resource: dict[str, Any], if_match: int | None) -> Result:
     """PUT; creates the resource with the client's id when it does not exist (update-as-create)."""
     _check_type(type_, resource)
@@ -125,16 +140,10 @@ def update(ctx: ServerContext, type_: str, id_: str, resource: dict[str, Any], i
         raise bad_request(f"Resource id '{resource.get('id')}' must equal the URL id '{id_}'", f"{type_}.id")
     issues = _validate(resource, ctx.settings)
     try:
-        with ctx.store.unit() as unit:
+        with _write_errors(type_, id_, if_match), ctx.store.unit() as unit:
             stored = unit.put(type_, id_, resource, method="PUT", if_match=if_match, indexed=_indexed(type_))
     except UniqueKeyViolation as exc:
         raise _unique_conflict(exc) from exc
-    except VersionConflict as exc:
-        raise precondition_failed(
-            f"If-Match names version {if_match} but the current version is {exc.current}", "If-Match"
-        ) from exc
-    except ConcurrentWrite as exc:
-        raise conflict(f"{type_}/{id_} was updated concurrently; retry") from exc
     ctx.indexer.notify()
     return Result(201 if stored.version == 1 else 200, stored.resource(), stored, location=stored.version == 1,
                   issues=issues, raw=stored.content)
@@ -142,15 +151,8 @@ def update(ctx: ServerContext, type_: str, id_: str, resource: dict[str, Any], i
 
 def delete(ctx: ServerContext, type_: str, id_: str, if_match: int | None) -> Result:
     """Logical delete; deleting an unknown or deleted resource succeeds without a new version."""
-    try:
-        with ctx.store.unit() as unit:
-            stored = unit.delete(type_, id_, if_match=if_match, indexed=_indexed(type_))
-    except VersionConflict as exc:
-        raise precondition_failed(
-            f"If-Match names version {if_match} but the current version is {exc.current}", "If-Match"
-        ) from exc
-    except ConcurrentWrite as exc:
-        raise conflict(f"{type_}/{id_} was updated concurrently; retry") from exc
+    with _write_errors(type_, id_, if_match), ctx.store.unit() as unit:
+        stored = unit.delete(type_, id_, if_match=if_match, indexed=_indexed(type_))
     if stored is None:
         return Result(204)
     ctx.indexer.notify()
