@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from .api.content import error_format
 from .api.limits import RequestLimitsMiddleware
 from .api.responses import error_response, es_error_response
 from .api.routes import build_routes
@@ -34,7 +35,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         err = FHIRError(404, "not-found", f"No FHIR endpoint at {request.url.path}")
     else:
         err = FHIRError(exc.status_code, "processing", str(exc.detail))
-    return error_response(err)
+    return error_response(err, fmt=error_format(request))
 
 
 async def _es_error(request: Request, exc: Exception) -> Response:
@@ -43,7 +44,7 @@ async def _es_error(request: Request, exc: Exception) -> Response:
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return error_response(FHIRError(500, "exception", "Internal server error"))
+    return error_response(FHIRError(500, "exception", "Internal server error"), fmt=error_format(request))
 
 
 def create_app(build_context: Callable[[], ServerContext], settings: Settings | None = None) -> Starlette:

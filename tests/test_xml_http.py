@@ -281,3 +281,10 @@ def test_validate_operation_in_xml(client: httpx.Client) -> None:
     bad = client.post("/Patient/$validate", content=to_xml({"resourceType": "Patient", "gender": "sometimes"}),
                       headers=SEND_XML)
     assert any(i["severity"] == "error" and "Patient.gender" in i.get("expression", []) for i in outcome(bad)["issue"])
+
+
+def test_unknown_route_answers_in_the_requested_format(client: httpx.Client) -> None:
+    resp = client.get("/no/such/endpoint/here", headers={"Accept": "application/fhir+xml"})
+    assert resp.status_code == 404
+    assert resp.headers["Content-Type"].startswith("application/fhir+xml")
+    assert b"<OperationOutcome" in resp.content
