@@ -18,6 +18,8 @@ from .api.content import error_format
 from .api.limits import RequestLimitsMiddleware
 from .api.responses import error_response, es_error_response
 from .api.routes import build_routes
+from .audit.middleware import AuditMiddleware
+from .audit.writer import AuditWriter
 from .context import ServerContext
 from .errors import FHIRError
 from .security.authn import AuthenticationMiddleware, build_verifier, smart_configuration
@@ -60,20 +62,30 @@ def create_app(build_context: Callable[[], ServerContext], settings: Settings | 
             return error_response(FHIRError(404, "not-found", "Authentication is off on this server"))
         return JSONResponse(smart_configuration(settings))
 
+    audit_box: list[AuditWriter | None] = [None]  # set by the lifespan, read by the audit middleware
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ctx = build_context()
         app.state.ctx = ctx
+        writer = AuditWriter(ctx.store) if settings.audit == "on" else None
+        if writer is not None:
+            writer.start()
+        app.state.audit = audit_box[0] = writer
         try:
             yield
         finally:
+            if writer is not None:
+                writer.stop()
             ctx.close()
 
     smart_routes = [Route(path, smart_config, methods=["GET"])
                     for path in ("/fhir/.well-known/smart-configuration", "/.well-known/smart-configuration")]
     return Starlette(
         routes=[*smart_routes, *build_routes()],
-        middleware=[Middleware(RequestLimitsMiddleware), Middleware(AuthenticationMiddleware, verifier=verifier)],
+        middleware=[Middleware(AuditMiddleware, writer_of=lambda: audit_box[0],
+                               mode=settings.audit_mode),
+                    Middleware(RequestLimitsMiddleware), Middleware(AuthenticationMiddleware, verifier=verifier)],
         lifespan=lifespan,
         exception_handlers={
             HTTPException: _http_error,

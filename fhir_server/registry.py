@@ -37,6 +37,8 @@ RESOURCE_TYPES: dict[str, ResourceType] = {
         ResourceType("Binary", interactions=("read", "vread", "update", "delete", "history-instance", "create"),
                      searchable=False,
                      documentation="Document content (ITI-68 retrieve: raw bytes unless a FHIR format is asked)."),
+        ResourceType("AuditEvent", interactions=("read", "vread", "search-type", "history-instance"),
+                     documentation="Access trace (IHE BALP), written by the server only (fhir_server/audit)."),
     )
 }
 

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     auth_authorize_url: str | None = None  # published in /.well-known/smart-configuration
     auth_token_url: str | None = None
 
+    # Audit (fhir_server/audit): an AuditEvent per interaction. fail-closed holds each answer until its
+    # record is committed (and refuses it if the record cannot be written); async does not wait.
+    audit: Literal["on", "off"] = "on"
+    audit_mode: Literal["fail-closed", "async"] = "fail-closed"
+
     @property
     def public_base(self) -> str:
         """Public base URL, without a trailing slash."""

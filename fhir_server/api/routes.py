@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from fhir_server.audit.middleware import note as audit_note
 from fhir_server.context import ServerContext
 from fhir_server.errors import FHIRError, bad_request, not_found
 from fhir_server.interactions import binary, bundle, capabilities, crud, history, patch, search
@@ -88,6 +89,7 @@ def endpoint(fn: Callable[[Request], Awaitable[Result]], *, write: bool = False)
         try:
             fmt = response_format(request)
             result = await fn(request)
+            audit_note(request.state, content=result.raw if result.raw is not None else result.body)
         except FHIRError as err:
             return error_response(err, pretty, fmt)
         except (TransportError, ApiError) as exc:
@@ -230,8 +232,10 @@ async def _validate_op(request: Request) -> Result:
 async def _bundle(request: Request) -> Result:
     authz.require_system(authz.principal_of(request), "*", "create")
     body = await read_resource(request, _ctx(request).settings.max_body_bytes)
-    return await run_in_threadpool(bundle.process, _ctx(request), body,
-                                   prefer(request.headers.get("prefer")).get("return"))
+    result = await run_in_threadpool(bundle.process, _ctx(request), body,
+                                     prefer(request.headers.get("prefer")).get("return"))
+    audit_note(request.state, bundle=(body, result.body or {}))
+    return result
 
 
 def _media(request: Request) -> str:

@@ -24,7 +24,8 @@ from typing import Any
 DEFAULT_SOURCE = Path(__file__).resolve().parents[3] / "shared" / "data" / "r4-search-parameters.json"
 DEFAULT_OUTPUT = Path(__file__).with_name("search-parameters.json")
 
-KEEP_BASES = frozenset({"Resource", "DomainResource", "Patient", "DocumentReference", "Immunization", "List", "Binary"})
+KEEP_BASES = frozenset({"Resource", "DomainResource", "Patient", "DocumentReference", "Immunization", "List", "Binary",
+                        "AuditEvent"})
 KEEP_FIELDS = (
     "code",
     "url",

@@ -1,0 +1,99 @@
+"""The ASGI hook: one :class:`AuditRecord` per request under the FHIR base, outcome included.
+
+Placed outside authentication so 401s are traced; the principal is read from the shared
+``scope["state"]`` after the inner middleware set it. In ``fail-closed`` mode the response start is
+held until the record is committed; if the commit fails the client gets a 500 OperationOutcome
+(never the answer without its trace).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Literal
+
+import orjson
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fhir_server.errors import FHIRError
+from fhir_server.storage.sql import now_us
+
+from .events import AuditRecord, params_from_path
+from .writer import AuditWriter
+
+log = logging.getLogger(__name__)
+
+SKIPPED_PATHS = frozenset({"/fhir/.well-known/smart-configuration", "/.well-known/smart-configuration"})
+AUDIT_STATE = "audit"  # request.state.audit: what the route knows (content, bundle)
+
+
+def note(state: Any, **details: Any) -> None:
+    """Routes call this to add what only they know (``content=``, ``bundle=``) to the request's record."""
+    current = getattr(state, AUDIT_STATE, None)
+    if current is None:
+        current = {}
+        setattr(state, AUDIT_STATE, current)
+    current.update(details)
+
+
+class AuditMiddleware:
+    def __init__(self, app: ASGIApp, writer_of: Any, mode: Literal["fail-closed", "async"]) -> None:
+        self.app = app
+        self.writer_of = writer_of  # () -> AuditWriter | None: the writer lives in the lifespan
+        self.mode = mode
+
+    def _record(self, scope: Scope, status: int) -> AuditRecord:
+        state = scope.get("state") or {}
+        details = state.get(AUDIT_STATE) or {}
+        client = scope.get("client")
+        return AuditRecord(
+            recorded_us=now_us(), method=scope["method"], path=scope["path"],
+            query=scope.get("query_string", b"").decode("latin-1"), status=status,
+            path_params={k: str(v) for k, v in scope["path_params"].items()} if scope.get("path_params")
+            else params_from_path(scope["path"]),
+            principal=state.get("principal"), address=client[0] if client else None,
+            content=details.get("content"), bundle=details.get("bundle"),
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        writer: AuditWriter | None = self.writer_of() if scope["type"] == "http" else None
+        if writer is None or not scope["path"].startswith("/fhir") or scope["path"] in SKIPPED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        failed = False
+        started = False
+
+        async def audited_send(message: Message) -> None:
+            nonlocal failed, started
+            if failed:
+                return  # the body of an answer replaced by the audit failure
+            if message["type"] == "http.response.start":
+                started = True
+                fut = writer.submit(self._record(scope, int(message["status"])))
+                if self.mode == "fail-closed":
+                    try:
+                        await asyncio.wrap_future(fut)
+                    except Exception:
+                        failed = True
+                        await _audit_failure(send)
+                        return
+            await send(message)
+
+        try:
+            await self.app(scope, receive, audited_send)
+        except Exception:
+            if not started:  # answered 500 by the outer error handler: trace it, then let it answer
+                fut = writer.submit(self._record(scope, 500))
+                if self.mode == "fail-closed":
+                    await asyncio.wrap_future(fut)
+            raise
+
+
+async def _audit_failure(send: Send) -> None:
+    err = FHIRError(500, "exception", "The audit record of this request could not be written; "
+                    "the request is refused (FHIR_AUDIT_MODE=fail-closed)")
+    body = orjson.dumps(err.outcome())
+    await send({"type": "http.response.start", "status": 500,
+                "headers": [(b"content-type", b"application/fhir+json; charset=utf-8"),
+                            (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
