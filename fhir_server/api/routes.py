@@ -64,7 +64,7 @@ async def _check_current(request: Request, type_: str, interaction: str) -> None
         return
     current = await run_in_threadpool(_ctx(request).store.read, type_, request.path_params["id"])
     if current is not None and not current.deleted:
-        authz.check_visible(principal, type_, current.content, interaction)
+        await authz.check_visible_in(_ctx(request), principal, type_, current.content, interaction)
 
 
 def _if_match(request: Request) -> int | None:
@@ -117,8 +117,10 @@ async def _metadata(request: Request) -> Result:
 async def _search_get(request: Request) -> Result:
     type_ = _type(request, "search-type")
     strict = prefer(request.headers.get("prefer")).get("handling") == "strict"
-    params = authz.search_params(authz.principal_of(request), type_, _params(request))
-    return await run_in_threadpool(search.search, _ctx(request), type_, params, strict=strict)
+    principal = authz.principal_of(request)
+    params = authz.search_params(principal, type_, _params(request))
+    return await run_in_threadpool(search.search, _ctx(request), type_, params, strict=strict,
+                                   policy=authz.search_policy(principal))
 
 
 async def _search_post(request: Request) -> Result:
@@ -128,9 +130,11 @@ async def _search_post(request: Request) -> Result:
         raise FHIRError(415, "not-supported", "POST _search takes application/x-www-form-urlencoded")
     body = (await request.body()).decode("utf-8", errors="replace")
     params = _params(request) + parse_qsl(body, keep_blank_values=True)
-    params = authz.search_params(authz.principal_of(request), type_, params)
+    principal = authz.principal_of(request)
+    params = authz.search_params(principal, type_, params)
     strict = prefer(request.headers.get("prefer")).get("handling") == "strict"
-    return await run_in_threadpool(search.search, _ctx(request), type_, params, strict=strict)
+    return await run_in_threadpool(search.search, _ctx(request), type_, params, strict=strict,
+                                   policy=authz.search_policy(principal))
 
 
 def _not_modified(request: Request, result: Result) -> bool:
@@ -155,7 +159,7 @@ def _not_modified(request: Request, result: Result) -> bool:
 async def _read(request: Request) -> Result:
     type_ = _type(request, "read")
     result = await run_in_threadpool(crud.read, _ctx(request), type_, request.path_params["id"])
-    authz.check_visible(authz.principal_of(request), type_, result.raw)
+    await authz.check_visible_in(_ctx(request), authz.principal_of(request), type_, result.raw)
     if _not_modified(request, result):
         return Result(304, None, result.version)
     return result
@@ -166,7 +170,7 @@ async def _vread(request: Request) -> Result:
     p = request.path_params
     result = await run_in_threadpool(crud.vread, _ctx(request), type_, p["id"], p["vid"])
     await _check_current(request, type_, "vread")
-    authz.check_visible(authz.principal_of(request), type_, result.raw, "vread")
+    await authz.check_visible_in(_ctx(request), authz.principal_of(request), type_, result.raw, "vread")
     return result
 
 

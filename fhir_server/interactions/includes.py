@@ -6,6 +6,10 @@ the same extraction as the index (so they agree with what ``_include`` would mat
 includes search the source type's index for references to the page.  Nothing is dropped
 silently: when a page would include more than :data:`MAX_INCLUDED` resources, the first ones
 are returned and a warning ``OperationOutcome`` (``search.mode = outcome``) says so.
+
+Under an :class:`~fhir_server.security.policy.AccessPolicy` the reverse searches are ANDed with the
+principal's mandatory parameters for the source type (so hidden sources neither appear nor use up
+the limit) and every resource read for inclusion must pass ``allows``.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from typing import Any
 
 from fhir_server.context import ServerContext
 from fhir_server.errors import Issue, bad_request
+from fhir_server.security.policy import AccessPolicy
 from search.params import reference
 from search.params.base import IndexContext
-from search.query import CompiledSearch
+from search.query import CompiledSearch, compile_search
 
 MAX_INCLUDED = 1000
 MAX_ROUNDS = 4  # :iterate depth (each round follows one more hop)
@@ -103,8 +108,20 @@ def _forward(ctx: ServerContext, spec: IncludeSpec, pool: list[dict[str, Any]]) 
     return wanted
 
 
+def _policy_filter(ctx: ServerContext, source: str, policy: AccessPolicy | None) -> list[dict[str, Any]] | None:
+    """ES clauses of the principal's mandatory parameters on ``source``; None = nothing of it is visible."""
+    if policy is None:
+        return []
+    mandatory = policy.params(source)
+    if mandatory is None:
+        return None
+    if not mandatory:
+        return []
+    return [compile_search(ctx.search_parameters, source, mandatory, base_url=ctx.base_url, strict=True).query]
+
+
 def _reverse(ctx: ServerContext, spec: IncludeSpec, pool: list[dict[str, Any]],
-             limit: int) -> tuple[dict[str, set[str]], bool]:
+             limit: int, policy: AccessPolicy | None) -> tuple[dict[str, set[str]], bool]:
     """Sources referring to the pool; ``True`` when more than ``limit`` exist."""
     wanted: dict[str, set[str]] = defaultdict(set)
     truncated = False
@@ -113,6 +130,9 @@ def _reverse(ctx: ServerContext, spec: IncludeSpec, pool: list[dict[str, Any]],
         by_type[res["resourceType"]].append(f"{res['resourceType']}/{res['id']}")
     sources = ctx.indices.searchable_types() if spec.source == "*" else [spec.source]
     for source in sources:
+        restrict = _policy_filter(ctx, source, policy)
+        if restrict is None:
+            continue
         known = ctx.search_parameters.for_type(source)
         codes = _ref_params(ctx, source, spec.param)
         clauses = []
@@ -127,7 +147,8 @@ def _reverse(ctx: ServerContext, spec: IncludeSpec, pool: list[dict[str, Any]],
             continue
         resp = ctx.es.search(index=ctx.indices.alias(source), source=False, size=limit + 1, sort=[{"id": "asc"}],
                              track_total_hits=False,
-                             query={"bool": {"should": clauses, "minimum_should_match": 1}}).body
+                             query={"bool": {"should": clauses, "minimum_should_match": 1,
+                                             "filter": restrict}}).body
         hits = resp["hits"]["hits"]
         if len(hits) > limit:
             truncated = True
@@ -136,7 +157,8 @@ def _reverse(ctx: ServerContext, spec: IncludeSpec, pool: list[dict[str, Any]],
     return wanted, truncated
 
 
-def collect(ctx: ServerContext, type_: str, compiled: CompiledSearch, matches: list[dict[str, Any]]) -> IncludeResult:
+def collect(ctx: ServerContext, type_: str, compiled: CompiledSearch, matches: list[dict[str, Any]],
+            policy: AccessPolicy | None = None) -> IncludeResult:
     """The included resources of one page (``matches`` are the page's resources)."""
     result = IncludeResult()
     if not (compiled.includes or compiled.revincludes):
@@ -156,7 +178,7 @@ def collect(ctx: ServerContext, type_: str, compiled: CompiledSearch, matches: l
         for spec in revincludes:
             if round_ == 0 or spec.iterate:
                 room = MAX_INCLUDED - len(result.resources)
-                found, cut = _reverse(ctx, spec, pool, max(room, 0))
+                found, cut = _reverse(ctx, spec, pool, max(room, 0), policy)
                 truncated |= cut
                 for t, ids in found.items():
                     wanted[t] |= ids
@@ -166,11 +188,14 @@ def collect(ctx: ServerContext, type_: str, compiled: CompiledSearch, matches: l
             for stored in ctx.store.read_many(t, fresh).values() if fresh else []:
                 if stored.deleted or stored.content is None:
                     continue
+                resource = stored.resource()
+                if policy is not None and not policy.allows(resource):
+                    continue  # hidden: never included, never followed by :iterate
                 if len(result.resources) + len(new) >= MAX_INCLUDED:
                     truncated = True
                     break
                 seen.add((t, stored.id))
-                new.append(stored.resource())
+                new.append(resource)
         result.resources += new
         pool = new
         if not new or truncated or not any(s.iterate for s in (*includes, *revincludes)):

@@ -28,6 +28,7 @@ from elasticsearch import NotFoundError
 
 from fhir_server.context import ServerContext
 from fhir_server.errors import FHIRError, operation_outcome
+from fhir_server.security.policy import AccessPolicy
 from fhir_server.storage import format_instant, now_us
 from search.query import CompiledSearch, SearchError, compile_search, reverse_sort
 from search.summary import subset
@@ -43,10 +44,11 @@ TOTAL_EXACT_UP_TO = 10_000
 _TRANSPORT_PARAMS = {"_format", "_pretty", "_cursor"}
 
 
-def _compile(ctx: ServerContext, type_: str, params: list[tuple[str, str]], strict: bool) -> CompiledSearch:
+def _compile(ctx: ServerContext, type_: str, params: list[tuple[str, str]], strict: bool,
+             policy: AccessPolicy | None) -> CompiledSearch:
     try:
         return compile_search(ctx.search_parameters, type_, params, base_url=ctx.base_url, strict=strict,
-                              resolver=EsResolver(ctx))
+                              resolver=EsResolver(ctx, policy))
     except SearchError as exc:
         raise FHIRError(400, exc.code, exc.message, (exc.expression,) if exc.expression else ()) from exc
 
@@ -70,12 +72,15 @@ def _entry(ctx: ServerContext, resource: Any, type_: str, id_: str, mode: str) -
     return {"fullUrl": f"{ctx.base_url}/{type_}/{id_}", "resource": resource, "search": {"mode": mode}}
 
 
-def search(ctx: ServerContext, type_: str, raw_params: list[tuple[str, str]], *, strict: bool = False) -> Result:
+def search(ctx: ServerContext, type_: str, raw_params: list[tuple[str, str]], *, strict: bool = False,
+           policy: AccessPolicy | None = None) -> Result:
+    """``raw_params`` already carry the policy's parameters for ``type_`` (see ``authz.search_params``);
+    ``policy`` filters what the executor searches or reads besides: chains, ``_has``, ``_list``, includes."""
     cursor = decode_cursor(v) if (v := next((v for k, v in raw_params if k == "_cursor"), None)) else {}
     params = [(k, v) for k, v in raw_params if k not in _TRANSPORT_PARAMS]
     alias = ctx.indices.alias(type_)
     ctx.indexer.wait_until_indexed()  # before compiling: chains and _has read the index too
-    compiled = _compile(ctx, type_, params, strict)
+    compiled = _compile(ctx, type_, params, strict, policy)
     count = _count(ctx, compiled)
     backwards = cursor.get("dir") == "prev"
 
@@ -124,7 +129,7 @@ def search(ctx: ServerContext, type_: str, raw_params: list[tuple[str, str]], *,
                 resource = subset(full, summary=compiled.summary, elements=compiled.elements) or full
         entries.append(_entry(ctx, resource, type_, stored.id, "match"))
 
-    included = includes.collect(ctx, type_, compiled, matched)
+    included = includes.collect(ctx, type_, compiled, matched, policy)
     for res in included.resources:
         shown = subset(res, summary=compiled.summary, elements=None) if compiled.summary in ("true", "data", "text") \
             else None

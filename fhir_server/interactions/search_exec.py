@@ -4,6 +4,11 @@ Inner searches are compiled with the same compiler (strict: an unknown chained p
 error, not silently ignored) and run without a point-in-time: they happen within the one
 request whose read-your-writes barrier has already passed.  Results larger than
 :data:`search.chain.MAX_IDS` are refused with ``too-costly`` rather than truncated.
+
+With an :class:`~fhir_server.security.policy.AccessPolicy`, every inner query is ANDed with the
+principal's mandatory parameters for its type (a type they may not search matches nothing) and a
+``_list`` is read only when the principal may see the List: a masked document cannot be detected
+through ``Patient?_has:DocumentReference:subject:...`` nor a hidden List enumerated through ``_list``.
 """
 
 from __future__ import annotations
@@ -12,8 +17,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from fhir_server.context import ServerContext
+from fhir_server.security.policy import AccessPolicy
 from search.chain import MAX_IDS
 from search.errors import SearchError
+from search.params.base import match_nothing
 from search.params.reference import parse_reference
 from search.query import compile_search
 
@@ -22,16 +29,20 @@ FIRST_TRY = 100
 
 
 class EsResolver:
-    def __init__(self, ctx: ServerContext) -> None:
+    def __init__(self, ctx: ServerContext, policy: AccessPolicy | None = None) -> None:
         self.ctx = ctx
+        self.policy = policy
 
     def served_types(self) -> Sequence[str]:
         return self.ctx.indices.searchable_types()
 
     def _query(self, resource_type: str, params: list[tuple[str, str]]) -> dict[str, Any]:
-        compiled = compile_search(self.ctx.search_parameters, resource_type, params,
+        mandatory = self.policy.params(resource_type) if self.policy is not None else []
+        compiled = compile_search(self.ctx.search_parameters, resource_type, params + (mandatory or []),
                                   base_url=self.ctx.base_url, strict=True, resolver=self)
-        if compiled.self_params != [p for p in params if p[1] != ""]:
+        if mandatory is None:  # validated above, but the principal sees none of this type
+            return match_nothing()
+        if compiled.self_params != [p for p in params + mandatory if p[1] != ""]:
             raise SearchError("result parameters (_sort, _count...) are not allowed inside a chain or _has",
                               params[0][0])
         return compiled.query
@@ -68,8 +79,11 @@ class EsResolver:
         stored = self.ctx.store.read("List", list_id)
         if stored is None or stored.deleted or stored.content is None:
             return []
+        resource = stored.resource()
+        if self.policy is not None and not self.policy.allows(resource):
+            return []  # as if it did not exist
         out: list[str] = []
-        for entry in stored.resource().get("entry") or []:
+        for entry in resource.get("entry") or []:
             ref = (entry.get("item") or {}).get("reference") if isinstance(entry, dict) else None
             if isinstance(ref, str):
                 norm, rtype, rid = parse_reference(ref, self.ctx.base_url)

@@ -1,25 +1,29 @@
 """Authorisation checks the HTTP adapters apply, from the principal set by the authentication middleware.
 
-With authentication off there is no principal and every check passes. Paths whose results cannot yet be
-filtered by the access policy (type and system history, `_include`/`_revinclude`, `_has`, chains) are
-refused (403) to patient- and user-context tokens rather than served unfiltered: a missing feature must
-never become a leak.
+With authentication off there is no principal and every check passes. Searches (chains, ``_has``,
+``_list``, ``_include``/``_revinclude`` included) are filtered by :class:`.policy.AccessPolicy`. Paths
+whose results cannot yet be filtered by the access policy (type and system history) are refused (403)
+to patient- and user-context tokens rather than served unfiltered: a missing feature must never become
+a leak.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from fhir_server.errors import FHIRError, not_found
 from fhir_server.interactions.result import Result
 
-from .policy import mandatory_params, visible
+from .binary_access import binary_visible
+from .policy import AccessPolicy, mandatory_params, visible
 from .tokens import Principal
 
-_UNFILTERED = ("_include", "_revinclude", "_has")
+if TYPE_CHECKING:
+    from fhir_server.context import ServerContext
 
 
 def principal_of(request: Request) -> Principal | None:
@@ -58,6 +62,19 @@ def check_visible(principal: Principal | None, resource_type: str, resource: dic
         raise not_found(f"{resource_type}/{data.get('id')} is not known")
 
 
+async def check_visible_in(ctx: ServerContext, principal: Principal | None, resource_type: str,
+                           resource: dict[str, Any] | bytes | None, interaction: str = "read") -> None:
+    """:func:`check_visible`, where a Binary follows its DocumentReference (a look-up: off the event loop)."""
+    if principal is None or resource is None:
+        return
+    if resource_type != "Binary":
+        check_visible(principal, resource_type, resource, interaction)
+        return
+    data = orjson.loads(resource) if isinstance(resource, bytes) else resource
+    if not await run_in_threadpool(binary_visible, ctx, principal, data, interaction):
+        raise not_found(f"Binary/{data.get('id')} is not known")
+
+
 def search_params(principal: Principal | None, resource_type: str,
                   params: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The client's parameters ANDed with the policy's mandatory ones."""
@@ -66,12 +83,12 @@ def search_params(principal: Principal | None, resource_type: str,
     mandatory = mandatory_params(principal, resource_type)
     if mandatory is None:
         raise _forbidden(f"The token's scopes do not grant search on {resource_type}")
-    if not is_system(principal, resource_type, "search-type"):
-        for name, _ in params:
-            base = name.split(":", 1)[0]
-            if base in _UNFILTERED or "." in base:
-                raise _forbidden(f"'{name}' is not yet available to patient- and user-context tokens")
     return params + mandatory
+
+
+def search_policy(principal: Principal | None) -> AccessPolicy | None:
+    """What the search executor ANDs to its inner queries and includes (None: no authentication)."""
+    return None if principal is None else AccessPolicy(principal)
 
 
 def check_writable(principal: Principal | None, resource_type: str, resource: dict[str, Any],

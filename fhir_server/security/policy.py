@@ -20,6 +20,7 @@ Rules:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from .tokens import Principal
@@ -124,3 +125,22 @@ def visible(principal: Principal, resource: dict[str, Any], interaction: str = "
         if (TRE_A07, hidden) in _labels(resource):
             return False
     return True
+
+
+@dataclass(frozen=True)
+class AccessPolicy:
+    """The principal's policy as the search executor applies it to every query it runs.
+
+    Inner chain, ``_has`` and ``_revinclude`` queries AND :meth:`params`; resources the executor reads
+    by id (forward includes, ``_list``) pass :meth:`allows`.  One object threaded through the
+    executor keeps it one code path: nothing the executor searches or reads escapes the policy.
+    """
+
+    principal: Principal
+
+    def params(self, resource_type: str) -> list[tuple[str, str]] | None:
+        """Parameters to AND to a search of ``resource_type``; None = the principal sees none of it."""
+        return mandatory_params(self.principal, resource_type)
+
+    def allows(self, resource: dict[str, Any]) -> bool:
+        return visible(self.principal, resource, "search-type")
