@@ -248,18 +248,21 @@ def _media(request: Request) -> str:
 
 async def _conditional_update(request: Request) -> Result:
     type_ = _type(request, "update")
-    # the matched resource is only known inside the write: until it is checked there, system tokens only
-    authz.require_system(authz.principal_of(request), type_, "update")
+    principal = authz.principal_of(request)
     resource = await read_resource(request, _ctx(request).settings.max_body_bytes)
+    authz.check_writable(principal, type_, resource, "update")
+    # the matched resource is only known inside the write: the guard checks it there
+    guard = authz.write_guard(principal, "update")
     return await run_in_threadpool(lambda: bundle.single(_ctx(request), "PUT", type_, query=request.url.query,
-                                                         resource=resource, if_match=_if_match(request)))
+                                                         resource=resource, if_match=_if_match(request),
+                                                         guard=guard))
 
 
 async def _conditional_delete(request: Request) -> Result:
     type_ = _type(request, "delete")
-    authz.require_system(authz.principal_of(request), type_, "delete")
+    guard = authz.write_guard(authz.principal_of(request), "delete")
     return await run_in_threadpool(lambda: bundle.single(_ctx(request), "DELETE", type_, query=request.url.query,
-                                                         if_match=_if_match(request)))
+                                                         if_match=_if_match(request), guard=guard))
 
 
 async def _patch_body(request: Request) -> Any:
@@ -281,13 +284,13 @@ async def _patch(request: Request) -> Result:
     id_ = request.path_params.get("id")
     if id_ is not None:
         await _check_current(request, type_, "patch")
-    else:
-        authz.require_system(authz.principal_of(request), type_, "patch")
+    guard = authz.write_guard(authz.principal_of(request), "patch")  # conditional match and patched result
     query = None if id_ is not None else request.url.query
     if isinstance(body, list) or _media(request) in patch.JSON_PATCH_TYPES:
         body = binary.make_binary("application/json-patch+json", orjson.dumps(body))
     return await run_in_threadpool(lambda: bundle.single(_ctx(request), "PATCH", type_, id_=id_, query=query,
-                                                         resource=body, if_match=_if_match(request)))
+                                                         resource=body, if_match=_if_match(request),
+                                                         guard=guard))
 
 
 _XML_ROOT = re.compile(rb"^(?:\s|<\?.*?\?>|<!--.*?-->)*<\s*([A-Za-z_][\w.:-]*)([^>]*)>", re.S)

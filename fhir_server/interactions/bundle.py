@@ -18,7 +18,7 @@ outcome separately.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -75,6 +75,8 @@ class Entry:
     original: dict[str, Any] | None = None  # the resource as sent (each attempt rewrites from it)
     new_id: str = field(default_factory=lambda: crud.new_id())  # stable across retries
     validated: tuple[bytes, list[Issue]] | None = None  # content validated outside the store unit
+    # the caller's access policy on stored resources (None: unrestricted): what it may not see never matches
+    guard: Callable[[dict[str, Any]], bool] | None = None
 
     def __post_init__(self) -> None:
         if self.original is None:
@@ -247,6 +249,19 @@ def _match(unit: WriteUnit, pending: _Pending, type_: str, criteria: list[condit
     return in_store | pending.match(type_, criteria)
 
 
+def _guarded(unit: WriteUnit, entry: Entry, type_: str, ids: set[str]) -> set[str]:
+    """Matches the caller may see: a resource hidden from them is never matched, as if it did not exist
+    (so a conditional write neither changes it nor reveals it through 412/200 versus 201/204)."""
+    if entry.guard is None:
+        return ids
+    kept = set()
+    for i in ids:
+        current = unit.current(type_, i)
+        if current is None or current.deleted or current.content is None or entry.guard(current.resource()):
+            kept.add(i)  # None: written earlier by this Bundle itself
+    return kept
+
+
 def _one(ids: set[str], type_: str, what: str) -> str | None:
     if len(ids) > 1:
         raise FHIRError(412, "multiple-matches", f"{what} matches {len(ids)} {type_} resources")
@@ -258,7 +273,8 @@ def _resolve_identity(ctx: ServerContext, unit: WriteUnit, entry: Entry, pending
     if entry.method == "POST":
         if entry.if_none_exist:
             criteria = conditional.parse_criteria(type_, entry.if_none_exist, "If-None-Exist")
-            found = _one(_match(unit, pending, type_, criteria), type_, f"If-None-Exist '{entry.if_none_exist}'")
+            found = _one(_guarded(unit, entry, type_, _match(unit, pending, type_, criteria)), type_,
+                         f"If-None-Exist '{entry.if_none_exist}'")
             if found is not None:
                 entry.target, entry.status = found, 200  # already there: nothing is written
                 return
@@ -267,7 +283,7 @@ def _resolve_identity(ctx: ServerContext, unit: WriteUnit, entry: Entry, pending
         entry.target = entry.id
     else:
         criteria = conditional.parse_criteria(type_, entry.query or "", f"{entry.where}.request.url")
-        found = _one(_match(unit, pending, type_, criteria), type_, f"'{entry.url}'")
+        found = _one(_guarded(unit, entry, type_, _match(unit, pending, type_, criteria)), type_, f"'{entry.url}'")
         rid = entry.resource.get("id") if entry.resource else None
         if entry.method == "PATCH":
             if found is None:
@@ -334,7 +350,8 @@ def _indexed(type_: str) -> bool:
 def _delete(ctx: ServerContext, unit: WriteUnit, entry: Entry, pending: _Pending) -> None:
     if entry.id is None:
         criteria = conditional.parse_criteria(entry.type, entry.query or "", f"{entry.where}.request.url")
-        entry.target = _one(conditional.match(unit, entry.type, criteria), entry.type, f"'{entry.url}'")
+        entry.target = _one(_guarded(unit, entry, entry.type, conditional.match(unit, entry.type, criteria)),
+                            entry.type, f"'{entry.url}'")
     else:
         entry.target = entry.id
     entry.status = 204
@@ -421,6 +438,8 @@ def _write(ctx: ServerContext, unit: WriteUnit, entry: Entry) -> None:
     if entry.if_match is not None and entry.if_match != current.version:
         raise VersionConflict(current.version)
     patched = patch.apply_patch(current.resource(), entry.resource, "")
+    if entry.guard is not None and not entry.guard(patched):
+        raise FHIRError(403, "forbidden", f"The patched {type_} would be outside what the token may patch")
     entry.issues = crud._validate(patched, ctx.settings)
     entry.stored = unit.put(type_, entry.target, patched, method="PATCH", if_match=current.version,
                             indexed=indexed)
@@ -578,14 +597,16 @@ def process(ctx: ServerContext, bundle: dict[str, Any], prefer_return: str | Non
 
 def single(ctx: ServerContext, method: str, type_: str, *, id_: str | None = None, query: str | None = None,
            resource: dict[str, Any] | None = None, if_match: int | None = None,
-           if_none_exist: str | None = None) -> Result:
+           if_none_exist: str | None = None, guard: Callable[[dict[str, Any]], bool] | None = None) -> Result:
     """One conditional create/update/delete or a PATCH, through the transaction path (same matching rules).
+
+    ``guard`` is the caller's access policy: resources it rejects are never matched (see :func:`_guarded`).
 
     Errors keep their plain form (no ``Bundle.entry`` prefix): the request was not a Bundle.
     """
     url = type_ + (f"/{id_}" if id_ else "") + (f"?{query}" if query else "")
     entry = Entry(0, method, url, type_, id=id_, query=query, resource=resource, if_match=if_match,
-                  if_none_exist=if_none_exist)
+                  if_none_exist=if_none_exist, guard=guard)
     try:
         _run_transaction(ctx, [entry])
     except FHIRError as err:

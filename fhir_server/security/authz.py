@@ -2,13 +2,14 @@
 
 With authentication off there is no principal and every check passes. Searches (chains, ``_has``,
 ``_list``, ``_include``/``_revinclude`` included) are filtered by :class:`.policy.AccessPolicy`. Paths
-whose results cannot yet be filtered by the access policy (type and system history) are refused (403)
+whose results cannot yet be filtered by the access policy (type and system history, Bundles) are refused (403)
 to patient- and user-context tokens rather than served unfiltered: a missing feature must never become
 a leak.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -84,6 +85,13 @@ def search_params(principal: Principal | None, resource_type: str,
     if mandatory is None:
         raise _forbidden(f"The token's scopes do not grant search on {resource_type}")
     return params + mandatory
+
+
+def write_guard(principal: Principal | None, interaction: str) -> Callable[[dict[str, Any]], bool] | None:
+    """The check a conditional write applies to the stored resources it matches (None: unrestricted)."""
+    if principal is None:
+        return None
+    return lambda resource: visible(principal, resource, interaction)
 
 
 def search_policy(principal: Principal | None) -> AccessPolicy | None:
