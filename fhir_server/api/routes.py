@@ -210,7 +210,7 @@ async def _history_instance(request: Request) -> Result:
     await _check_current(request, type_, "history-instance")
     result = await run_in_threadpool(history.history, _ctx(request), type_, request.path_params["id"],
                                      _history_params(request))
-    return authz.filter_history(authz.principal_of(request), result)
+    return await authz.filter_history_in(_ctx(request), authz.principal_of(request), type_, result)
 
 
 async def _validate_op(request: Request) -> Result:

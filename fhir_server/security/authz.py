@@ -106,6 +106,25 @@ def check_writable(principal: Principal | None, resource_type: str, resource: di
         raise _forbidden(f"This {resource_type} is outside what the token may {interaction}")
 
 
+async def filter_history_in(ctx: ServerContext, principal: Principal | None, resource_type: str,
+                            result: Result) -> Result:
+    """:func:`filter_history`, where each Binary version follows its DocumentReference (or securityContext).
+
+    The current version is not enough: a deleted Binary's earlier versions still hold the content.
+    """
+    if principal is None or result.body is None or resource_type != "Binary":
+        return filter_history(principal, result)
+    entries = result.body.get("entry", [])
+    versions = [e for e in entries if "resource" in e and await run_in_threadpool(
+        binary_visible, ctx, principal, e["resource"], "history-instance")]
+    if not versions:  # not even its deletions: the id itself is not revealed
+        raise not_found("This Binary is not known")
+    kept = [e for e in entries if "resource" not in e or any(e is v for v in versions)]
+    result.body.pop("total", None)
+    result.body["entry"] = kept
+    return result
+
+
 def filter_history(principal: Principal | None, result: Result) -> Result:
     """Drop history entries whose version the principal may not see (e.g. a version masked at the time)."""
     if principal is None or result.body is None:

@@ -66,3 +66,19 @@ def test_binary_follows_its_document(secured: RunningServer, issuer: DevIssuer, 
         for denied in (hidden, foreign, orphan):
             assert c.get(f"/Binary/{denied}").status_code == 404, denied
     assert world["admin"].get(f"/Binary/{orphan}").status_code == 200  # system context: unrestricted
+
+
+def test_deleted_binary_history_follows_its_document(secured: RunningServer, issuer: DevIssuer,
+                                                     world: dict[str, Any]) -> None:
+    masked = _binary(world, "masked then deleted")
+    plain = _binary(world, "plain then deleted")
+    _doc(world, world["p1"], f"Binary/{masked}", "MASQUE_PS")
+    _doc(world, world["p1"], f"Binary/{plain}")
+    for b in (masked, plain):
+        assert world["admin"].delete(f"/Binary/{b}").status_code == 204
+    with client_for(secured, issuer.mint("dr", "user/*.cruds", fhir_user="Practitioner/dr")) as c:
+        resp = c.get(f"/Binary/{masked}/_history")
+        assert resp.status_code == 404 and "masked then deleted" not in resp.text
+        assert c.get(f"/Binary/{masked}/_history/1").status_code == 404
+        shown = c.get(f"/Binary/{plain}/_history")
+        assert shown.status_code == 200 and len(shown.json()["entry"]) == 2  # the version and the deletion
