@@ -129,6 +129,7 @@ async def _search_post(request: Request) -> Result:
     if ctype not in ("application/x-www-form-urlencoded", ""):
         raise FHIRError(415, "not-supported", "POST _search takes application/x-www-form-urlencoded")
     body = (await request.body()).decode("utf-8", errors="replace")
+    audit_note(request.state, query="&".join(q for q in (request.url.query, body) if q))
     params = _params(request) + parse_qsl(body, keep_blank_values=True)
     principal = authz.principal_of(request)
     params = authz.search_params(principal, type_, params)

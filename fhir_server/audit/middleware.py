@@ -28,7 +28,7 @@ AUDIT_STATE = "audit"  # request.state.audit: what the route knows (content, bun
 
 
 def note(state: Any, **details: Any) -> None:
-    """Routes call this to add what only they know (``content=``, ``bundle=``) to the request's record."""
+    """Routes call this to add what only they know (``content=``, ``bundle=``, ``query=`` of a POST _search)."""
     current = getattr(state, AUDIT_STATE, None)
     if current is None:
         current = {}
@@ -48,7 +48,7 @@ class AuditMiddleware:
         client = scope.get("client")
         return AuditRecord(
             recorded_us=now_us(), method=scope["method"], path=scope["path"],
-            query=scope.get("query_string", b"").decode("latin-1"), status=status,
+            query=details.get("query") or scope.get("query_string", b"").decode("latin-1"), status=status,
             path_params={k: str(v) for k, v in scope["path_params"].items()} if scope.get("path_params")
             else params_from_path(scope["path"]),
             principal=state.get("principal"), address=client[0] if client else None,

@@ -108,6 +108,18 @@ def test_each_request_leaves_exactly_one_committed_record(srv: RunningServer, is
     assert f"Patient/{world['p1']}" in _refs(search)
 
 
+def test_post_search_records_its_form_body_as_the_query(srv: RunningServer, issuer: DevIssuer,
+                                                        world: dict[str, Any]) -> None:
+    dr = client(srv, issuer.mint("dr", "user/*.cruds", fhir_user="Practitioner/dr"))
+    resp = dr.post("/Immunization/_search", content=f"patient={world['p1']}",
+                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert resp.status_code == 200, resp.text
+    event = last_events(srv, 1)[0]
+    query = next(e for e in event["entity"] if "query" in e)
+    assert base64.b64decode(query["query"]).decode() == f"patient={world['p1']}"
+    assert f"Patient/{world['p1']}" in _refs(event)
+
+
 def test_writes_and_bundle_entries_are_traced(srv: RunningServer, world: dict[str, Any]) -> None:
     admin: httpx.Client = world["admin"]
     before = audit_count(srv)
