@@ -51,6 +51,7 @@ bench: venv
 	$(PY) bench/transactions.py $(BENCH_ARGS)
 	$(PY) bench/validate.py
 	$(PY) bench/search.py $(BENCH_ARGS)
+	$(PY) bench/audit.py
 
 # Build and tool caches; keeps .venv and the downloaded Elasticsearch (~/.cache/fhir-server).
 clean:

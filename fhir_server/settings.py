@@ -65,8 +65,15 @@ class Settings(BaseSettings):
 
     # Audit (fhir_server/audit): an AuditEvent per interaction. fail-closed holds each answer until its
     # record is committed (and refuses it if the record cannot be written); async does not wait.
-    audit: Literal["on", "off"] = "on"
+    # Unset: on whenever authentication is on (there is an identity to trace), off with FHIR_AUTH=off.
+    audit: Literal["on", "off"] | None = None
     audit_mode: Literal["fail-closed", "async"] = "fail-closed"
+
+    @property
+    def audit_enabled(self) -> bool:
+        if self.audit is None:
+            return self.auth == "jwt"
+        return self.audit == "on"
 
     @property
     def public_base(self) -> str:
