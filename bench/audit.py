@@ -34,18 +34,8 @@ from typing import Any
 import httpx
 import orjson
 
-try:
-    from bench._common import Environment, LoadResult, add_provisioning_args, log, parse_levels, print_table, run_token
-except ImportError:  # run as a script: bench/ is on sys.path, the repository root is not
-    from _common import (  # type: ignore[no-redef]
-        Environment,
-        LoadResult,
-        add_provisioning_args,
-        log,
-        parse_levels,
-        print_table,
-        run_token,
-    )
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository root
+from bench._common import Environment, LoadResult, add_provisioning_args, log, parse_levels, print_table, run_token
 
 FHIR_JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 CONFIGS: dict[str, dict[str, Any]] = {

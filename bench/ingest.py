@@ -18,52 +18,32 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 
-try:
-    from bench._common import (
-        DATASETS,
-        TYPES,
-        Environment,
-        LoadProcess,
-        LoadResult,
-        add_provisioning_args,
-        cap,
-        count_types,
-        log,
-        median_ms,
-        namespaced,
-        parse_levels,
-        print_errors,
-        print_table,
-        put_ops,
-        read_resources,
-        run_token,
-        wait_searchable,
-    )
-except ImportError:  # run as a script: bench/ is on sys.path, the repository root is not
-    from _common import (  # type: ignore[no-redef]
-        DATASETS,
-        TYPES,
-        Environment,
-        LoadProcess,
-        LoadResult,
-        add_provisioning_args,
-        cap,
-        count_types,
-        log,
-        median_ms,
-        namespaced,
-        parse_levels,
-        print_errors,
-        print_table,
-        put_ops,
-        read_resources,
-        run_token,
-        wait_searchable,
-    )
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository root
+from bench._common import (
+    DATASETS,
+    TYPES,
+    Environment,
+    LoadProcess,
+    LoadResult,
+    add_provisioning_args,
+    cap,
+    count_types,
+    log,
+    median_ms,
+    namespaced,
+    parse_levels,
+    print_errors,
+    print_table,
+    put_ops,
+    read_resources,
+    run_token,
+    wait_searchable,
+)
 
 RW_SYSTEM = "urn:bench:read-your-writes"
 

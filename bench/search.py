@@ -29,41 +29,27 @@ import argparse
 import random
 import sys
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
 import httpx
 
-try:
-    from bench._common import (
-        Environment,
-        LoadProcess,
-        LoadResult,
-        Op,
-        add_provisioning_args,
-        log,
-        parse_levels,
-        print_errors,
-        print_table,
-        put_ops,
-        run_token,
-        wait_searchable,
-    )
-except ImportError:  # run as a script: bench/ is on sys.path, the repository root is not
-    from _common import (  # type: ignore[no-redef]
-        Environment,
-        LoadProcess,
-        LoadResult,
-        Op,
-        add_provisioning_args,
-        log,
-        parse_levels,
-        print_errors,
-        print_table,
-        put_ops,
-        run_token,
-        wait_searchable,
-    )
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository root
+from bench._common import (
+    Environment,
+    LoadProcess,
+    LoadResult,
+    Op,
+    add_provisioning_args,
+    log,
+    parse_levels,
+    print_errors,
+    print_table,
+    put_ops,
+    run_token,
+    wait_searchable,
+)
 
 INS = "urn:oid:1.2.250.1.213.1.4.8"
 LOINC = "http://loinc.org"
