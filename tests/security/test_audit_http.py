@@ -16,34 +16,21 @@ import pytest
 
 from fhir_server.audit.events import interaction, patients_of_query
 from fhir_server.security.dev_issuer import DevIssuer
-from tests.conftest import make_settings
-from tests.harness import RunningServer, start_server
+from tests.harness import RunningServer
+from tests.security.support import client_for, start_secured
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
-@pytest.fixture(scope="module")
-def issuer(tmp_path_factory: pytest.TempPathFactory) -> DevIssuer:
-    dev = DevIssuer(tmp_path_factory.mktemp("issuer"))
-    dev.ensure_keys()
-    return dev
-
 
 @pytest.fixture(scope="module")
 def srv(es_url: str, tmp_path_factory: pytest.TempPathFactory, issuer: DevIssuer) -> Iterator[RunningServer]:
-    settings = make_settings(es_url, tmp_path_factory.mktemp("audit"), auth="jwt", auth_issuer=issuer.issuer,
-                             auth_audience=issuer.audience, auth_jwks_file=issuer.jwks_file,
-                             audit="on", audit_mode="fail-closed")
-    server = start_server(settings)
+    server = start_secured(es_url, tmp_path_factory.mktemp("audit"), issuer, audit="on", audit_mode="fail-closed")
     try:
         yield server
     finally:
         server.stop()
 
-
-def client(srv: RunningServer, token: str | None) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=srv.base_url, headers=headers, timeout=30)
 
 
 def audit_count(srv: RunningServer) -> int:
@@ -57,7 +44,7 @@ def last_events(srv: RunningServer, n: int) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def world(srv: RunningServer, issuer: DevIssuer) -> dict[str, Any]:
-    admin = client(srv, issuer.mint("backend", "system/*.cruds"))
+    admin = client_for(srv, issuer.mint("backend", "system/*.cruds"))
 
     def create(resource: dict[str, Any]) -> str:
         resp = admin.post(f"/{resource['resourceType']}", json=resource, headers=FHIR_JSON)
@@ -81,8 +68,8 @@ def _refs(event: dict[str, Any]) -> set[str]:
 
 def test_each_request_leaves_exactly_one_committed_record(srv: RunningServer, issuer: DevIssuer,
                                                          world: dict[str, Any]) -> None:
-    dr = client(srv, issuer.mint("dr", "user/*.cruds", fhir_user="Practitioner/dr"))
-    anon = client(srv, None)
+    dr = client_for(srv, issuer.mint("dr", "user/*.cruds", fhir_user="Practitioner/dr"))
+    anon = client_for(srv, None)
     cases = [
         (dr, "GET", f"/DocumentReference/{world['doc']}", 200, "read", "R", "0"),
         (dr, "GET", f"/DocumentReference?subject=Patient/{world['p1']}", 200, "search-type", "E", "0"),
@@ -110,7 +97,7 @@ def test_each_request_leaves_exactly_one_committed_record(srv: RunningServer, is
 
 def test_post_search_records_its_form_body_as_the_query(srv: RunningServer, issuer: DevIssuer,
                                                         world: dict[str, Any]) -> None:
-    dr = client(srv, issuer.mint("dr", "user/*.cruds", fhir_user="Practitioner/dr"))
+    dr = client_for(srv, issuer.mint("dr", "user/*.cruds", fhir_user="Practitioner/dr"))
     resp = dr.post("/Immunization/_search", content=f"patient={world['p1']}",
                    headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert resp.status_code == 200, resp.text
@@ -149,8 +136,9 @@ def test_writes_and_bundle_entries_are_traced(srv: RunningServer, world: dict[st
 
 def test_patient_lists_accesses_to_own_data_only(srv: RunningServer, issuer: DevIssuer,
                                                 world: dict[str, Any]) -> None:
-    p1 = client(srv, issuer.mint("patient-1", "patient/*.rs", patient=world["p1"], fhir_user=f"Patient/{world['p1']}"))
-    dr = client(srv, issuer.mint("dr2", "user/*.cruds", fhir_user="Practitioner/dr2"))
+    p1 = client_for(srv, issuer.mint("patient-1", "patient/*.rs", patient=world["p1"],
+                                     fhir_user=f"Patient/{world['p1']}"))
+    dr = client_for(srv, issuer.mint("dr2", "user/*.cruds", fhir_user="Practitioner/dr2"))
     assert dr.get(f"/DocumentReference/{world['doc']}").status_code == 200
     assert p1.get(f"/DocumentReference/{world['other']}").status_code == 404  # a probe of p2's data
     mine = p1.get("/AuditEvent", params={"patient": f"Patient/{world['p1']}", "_count": "1000"})

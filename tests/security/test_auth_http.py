@@ -17,33 +17,21 @@ import pytest
 
 from fhir_server.security.dev_issuer import DevIssuer
 from fhir_server.security.policy import TRE_A07
-from tests.conftest import make_settings
-from tests.harness import RunningServer, start_server
+from tests.harness import RunningServer
+from tests.security.support import client_for, start_secured
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
-@pytest.fixture(scope="module")
-def issuer(tmp_path_factory: pytest.TempPathFactory) -> DevIssuer:
-    dev = DevIssuer(tmp_path_factory.mktemp("issuer"))
-    dev.ensure_keys()
-    return dev
-
 
 @pytest.fixture(scope="module")
 def secured(es_url: str, tmp_path_factory: pytest.TempPathFactory, issuer: DevIssuer) -> Iterator[RunningServer]:
-    settings = make_settings(es_url, tmp_path_factory.mktemp("auth"), auth="jwt", auth_issuer=issuer.issuer,
-                             auth_audience=issuer.audience, auth_jwks_file=issuer.jwks_file)
-    srv = start_server(settings)
+    srv = start_secured(es_url, tmp_path_factory.mktemp("auth"), issuer)
     try:
         yield srv
     finally:
         srv.stop()
 
-
-def client_for(srv: RunningServer, token: str | None) -> httpx.Client:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    return httpx.Client(base_url=srv.base_url, headers=headers, timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import orjson
 
 from fhir_server.security.dev_issuer import DevIssuer
 from tests.harness import RunningServer
-from tests.security.test_auth_http import FHIR_JSON, client_for, issuer, secured, world
+from tests.security.test_auth_http import FHIR_JSON, client_for, secured, world
 
-__all__ = ["issuer", "secured", "world"]  # module fixtures shared with test_auth_http (one server here)
+__all__ = ["secured", "world"]  # module fixtures shared with test_auth_http (one server here)
 
 JSON_PATCH = {"Content-Type": "application/json-patch+json"}
 

@@ -13,9 +13,9 @@ import httpx
 from fhir_server.security.dev_issuer import DevIssuer
 from fhir_server.security.policy import TRE_A07
 from tests.harness import RunningServer
-from tests.security.test_auth_http import FHIR_JSON, client_for, ids, issuer, secured, world
+from tests.security.test_auth_http import FHIR_JSON, client_for, ids, secured, world
 
-__all__ = ["issuer", "secured", "world"]  # module fixtures shared with test_auth_http (one server here)
+__all__ = ["secured", "world"]  # module fixtures shared with test_auth_http (one server here)
 
 
 def _by_mode(resp: httpx.Response) -> dict[str, set[str]]:

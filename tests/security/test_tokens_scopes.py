@@ -20,13 +20,6 @@ from fhir_server.security.tokens import AuthError, TokenVerifier, bearer_token
 
 
 @pytest.fixture(scope="module")
-def issuer(tmp_path_factory: pytest.TempPathFactory) -> DevIssuer:
-    dev = DevIssuer(tmp_path_factory.mktemp("issuer"))
-    dev.ensure_keys()
-    return dev
-
-
-@pytest.fixture(scope="module")
 def verifier(issuer: DevIssuer) -> TokenVerifier:
     return TokenVerifier(issuer=issuer.issuer, audience=issuer.audience, jwks_file=issuer.jwks_file)
 
@@ -68,7 +61,7 @@ def test_invalid_tokens_are_refused(issuer: DevIssuer, verifier: TokenVerifier, 
         token = ".".join([h, *other_token.split(".")[1:]])
     elif mutate == "alg_none":
         token = jwt.encode({"iss": issuer.issuer, "aud": issuer.audience, "sub": "x", "exp": now + 60,
-                            "scope": "system/*.cruds"}, key=None, algorithm="none")
+                            "scope": "system/*.cruds"}, key="", algorithm="none")
     else:  # algorithm confusion: HMAC keyed with the public key text (built by hand; PyJWT refuses to)
         public = issuer.jwks_file.read_bytes()
         kid = json.loads(public)["keys"][0]["kid"]
