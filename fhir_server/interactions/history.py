@@ -47,7 +47,7 @@ def entry(ctx: ServerContext, v: StoredVersion) -> dict[str, Any]:
     if not v.deleted:
         e["resource"] = v.resource()
     request_url = url if v.method != "POST" else v.type
-    e["request"] = {"method": v.method if v.method != "PATCH" else "PATCH", "url": request_url}
+    e["request"] = {"method": v.method, "url": request_url}
     status = "201 Created" if v.version == 1 and not v.deleted else ("204 No Content" if v.deleted else "200 OK")
     e["response"] = {"status": status, "etag": f'W/"{v.version}"', "lastModified": format_instant(v.last_updated_us)}
     return e
