@@ -39,6 +39,8 @@ RESOURCE_TYPES: dict[str, ResourceType] = {
                      documentation="Document content (ITI-68 retrieve: raw bytes unless a FHIR format is asked)."),
         ResourceType("AuditEvent", interactions=("read", "vread", "search-type", "history-instance"),
                      documentation="Access trace (IHE BALP), written by the server only (fhir_server/audit)."),
+        ResourceType("Consent", documentation="A patient's opposition to access by a practitioner or organisation "
+                                              "(deny provision naming the actor), enforced on every path."),
     )
 }
 

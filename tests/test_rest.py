@@ -262,7 +262,8 @@ def test_capability_statement(client: httpx.Client) -> None:
     assert cs["resourceType"] == "CapabilityStatement"
     assert cs["fhirVersion"] == "4.0.1"
     types = {r["type"]: r for r in cs["rest"][0]["resource"]}
-    assert set(types) == {"Patient", "DocumentReference", "Immunization", "List", "Binary", "AuditEvent"}
+    assert set(types) == {"Patient", "DocumentReference", "Immunization", "List", "Binary", "AuditEvent",
+                          "Consent"}
     codes = {i["code"] for i in types["Patient"]["interaction"]}
     assert {"read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create",
             "search-type"} == codes

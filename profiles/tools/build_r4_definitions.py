@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOTS = ["Patient", "DocumentReference", "Immunization", "Binary", "List", "Bundle", "OperationOutcome",
+ROOTS = ["Patient", "DocumentReference", "Immunization", "Binary", "List", "Bundle", "OperationOutcome", "Consent",
          # resources the French profiles contain or reference inline (PDSm authors, custodians, sources)
          "Practitioner", "PractitionerRole", "Organization", "Device", "RelatedPerson",
          "Parameters", "Resource", "DomainResource", "Extension", "Narrative"]

@@ -25,7 +25,7 @@ DEFAULT_SOURCE = Path(__file__).resolve().parents[3] / "shared" / "data" / "r4-s
 DEFAULT_OUTPUT = Path(__file__).with_name("search-parameters.json")
 
 KEEP_BASES = frozenset({"Resource", "DomainResource", "Patient", "DocumentReference", "Immunization", "List", "Binary",
-                        "AuditEvent"})
+                        "AuditEvent", "Consent"})
 KEEP_FIELDS = (
     "code",
     "url",
