@@ -85,7 +85,9 @@ def create_app(build_context: Callable[[], ServerContext], settings: Settings | 
         routes=[*smart_routes, *build_routes()],
         middleware=[Middleware(AuditMiddleware, writer_of=lambda: audit_box[0],
                                mode=settings.audit_mode),
-                    Middleware(RequestLimitsMiddleware), Middleware(AuthenticationMiddleware, verifier=verifier)],
+                    Middleware(RequestLimitsMiddleware, max_url_bytes=settings.max_url_bytes,
+                               max_query_params=settings.max_query_params),
+                    Middleware(AuthenticationMiddleware, verifier=verifier)],
         lifespan=lifespan,
         exception_handlers={
             HTTPException: _http_error,

@@ -27,6 +27,12 @@ class ServerContext:
     indices: IndexManager
     indexer: Indexer
     search_parameters: SearchParameterRegistry
+    request_es: Elasticsearch | None = None
+
+    @property
+    def search_es(self) -> Elasticsearch:
+        """The client of searches made for a request: each call bounded by ``es_search_timeout_s``."""
+        return self.request_es if self.request_es is not None else self.es
 
     @property
     def base_url(self) -> str:
@@ -36,6 +42,8 @@ class ServerContext:
     def build(cls, settings: Settings, es_url: str, *, start_indexer: bool = True) -> ServerContext:
         store = open_store(settings.db_url)
         es = Elasticsearch(es_url, request_timeout=settings.es_timeout_s, retry_on_timeout=True, max_retries=2)
+        # what a search waits for: one bounded call, then 503 + Retry-After (writes, indexer, loads keep `es`)
+        request_es = es.options(request_timeout=settings.es_search_timeout_s, max_retries=0, retry_on_timeout=False)
         registry = SearchParameterRegistry.load_default()
         indices = IndexManager(es, registry, settings)
         indices.ensure_all()
@@ -46,7 +54,7 @@ class ServerContext:
             reindex_type(store, es, indices, builder, type_)
         if start_indexer:
             indexer.start()
-        return cls(settings, store, es, indices, indexer, registry)
+        return cls(settings, store, es, indices, indexer, registry, request_es)
 
     def close(self) -> None:
         self.indexer.stop()

@@ -36,6 +36,14 @@ class Settings(BaseSettings):
     port: int = 8080
     base_url: str | None = None  # public base for absolute links; default http://host:port/fhir
     max_body_bytes: int = 20 * 1024 * 1024
+    # Request-shape limits (fhir_server/api/limits.py): past them a clear OperationOutcome, never a slow request
+    max_url_bytes: int = 8192  # 414
+    max_query_params: int = 100  # URL query or POST _search form pairs: 400 too-costly
+    max_bundle_entries: int = 10_000  # transaction/batch Bundle.entry: 413 too-costly
+    max_chain_depth: int = 3  # links of a chained parameter (a.b.c.d = 3): 400 too-costly
+    max_has_depth: int = 2  # nested _has:...:_has:... : 400 too-costly
+    max_included: int = 1000  # _include/_revinclude resources per page (beyond: a warning, rest dropped)
+    es_search_timeout_s: float = 10.0  # one Elasticsearch call of a request; beyond: 503 + Retry-After
 
     # Search / paging
     default_count: int = 20

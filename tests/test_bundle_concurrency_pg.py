@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests import test_bundle_concurrency, test_conditional
+from tests import test_bundle_concurrency, test_conditional, test_conditional_general
 from tests.conftest import make_settings
 from tests.harness import RunningServer, start_server
 
@@ -43,6 +43,11 @@ def pg_server(es_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 def test_fifty_concurrent_conditional_creates_on_postgresql(pg_server: RunningServer) -> None:
     test_conditional.test_fifty_concurrent_identical_conditional_creates_make_one(pg_server)
+
+
+def test_fifty_concurrent_general_conditional_creates_on_postgresql(pg_server: RunningServer) -> None:
+    """Criteria locks are PostgreSQL advisory locks there (several server processes serialise too)."""
+    test_conditional_general.test_fifty_concurrent_conditional_creates_on_a_name_make_one(pg_server)
 
 
 def test_parallel_bundles_on_postgresql(pg_server: RunningServer) -> None:

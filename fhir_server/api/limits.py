@@ -1,16 +1,29 @@
-"""Request-shape limits checked before any routing or parsing: URL length and query parameter count.
+"""Request-shape limits: each a setting (``FHIR_MAX_*``), each refused with a clear OperationOutcome.
 
-A search with thousands of parameters or a megabyte URL is either a mistake or an attack; both get a
-clear OperationOutcome instead of reaching the query compiler. (Body size and JSON depth are checked
-where the body is read, in :mod:`fhir_server.api.content`.)
+A search with thousands of parameters, a megabyte URL, a ten-level chain or a Bundle of a million
+entries is either a mistake or an attack; both get a 4xx naming the limit (and the parameter or
+element at fault in ``expression``) instead of tying up the store or Elasticsearch.
+
+* URL length (414) and query parameter count (400 ``too-costly``): :class:`RequestLimitsMiddleware`,
+  before any routing or parsing;
+* search parameters (count of a POST ``_search`` form too, chain depth, ``_has`` nesting):
+  :func:`check_search_params`, on every search path (GET, POST ``_search``, Bundle GET entries);
+* Bundle entry count (413 ``too-costly``): :func:`check_bundle`, before any entry is processed;
+* body size and JSON/XML nesting depth: where the body is read, :mod:`fhir_server.api.content`;
+* ``_count`` is capped at ``max_count``; included resources per page at ``max_included`` (a warning
+  says what was left out); each Elasticsearch call at ``es_search_timeout_s`` (then 503 + ``Retry-After``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fhir_server.errors import FHIRError
+from fhir_server.settings import Settings
 
 MAX_URL_BYTES = 8192
 MAX_QUERY_PARAMS = 100
@@ -43,3 +56,34 @@ async def _refuse(send: Send, err: FHIRError) -> None:
                 "headers": [(b"content-type", b"application/fhir+json; charset=utf-8"),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
+
+
+def chain_depth(name: str) -> int:
+    """Links of a chained parameter name: ``subject:Patient.organization.name`` has 2."""
+    return name.count(".")
+
+
+def has_depth(name: str) -> int:
+    """Nesting of reverse chains: ``_has:A:p:_has:B:q:code`` has 2."""
+    return name.count("_has:")
+
+
+def check_search_params(params: Sequence[tuple[str, str]], settings: Settings) -> None:
+    """400 ``too-costly`` for a search whose parameters exceed the count, chain or ``_has`` limits."""
+    if len(params) > settings.max_query_params:
+        raise FHIRError(400, "too-costly", f"More than {settings.max_query_params} search parameters")
+    for name, _ in params:
+        if chain_depth(name) > settings.max_chain_depth:
+            raise FHIRError(400, "too-costly", f"Chain {name!r} is longer than {settings.max_chain_depth} links",
+                            (name,))
+        if has_depth(name) > settings.max_has_depth:
+            raise FHIRError(400, "too-costly", f"_has nested deeper than {settings.max_has_depth} levels in "
+                            f"{name!r}", (name,))
+
+
+def check_bundle(bundle: dict[str, Any], settings: Settings) -> None:
+    """413 ``too-costly`` for a Bundle with more entries than ``max_bundle_entries`` (checked before any work)."""
+    entries = bundle.get("entry")
+    if isinstance(entries, list) and len(entries) > settings.max_bundle_entries:
+        raise FHIRError(413, "too-costly", f"Bundle has {len(entries)} entries; at most "
+                        f"{settings.max_bundle_entries} are processed in one request", ("Bundle.entry",))

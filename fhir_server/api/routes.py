@@ -30,6 +30,7 @@ from fhir_server.registry import get_type
 from fhir_server.security import authz
 
 from .content import JSON_TYPES, XML_TYPES, parse_resource, read_body, read_resource, response_format
+from .limits import check_bundle
 from .responses import binary_response, error_response, es_error_response, prefer, result_response
 
 log = logging.getLogger(__name__)
@@ -237,6 +238,7 @@ async def _validate_op(request: Request) -> Result:
 async def _bundle(request: Request) -> Result:
     authz.require_system(authz.principal_of(request), "*", "create")
     body = await read_resource(request, _ctx(request).settings.max_body_bytes)
+    check_bundle(body, _ctx(request).settings)
     result = await run_in_threadpool(bundle.process, _ctx(request), body,
                                      prefer(request.headers.get("prefer")).get("return"))
     audit_note(request.state, bundle=(body, result.body or {}))
@@ -352,8 +354,17 @@ def _dispatch(table: dict[str, Handler]) -> Handler:
     return handle
 
 
+async def _openapi(request: Request) -> Response:
+    from .openapi import openapi_document
+
+    ctx = _ctx(request)
+    return Response(orjson.dumps(openapi_document(ctx.search_parameters, ctx.base_url)),
+                    media_type="application/json")
+
+
 def build_routes() -> list[Any]:
     return [
+        Route("/openapi.json", _openapi, methods=["GET"]),
         Route("/fhir/metadata", endpoint(_metadata), methods=["GET"]),
         Route("/fhir", endpoint(_bundle), methods=["POST"]),
         Route("/fhir/", endpoint(_bundle), methods=["POST"]),

@@ -221,8 +221,10 @@ class _Pending:
 
     keys: dict[tuple[str, str], set[MatchKey]] = field(default_factory=dict)
     deleted: set[tuple[str, str]] = field(default_factory=set)
+    # general criteria (conditional.Criteria.key) -> ids Elasticsearch held after the barrier
+    general: dict[str, set[str]] = field(default_factory=dict)
 
-    def match(self, type_: str, criteria: list[conditional.Criterion]) -> set[str]:
+    def match(self, type_: str, criteria: tuple[conditional.Criterion, ...]) -> set[str]:
         elements = conditional.elements_of(type_)
         out: set[str] | None = None
         for c in criteria:
@@ -241,9 +243,14 @@ class _Pending:
         return out or set()
 
 
-def _match(unit: WriteUnit, pending: _Pending, type_: str, criteria: list[conditional.Criterion]) -> set[str]:
-    in_store = conditional.match(unit, type_, criteria)
-    in_store -= {id_ for t, id_ in pending.deleted if t == type_}
+def _match(unit: WriteUnit, pending: _Pending, crit: conditional.Criteria) -> set[str]:
+    """Fast criteria: the store plus the Bundle's own entries; general ones: the committed state
+    (Elasticsearch after the barrier, re-read in the store), minus what the Bundle deletes."""
+    type_, deleted = crit.type, {id_ for t, id_ in pending.deleted if t == crit.type}
+    if crit.fast is None:
+        return conditional.verify(unit, type_, pending.general[crit.key]) - deleted
+    criteria = crit.fast
+    in_store = conditional.match(unit, type_, criteria) - deleted
     # a resource the Bundle rewrites matches by its new identifiers, not its stored ones
     in_store = {i for i in in_store if (type_, i) not in pending.keys}
     return in_store | pending.match(type_, criteria)
@@ -272,8 +279,8 @@ def _resolve_identity(ctx: ServerContext, unit: WriteUnit, entry: Entry, pending
     type_ = entry.type
     if entry.method == "POST":
         if entry.if_none_exist:
-            criteria = conditional.parse_criteria(type_, entry.if_none_exist, "If-None-Exist")
-            found = _one(_guarded(unit, entry, type_, _match(unit, pending, type_, criteria)), type_,
+            criteria = conditional.analyse(type_, entry.if_none_exist, "If-None-Exist")
+            found = _one(_guarded(unit, entry, type_, _match(unit, pending, criteria)), type_,
                          f"If-None-Exist '{entry.if_none_exist}'")
             if found is not None:
                 entry.target, entry.status = found, 200  # already there: nothing is written
@@ -282,8 +289,8 @@ def _resolve_identity(ctx: ServerContext, unit: WriteUnit, entry: Entry, pending
     elif entry.id is not None:
         entry.target = entry.id
     else:
-        criteria = conditional.parse_criteria(type_, entry.query or "", f"{entry.where}.request.url")
-        found = _one(_guarded(unit, entry, type_, _match(unit, pending, type_, criteria)), type_, f"'{entry.url}'")
+        criteria = conditional.analyse(type_, entry.query or "", f"{entry.where}.request.url")
+        found = _one(_guarded(unit, entry, type_, _match(unit, pending, criteria)), type_, f"'{entry.url}'")
         rid = entry.resource.get("id") if entry.resource else None
         if entry.method == "PATCH":
             if found is None:
@@ -330,8 +337,8 @@ def _reference_resolver(unit: WriteUnit, pending: _Pending, entry: Entry) -> Any
         type_ = m.group(1)
         if get_type(type_) is None:
             raise not_found(f"Conditional reference '{ref}': type {type_} is not served here")
-        criteria = conditional.parse_criteria(type_, m.group(2), entry.where)
-        ids = _match(unit, pending, type_, criteria)
+        criteria = conditional.analyse(type_, m.group(2), entry.where)
+        ids = _match(unit, pending, criteria)
         if not ids:
             raise not_found(f"Conditional reference '{ref}' matches no {type_}")
         found = _one(ids, type_, f"Conditional reference '{ref}'")
@@ -349,8 +356,9 @@ def _indexed(type_: str) -> bool:
 
 def _delete(ctx: ServerContext, unit: WriteUnit, entry: Entry, pending: _Pending) -> None:
     if entry.id is None:
-        criteria = conditional.parse_criteria(entry.type, entry.query or "", f"{entry.where}.request.url")
-        entry.target = _one(_guarded(unit, entry, entry.type, conditional.match(unit, entry.type, criteria)),
+        criteria = conditional.analyse(entry.type, entry.query or "", f"{entry.where}.request.url")
+        entry.target = _one(_guarded(unit, entry, entry.type, _match(unit, _Pending(general=pending.general),
+                                                                     criteria)),
                             entry.type, f"'{entry.url}'")
     else:
         entry.target = entry.id
@@ -475,8 +483,9 @@ def _read(ctx: ServerContext, unit: WriteUnit, entry: Entry) -> None:
     entry.type, entry.target, entry.stored, entry.status = type_, id_, stored, 200
 
 
-def _execute(ctx: ServerContext, unit: WriteUnit, entries: list[Entry]) -> None:
-    pending = _Pending()
+def _execute(ctx: ServerContext, unit: WriteUnit, entries: list[Entry],
+             general: dict[str, set[str]] | None = None) -> None:
+    pending = _Pending(general=general or {})
     unit.lock_resources([(e.type, e.id) for e in entries if e.id and e.method in ("PUT", "PATCH", "DELETE")])
     for e in entries:  # DELETE first
         if e.method == "DELETE" and e.status == 0:
@@ -515,18 +524,65 @@ def _execute(ctx: ServerContext, unit: WriteUnit, entries: list[Entry]) -> None:
                 _read(ctx, unit, e)
 
 
+def _conditional_urls(entries: list[Entry]) -> Iterator[tuple[Entry, str, str, str]]:
+    """(entry, type, criteria, where) of every conditional part of the Bundle: ifNoneExist, conditional
+    update/patch/delete urls and conditional references."""
+    def refs(node: Any) -> Iterator[str]:
+        if isinstance(node, dict):
+            ref = node.get("reference")
+            if isinstance(ref, str) and _CONDITIONAL_REF.match(ref):
+                yield ref
+            for v in node.values():
+                yield from refs(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from refs(v)
+
+    for e in entries:
+        if e.method == "POST" and e.if_none_exist:
+            yield e, e.type, e.if_none_exist, "If-None-Exist"
+        if e.method in ("PUT", "PATCH", "DELETE") and e.id is None and e.query is not None:
+            yield e, e.type, e.query, f"{e.where}.request.url"
+        if e.method in ("POST", "PUT"):
+            for ref in refs(e.original):
+                m = _CONDITIONAL_REF.match(ref)
+                assert m is not None
+                if get_type(m.group(1)) is not None:
+                    yield e, m.group(1), m.group(2), e.where
+
+
+def _general_criteria(ctx: ServerContext, entries: list[Entry]) -> dict[str, tuple[Entry, conditional.Criteria, str]]:
+    """General (non-identifier) criteria of the Bundle by lock key, checked now (400 before any write)."""
+    out: dict[str, tuple[Entry, conditional.Criteria, str]] = {}
+    for e, type_, query, where in _conditional_urls(entries):
+        with _at(e):
+            crit = conditional.analyse(type_, query, where)
+            if crit.fast is None and crit.key not in out:
+                conditional.check_general(ctx, crit, where)
+                out[crit.key] = (e, crit, where)
+    return out
+
+
 def _run_transaction(ctx: ServerContext, entries: list[Entry]) -> None:
+    general = _general_criteria(ctx, entries)
     _prevalidate(ctx, entries)
-    for attempt in range(ATTEMPTS):
-        for e in entries:
-            e.reset()
-        try:
-            with ctx.store.unit() as unit:
-                _execute(ctx, unit, entries)
-            return
-        except ConcurrentWrite as exc:
-            if attempt == ATTEMPTS - 1:
-                raise conflict(f"The transaction collided with concurrent writes ({exc}); retry") from exc
+    with conditional.locked(ctx, list(general)):
+        for attempt in range(ATTEMPTS):
+            for e in entries:
+                e.reset()
+            found: dict[str, set[str]] = {}
+            if general:  # under the criteria locks: every earlier conditional write is searchable
+                ctx.indexer.wait_until_indexed()
+                for key, (e, crit, where) in general.items():
+                    with _at(e):
+                        found[key] = conditional.search_general(ctx, crit, where)
+            try:
+                with ctx.store.unit() as unit:
+                    _execute(ctx, unit, entries, found)
+                return
+            except ConcurrentWrite as exc:
+                if attempt == ATTEMPTS - 1:
+                    raise conflict(f"The transaction collided with concurrent writes ({exc}); retry") from exc
 
 
 # -- responses -----------------------------------------------------------------------------------------

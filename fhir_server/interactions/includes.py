@@ -145,7 +145,7 @@ def _reverse(ctx: ServerContext, spec: IncludeSpec, pool: list[dict[str, Any]],
                 clauses.append({"terms": {f"sp.{code}.ref": refs}})
         if not clauses:
             continue
-        resp = ctx.es.search(index=ctx.indices.alias(source), source=False, size=limit + 1, sort=[{"id": "asc"}],
+        resp = ctx.search_es.search(index=ctx.indices.alias(source), source=False, size=limit + 1, sort=[{"id": "asc"}],
                              track_total_hits=False,
                              query={"bool": {"should": clauses, "minimum_should_match": 1,
                                              "filter": restrict}}).body
@@ -169,6 +169,7 @@ def collect(ctx: ServerContext, type_: str, compiled: CompiledSearch, matches: l
     seen: set[Key] = {(r["resourceType"], r["id"]) for r in matches}
     pool = matches
     truncated = False
+    max_included = ctx.settings.max_included  # FHIR_MAX_INCLUDED (default MAX_INCLUDED)
     for round_ in range(MAX_ROUNDS):
         wanted: dict[str, set[str]] = defaultdict(set)
         for spec in includes:
@@ -177,7 +178,7 @@ def collect(ctx: ServerContext, type_: str, compiled: CompiledSearch, matches: l
                     wanted[t] |= ids
         for spec in revincludes:
             if round_ == 0 or spec.iterate:
-                room = MAX_INCLUDED - len(result.resources)
+                room = max_included - len(result.resources)
                 found, cut = _reverse(ctx, spec, pool, max(room, 0), policy)
                 truncated |= cut
                 for t, ids in found.items():
@@ -191,7 +192,7 @@ def collect(ctx: ServerContext, type_: str, compiled: CompiledSearch, matches: l
                 resource = stored.resource()
                 if policy is not None and not policy.allows(resource):
                     continue  # hidden: never included, never followed by :iterate
-                if len(result.resources) + len(new) >= MAX_INCLUDED:
+                if len(result.resources) + len(new) >= max_included:
                     truncated = True
                     break
                 seen.add((t, stored.id))
@@ -202,6 +203,6 @@ def collect(ctx: ServerContext, type_: str, compiled: CompiledSearch, matches: l
             break
     if truncated:
         result.issues.append(Issue("warning", "too-costly",
-                                   f"more than {MAX_INCLUDED} resources to include on this page: only the first "
-                                   f"{MAX_INCLUDED} are included; use a smaller _count", ("_include",)))
+                                   f"more than {max_included} resources to include on this page: only the first "
+                                   f"{max_included} are included; use a smaller _count", ("_include",)))
     return result

@@ -26,6 +26,7 @@ from urllib.parse import urlencode
 import orjson
 from elasticsearch import NotFoundError
 
+from fhir_server.api.limits import check_search_params
 from fhir_server.context import ServerContext
 from fhir_server.errors import FHIRError, operation_outcome
 from fhir_server.security.policy import AccessPolicy
@@ -46,6 +47,7 @@ _TRANSPORT_PARAMS = {"_format", "_pretty", "_cursor"}
 
 def _compile(ctx: ServerContext, type_: str, params: list[tuple[str, str]], strict: bool,
              policy: AccessPolicy | None) -> CompiledSearch:
+    check_search_params(params, ctx.settings)
     try:
         return compile_search(ctx.search_parameters, type_, params, base_url=ctx.base_url, strict=strict,
                               resolver=EsResolver(ctx, policy))
@@ -62,10 +64,10 @@ def _count(ctx: ServerContext, compiled: CompiledSearch) -> int:
 def _run(ctx: ServerContext, alias: str, body: dict[str, Any], cursor: dict[str, Any]) -> dict[str, Any]:
     if cursor.get("pit"):
         try:
-            return ctx.es.search(**body, pit={"id": cursor["pit"], "keep_alive": PIT_KEEP_ALIVE}).body
+            return ctx.search_es.search(**body, pit={"id": cursor["pit"], "keep_alive": PIT_KEEP_ALIVE}).body
         except NotFoundError:
             cursor.pop("pit", None)  # snapshot expired: continue on current data, same order
-    return ctx.es.search(index=alias, **body).body
+    return ctx.search_es.search(index=alias, **body).body
 
 
 def _entry(ctx: ServerContext, resource: Any, type_: str, id_: str, mode: str) -> dict[str, Any]:
@@ -141,7 +143,7 @@ def search(ctx: ServerContext, type_: str, raw_params: list[tuple[str, str]], *,
     base = f"{ctx.base_url}/{type_}"
     links = [{"relation": "self", "url": f"{base}?{self_query}" if self_query else base}]
     if has_next or has_prev:
-        pit = cursor.get("pit") or ctx.es.open_point_in_time(index=alias, keep_alive=PIT_KEEP_ALIVE).body["id"]
+        pit = cursor.get("pit") or ctx.search_es.open_point_in_time(index=alias, keep_alive=PIT_KEEP_ALIVE).body["id"]
         sep = "&" if self_query else ""
         width = len(compiled.sort)
         for relation, hit, direction, wanted in (("next", hits[-1] if hits else None, "next", has_next),

@@ -51,7 +51,7 @@ class EsResolver:
         query = self._query(resource_type, params)
         hits: list[dict[str, Any]] = []
         for size in (FIRST_TRY, MAX_IDS + 1):  # most chains designate a few resources: ask small first
-            resp = self.ctx.es.search(index=self.ctx.indices.alias(resource_type), query=query, source=False,
+            resp = self.ctx.search_es.search(index=self.ctx.indices.alias(resource_type), query=query, source=False,
                                       size=size, track_total_hits=False, sort=["_doc"]).body
             hits = resp["hits"]["hits"]
             if len(hits) < size:
@@ -65,7 +65,7 @@ class EsResolver:
                        target_type: str) -> list[str]:
         query = self._query(source_type, params)
         field = f"sp.{ref_param}.ref"
-        resp = self.ctx.es.search(
+        resp = self.ctx.search_es.search(
             index=self.ctx.indices.alias(source_type), query=query, size=0, track_total_hits=False,
             aggs={"refs": {"terms": {"field": field, "include": f"{target_type}/.*", "size": MAX_IDS + 1}}},
         ).body
@@ -92,6 +92,6 @@ class EsResolver:
         return out
 
     def refers_to_type(self, source_type: str, ref_param: str, target_type: str) -> bool:
-        resp = self.ctx.es.search(index=self.ctx.indices.alias(source_type), size=0, track_total_hits=1,
+        resp = self.ctx.search_es.search(index=self.ctx.indices.alias(source_type), size=0, track_total_hits=1,
                                   terminate_after=1, query={"term": {f"sp.{ref_param}.type": target_type}}).body
         return bool(resp["hits"]["total"]["value"])

@@ -44,7 +44,7 @@ def _referenced_by_visible_document(ctx: ServerContext, principal: Principal, bi
     query = compile_search(ctx.search_parameters, "DocumentReference", [("location", urls), *mandatory],
                            base_url=ctx.base_url, strict=True).query
     ctx.indexer.wait_until_indexed()  # a document written just before its content is downloaded
-    resp = ctx.es.search(index=ctx.indices.alias("DocumentReference"), query=query, size=0,
+    resp = ctx.search_es.search(index=ctx.indices.alias("DocumentReference"), query=query, size=0,
                          track_total_hits=1, terminate_after=1).body
     return bool(resp["hits"]["total"]["value"])
 
