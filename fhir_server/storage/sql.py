@@ -238,6 +238,26 @@ class SQLResourceStore:
                 yield conn
 
     @contextmanager
+    def criteria_locks(self, keys: list[str]) -> Iterator[None]:
+        """Cross-process locks on normalised conditional criteria, held until the block ends.
+
+        PostgreSQL: session-level advisory locks on a connection of their own (autocommit,
+        so no transaction stays open), taken in the caller's order. SQLite serves one
+        process: the caller's in-process lock is enough.
+        """
+        if self.dialect == "sqlite" or not keys:
+            yield
+            return
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                for key in keys:
+                    conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": lock_id("\x01criteria", key)})
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock_all()"))
+
+    @contextmanager
     def unit(self) -> Iterator[SQLWriteUnit]:
         try:
             with self._write_conn() as conn:
