@@ -141,3 +141,32 @@ def test_master_identifier_is_never_stored_twice(client: httpx.Client) -> None:
     # once deleted, the masterIdentifier is free again
     assert client.delete(f"/DocumentReference/{doc['id']}").status_code == 204
     assert client.post("/DocumentReference", json=docref(master), headers=FHIR_JSON).status_code == 201
+
+
+def test_resources_stored_before_match_keys_are_matched(es_url: str, tmp_path: Any) -> None:
+    """A store whose resources predate the match_key rows: the server backfills them when it starts."""
+    from sqlalchemy import delete
+
+    from fhir_server.storage import open_store
+    from fhir_server.storage.schema import match_key
+    from tests.conftest import make_settings
+    from tests.harness import start_server
+
+    settings = make_settings(es_url, tmp_path)
+    sys = new_system()
+    store = open_store(settings.db_url)
+    with store.unit() as unit:
+        unit.put("Patient", "legacy", patient(sys, "old"), method="PUT")
+    with store.engine.begin() as conn:
+        conn.execute(delete(match_key))
+    store.dispose()
+    srv = start_server(settings)
+    try:
+        with httpx.Client(base_url=srv.base_url, timeout=30) as c:
+            resp = c.post("/Patient", json=patient(sys, "old"),
+                          headers={**FHIR_JSON, "If-None-Exist": f"identifier={sys}|old"})
+            assert resp.status_code == 200 and resp.json()["id"] == "legacy", resp.text
+            assert c.put(f"/Patient?identifier={sys}|old", json=patient(sys, "old", "Neuf"),
+                         headers=FHIR_JSON).json()["id"] == "legacy"
+    finally:
+        srv.stop()

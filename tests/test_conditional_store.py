@@ -87,3 +87,29 @@ def test_identifier_criteria_parse_round_trip(alts: list[tuple[str | None, str]]
     raw = ",".join(v if s is None else f"{s}|{v}" for s, v in alts)
     criteria = conditional.parse_criteria("Patient", urlencode({"identifier": raw}), "x")
     assert criteria == [conditional.Criterion("identifier", tuple(alts))]
+
+
+def _forget_keys(store: SQLResourceStore) -> None:  # noqa: F811
+    """What a store written before match keys (or before a key rule) looks like: no rows, no marker."""
+    from sqlalchemy import delete
+
+    from fhir_server.storage.schema import match_key
+
+    with store.engine.begin() as conn:
+        conn.execute(delete(match_key))
+
+
+def test_match_keys_are_backfilled_at_start_up(store: SQLResourceStore) -> None:  # noqa: F811
+    with store.unit() as unit:
+        unit.put("Patient", "old", _patient("legacy"), method="PUT")
+        unit.put("Patient", "gone", _patient("legacy-2"), method="PUT")
+        unit.delete("Patient", "gone")
+    _forget_keys(store)
+    with store.unit() as unit:
+        assert unit.match("Patient", ("identifier",), "urn:s", "legacy") == set()
+    store.create_schema()  # what every start does
+    with store.unit() as unit:
+        assert unit.match("Patient", ("identifier",), "urn:s", "legacy") == {"old"}
+        assert unit.match("Patient", ("identifier",), None, "legacy-2") == set()  # deleted: no keys
+    assert store.backfill_match_keys() == 0  # the marker makes later starts a no-op
+    assert store.backfill_match_keys(force=True) == 1

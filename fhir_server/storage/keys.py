@@ -21,6 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 KEY_ELEMENTS = ("identifier", "masterIdentifier")
+#: Version of the rules of :func:`extract_keys`. The store records the version its rows were derived with
+#: (a marker row in ``match_key``) and rebuilds the rows of every current resource at start-up when it
+#: differs, so resources stored before a rule existed (or before the table did) are still matched.
+#: Bump it whenever :func:`extract_keys` changes.
+RULES_VERSION = 1
+RULES_MARKER = ("$", "match-key-rules", "rules")  # (type, id, element) of the marker row
 UNIQUE_ELEMENTS: dict[str, tuple[str, ...]] = {"DocumentReference": ("masterIdentifier",)}
 MAX_PART = 255
 

@@ -25,7 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from .base import ConcurrentWrite, OutboxEntry, StoredVersion, VersionConflict
-from .keys import UNIQUE_ELEMENTS, MatchKey, UniqueKeyViolation, extract_keys, lock_id
+from .keys import RULES_MARKER, RULES_VERSION, UNIQUE_ELEMENTS, MatchKey, UniqueKeyViolation, extract_keys, lock_id
 from .schema import index_error, match_key, metadata, outbox, resource, resource_version
 
 _V = resource_version
@@ -226,6 +226,41 @@ class SQLResourceStore:
 
     def create_schema(self) -> None:
         metadata.create_all(self.engine)
+        self.backfill_match_keys()
+
+    def backfill_match_keys(self, force: bool = False, batch: int = 500) -> int:
+        """Derive the match keys of every current resource when they predate the current rules.
+
+        Runs at start-up (from :meth:`create_schema`): a no-op once the marker row holds
+        :data:`keys.RULES_VERSION`. A resource rewritten meanwhile is skipped (its writer
+        stored fresh keys). Returns the number of resources whose keys were rebuilt.
+        """
+        mk, (m_type, m_id, m_element) = match_key, RULES_MARKER
+        marker = (mk.c.type == m_type) & (mk.c.id == m_id) & (mk.c.element == m_element)
+        with self.engine.connect() as conn:
+            current = conn.execute(select(mk.c.value).where(marker)).scalar()
+            types = [r.type for r in conn.execute(select(resource.c.type).distinct())]
+        if current == str(RULES_VERSION) and not force:
+            return 0
+        done = 0
+        for type_ in types:
+            for versions in self.iter_current(type_, batch):
+                with self._write_conn() as conn:
+                    unit = SQLWriteUnit(conn, for_update=self.dialect != "sqlite")
+                    for v in versions:
+                        head = unit._head(type_, v.id)
+                        if head is None or head.seq != v.seq:
+                            continue
+                        unit._replace_keys(type_, v.id, extract_keys(v.resource()), True)
+                        done += 1
+        try:
+            with self._write_conn() as conn:
+                conn.execute(delete(mk).where(marker))
+                conn.execute(insert(mk).values(type=m_type, id=m_id, element=m_element, system="",
+                                               value=str(RULES_VERSION)))
+        except IntegrityError:
+            pass  # another process starting at the same time wrote it
+        return done
 
     def dispose(self) -> None:
         self.engine.dispose()
