@@ -1,4 +1,4 @@
-"""``reference`` parameters: ``Type/id``, bare ``id``, absolute URL, ``:Type``, ``:identifier``.
+"""``reference`` parameters: ``Type/id``, bare ``id``, absolute URL, ``:Type``, ``:identifier``, ``:text``.
 
 Index fields under ``sp.<code>``:
 
@@ -8,7 +8,9 @@ Index fields under ``sp.<code>``:
 * ``id``: the bare id of local references (``patient=123`` matches any target type);
 * ``type``: the target type when known (from the reference or ``Reference.type``);
 * ``identifier``: ``system|value`` (``|value`` without system) of ``Reference.identifier``;
-* ``identifier_value``: ``Reference.identifier.value``.
+* ``identifier_value``: ``Reference.identifier.value``;
+* ``display``: case/accent-folded ``Reference.display``, for ``:text`` (a starts-with on it, as
+  for token ``:text``; R4 defines ``:text`` for tokens, R5 extends it to ``Reference.display``).
 
 References to contained resources (``#id``) cannot be searched by id; instead the contained
 resource's type goes to ``type`` and its names and identifiers to ``contained_*`` fields, so
@@ -26,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from search.errors import SearchError
+from search.normalize import MAX_KEYWORD_CHARS, normalize_string
 from search.params.base import (
     KEYWORD,
     MAX_RAW_KEYWORD_CHARS,
@@ -43,9 +46,9 @@ from search.params.base import (
 )
 from search.registry import SearchParameter
 
-MODIFIERS = frozenset({"identifier"})  # plus :<Type>, checked against the targets
+MODIFIERS = frozenset({"identifier", "text"})  # plus :<Type>, checked against the targets
 
-FIELDS = ("ref", "id", "type", "identifier", "identifier_value",
+FIELDS = ("ref", "id", "type", "identifier", "identifier_value", "display",
           "contained_given", "contained_family", "contained_name", "contained_identifier")
 #: chained parameter -> (contained_* field, kind): the chains answered from contained targets.
 CONTAINED_CHAINS = {
@@ -131,6 +134,9 @@ def index(param: SearchParameter, values: Sequence[FhirValue], ctx: IndexContext
                     add(fields, "type", rtype or data["type"])
         elif isinstance(data.get("type"), str):
             add(fields, "type", data["type"])
+        display = data.get("display")
+        if isinstance(display, str) and (folded := normalize_string(display)[:MAX_KEYWORD_CHARS]):
+            add(fields, "display", folded)
         ident = data.get("identifier")
         if isinstance(ident, dict) and isinstance(ident.get("value"), str):
             add(fields, "identifier", f"{ident.get('system') or ''}|{ident['value']}")
@@ -141,8 +147,6 @@ def index(param: SearchParameter, values: Sequence[FhirValue], ctx: IndexContext
 def _index_contained(fields: Fields, target: dict[str, Any], contained: dict[str, dict[str, Any]]) -> None:
     """Names and identifiers of a contained target; a contained PractitionerRole (the PDSm author form)
     also contributes those of its contained ``practitioner``."""
-    from search.normalize import normalize_string  # local: keeps the module's import surface small
-
     if isinstance(target.get("resourceType"), str):
         add(fields, "type", target["resourceType"])
     practitioner = (target.get("practitioner") or {}).get("reference") if isinstance(
@@ -180,6 +184,13 @@ def _identifier(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
     raise SearchError(f"identifier value {raw!r} has neither a system nor a value", name)
 
 
+def _display(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
+    folded = normalize_string(unescape(raw))[:MAX_KEYWORD_CHARS]
+    if not folded:
+        raise SearchError("empty :text value", name)
+    return {"prefix": {field_name(param, "display"): folded}}
+
+
 def _check_type(param: SearchParameter, rtype: str, name: str) -> None:
     if param.target and rtype not in param.target:
         raise SearchError(f"{rtype} is not a target type of {param.code} ({', '.join(param.target)})", name)
@@ -209,6 +220,8 @@ def compile_query(
 ) -> dict[str, Any]:
     if modifier == "identifier":
         return any_of([_identifier(param, v, name) for v in values])
+    if modifier == "text":
+        return any_of([_display(param, v, name) for v in values])
     type_modifier = None
     if modifier is not None:
         if not re.fullmatch(_TYPE, modifier):

@@ -1,10 +1,17 @@
-"""``token`` parameters: ``code``, ``system|code``, ``|code``, ``system|``, ``:not``, ``:text``, ``:of-type``.
+"""``token`` parameters: ``code``, ``system|code``, ``|code``, ``system|``; ``:not``, ``:text``, ``:of-type``,
+``:in`` / ``:not-in`` (known value sets), ``:below`` / ``:above`` (subsumption in known code systems).
 
 Case rule ("when in doubt, servers SHOULD treat tokens in a case-insensitive manner"): codes
 of Codings, CodeableConcepts, ``code`` and ``boolean`` elements match case-insensitively,
 except in the code systems listed in :data:`CASE_SENSITIVE_SYSTEMS` (UCUM: ``mg`` vs ``Mg``);
-Identifier and ContactPoint values match exactly (case-sensitive, never accent-folded:
-folding identifiers is a known bug of other servers).  Systems are URIs: always exact.
+Identifier values match exactly (case-sensitive, never accent-folded: folding identifiers is
+a known bug of other servers); ContactPoint values (e-mail addresses...) match without regard
+to case, but are never accent-folded either.  Systems are URIs: always exact.
+
+Terminology (``definitions/``): ``:in`` / ``:not-in`` expand the French JDVs of
+``value-sets.json`` and the complete R4 expansions of ``terminology-r4.json``; ``:below`` /
+``:above`` walk the hierarchy of the R4 code systems of ``terminology-r4.json`` (the code
+itself included).  An unknown value set or code system is a 400, never an empty answer.
 
 Index fields under ``sp.<code>`` (keywords):
 
@@ -12,7 +19,8 @@ Index fields under ``sp.<code>`` (keywords):
 * ``system``: every system;
 * ``sys_code``: ``system|code`` for values that have both (one keyword, so a system and a
   code from *different* Codings never combine into a false match);
-* ``nosys``: codes that have no system (for ``|code``);
+* ``nosys``: codes that have no system (for ``|code``); a ``code`` element whose binding gives it
+  an implicit system (:func:`implicit_system`) is indexed both with that system and without;
 * ``text``: normalised CodeableConcept.text, Coding.display, Identifier.type.text (``:text``
   is a starts-with on it, like a string parameter);
 * ``of_type``: ``typeSystem|typeCode|value`` for Identifiers (``:of-type``);
@@ -49,15 +57,14 @@ from search.params.base import (
 )
 from search.registry import SearchParameter
 
-MODIFIERS = frozenset({"not", "text", "of-type", "in", "not-in"})
-_UNSUPPORTED = frozenset({"above", "below"})
+MODIFIERS = frozenset({"not", "text", "of-type", "in", "not-in", "below", "above"})
 
 FIELDS = ("code", "system", "sys_code", "nosys", "text", "of_type", "code_ci", "sys_code_ci", "nosys_ci")
 
 #: Code systems whose codes differ by case (matched exactly, never lower-cased).
 CASE_SENSITIVE_SYSTEMS = frozenset({"http://unitsofmeasure.org", "urn:ietf:bcp:13"})
 #: Value types whose token is an identifier-like value (exact match only).
-_EXACT_TYPES = frozenset({"Identifier", "ContactPoint"})
+_EXACT_TYPES = frozenset({"Identifier"})
 
 
 def mapping(param: SearchParameter) -> dict[str, Any]:
@@ -85,9 +92,21 @@ def _codings(value: FhirValue) -> Iterator[tuple[str | None, Any, str | None]]:
             yield data.get("system"), data.get("code", data.get("value")), data.get("display")
 
 
+def implicit_system(resource_type: str, code: str) -> str | None:
+    """The code system of a parameter on a ``code`` element bound to one system (``Patient.gender``)."""
+    system: str | None = _terminology()["implicitSystems"].get(resource_type, {}).get(code)
+    return system
+
+
 def index(param: SearchParameter, values: Sequence[FhirValue], ctx: IndexContext) -> Fields:
     fields: Fields = {}
+    implicit = implicit_system(ctx.resource_type, param.code)
     for value in values:
+        if implicit and isinstance(value.data, str):
+            # a code with an implicit system: searchable as system|code, and still as |code
+            for f, v in (("system", implicit), ("sys_code", f"{implicit}|{value.data}"),
+                         ("sys_code_ci", f"{implicit}|{value.data.lower()}")):
+                add(fields, f, v)
         for system, code, text in _codings(value):
             if code is not None and not isinstance(code, str):
                 ctx.skip(param, code, "code is not a string")
@@ -151,11 +170,65 @@ def _text(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
 
 
 @cache
+def _terminology() -> dict[str, Any]:
+    text = resources.files("search").joinpath("definitions/terminology-r4.json").read_text("utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+@cache
 def value_sets() -> dict[str, list[str]]:
     """``url -> ["system|code", ...]`` of the value sets ``:in`` / ``:not-in`` can expand (see definitions/)."""
     text = resources.files("search").joinpath("definitions/value-sets.json").read_text("utf-8")
-    sets: dict[str, list[str]] = json.loads(text)["valueSets"]
+    sets: dict[str, list[str]] = dict(json.loads(text)["valueSets"])
+    for url, by_system in _terminology()["valueSets"].items():
+        sets.setdefault(url, [f"{system}|{code}" for system, codes in by_system.items() for code in codes])
     return sets
+
+
+def code_systems() -> dict[str, dict[str, list[str]]]:
+    """``url -> {code: [parent codes]}`` of the code systems ``:below`` / ``:above`` know."""
+    systems: dict[str, dict[str, list[str]]] = _terminology()["codeSystems"]
+    return systems
+
+
+@cache
+def _children(system: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for code, parents in code_systems()[system].items():
+        for parent in parents:
+            out.setdefault(parent, []).append(code)
+    return out
+
+
+def subsumed(system: str, code: str, direction: str) -> list[str]:
+    """Codes of ``system`` below (subsumed by) or above (subsuming) ``code``, ``code`` first; KeyError if unknown."""
+    graph = _children(system) if direction == "below" else code_systems()[system]
+    out, todo = [code], [code]
+    while todo:
+        for nxt in graph.get(todo.pop(), []):
+            if nxt not in out:
+                out.append(nxt)
+                todo.append(nxt)
+    return out
+
+
+def _subsumption(param: SearchParameter, direction: str, raw: str, name: str) -> dict[str, Any]:
+    parts = split_escaped(raw, "|")
+    if len(parts) == 1 or not unescape(parts[0]):
+        raise SearchError(f":{direction} needs system|code (subsumption is defined within a code system), "
+                          f"got {raw!r}", name)
+    system, code = unescape(parts[0]), unescape("|".join(parts[1:]))
+    if system not in code_systems():
+        raise SearchError(f":{direction}: code system {system!r} is not known to this server (subsumption is "
+                          f"only evaluated in the {len(code_systems())} R4 code systems)", name)
+    if not code:
+        if direction == "above":
+            raise SearchError(":above needs a code", name)
+        return term(field_name(param, "system"), system)
+    codes = subsumed(system, code, direction)
+    return any_of([{"terms": {field_name(param, "sys_code"): [f"{system}|{c}" for c in codes]}},
+                   {"terms": {field_name(param, "sys_code_ci"): [f"{system}|{c.lower()}" for c in codes]}}])
 
 
 def _in(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
@@ -175,8 +248,8 @@ def _lower_code(system_code: str) -> str:
 def compile_query(
     param: SearchParameter, modifier: str | None, values: Sequence[str], ctx: QueryContext, name: str
 ) -> dict[str, Any]:
-    if modifier in _UNSUPPORTED:
-        raise SearchError(f"modifier :{modifier} (code system subsumption) is not supported", name)
+    if modifier in ("below", "above"):
+        return any_of([_subsumption(param, modifier, v, name) for v in values])
     if modifier in ("in", "not-in"):
         members = any_of([_in(param, v, name) for v in values])
         return members if modifier == "in" else none_of([members])

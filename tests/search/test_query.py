@@ -168,7 +168,9 @@ def test_unknown_parameters(registry: SearchParameterRegistry) -> None:
 @pytest.mark.parametrize(
     ("rt", "name", "value"),
     [
-        ("Patient", "family:text", "x"),  # no :text on strings in R4
+        ("Patient", "family:text", "-"),  # :text needs a word
+        ("Patient", "gender:below", "http://snomed.info/sct|1"),  # subsumption in an unknown code system
+        ("Patient", "gender:below", "male"),  # subsumption needs a system
         ("Patient", "family:below", "x"),
         ("Patient", "gender:in", "http://vs"),
         ("Patient", "gender:above", "x"),
