@@ -49,8 +49,9 @@ def test_url_longer_than_the_limit_is_414(http: httpx.Client) -> None:
 
 
 def test_too_many_query_parameters_is_400(http: httpx.Client) -> None:
-    params = [("name", f"n{i}") for i in range(11)]
-    assert http.get("/Patient", params=params[:10]).status_code == 200
+    params = "&".join(f"name=n{i}" for i in range(11))
+    within = "&".join(f"name=n{i}" for i in range(10))
+    assert http.get("/Patient", params=within).status_code == 200
     _issue(http.get("/Patient", params=params), 400, "too-costly")
 
 
@@ -99,7 +100,7 @@ def test_bundle_with_too_many_entries_is_413_naming_bundle_entry(http: httpx.Cli
 def test_included_resources_per_page_are_capped_with_a_warning(http: httpx.Client) -> None:
     patient = http.post("/Patient", json={"resourceType": "Patient", "name": [{"family": "Fanout"}]},
                         headers=FHIR_JSON).json()
-    for i in range(3):
+    for _ in range(3):
         doc = {"resourceType": "DocumentReference", "status": "current",
                "subject": {"reference": f"Patient/{patient['id']}"},
                "content": [{"attachment": {"contentType": "text/plain", "data": "aGVsbG8="}}]}
