@@ -9,6 +9,7 @@ import httpx
 from hypothesis import given
 from hypothesis import strategies as st
 
+from fhir_server.errors import FHIRError
 from fhir_server.interactions.patch import apply_fhirpath_patch, apply_json_patch
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
@@ -132,3 +133,99 @@ def test_json_patch_replace_round_trips(fields: dict[str, str], value: str) -> N
     back = apply_json_patch(out, [{"op": "remove", "path": "/gender"}] + (
         [{"op": "add", "path": "/gender", "value": fields["gender"]}] if "gender" in fields else []))
     assert back == res
+
+
+def _apply(res: dict[str, Any], *ops: dict[str, Any]) -> dict[str, Any]:
+    return apply_fhirpath_patch(res, params(*ops))
+
+
+def test_fhirpath_patch_paths_are_real_fhirpath() -> None:
+    res = {"resourceType": "Patient", "deceasedBoolean": False,
+           "name": [{"use": "usual", "family": "A", "given": ["x"]}, {"use": "official", "family": "B"}],
+           "contained": [{"resourceType": "Practitioner", "id": "p1", "name": [{"family": "Doc"}]}]}
+    out = _apply(res,
+                 op("replace", "Patient.name.where(use = 'official' and family.startsWith('B')).family",
+                    value=("valueString", "C")),
+                 op("replace", "Patient.name.given.last()", value=("valueString", "y")),
+                 op("replace", "Patient.contained.ofType(Practitioner).name.family", value=("valueString", "Dr")),
+                 op("replace", "Patient.deceased", value=("valueDateTime", "2020-01-01")))
+    assert out["name"][1]["family"] == "C" and out["name"][0]["given"] == ["y"]
+    assert out["contained"][0]["name"][0]["family"] == "Dr"
+    assert out["deceasedDateTime"] == "2020-01-01" and "deceasedBoolean" not in out  # choice type renamed
+
+
+def test_fhirpath_patch_complex_values_from_parts() -> None:
+    res = {"resourceType": "Patient", "identifier": [{"system": "s", "value": "1"}]}
+    coding = {"name": "coding", "part": [{"name": "code", "valueCode": "MR"}]}
+    ident = {"name": "value", "part": [{"name": "system", "valueUri": "urn:s2"}, {"name": "value", "valueString": "2"},
+                                       {"name": "type", "part": [coding, {"name": "text", "valueString": "t"}]}]}
+    out = _apply(res, {"name": "operation", "part": [{"name": "type", "valueCode": "add"},
+                                                     {"name": "path", "valueString": "Patient"},
+                                                     {"name": "name", "valueString": "identifier"}, ident]},
+                 {"name": "operation", "part": [{"name": "type", "valueCode": "insert"},
+                                                {"name": "path", "valueString": "Patient.identifier"},
+                                                {"name": "index", "valueInteger": 0}, ident]},
+                 op("add", "Patient", name=("valueString", "deceased"), value=("valueBoolean", True)),
+                 op("add", "Patient.identifier[0]", name=("valueString", "use"), value=("valueCode", "official")))
+    built = {"system": "urn:s2", "value": "2", "type": {"coding": [{"code": "MR"}], "text": "t"}}
+    assert out["identifier"] == [{**built, "use": "official"}, {"system": "s", "value": "1"}, built]
+    assert out["deceasedBoolean"] is True
+    # insert into a list that does not exist yet, then delete its only item: no empty array is left
+    out = _apply(res, op("insert", "Patient.name", index=("valueInteger", 0),
+                         value=("valueHumanName", {"family": "Neu"})))
+    assert out["name"] == [{"family": "Neu"}]
+    out = _apply(out, op("delete", "Patient.name[0].family"))
+    assert "name" not in out
+
+
+def test_fhirpath_patch_errors_are_400_or_422() -> None:
+    res = {"resourceType": "Patient", "gender": "male", "name": [{"family": "A"}, {"family": "B"}]}
+    cases: list[tuple[dict[str, Any], int]] = [
+        (op("replace", "Patient.name.family", value=("valueString", "x")), 422),  # 2 matches
+        (op("replace", "Patient.birthDate", value=("valueDate", "2000-01-01")), 422),  # 0 matches
+        (op("replace", "Patient.gender", value=("valueBoolean", True)), 422),  # type mismatch
+        (op("replace", "Patient.name[0]", value=("valueCoding", {"code": "x"})), 422),
+        (op("add", "Patient", name=("valueString", "nickname"), value=("valueString", "x")), 422),
+        (op("add", "Patient", name=("valueString", "gender"), value=("valueCode", "female")), 422),  # has one
+        (op("insert", "Patient.name", index=("valueInteger", 5), value=("valueHumanName", {})), 422),
+        (op("move", "Patient.name", source=("valueInteger", 0), destination=("valueInteger", 2)), 422),
+        (op("insert", "Patient.gender", index=("valueInteger", 0), value=("valueCode", "x")), 422),
+        (op("replace", "Patient.name.where(", value=("valueString", "x")), 400),  # not FHIRPath
+        (op("replace", "1 + 1", value=("valueInteger", 3)), 400),  # not an element
+        (op("frobnicate", "Patient.gender"), 400),
+        (op("replace", "Patient.gender"), 400),  # no value
+        (op("insert", "Patient.name", value=("valueHumanName", {})), 400),  # no index
+    ]
+    for operation, status in cases:
+        try:
+            _apply(res, operation)
+        except FHIRError as err:
+            assert err.status == status, (operation, err)
+            assert err.expression == ("Parameters.parameter[0]",), err.expression
+        else:
+            raise AssertionError(f"no error for {operation}")
+
+
+@given(st.lists(st.text(min_size=1, max_size=4), min_size=1, max_size=6), st.data())
+def test_insert_then_delete_round_trips(given_names: list[str], data: st.DataObject) -> None:
+    res = {"resourceType": "Patient", "name": [{"given": given_names}]}
+    index = data.draw(st.integers(0, len(given_names)))
+    out = _apply(res, op("insert", "Patient.name[0].given", index=("valueInteger", index),
+                         value=("valueString", "NEW")))
+    assert out["name"][0]["given"][index] == "NEW" and len(out["name"][0]["given"]) == len(given_names) + 1
+    back = _apply(out, op("delete", f"Patient.name[0].given[{index}]"))
+    assert back == res
+
+
+def test_fhirpath_patch_errors_over_http(client: httpx.Client) -> None:
+    p = client.post("/Patient", json={"resourceType": "Patient", "gender": "male"}, headers=FHIR_JSON).json()
+    bad = client.patch(f"/Patient/{p['id']}", json=params(op("replace", "Patient.name.where(",
+                                                                 value=("valueString", "x"))), headers=FHIR_JSON)
+    assert bad.status_code == 400 and bad.json()["issue"][0]["expression"] == ["Parameters.parameter[0]"]
+    wrong = client.patch(f"/Patient/{p['id']}", json=params(op("replace", "Patient.gender",
+                                                                   value=("valueBoolean", True))), headers=FHIR_JSON)
+    assert wrong.status_code == 422 and wrong.json()["resourceType"] == "OperationOutcome"
+    ok = client.patch(f"/Patient/{p['id']}", json=params(
+        op("add", "Patient", name=("valueString", "name"), value=("valueHumanName", {"family": "Roux"})),
+        op("replace", "Patient.gender", value=("valueCode", "female"))), headers=FHIR_JSON)
+    assert ok.status_code == 200 and ok.json()["name"] == [{"family": "Roux"}] and ok.json()["gender"] == "female"
