@@ -2,18 +2,29 @@
 
 Written straight from search.html for the Patient parameters the property test generates:
 string (``family``, ``given``: starts-with / ``:exact`` / ``:contains`` after case and accent
-folding), token (``gender``, ``identifier``: the four ``system|code`` forms, ``:not``,
-``:missing``, codes case-insensitive, identifiers exact) and date (``birthdate``: ranges from
+folding, ``:text``: every word of the query starts a word of the value), token (``gender``,
+``identifier``, ``email``, ``_security``: the four ``system|code`` forms, ``:not``, ``:missing``,
+codes and e-mail addresses case-insensitive, identifiers exact; ``gender`` carries the implicit system
+of its required binding; ``:in`` / ``:not-in`` on the administrative-gender value set; ``:below`` /
+``:above`` in a hand-copied part of the v3-ActReason hierarchy) and date (``birthdate``: ranges from
 precision, the nine prefixes as defined by the spec, ``ap`` excluded as it depends on the clock) and
-reference (``organization``: ``Type/id``, bare id, ``:Type``, ``:missing``).
+reference (``organization``: ``Type/id``, bare id, ``:Type``, ``:missing``; ``:text`` on the display).
 Its slowness and repetition are deliberate: it must be easy to check by reading.
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from datetime import date, timedelta
 from typing import Any
+
+GENDER = "http://hl7.org/fhir/administrative-gender"
+GENDER_VS = "http://hl7.org/fhir/ValueSet/administrative-gender"
+ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+#: child -> parent, from the v3-ActReason page of the R4 specification (PurposeOfUse branch)
+ACT_REASON_PARENT = {"TREAT": "PurposeOfUse", "ETREAT": "TREAT", "POPHLTH": "TREAT", "HRESCH": "PurposeOfUse",
+                     "CLINTRCH": "HRESCH", "HMARKT": "PurposeOfUse"}
 
 
 def fold(s: str) -> str:
@@ -29,7 +40,14 @@ def _names(resource: dict[str, Any], part: str) -> list[str]:
     return out
 
 
+def _words(s: str) -> list[str]:
+    return re.split(r"[^a-z0-9]+", fold(s))
+
+
 def match_string(values: list[str], modifier: str | None, query: str) -> bool:
+    if modifier == "text":
+        wanted = [w for w in _words(query) if w]
+        return any(all(any(word.startswith(w) for word in _words(v)) for w in wanted) for v in values)
     if modifier == "exact":
         return any(unicodedata.normalize("NFC", v) == unicodedata.normalize("NFC", query) for v in values)
     if modifier == "contains":
@@ -71,9 +89,32 @@ def match_date(stored: str | None, prefix: str, query: str) -> bool:
 
 def _tokens(resource: dict[str, Any], code: str) -> list[tuple[str | None, str, bool]]:
     """(system, value, case_sensitive) of each token value."""
-    if code == "gender":
-        return [(None, resource["gender"], False)] if resource.get("gender") else []
+    if code == "gender":  # a code: its system is implied by the binding, and it is also searchable without
+        return [(GENDER, resource["gender"], False), (None, resource["gender"], False)] if resource.get("gender") \
+            else []
+    if code == "email":
+        return [("email", t["value"], False) for t in resource.get("telecom", []) if t.get("system") == "email"]
+    if code == "_security":
+        return [(c["system"], c["code"], False) for c in resource.get("meta", {}).get("security", [])]
     return [(i.get("system"), i["value"], True) for i in resource.get("identifier", []) if i.get("value")]
+
+
+def _ancestors(code: str) -> list[str]:
+    out = [code]
+    while out[-1] in ACT_REASON_PARENT:
+        out.append(ACT_REASON_PARENT[out[-1]])
+    return out
+
+
+def match_subsumption(values: list[tuple[str | None, str, bool]], modifier: str, query: str) -> bool:
+    """``:below``: a value is the code or a descendant; ``:above``: a value is the code or an ancestor."""
+    system, code = query.split("|", 1)
+    for s, v, _ in values:
+        if s != system:
+            continue
+        if not code or (code in _ancestors(v) if modifier == "below" else v in _ancestors(code)):
+            return True
+    return False
 
 
 def match_token(values: list[tuple[str | None, str, bool]], query: str) -> bool:
@@ -91,6 +132,9 @@ def match_token(values: list[tuple[str | None, str, bool]], query: str) -> bool:
 
 
 def match_reference(resource: dict[str, Any], modifier: str | None, query: str) -> bool:
+    if modifier == "text":
+        display = (resource.get("managingOrganization") or {}).get("display")
+        return bool(display) and fold(display).startswith(fold(query))
     ref = (resource.get("managingOrganization") or {}).get("reference")
     if not ref:
         return False
@@ -105,7 +149,7 @@ def matches(resource: dict[str, Any], params: list[tuple[str, str]]) -> bool:
         code, _, modifier = name.partition(":")
         alternatives = value.split(",")
         if modifier == "missing":
-            present = bool(_tokens(resource, code) if code in ("gender", "identifier") else
+            present = bool(_tokens(resource, code) if code in ("gender", "identifier", "email", "_security") else
                            _names(resource, code) if code in ("family", "given") else
                            resource.get("managingOrganization") if code == "organization" else
                            resource.get("birthDate"))
@@ -114,7 +158,15 @@ def matches(resource: dict[str, Any], params: list[tuple[str, str]]) -> bool:
             continue
         if code in ("family", "given"):
             ok = any(match_string(_names(resource, code), modifier or None, q) for q in alternatives)
-        elif code in ("gender", "identifier"):
+        elif code in ("gender", "identifier", "email", "_security") and modifier in ("below", "above"):
+            ok = any(match_subsumption(_tokens(resource, code), modifier, q) for q in alternatives)
+        elif code in ("gender", "identifier", "email", "_security") and modifier in ("in", "not-in"):
+            assert alternatives == [GENDER_VS], alternatives
+            members = [f"{GENDER}|{g}" for g in ("male", "female", "other", "unknown")]
+            ok = any(match_token(_tokens(resource, code), q) for q in members)
+            if modifier == "not-in":
+                ok = not ok
+        elif code in ("gender", "identifier", "email", "_security"):
             ok = any(match_token(_tokens(resource, code), q) for q in alternatives)
             if modifier == "not":
                 ok = not ok

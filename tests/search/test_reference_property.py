@@ -19,12 +19,14 @@ from search.mapping import index_mapping, index_settings
 from search.query import compile_search
 from search.registry import SearchParameterRegistry
 from tests.search.conftest import BASE
-from tests.search.reference_matcher import matches
+from tests.search.reference_matcher import ACT_REASON, GENDER, GENDER_VS, matches
 
-LETTERS = ["a", "b", "é", "E", "è", "o", "ö", " "]
+LETTERS = ["a", "b", "é", "E", "è", "o", "ö", " ", "-"]
 word = st.text(alphabet=LETTERS, min_size=1, max_size=5).filter(lambda s: s.strip() != "")
 systems = st.sampled_from(["urn:s1", "urn:s2", None])
 id_values = st.sampled_from(["AB1", "ab1", "Ab1", "x9", "X9"])
+emails_ = ["jo@x.org", "Jo@X.org", "ann@y.fr"]
+ACT_REASON_CODES = ["PurposeOfUse", "TREAT", "ETREAT", "POPHLTH", "HRESCH", "CLINTRCH", "HMARKT"]
 genders = st.sampled_from(["male", "female", "other", "unknown", None])
 dates = st.one_of(
     st.integers(1999, 2001).map(str),
@@ -49,6 +51,14 @@ def patients(draw: st.DrawFn) -> dict[str, Any]:
         res["birthDate"] = draw(dates)
     if (org := draw(st.sampled_from(["1", "2", None]))) is not None:
         res["managingOrganization"] = {"reference": f"Organization/{org}"}
+        if draw(st.booleans()):
+            res["managingOrganization"]["display"] = draw(word)
+    emails = draw(st.lists(st.sampled_from(emails_), max_size=2))
+    if emails:
+        res["telecom"] = [{"system": "email", "value": e} for e in emails]
+    security = draw(st.lists(st.sampled_from(ACT_REASON_CODES), max_size=2))
+    if security:
+        res["meta"] = {"security": [{"system": ACT_REASON, "code": c} for c in security]}
     return res
 
 
@@ -58,27 +68,48 @@ def _token_query(draw: st.DrawFn) -> str:
     return {"code": v, "sys|code": f"{s}|{v}", "|code": f"|{v}", "sys|": f"{s}|"}[form]
 
 
+ALL_KINDS = ("string", "gender", "identifier", "date", "missing", "reference", "terminology", "email", "security")
+#: the modifiers added with terminology (:in, :below, :above), e-mail case and :text, drawn more often
+NEW_KINDS = ("terminology", "email", "security", "security", "string", "reference")
+
+
 @st.composite
-def criteria(draw: st.DrawFn) -> tuple[str, str]:
-    kind = draw(st.sampled_from(["string", "gender", "identifier", "date", "missing", "reference"]))
+def criteria(draw: st.DrawFn, kinds: tuple[str, ...] = ALL_KINDS) -> tuple[str, str]:
+    kind = draw(st.sampled_from(kinds))
+    if kind == "terminology":
+        modifier = draw(st.sampled_from([":in", ":not-in"]))
+        return "gender" + modifier, GENDER_VS
+    if kind == "email":
+        return "email" + draw(st.sampled_from(["", ":not"])), draw(st.sampled_from([*emails_, "email|JO@x.org"]))
+    if kind == "security":
+        modifier = draw(st.sampled_from(["", ":not", ":below", ":above"]))
+        code = draw(st.sampled_from([*ACT_REASON_CODES, ""] if modifier == ":below" else ACT_REASON_CODES))
+        return "_security" + modifier, f"{ACT_REASON}|{code}"
     if kind == "reference":
-        modifier = draw(st.sampled_from(["", ":Organization"]))
+        modifier = draw(st.sampled_from(["", ":Organization", ":text"]))
+        if modifier == ":text":
+            return "organization:text", draw(word)
         value = draw(st.sampled_from(["1", "2", "Organization/1", "Organization/2"] if not modifier else ["1", "2"]))
         return "organization" + modifier, value
     if kind == "string":
         code = draw(st.sampled_from(["family", "given"]))
-        modifier = draw(st.sampled_from(["", ":exact", ":contains"]))
-        return code + modifier, ",".join(draw(st.lists(word, min_size=1, max_size=2)))
+        modifier = draw(st.sampled_from(["", ":exact", ":contains", ":text"]))
+        values = draw(st.lists(word, min_size=1, max_size=2))
+        if modifier == ":text":  # :text needs a letter to search for
+            values = [v for v in values if any(c.isalpha() for c in v)] or ["a"]
+        return code + modifier, ",".join(values)
     if kind == "gender":
         modifier = draw(st.sampled_from(["", ":not"]))
-        value = draw(st.sampled_from(["male", "FEMALE", "Other", "unknown"]))
+        value = draw(st.sampled_from(["male", "FEMALE", "Other", "unknown", f"{GENDER}|female", f"{GENDER}|",
+                                      "|male"]))
         return "gender" + modifier, value
     if kind == "identifier":
         return "identifier" + draw(st.sampled_from(["", ":not"])), _token_query(draw)
     if kind == "date":
         prefix = draw(st.sampled_from(["", "eq", "ne", "gt", "lt", "ge", "le", "sa", "eb"]))
         return "birthdate", prefix + draw(dates)
-    code = draw(st.sampled_from(["family", "given", "gender", "identifier", "birthdate", "organization"]))
+    code = draw(st.sampled_from(["family", "given", "gender", "identifier", "birthdate", "organization", "email",
+                                 "_security"]))
     return f"{code}:missing", draw(st.sampled_from(["true", "false"]))
 
 
@@ -94,17 +125,33 @@ def es_index(es_url: str, registry: SearchParameterRegistry) -> Iterator[tuple[A
     es.close()
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(resources=st.lists(patients(), min_size=1, max_size=8), query=st.lists(criteria(), min_size=1, max_size=3))
 def test_es_agrees_with_reference_matcher(
     es_index: tuple[Any, str], registry: SearchParameterRegistry, builder: IndexDocumentBuilder,
     resources: list[dict[str, Any]], query: list[tuple[str, str]],
 ) -> None:
+    _compare(es_index, registry, builder, resources, query)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(resources=st.lists(patients(), min_size=2, max_size=8),
+       query=st.lists(criteria(NEW_KINDS), min_size=1, max_size=2))
+def test_es_agrees_on_terminology_and_text_modifiers(
+    es_index: tuple[Any, str], registry: SearchParameterRegistry, builder: IndexDocumentBuilder,
+    resources: list[dict[str, Any]], query: list[tuple[str, str]],
+) -> None:
+    _compare(es_index, registry, builder, resources, query)
+
+
+def _compare(es_index: tuple[Any, str], registry: SearchParameterRegistry, builder: IndexDocumentBuilder,
+             resources: list[dict[str, Any]], query: list[tuple[str, str]]) -> None:
     es, index = es_index
     batch = uuid.uuid4().hex[:8]
     ops: list[dict[str, Any]] = []
     for i, res in enumerate(resources):
-        res = {**res, "id": f"{batch}-{i}", "meta": {"versionId": "1", "lastUpdated": "2024-01-01T00:00:00Z"}}
+        res = {**res, "id": f"{batch}-{i}",
+               "meta": {**res.get("meta", {}), "versionId": "1", "lastUpdated": "2024-01-01T00:00:00Z"}}
         resources[i] = res
         ops += [{"index": {"_index": index, "_id": res["id"]}}, builder.build(res)]
     es.bulk(operations=ops, refresh=True)
