@@ -89,6 +89,7 @@ def endpoint(fn: Callable[[Request], Awaitable[Result]], *, write: bool = False)
         fmt = "json"
         try:
             fmt = response_format(request)
+            await authz.prepare(request)  # the caller's Consent oppositions, before any check
             result = await fn(request)
             audit_note(request.state, content=result.raw if result.raw is not None else result.body)
         except FHIRError as err:
@@ -197,14 +198,16 @@ def _history_params(request: Request) -> dict[str, str]:
 
 
 async def _history_system(request: Request) -> Result:
-    authz.require_system(authz.principal_of(request), "*", "history-system")
-    return await run_in_threadpool(history.history, _ctx(request), None, None, _history_params(request))
+    principal = authz.principal_of(request)
+    authz.require_any(principal, "history-system")
+    keep = authz.history_keep(_ctx(request), principal, None, "history-system")  # only what the caller may see
+    return await run_in_threadpool(history.history, _ctx(request), None, None, _history_params(request), keep)
 
 
 async def _history_type(request: Request) -> Result:
     type_ = _type(request, "history-type")
-    authz.require_system(authz.principal_of(request), type_, "history-type")
-    return await run_in_threadpool(history.history, _ctx(request), type_, None, _history_params(request))
+    keep = authz.history_keep(_ctx(request), authz.principal_of(request), type_, "history-type")
+    return await run_in_threadpool(history.history, _ctx(request), type_, None, _history_params(request), keep)
 
 
 async def _history_instance(request: Request) -> Result:
@@ -236,11 +239,12 @@ async def _validate_op(request: Request) -> Result:
 
 
 async def _bundle(request: Request) -> Result:
-    authz.require_system(authz.principal_of(request), "*", "create")
     body = await read_resource(request, _ctx(request).settings.max_body_bytes)
     check_bundle(body, _ctx(request).settings)
+    principal = authz.principal_of(request)  # each entry is authorised like its standalone request
+    access = authz.BundleAccess(_ctx(request), principal) if principal is not None else None
     result = await run_in_threadpool(bundle.process, _ctx(request), body,
-                                     prefer(request.headers.get("prefer")).get("return"))
+                                     prefer(request.headers.get("prefer")).get("return"), access)
     audit_note(request.state, bundle=(body, result.body or {}))
     return result
 
@@ -331,8 +335,9 @@ async def _create_dispatch(request: Request) -> Result:
     if_none_exist = request.headers.get("if-none-exist")
     if not if_none_exist:
         return await run_in_threadpool(crud.create, ctx, type_, resource)
+    guard = authz.write_guard(principal, "create")  # a hidden resource never matches If-None-Exist
     return await run_in_threadpool(lambda: bundle.single(ctx, "POST", type_, resource=resource,
-                                                         if_none_exist=if_none_exist))
+                                                         if_none_exist=if_none_exist, guard=guard))
 
 
 async def _read_dispatch(request: Request) -> Response:
@@ -341,6 +346,7 @@ async def _read_dispatch(request: Request) -> Response:
                                                                     request.headers.get("accept", "")):
         return await endpoint(_read)(request)
     try:
+        await authz.prepare(request)
         result = await _read(request)
     except FHIRError as err:
         return error_response(err)

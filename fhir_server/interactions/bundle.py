@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
 import orjson
@@ -51,6 +51,25 @@ _CONDITIONAL_REF = re.compile(r"^([A-Z][A-Za-z]+)\?(.+)$")
 _LITERAL = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/([A-Za-z0-9\-.]{1,64}))?$")
 
 
+class EntryAccess(Protocol):
+    """The caller's access policy, applied to each entry as to the equivalent standalone request.
+
+    The HTTP layer passes one in (``security.authz.BundleAccess``), so this module stays free of security."""
+
+    def authorize(self, type_: str, interaction: str, id_: str | None, vid: str | None,
+                  resource: dict[str, Any] | None) -> None:
+        """Before the entry runs, on committed state: 403 without a scope, 404 for a hidden target."""
+
+    def guard(self, interaction: str) -> Callable[[dict[str, Any]], bool]:
+        """Whether a stored resource may be matched, or a written one is within what the caller may see."""
+
+    def search(self, type_: str, params: list[tuple[str, str]]) -> Result:
+        """A GET search entry, filtered like the caller's own search."""
+
+
+_INTERACTION = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+
+
 @dataclass
 class Entry:
     """One request entry and, once processed, its outcome."""
@@ -77,6 +96,7 @@ class Entry:
     validated: tuple[bytes, list[Issue]] | None = None  # content validated outside the store unit
     # the caller's access policy on stored resources (None: unrestricted): what it may not see never matches
     guard: Callable[[dict[str, Any]], bool] | None = None
+    access: EntryAccess | None = None
 
     def __post_init__(self) -> None:
         if self.original is None:
@@ -423,11 +443,35 @@ def _dangling(entry: Entry) -> Any:
     return resolve
 
 
+def _check_content(entry: Entry, body: dict[str, Any]) -> None:
+    """What a Bundle entry writes (references rewritten) must stay within what the caller may see."""
+    if entry.access is not None and entry.guard is not None and not entry.guard(body):
+        raise FHIRError(403, "forbidden",
+                        f"This {entry.type} is outside what the token may {_INTERACTION[entry.method]}")
+
+
+def _authorize(ctx: ServerContext, entry: Entry) -> None:
+    """The entry's scopes and target, checked by the caller's access policy before anything runs."""
+    if entry.access is None or entry.method not in _ORDER:
+        return
+    if entry.method in ("GET", "HEAD"):
+        path = _relative(ctx, entry.url).partition("?")[0]
+        m = _LITERAL.match(path)
+        type_, id_, vid = (path.split("/")[0], None, None) if m is None else m.groups()
+        interaction = "search-type" if m is None else ("vread" if vid else "read")
+    else:
+        type_, id_, vid, interaction = entry.type, entry.id, None, _INTERACTION[entry.method]
+    if get_type(type_) is None:
+        return  # answered 404 when the entry runs, as a standalone request
+    entry.access.authorize(type_, interaction, id_, vid, entry.original)
+
+
 def _write(ctx: ServerContext, unit: WriteUnit, entry: Entry) -> None:
     assert entry.target is not None and entry.resource is not None
     type_, indexed = entry.type, _indexed(entry.type)
     if entry.method == "POST":
         body = {k: v for k, v in entry.resource.items() if k != "id"}
+        _check_content(entry, {**body, "id": entry.target})
         entry.issues = _validated(ctx, entry, {**body, "id": entry.target})
         body = mhd.externalize_inline_data(unit, body)  # ITI-105 inline data -> Binary
         entry.stored = unit.put(type_, entry.target, body, method="POST", must_not_exist=True, indexed=indexed)
@@ -435,6 +479,7 @@ def _write(ctx: ServerContext, unit: WriteUnit, entry: Entry) -> None:
         return
     if entry.method == "PUT":
         body = {**entry.resource, "id": entry.target}
+        _check_content(entry, body)
         entry.issues = _validated(ctx, entry, body)
         entry.stored = unit.put(type_, entry.target, body, method="PUT", if_match=entry.if_match, indexed=indexed)
         entry.status = 201 if entry.stored.version == 1 else 200
@@ -564,6 +609,9 @@ def _general_criteria(ctx: ServerContext, entries: list[Entry]) -> dict[str, tup
 
 
 def _run_transaction(ctx: ServerContext, entries: list[Entry]) -> None:
+    for e in entries:
+        with _at(e):
+            _authorize(ctx, e)
     general = _general_criteria(ctx, entries)
     _prevalidate(ctx, entries)
     with conditional.locked(ctx, list(general)):
@@ -590,7 +638,9 @@ def _run_transaction(ctx: ServerContext, entries: list[Entry]) -> None:
 def _response_entry(ctx: ServerContext, entry: Entry, prefer_return: str) -> dict[str, Any]:
     if entry.method in ("GET", "HEAD") and entry.query is not None and entry.status == 200 and entry.target is None:
         try:
-            result = search.search(ctx, entry.type, parse_qsl(entry.query, keep_blank_values=True))
+            params = parse_qsl(entry.query, keep_blank_values=True)
+            result = entry.access.search(entry.type, params) if entry.access is not None else search.search(
+                ctx, entry.type, params)
         except FHIRError as err:
             return {"response": {"status": str(err.status), "outcome": err.outcome()}}
         out: dict[str, Any] = {"response": {"status": "200 OK"}}
@@ -642,9 +692,15 @@ def batch(ctx: ServerContext, entries: list[Entry], prefer_return: str) -> Resul
     return Result(200, _bundle("batch-response", out))
 
 
-def process(ctx: ServerContext, bundle: dict[str, Any], prefer_return: str | None = None) -> Result:
-    """POST [base] with a batch or transaction Bundle."""
+def process(ctx: ServerContext, bundle: dict[str, Any], prefer_return: str | None = None,
+            access: EntryAccess | None = None) -> Result:
+    """POST [base] with a batch or transaction Bundle; ``access``: the caller's policy for each entry."""
     kind, entries = parse_bundle(ctx, bundle)
+    if access is not None:
+        for e in entries:
+            e.access = access
+            if e.method in _INTERACTION:
+                e.guard = access.guard(_INTERACTION[e.method])
     if kind == "transaction" and (bundle.get("meta") or {}).get("profile"):
         crud._validate(bundle, ctx.settings)  # e.g. the PDSm provide-bundle profile (closed entry slicing)
     mode = (prefer_return or "representation").lower()

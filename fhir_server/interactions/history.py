@@ -9,6 +9,7 @@ index scan at national scale.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -53,7 +54,38 @@ def entry(ctx: ServerContext, v: StoredVersion) -> dict[str, Any]:
     return e
 
 
-def history(ctx: ServerContext, type_: str | None, id_: str | None, params: dict[str, str]) -> Result:
+#: Most versions one page may read past when ``keep`` hides them (the page then ends early, with a next link).
+SCAN_BUDGET = 2000
+
+
+def _page(ctx: ServerContext, type_: str | None, id_: str | None, before: int | None, since: int | None,
+          count: int, keep: Callable[[StoredVersion], bool] | None) -> tuple[list[StoredVersion], int | None]:
+    """Up to ``count`` versions older than ``before`` that ``keep`` accepts, and the cursor of the next page.
+
+    Hidden versions are skipped while filling the page, so neither a page nor its links reveal them; at
+    most :data:`SCAN_BUDGET` are read per page (a shorter page with a next link past them, never a gap)."""
+    if count == 0:
+        return [], None
+    kept: list[StoredVersion] = []
+    scanned, last_seq = 0, before
+    while True:
+        batch = ctx.store.history(type_, id_, before_seq=last_seq, since_us=since, count=count + 1)
+        for v in batch:
+            last_seq = v.seq
+            scanned += 1
+            if keep is None or keep(v):
+                kept.append(v)
+                if len(kept) > count:
+                    return kept[:count], kept[count - 1].seq
+        if len(batch) < count + 1:
+            return kept, None
+        if keep is None or scanned >= SCAN_BUDGET:
+            return kept, last_seq
+
+
+def history(ctx: ServerContext, type_: str | None, id_: str | None, params: dict[str, str],
+            keep: Callable[[StoredVersion], bool] | None = None) -> Result:
+    """``keep`` is the caller's access policy on each version (None: every version is shown)."""
     if id_ is not None and type_ is not None and ctx.store.read(type_, id_) is None:
         raise not_found(f"{type_}/{id_} is not known")
     count = _count(ctx, params.get("_count"))
@@ -61,16 +93,14 @@ def history(ctx: ServerContext, type_: str | None, id_: str | None, params: dict
     before = None
     if "_cursor" in params:
         before = int(decode_cursor(params["_cursor"]).get("before", 0)) or None
-    versions = ctx.store.history(type_, id_, before_seq=before, since_us=since, count=count + 1)
-    has_next = len(versions) > count
-    versions = versions[:count]
+    versions, next_before = _page(ctx, type_, id_, before, since, count, keep)
     path = "/".join(p for p in (type_, id_) if p)
     base = f"{ctx.base_url}/{path}/_history" if path else f"{ctx.base_url}/_history"
     kept = [(k, v) for k, v in params.items() if k in _KNOWN and k != "_cursor"]
     self_params = kept + ([("_cursor", params["_cursor"])] if "_cursor" in params else [])
     links = [{"relation": "self", "url": base + ("?" + urlencode(self_params) if self_params else "")}]
-    if has_next and versions:
-        token = encode_cursor({"before": versions[-1].seq})
+    if next_before is not None:
+        token = encode_cursor({"before": next_before})
         links.append({"relation": "next", "url": base + "?" + urlencode([*kept, ("_cursor", token)])})
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",

@@ -115,9 +115,10 @@ def _policy_filter(ctx: ServerContext, source: str, policy: AccessPolicy | None)
     mandatory = policy.params(source)
     if mandatory is None:
         return None
-    if not mandatory:
-        return []
-    return [compile_search(ctx.search_parameters, source, mandatory, base_url=ctx.base_url, strict=True).query]
+    clauses = [compile_search(ctx.search_parameters, source, mandatory, base_url=ctx.base_url, strict=True).query] \
+        if mandatory else []
+    exclusion = policy.exclusion_clause(ctx.search_parameters, ctx.base_url, source)  # Consent oppositions
+    return clauses + ([{"bool": {"must_not": [exclusion]}}] if exclusion is not None else [])
 
 
 def _reverse(ctx: ServerContext, spec: IncludeSpec, pool: list[dict[str, Any]],

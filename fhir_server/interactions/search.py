@@ -83,6 +83,8 @@ def search(ctx: ServerContext, type_: str, raw_params: list[tuple[str, str]], *,
     alias = ctx.indices.alias(type_)
     ctx.indexer.wait_until_indexed()  # before compiling: chains and _has read the index too
     compiled = _compile(ctx, type_, params, strict, policy)
+    if policy is not None:  # Consent: excluded by a clause, not parameters (links must not name the patients)
+        compiled.query = policy.restrict(ctx.search_parameters, ctx.base_url, type_, compiled.query)
     count = _count(ctx, compiled)
     backwards = cursor.get("dir") == "prev"
 

@@ -45,6 +45,8 @@ class EsResolver:
         if compiled.self_params != [p for p in params + mandatory if p[1] != ""]:
             raise SearchError("result parameters (_sort, _count...) are not allowed inside a chain or _has",
                               params[0][0])
+        if self.policy is not None:  # Consent oppositions (policy.AccessPolicy.excluded)
+            return self.policy.restrict(self.ctx.search_parameters, self.ctx.base_url, resource_type, compiled.query)
         return compiled.query
 
     def matching_ids(self, resource_type: str, params: list[tuple[str, str]]) -> list[str]:

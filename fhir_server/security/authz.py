@@ -1,14 +1,15 @@
 """Authorisation checks the HTTP adapters apply, from the principal set by the authentication middleware.
 
 With authentication off there is no principal and every check passes. Searches (chains, ``_has``,
-``_list``, ``_include``/``_revinclude`` included) are filtered by :class:`.policy.AccessPolicy`. Paths
-whose results cannot yet be filtered by the access policy (type and system history, Bundles) are refused (403)
-to patient- and user-context tokens rather than served unfiltered: a missing feature must never become
-a leak.
+``_list``, ``_include``/``_revinclude`` included) are filtered by :class:`.policy.AccessPolicy`; history
+at every level keeps only the versions the principal may see; each batch or transaction entry is
+authorised like the equivalent standalone request (:class:`BundleAccess`). :func:`prepare` runs first on
+every request: it looks up the Consents that hide patients from a user-context token.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -20,11 +21,13 @@ from fhir_server.errors import FHIRError, not_found
 from fhir_server.interactions.result import Result
 
 from .binary_access import binary_visible
-from .policy import AccessPolicy, mandatory_params, visible
+from .consent import opposing_patients
+from .policy import AccessPolicy, mandatory_params, may_write, visible
 from .tokens import Principal
 
 if TYPE_CHECKING:
     from fhir_server.context import ServerContext
+    from fhir_server.storage import StoredVersion
 
 
 def principal_of(request: Request) -> Principal | None:
@@ -36,10 +39,33 @@ def _forbidden(msg: str) -> FHIRError:
     return FHIRError(403, "forbidden", msg)
 
 
+async def prepare(request: Request) -> None:
+    """Before any check of the request: the patients whose Consent denies a user-context principal.
+
+    Done once per request (off the event loop) and kept on the principal, so every later check, the
+    search executor's included, sees the same oppositions."""
+    principal = principal_of(request)
+    if principal is None or principal.opposed_by is not None or not any(
+            g.context == "user" for g in principal.scopes.grants):
+        return
+    ctx: ServerContext = request.app.state.ctx
+    opposed = await run_in_threadpool(opposing_patients, ctx, principal)
+    request.state.principal = dataclasses.replace(principal, opposed_by=opposed)
+
+
 def require(principal: Principal | None, resource_type: str, interaction: str) -> None:
-    """403 unless a scope grants ``interaction`` on ``resource_type``."""
+    """403 unless a scope grants ``interaction`` on ``resource_type`` (and, for Consent, the context may write it)."""
     if principal is not None and not principal.scopes.allows(resource_type, interaction):
         raise _forbidden(f"The token's scopes do not grant {interaction} on {resource_type}")
+    if principal is not None and not may_write(principal, resource_type, interaction):
+        raise _forbidden("Consent is written by the patient (patient context) or a backend (system context) only")
+
+
+def require_any(principal: Principal | None, interaction: str) -> None:
+    """403 unless some scope grants ``interaction`` on some type (system history: filtered per version)."""
+    if principal is not None and not any(principal.scopes.contexts_for(g.resource_type, interaction)
+                                         for g in principal.scopes.grants):
+        raise _forbidden(f"The token's scopes do not grant {interaction} on any type")
 
 
 def is_system(principal: Principal | None, resource_type: str, interaction: str) -> bool:
@@ -125,6 +151,30 @@ async def filter_history_in(ctx: ServerContext, principal: Principal | None, res
     return result
 
 
+def history_keep(ctx: ServerContext, principal: Principal | None, resource_type: str | None,
+                 interaction: str) -> Callable[[StoredVersion], bool] | None:
+    """Which versions of a type or system history the principal may see (None: all, no filtering).
+
+    A deletion has no content: it is shown only if the version it deleted is, so an id the principal may
+    not see never appears, not even as a deletion. A Binary follows its DocumentReference."""
+    if principal is None or is_system(principal, resource_type or "*", interaction):
+        return None
+
+    def keep(version: StoredVersion) -> bool:
+        shown = version
+        if version.deleted or version.content is None:
+            previous = ctx.store.vread(version.type, version.id, version.version - 1) if version.version > 1 else None
+            if previous is None or previous.deleted or previous.content is None:
+                return False
+            shown = previous
+        resource = shown.resource()
+        if shown.type == "Binary":
+            return binary_visible(ctx, principal, resource, interaction)
+        return visible(principal, resource, interaction)
+
+    return keep
+
+
 def filter_history(principal: Principal | None, result: Result) -> Result:
     """Drop history entries whose version the principal may not see (e.g. a version masked at the time)."""
     if principal is None or result.body is None:
@@ -135,3 +185,54 @@ def filter_history(principal: Principal | None, result: Result) -> Result:
         result.body.pop("total", None)  # a total would count what was withheld
     result.body["entry"] = kept
     return result
+
+
+class BundleAccess:
+    """The principal's policy for each batch or transaction entry (``bundle.EntryAccess``).
+
+    Every entry is authorised like the equivalent standalone request: scopes per type and interaction
+    (403), the stored resource it reads or changes must be visible (404, checked on committed state
+    before the store transaction, so a Binary's look-ups never run under the write lock), what it writes
+    must stay visible (403), conditional matches skip hidden resources, and GET searches carry the
+    policy's parameters and clauses."""
+
+    def __init__(self, ctx: ServerContext, principal: Principal) -> None:
+        self.ctx = ctx
+        self.principal = principal
+
+    def _sees(self, type_: str, resource: dict[str, Any], interaction: str) -> bool:
+        if type_ == "Binary":
+            return binary_visible(self.ctx, self.principal, resource, interaction)
+        return visible(self.principal, resource, interaction)
+
+    def _check_stored(self, type_: str, id_: str, vid: str | None, interaction: str) -> None:
+        current = self.ctx.store.read(type_, id_)
+        versions = [current]
+        if vid is not None:
+            versions.append(self.ctx.store.vread(type_, id_, int(vid)) if vid.isdigit() else None)
+        for v in versions:
+            if v is not None and not v.deleted and v.content is not None and not self._sees(
+                    type_, v.resource(), interaction):
+                raise not_found(f"{type_}/{id_} is not known")
+
+    def authorize(self, type_: str, interaction: str, id_: str | None, vid: str | None,
+                  resource: dict[str, Any] | None) -> None:
+        require(self.principal, type_, interaction)
+        if interaction == "search-type" and mandatory_params(self.principal, type_) is None:
+            raise _forbidden(f"The token's scopes do not grant search on {type_}")
+        if id_ is not None:
+            self._check_stored(type_, id_, vid, interaction)
+        # an ITI-65 replacement supersedes the document it names: that one must be visible too
+        for rel in (resource or {}).get("relatesTo") or [] if type_ == "DocumentReference" else []:
+            ref = ((rel.get("target") or {}).get("reference") if isinstance(rel, dict) else None) or ""
+            if isinstance(ref, str) and ref.startswith("DocumentReference/") and ref.count("/") == 1:
+                self._check_stored("DocumentReference", ref.split("/", 1)[1], None, "update")
+
+    def guard(self, interaction: str) -> Callable[[dict[str, Any]], bool]:
+        return lambda resource: visible(self.principal, resource, interaction)
+
+    def search(self, type_: str, params: list[tuple[str, str]]) -> Result:
+        from fhir_server.interactions import search  # the interaction layer imports this module's callers
+
+        return search.search(self.ctx, type_, search_params(self.principal, type_, params),
+                             policy=search_policy(self.principal))

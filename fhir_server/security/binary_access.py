@@ -19,7 +19,7 @@ from fhir_server.context import ServerContext
 from search.params.reference import parse_reference
 from search.query import compile_search
 
-from .policy import mandatory_params, visible
+from .policy import AccessPolicy, mandatory_params, visible
 from .tokens import Principal
 
 
@@ -43,6 +43,7 @@ def _referenced_by_visible_document(ctx: ServerContext, principal: Principal, bi
     urls = f"Binary/{binary_id},{ctx.base_url}/Binary/{binary_id}"
     query = compile_search(ctx.search_parameters, "DocumentReference", [("location", urls), *mandatory],
                            base_url=ctx.base_url, strict=True).query
+    query = AccessPolicy(principal).restrict(ctx.search_parameters, ctx.base_url, "DocumentReference", query)
     ctx.indexer.wait_until_indexed()  # a document written just before its content is downloaded
     resp = ctx.search_es.search(index=ctx.indices.alias("DocumentReference"), query=query, size=0,
                          track_total_hits=1, terminate_after=1).body

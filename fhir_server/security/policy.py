@@ -15,15 +15,24 @@ Rules:
 - **Masking** (PDSm4DMP, TRE_A07 StatutVisibiliteDocument): a DocumentReference labelled ``MASQUE_PS``
   is hidden from professionals (``user/`` context) and visible to the patient; ``INVISIBLE_PATIENT`` is
   hidden from the patient (and legal representatives) and visible to professionals.
+- **Consent** (``consent.py``): in ``user/`` context, the compartments of the patients whose active deny
+  Consent names the user or their organisation are hidden, their Patient resource included. Searches AND
+  the negation of :meth:`AccessPolicy.excluded` (an Elasticsearch clause, never a parameter: the self and
+  paging links must not list who opposed the user).
+- Consent is written only by the patient themself (patient context, own compartment) or a ``system/``
+  token: a professional cannot lift an opposition.
 - ``system/`` context (backend services) sees everything its scopes allow.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .tokens import Principal
+
+if TYPE_CHECKING:
+    from search.registry import SearchParameterRegistry
 
 TRE_A07 = "https://mos.esante.gouv.fr/NOS/TRE_A07-StatutVisibiliteDocument/FHIR/TRE-A07-StatutVisibiliteDocument"
 # PDSm examples misspell the system; both spellings carry the same meaning (french-profiles.md)
@@ -81,6 +90,36 @@ def in_patient_compartment(resource: dict[str, Any], patient_id: str) -> bool:
     return any(r == target or r.endswith("/" + target) for r in _references(values))
 
 
+def _compartment_patients(resource: dict[str, Any], candidates: frozenset[str]) -> bool:
+    """Whether ``resource`` is in the compartment of one of ``candidates`` (patient ids)."""
+    if not candidates:
+        return False
+    if resource.get("resourceType") == "Patient":
+        return resource.get("id") in candidates
+    return any(in_patient_compartment(resource, p) for p in candidates)
+
+
+class ConsentNotResolved(RuntimeError):
+    """A user-context decision was asked before the request looked up the user's oppositions: a bug, never
+    answered by guessing (which could leak an opposed patient's record)."""
+
+
+def opposed(principal: Principal) -> frozenset[str]:
+    if principal.opposed_by is None:
+        raise ConsentNotResolved("the Consent look-up did not run for this request (authz.prepare)")
+    return principal.opposed_by
+
+
+WRITE_INTERACTIONS = frozenset({"create", "update", "patch", "delete"})
+
+
+def may_write(principal: Principal, resource_type: str, interaction: str) -> bool:
+    """Consent is written by the patient (patient context) or a backend, never by a professional."""
+    if resource_type != "Consent" or interaction not in WRITE_INTERACTIONS:
+        return True
+    return _context(principal, resource_type, interaction) in ("patient", "system")
+
+
 def _context(principal: Principal, resource_type: str, interaction: str) -> str | None:
     """The context the principal acts in for this request: the least privileged that grants it."""
     contexts = principal.scopes.contexts_for(resource_type, interaction)
@@ -124,7 +163,8 @@ def visible(principal: Principal, resource: dict[str, Any], interaction: str = "
         hidden = INVISIBLE_TO_PATIENT if ctx == "patient" else MASKED_FOR_PROFESSIONALS
         if (TRE_A07, hidden) in _labels(resource):
             return False
-    return True
+    # Consent: a user opposed by the patient sees nothing of their compartment
+    return not (ctx == "user" and _compartment_patients(resource, opposed(principal)))
 
 
 @dataclass(frozen=True)
@@ -144,3 +184,31 @@ class AccessPolicy:
 
     def allows(self, resource: dict[str, Any]) -> bool:
         return visible(self.principal, resource, "search-type")
+
+    def excluded(self, resource_type: str) -> list[tuple[str, str]]:
+        """Parameters designating what :meth:`params` cannot exclude: the compartments of the patients who
+        opposed a user (Consent). The caller negates them (empty: nothing to exclude)."""
+        if _context(self.principal, resource_type, "search-type") != "user":
+            return []
+        patients = sorted(opposed(self.principal))
+        compartment = PATIENT_COMPARTMENT.get(resource_type)
+        if not patients or compartment is None:
+            return []
+        param = compartment[0]
+        return [(param, ",".join(p if param == "_id" else f"Patient/{p}" for p in patients))]
+
+    def restrict(self, registry: SearchParameterRegistry, base_url: str, resource_type: str,
+                 query: dict[str, Any]) -> dict[str, Any]:
+        """``query`` ANDed with the negation of :meth:`excluded`."""
+        exclusion = self.exclusion_clause(registry, base_url, resource_type)
+        return query if exclusion is None else {"bool": {"filter": [query], "must_not": [exclusion]}}
+
+    def exclusion_clause(self, registry: SearchParameterRegistry, base_url: str,
+                         resource_type: str) -> dict[str, Any] | None:
+        """The Elasticsearch clause matching :meth:`excluded` (None: nothing excluded)."""
+        from search.query import compile_search  # policy stays importable without the search stack
+
+        excluded = self.excluded(resource_type)
+        if not excluded:
+            return None
+        return compile_search(registry, resource_type, excluded, base_url=base_url, strict=True).query

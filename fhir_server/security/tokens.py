@@ -34,6 +34,14 @@ class Principal:
     fhir_user: str | None = None  # e.g. Practitioner/123
     client_id: str | None = None
     claims: tuple[tuple[str, Any], ...] = ()
+    # who the user acts for, besides ``fhir_user`` (claim ``organization``): ``Organization/456`` references
+    organizations: tuple[str, ...] = ()
+    # identifiers of the user and their organisations (claims ``identifier`` and ``organization`` in
+    # ``system|value`` form), e.g. an RPPS or FINESS number, matched by identifier-based Consent actors
+    identifiers: tuple[str, ...] = ()
+    # patients whose active deny Consent names this user (see consent.py); None = not looked up yet, which
+    # the policy refuses to guess in user context
+    opposed_by: frozenset[str] | None = None
 
 
 class TokenVerifier:
@@ -80,6 +88,7 @@ class TokenVerifier:
         scope = claims.get("scope") or claims.get("scp") or ""
         scopes = ScopeSet.parse(scope if isinstance(scope, str) else [str(s) for s in scope])
         patient = claims.get("patient")
+        orgs = _strings(claims.get("organization"))
         return Principal(
             subject=str(claims["sub"]),
             scopes=scopes,
@@ -87,7 +96,18 @@ class TokenVerifier:
             fhir_user=str(claims["fhirUser"]) if claims.get("fhirUser") else None,
             client_id=str(claims.get("client_id") or claims.get("azp") or "") or None,
             claims=tuple(sorted(claims.items())),
+            organizations=tuple(o for o in orgs if "|" not in o),
+            identifiers=tuple(i for i in (*_strings(claims.get("identifier")), *orgs) if "|" in i),
         )
+
+
+def _strings(value: Any) -> list[str]:
+    """A claim holding one string or a list of strings."""
+    if isinstance(value, str):
+        return [value] if value else []
+    if isinstance(value, list):
+        return [v for v in value if isinstance(v, str) and v]
+    return []
 
 
 def bearer_token(authorization: str | None) -> str:

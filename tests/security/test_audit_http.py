@@ -70,12 +70,13 @@ def test_each_request_leaves_exactly_one_committed_record(srv: RunningServer, is
                                                          world: dict[str, Any]) -> None:
     dr = client_for(srv, issuer.mint("dr", "user/*.cruds", fhir_user="Practitioner/dr"))
     anon = client_for(srv, None)
+    nurse = client_for(srv, issuer.mint("nurse", "user/Patient.rs", fhir_user="Practitioner/nurse"))  # no history
     cases = [
         (dr, "GET", f"/DocumentReference/{world['doc']}", 200, "read", "R", "0"),
         (dr, "GET", f"/DocumentReference?subject=Patient/{world['p1']}", 200, "search-type", "E", "0"),
         (dr, "GET", "/DocumentReference/does-not-exist", 404, "read", "R", "4"),
         (anon, "GET", f"/Patient/{world['p1']}", 401, "read", "R", "4"),
-        (dr, "GET", "/DocumentReference/_history", 403, "history-type", "R", "4"),
+        (nurse, "GET", "/DocumentReference/_history", 403, "history-type", "R", "4"),
     ]
     for http, method, path, status, code, action, outcome in cases:
         before = audit_count(srv)

@@ -13,8 +13,9 @@ from fhir_server.security.tokens import Principal
 MISSPELT = TRE_A07.replace("StatutVisibilite", "StatusVisibilite")
 
 
-def principal(scopes: str, patient: str | None = None, fhir_user: str | None = None) -> Principal:
-    return Principal("sub", ScopeSet.parse(scopes), patient=patient, fhir_user=fhir_user)
+def principal(scopes: str, patient: str | None = None, fhir_user: str | None = None,
+              opposed_by: frozenset[str] | None = frozenset()) -> Principal:
+    return Principal("sub", ScopeSet.parse(scopes), patient=patient, fhir_user=fhir_user, opposed_by=opposed_by)
 
 
 PATIENT = principal("patient/*.rs", patient="p1")

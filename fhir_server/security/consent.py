@@ -1,0 +1,201 @@
+"""A patient's opposition to a practitioner or organisation (``Consent``), looked up once per request.
+
+Supported shape (README, Security): a ``Consent`` with
+
+- ``status`` = ``active`` and ``scope`` coded ``patient-privacy``
+  (``http://terminology.hl7.org/CodeSystem/consentscope``),
+- ``patient`` = a literal reference to the Patient who opposes,
+- ``provision.type`` = ``deny`` (the top-level provision),
+- ``provision.actor[].reference`` naming the opposed actor: a literal reference (``Practitioner/123``,
+  ``PractitionerRole/..``, ``Organization/456``, relative or absolute on this server) or an identifier
+  reference (``{"identifier": {"system": "urn:oid:1.2.250.1.71.4.2.1", "value": "<RPPS>"}}``),
+- optionally ``provision.period``: the opposition holds only within it.
+
+``provision.class``, ``provision.data`` and nested provisions are not interpreted: such a Consent denies
+the actor the whole record (it errs on the patient's side).
+
+The token names the actor (see :class:`.tokens.Principal`): ``fhirUser``, the ``organization`` claim
+(references or ``system|value`` identifiers) and the ``identifier`` claim (``system|value``).
+
+Read-your-writes: the Consents naming an actor are cached per process, but the cache entry is used only
+while the store's Consent log is unchanged (same last position and same number of versions, one indexed
+query); otherwise the index is brought up to date first and the look-up runs again. So a Consent whose
+write returned 2xx applies to the next request.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fhir_server.context import ServerContext
+from search.params.date import parse_date_range
+from search.params.reference import parse_reference
+from search.query import compile_search
+
+from .tokens import Principal
+
+CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
+PAGE = 1000
+_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class Opposition:
+    """One patient's opposition to the actor, within ``[start, end)`` (None: unbounded)."""
+
+    patient: str
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def holds(self, now: datetime) -> bool:
+        return (self.start is None or self.start <= now) and (self.end is None or now < self.end)
+
+
+@dataclass(frozen=True)
+class ActorKeys:
+    references: frozenset[str]  # normalised: "Practitioner/123" (or an absolute URL of another server)
+    identifiers: frozenset[str]  # "system|value"
+
+    def __bool__(self) -> bool:
+        return bool(self.references or self.identifiers)
+
+
+def actor_keys(principal: Principal, base_url: str) -> ActorKeys:
+    refs = set()
+    for ref in (principal.fhir_user, *principal.organizations):
+        if ref:
+            norm, rtype, rid = parse_reference(ref, base_url)
+            if rtype and rid:
+                refs.add(norm)
+    return ActorKeys(frozenset(refs), frozenset(principal.identifiers))
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(",", "\\,").replace("$", "\\$")
+
+
+def _period(provision: dict[str, Any]) -> tuple[datetime | None, datetime | None]:
+    raw = provision.get("period")
+    period: dict[str, Any] = raw if isinstance(raw, dict) else {}
+    start = end = None
+    try:
+        if isinstance(period.get("start"), str):
+            start = parse_date_range(period["start"]).lo
+        if isinstance(period.get("end"), str):
+            end = parse_date_range(period["end"]).hi
+    except ValueError:
+        pass  # the validator refuses malformed dates at write time; an unreadable bound is no bound
+    return start, end
+
+
+def opposition(consent: dict[str, Any], keys: ActorKeys, base_url: str) -> Opposition | None:
+    """The opposition ``consent`` expresses against the actor, if it has the supported shape and names it."""
+    if consent.get("status") != "active":
+        return None
+    raw_scope = consent.get("scope")
+    scope: dict[str, Any] = raw_scope if isinstance(raw_scope, dict) else {}
+    if not any(isinstance(c, dict) and c.get("code") == "patient-privacy" and c.get("system") in (None, CONSENT_SCOPE)
+               for c in scope.get("coding") or []):
+        return None
+    provision = consent.get("provision")
+    if not isinstance(provision, dict) or provision.get("type") != "deny":
+        return None
+    patient_ref = (consent.get("patient") or {}).get("reference") if isinstance(consent.get("patient"), dict) \
+        else None
+    if not isinstance(patient_ref, str):
+        return None
+    _, ptype, pid = parse_reference(patient_ref, base_url)
+    if ptype != "Patient" or not pid or "/" in pid:
+        return None
+    for actor in provision.get("actor") or []:
+        ref = actor.get("reference") if isinstance(actor, dict) else None
+        if not isinstance(ref, dict):
+            continue
+        literal = ref.get("reference")
+        if isinstance(literal, str) and parse_reference(literal, base_url)[0] in keys.references:
+            return Opposition(pid, *_period(provision))
+        ident = ref.get("identifier")
+        if isinstance(ident, dict) and f"{ident.get('system')}|{ident.get('value')}" in keys.identifiers:
+            return Opposition(pid, *_period(provision))
+    return None
+
+
+def _search(ctx: ServerContext, keys: ActorKeys) -> list[Opposition]:
+    """Active Consents naming the actor (Elasticsearch narrows, the stored Consent decides)."""
+    clauses = []
+    for name, values in (("actor", keys.references), ("actor:identifier", keys.identifiers)):
+        if values:
+            clauses.append(compile_search(ctx.search_parameters, "Consent",
+                                          [("status", "active"), (name, ",".join(_escape(v) for v in sorted(values)))],
+                                          base_url=ctx.base_url, strict=True).query)
+    query = {"bool": {"should": clauses, "minimum_should_match": 1}}
+    ids: list[str] = []
+    after: list[Any] | None = None
+    while True:
+        body: dict[str, Any] = {"query": query, "size": PAGE, "sort": [{"id": "asc"}], "_source": False,
+                                "track_total_hits": False}
+        if after is not None:
+            body["search_after"] = after
+        hits = ctx.es.search(index=ctx.indices.alias("Consent"), **body).body["hits"]["hits"]
+        ids += [h["_id"] for h in hits]
+        if len(hits) < PAGE:
+            break
+        after = hits[-1]["sort"]
+    out = []
+    for stored in ctx.store.read_many("Consent", ids).values():
+        if stored.deleted or stored.content is None:
+            continue
+        found = opposition(stored.resource(), keys, ctx.base_url)
+        if found is not None:
+            out.append(found)
+    return out
+
+
+class _Cache:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: OrderedDict[tuple[int, ActorKeys], tuple[tuple[int, int], list[Opposition]]] = OrderedDict()
+
+    def get(self, key: tuple[int, ActorKeys], marker: tuple[int, int]) -> list[Opposition] | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is None or item[0] != marker:
+                return None
+            self._items.move_to_end(key)
+            return item[1]
+
+    def put(self, key: tuple[int, ActorKeys], marker: tuple[int, int], value: list[Opposition]) -> None:
+        with self._lock:
+            self._items[key] = (marker, value)
+            self._items.move_to_end(key)
+            while len(self._items) > _CACHE_SIZE:
+                self._items.popitem(last=False)
+
+
+_CACHE = _Cache()
+
+
+def _marker(ctx: ServerContext) -> tuple[int, int]:
+    """Changes whenever a Consent version is committed (the count too: PostgreSQL may commit seqs out of order)."""
+    last = ctx.store.history("Consent", None, before_seq=None, since_us=None, count=1)
+    return (last[0].seq if last else 0, ctx.store.history_total("Consent", None, since_us=None) if last else 0)
+
+
+def opposing_patients(ctx: ServerContext, principal: Principal) -> frozenset[str]:
+    """Ids of the patients whose Consent currently denies this principal's user or organisations."""
+    keys = actor_keys(principal, ctx.base_url)
+    if not keys:
+        return frozenset()
+    marker = _marker(ctx)
+    cache_key = (id(ctx), keys)
+    found = _CACHE.get(cache_key, marker)
+    if found is None:
+        ctx.indexer.wait_until_indexed()  # a Consent written just before this request is searchable
+        found = _search(ctx, keys)
+        _CACHE.put(cache_key, marker, found)
+    now = datetime.now(UTC)
+    return frozenset(o.patient for o in found if o.holds(now))
