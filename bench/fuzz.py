@@ -65,7 +65,11 @@ def main() -> int:
 
         def fhir_case(req: FuzzRequest) -> None:
             nonlocal unsent
-            resp = send(client, req)
+            try:
+                resp = send(client, req)
+            except httpx.TransportError as exc:  # the server dropped the connection: as bad as a 5xx
+                record(0, f"connection error {exc!r}", req.describe())
+                return
             if resp is None:
                 unsent += 1
                 return
@@ -86,12 +90,16 @@ def main() -> int:
         log(f"{per_op * len(operations)} schemathesis requests over {len(operations)} operations")
         for operation in operations:
             def schema_case(case: schemathesis.Case) -> None:
-                resp = case.call(base_url=base_url, timeout=120)
+                what = (f"{case.method} {case.formatted_path} query={case.query} headers={case.headers} "
+                        f"body={case.body!r:.600}")
+                try:
+                    resp = case.call(base_url=base_url, timeout=120)
+                except OSError as exc:  # requests' ConnectionError: the server dropped the connection
+                    record(0, f"connection error {exc!r}", what)
+                    return
                 ctype = resp.headers.get("content-type") or resp.headers.get("Content-Type") or [""]
                 kinds["schemathesis"] += 1
-                record(resp.status_code, problem(resp.status_code, ctype[0], resp.content),
-                       f"{case.method} {case.formatted_path} query={case.query} headers={case.headers} "
-                       f"body={case.body!r:.600}")
+                record(resp.status_code, problem(resp.status_code, ctype[0], resp.content, case.method), what)
 
             given(case=operation.as_strategy())(quiet(per_op)(schema_case))()
         elapsed = time.perf_counter() - t0
@@ -99,10 +107,10 @@ def main() -> int:
     total = sum(statuses.values())
     print(f"\n{total} requests in {elapsed:.0f} s ({total / elapsed:.0f}/s); by generator {dict(kinds)}; "
           f"{unsent} generated requests httpx refused to send")
-    print("status  count")
+    print("status  count   (0 = connection dropped)")
     for status, count in sorted(statuses.items()):
         print(f"{status:>6}  {count}")
-    five = sum(c for s, c in statuses.items() if s >= 500)
+    five = sum(c for s, c in statuses.items() if s >= 500 or s == 0)
     print(f"5xx: {five}; answers breaking the oracle (5xx or 4xx without OperationOutcome): {len(bad)}")
     for line in bad[:50]:
         print(line)

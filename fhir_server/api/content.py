@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from fhir_server.errors import FHIRError, bad_request
-from fhir_server.formats import XMLFormatError, from_xml
+from fhir_server.formats import XMLFormatError, from_xml, numbers
 
 JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir", "text/json"}
 XML_TYPES = {"application/fhir+xml", "application/xml", "application/xml+fhir", "text/xml"}
@@ -77,7 +77,8 @@ def error_format(request: Request) -> str:
         return "json"
 
 
-def _depth_ok(value: Any, limit: int) -> bool:
+def depth_ok(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``value`` nests at most ``limit`` levels (iteratively: no recursion on hostile input)."""
     stack = [(value, 1)]
     while stack:
         node, depth = stack.pop()
@@ -93,7 +94,7 @@ def _depth_ok(value: Any, limit: int) -> bool:
 async def read_body(request: Request, max_bytes: int) -> bytes:
     """The raw body, or 413 as soon as it exceeds ``max_bytes`` (never buffered beyond the limit)."""
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
+    if declared and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
         raise FHIRError(413, "too-costly", f"Body larger than {max_bytes} bytes")
     chunks: list[bytes] = []
     size = 0
@@ -114,16 +115,27 @@ async def parse_resource(ctype: str, raw: bytes) -> dict[str, Any]:
             data: Any = await run_in_threadpool(from_xml, raw)
         except XMLFormatError as exc:
             raise bad_request(exc.message, *((exc.expression,) if exc.expression else ())) from exc
-        if not _depth_ok(data, MAX_DEPTH):
+        if not depth_ok(data, MAX_DEPTH):
             raise bad_request(f"XML nested deeper than {MAX_DEPTH} levels")
         return dict(data)
     try:
-        data = orjson.loads(raw)
+        data = numbers.loads(raw)  # decimals keep their exact digits (formats/numbers.py)
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"Malformed JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise bad_request("The body must be a JSON object (a FHIR resource)")
-    if not _depth_ok(data, MAX_DEPTH):
+    if not depth_ok(data, MAX_DEPTH):
+        raise bad_request(f"JSON nested deeper than {MAX_DEPTH} levels")
+    return data
+
+
+def parse_json(raw: bytes) -> Any:
+    """Any JSON body (a JSON Patch array too) within the nesting limit, or 400."""
+    try:
+        data = numbers.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"Malformed JSON: {exc}") from exc
+    if not depth_ok(data, MAX_DEPTH):
         raise bad_request(f"JSON nested deeper than {MAX_DEPTH} levels")
     return data
 

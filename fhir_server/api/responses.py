@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_server.errors import FHIRError, Issue, operation_outcome
-from fhir_server.formats import to_xml
+from fhir_server.formats import numbers, to_xml
 from fhir_server.interactions.result import Result
 
 from .content import error_format
@@ -33,7 +33,7 @@ def prefer(header: str | None) -> dict[str, str]:
 
 
 def dump(body: Any, pretty: bool) -> bytes:
-    return orjson.dumps(body, option=orjson.OPT_INDENT_2 if pretty else 0)
+    return numbers.dumps(body, option=orjson.OPT_INDENT_2 if pretty else 0)
 
 
 def json_response(status: int, body: Any, headers: dict[str, str] | None = None, *, pretty: bool = False) -> Response:
@@ -82,7 +82,7 @@ def result_response(result: Result, *, base_url: str, prefer_return: str | None,
         return Response(result.raw, status_code=result.status, headers=headers, media_type=FHIR_JSON)
     body = result.body
     if body is None and result.raw is not None:
-        body = orjson.loads(result.raw)
+        body = numbers.loads(result.raw)
     if body is None:
         return Response(b"", status_code=result.status, headers=headers)
     return fhir_response(result.status, body, headers, pretty=pretty, fmt=fmt)

@@ -9,7 +9,6 @@ the element, as is any DTD or entity (see :mod:`.safexml`).
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from .model import (
     resource_types,
     type_info,
 )
+from .numbers import FhirDecimal
 from .safexml import XMLFormatError, new_parser, parse_error
 from .xhtml import XhtmlSerializer, element_span
 
@@ -38,18 +38,14 @@ _INT64 = 2**63
 
 
 def json_number(text: str) -> int | float:
-    """A decimal's JSON value: an int when written without fraction or exponent (``2`` stays ``2``), else a float.
-
-    Pass ``decimal=decimal.Decimal`` to :func:`from_xml` to keep the exact digits instead (``1.50``).
+    """A decimal's JSON value: an int when written without fraction or exponent (``2`` stays ``2``), else a
+    :class:`~fhir_server.formats.numbers.FhirDecimal` keeping the exact digits (``1.50``, ``1e2``, 20 digits).
     """
     if _PLAIN_INTEGER.match(text):
         value = int(text)
         if -_INT64 <= value < _INT64:
             return value
-    number = float(text)
-    if not math.isfinite(number):
-        raise ValueError(text)
-    return number
+    return FhirDecimal(text)  # ValueError when not finite
 
 
 PRIMITIVE_FRAME, COMPLEX_FRAME, SLOT_FRAME = 0, 1, 2

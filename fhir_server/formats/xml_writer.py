@@ -13,7 +13,9 @@ from typing import Any
 
 import orjson
 
+from . import numbers
 from .model import COMPLEX, FHIR_NS, RESOURCE, XHTML, Member, TypeInfo, resource_types, type_info
+from .numbers import FhirDecimal
 from .xhtml import embeddable
 
 log = logging.getLogger(__name__)
@@ -36,6 +38,8 @@ def lexical(value: Any) -> str:
         return "true"
     if value is False:
         return "false"
+    if isinstance(value, FhirDecimal):
+        return value.text
     if isinstance(value, int | Decimal):
         return str(value)
     return orjson.dumps(value).decode()
@@ -50,7 +54,7 @@ def _as_list(value: Any) -> list[Any]:
 def _materialise(value: Any) -> Any:
     """Search bundles carry stored resources as pre-serialised ``orjson.Fragment``s."""
     if isinstance(value, orjson.Fragment):
-        return orjson.loads(orjson.dumps(value))
+        return numbers.loads(orjson.dumps(value))
     return value
 
 

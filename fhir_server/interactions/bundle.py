@@ -24,10 +24,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
-import orjson
-
 from fhir_server.context import ServerContext
 from fhir_server.errors import FHIRError, Issue, bad_request, conflict, not_found, operation_outcome
+from fhir_server.formats import numbers
 from fhir_server.registry import get_type
 from fhir_server.storage import (
     ConcurrentWrite,
@@ -392,7 +391,7 @@ def _delete(ctx: ServerContext, unit: WriteUnit, entry: Entry, pending: _Pending
 
 def _validated(ctx: ServerContext, entry: Entry, body: dict[str, Any]) -> list[Issue]:
     """Validation issues of ``body``, reusing the result of the pre-validation when the content is the same."""
-    if entry.validated is not None and entry.validated[0] == orjson.dumps(body):
+    if entry.validated is not None and entry.validated[0] == numbers.dumps(body):
         return entry.validated[1]
     return crud._validate(body, ctx.settings)
 
@@ -431,7 +430,7 @@ def _prevalidate(ctx: ServerContext, entries: list[Entry]) -> None:
             res = _rewrite(e.original, urls, _dangling(e))
             body = {**{k: v for k, v in res.items() if k != "id"}, "id": target} if e.method == "POST" \
                 else {**res, "id": target}
-            e.validated = (orjson.dumps(body), crud._validate(body, ctx.settings))
+            e.validated = (numbers.dumps(body), crud._validate(body, ctx.settings))
 
 
 def _dangling(entry: Entry) -> Any:

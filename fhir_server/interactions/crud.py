@@ -102,7 +102,7 @@ def read(ctx: ServerContext, type_: str, id_: str) -> Result:
 
 
 def vread(ctx: ServerContext, type_: str, id_: str, vid: str) -> Result:
-    if not vid.isdigit():
+    if not (vid.isascii() and vid.isdigit()) or len(vid) > 18:  # no int('²'), no SQLite overflow
         raise not_found(f"{type_}/{id_} has no version '{vid}'")
     stored = ctx.store.vread(type_, id_, int(vid))
     if stored is None:

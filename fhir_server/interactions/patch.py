@@ -27,7 +27,9 @@ from typing import Any
 import jsonpatch
 import orjson
 
+from fhir_server.api.content import MAX_DEPTH, depth_ok
 from fhir_server.errors import FHIRError, bad_request
+from fhir_server.formats import numbers
 from fhir_server.formats.model import CHOICE, COMPLEX, RESOURCE, Child, choice_name, primitive_kinds, type_info
 from search.fhirpath import _EVAL_LOCK, compiled
 
@@ -384,6 +386,8 @@ def apply_patch(resource: dict[str, Any], body: Any, media_type: str) -> dict[st
         if patched.get(key) != resource.get(key):
             raise _unprocessable(f"PATCH may not change '{key}'", f"{resource.get('resourceType')}.{key}")
     check_metadata_update(resource, patched)
+    if not depth_ok(patched):  # operations can nest values into values: the result must stay storable
+        raise _unprocessable(f"the patched resource nests deeper than {MAX_DEPTH} levels")
     return patched
 
 
@@ -393,7 +397,7 @@ def _binary_json_patch(binary: dict[str, Any]) -> Any:
     import binascii
 
     try:
-        return orjson.loads(base64.b64decode(binary.get("data") or "", validate=True))
+        return numbers.loads(base64.b64decode(binary.get("data") or "", validate=True))
     except (binascii.Error, orjson.JSONDecodeError) as exc:
         raise bad_request(f"The Binary of a JSON Patch entry does not hold JSON: {exc}", "Binary.data") from exc
 

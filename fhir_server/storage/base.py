@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import orjson
+from fhir_server.formats import numbers
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +31,7 @@ class StoredVersion:
     def resource(self) -> dict[str, Any]:
         if self.content is None:
             raise ValueError(f"{self.type}/{self.id} version {self.version} is a deletion")
-        data: dict[str, Any] = orjson.loads(self.content)
+        data: dict[str, Any] = numbers.loads(self.content)  # decimals keep their digits
         return data
 
 

@@ -19,10 +19,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
+
+from fhir_server.formats import numbers
 
 from .base import ConcurrentWrite, OutboxEntry, StoredVersion, VersionConflict
 from .keys import RULES_MARKER, RULES_VERSION, UNIQUE_ELEMENTS, MatchKey, UniqueKeyViolation, extract_keys, lock_id
@@ -196,7 +197,7 @@ class SQLWriteUnit:
         body.update((k, v) for k, v in resource_.items() if k not in ("resourceType", "id", "meta"))
         keys = extract_keys(body)
         self._check_unique(type_, id_, keys)
-        stored = self._append(type_, id_, version, method, orjson.dumps(body), ts, head is not None, indexed)
+        stored = self._append(type_, id_, version, method, numbers.dumps(body), ts, head is not None, indexed)
         self._replace_keys(type_, id_, keys, head is not None)
         return stored
 

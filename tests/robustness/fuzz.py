@@ -334,12 +334,12 @@ def send(client: httpx.Client, req: FuzzRequest) -> httpx.Response | None:
         return None
 
 
-def problem(status: int, content_type: str, content: bytes) -> str | None:
-    """What is wrong with this answer, or None: a 5xx, or a 4xx without an OperationOutcome."""
+def problem(status: int, content_type: str, content: bytes, method: str = "GET") -> str | None:
+    """What is wrong with this answer, or None: a 5xx, or a 4xx without an OperationOutcome (HEAD: no body)."""
     text = content[:500].decode("utf-8", "replace")
     if status >= 500:
         return f"{status}: {text}"
-    if 400 <= status < 500:
+    if 400 <= status < 500 and method.upper() != "HEAD":
         if "xml" in content_type:
             return None if b"<OperationOutcome" in content else f"{status} without an OperationOutcome: {text}"
         try:
@@ -352,7 +352,7 @@ def problem(status: int, content_type: str, content: bytes) -> str | None:
 
 
 def problem_of(resp: httpx.Response) -> str | None:
-    return problem(resp.status_code, resp.headers.get("content-type", ""), resp.content)
+    return problem(resp.status_code, resp.headers.get("content-type", ""), resp.content, resp.request.method)
 
 
 def seed(client: httpx.Client) -> None:

@@ -63,7 +63,7 @@ def test_schemathesis_on_openapi(http: httpx.Client) -> None:
         @given(case=operation.as_strategy())
         def check(case: schemathesis.Case) -> None:
             resp = case.call(base_url=base, timeout=60)
-            found = problem(resp.status_code, resp.headers.get("content-type", [""])[0], resp.content)
+            found = problem(resp.status_code, resp.headers.get("content-type", [""])[0], resp.content, case.method)
             if found is not None:
                 failures.append(f"{case.method} {case.formatted_path} query={case.query} body={case.body!r:.300}"
                                 f" -> {found}")

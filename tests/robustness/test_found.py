@@ -1,0 +1,54 @@
+"""Requests the robustness run (``bench/fuzz.py``) once answered with a 5xx: each is now a 4xx OperationOutcome."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+
+@pytest.fixture(autouse=True)
+def _seeded(client: httpx.Client) -> None:
+    client.put("Patient/f1", json={"resourceType": "Patient", "id": "f1"}, headers=FHIR_JSON)
+
+
+def _outcome(resp: httpx.Response, status: int) -> None:
+    assert resp.status_code == status, resp.text
+    assert resp.json()["resourceType"] == "OperationOutcome"
+
+
+def test_head_is_answered_like_get_without_a_body(client: httpx.Client) -> None:
+    assert client.head("Patient/f1").status_code == 200
+    assert client.head("Patient/nope").status_code == 404
+    assert client.head("Binary/nope").status_code == 404
+
+
+def test_json_patch_nested_beyond_the_depth_limit_is_400(client: httpx.Client) -> None:
+    body = '[{"op": "add", "path": "/extension", "value": ' + "[" * 300 + '"x"' + "]" * 300 + "}]"
+    resp = client.patch("Patient/f1", content=body, headers={"Content-Type": "application/json-patch+json"})
+    _outcome(resp, 400)
+
+
+def test_patches_nesting_values_into_values_beyond_the_limit_are_422(client: httpx.Client) -> None:
+    deep = "[" * 50 + "1" + "]" * 50
+    pointer = "/x" + "/0" * 49
+    ops = f'[{{"op": "add", "path": "/x", "value": {deep}}}, {{"op": "add", "path": "{pointer}/0", "value": {deep}}}]'
+    resp = client.patch("Patient/f1", content=ops, headers={"Content-Type": "application/json-patch+json"})
+    assert resp.status_code in (400, 422), resp.text
+
+
+def test_vread_of_a_version_beyond_64_bits_is_404(client: httpx.Client) -> None:
+    _outcome(client.get("Patient/f1/_history/99999999999999999999"), 404)
+
+
+@pytest.mark.parametrize("path", ["Patient?_count=\u00b2", "Patient/f1/_history?_count=\u00b2"])
+def test_non_ascii_digits_in_count_are_400(client: httpx.Client, path: str) -> None:
+    _outcome(client.get(path), 400)
+
+
+def test_non_ascii_digit_or_huge_if_match_is_400(client: httpx.Client) -> None:
+    for tag in ("W/\"\u00b2\"".encode("latin-1"), b'W/"99999999999999999999"'):
+        resp = client.put("Patient/f1", json={"resourceType": "Patient", "id": "f1"},
+                          headers=[(b"Content-Type", b"application/fhir+json"), (b"If-Match", tag)])
+        _outcome(resp, 400)
