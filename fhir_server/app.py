@@ -68,7 +68,7 @@ def create_app(build_context: Callable[[], ServerContext], settings: Settings | 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ctx = build_context()
         app.state.ctx = ctx
-        writer = AuditWriter(ctx.store) if settings.audit_enabled else None
+        writer = AuditWriter(ctx.store, sync=settings.audit_sync) if settings.audit_enabled else None
         if writer is not None:
             writer.start()
         app.state.audit = audit_box[0] = writer

@@ -37,8 +37,9 @@ RESOURCE_TYPES: dict[str, ResourceType] = {
         ResourceType("Binary", interactions=("read", "vread", "update", "delete", "history-instance", "create"),
                      searchable=False,
                      documentation="Document content (ITI-68 retrieve: raw bytes unless a FHIR format is asked)."),
-        ResourceType("AuditEvent", interactions=("read", "vread", "search-type", "history-instance"),
-                     documentation="Access trace (IHE BALP), written by the server only (fhir_server/audit)."),
+        ResourceType("AuditEvent", interactions=("read", "vread", "search-type"), searchable=False,
+                     documentation="Access trace (IHE BALP), written by the server only (fhir_server/audit); "
+                                   "read and searched in its own SQL table, not Elasticsearch."),
         ResourceType("Consent", documentation="A patient's opposition to access by a practitioner or organisation "
                                               "(deny provision naming the actor), enforced on every path."),
     )

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # Unset: on whenever authentication is on (there is an identity to trace), off with FHIR_AUTH=off.
     audit: Literal["on", "off"] | None = None
     audit_mode: Literal["fail-closed", "async"] = "fail-closed"
+    # normal: the answer waits for the record's commit, the flush to disk follows within ~0.2 s (a power cut
+    # can lose that much trail, a process crash nothing); full: the answer waits for the fsync too.
+    audit_sync: Literal["normal", "full"] = "normal"
 
     @property
     def audit_enabled(self) -> bool:

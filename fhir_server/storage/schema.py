@@ -11,6 +11,9 @@
   the version and it is searchable.
 - ``match_key``: the identifiers of every current resource, for conditional
   interactions that must see the transaction's own writes (see ``keys.py``).
+- ``audit_event`` / ``audit_ref``: the audit trail (``fhir_server/audit``), append-only, one row per
+  AuditEvent, never versioned nor indexed in Elasticsearch; ``audit_ref`` holds the entity and agent
+  references with the time, so ``AuditEvent?patient=`` is one index range scan (``storage/audit.py``).
 """
 
 from __future__ import annotations
@@ -88,4 +91,28 @@ match_key = Table(
     Column("value", String(255), nullable=False),
     PrimaryKeyConstraint("type", "id", "element", "system", "value", name="pk_match_key"),
     Index("ix_match_key_value", "type", "value"),
+)
+
+audit_event = Table(
+    "audit_event",
+    metadata,
+    Column("seq", SeqType, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False),
+    Column("recorded_us", BigInteger, nullable=False),  # AuditEvent.recorded, epoch microseconds, UTC
+    Column("action", String(1), nullable=False),
+    Column("outcome", String(2), nullable=False),
+    Column("subtype", String(32), nullable=False),  # restful-interaction code
+    Column("content", LargeBinary, nullable=False),  # the AuditEvent, JSON bytes
+    UniqueConstraint("id", name="uq_audit_event_id"),
+    Index("ix_audit_event_recorded", "recorded_us", "id"),
+)
+
+audit_ref = Table(
+    "audit_ref",
+    metadata,
+    Column("kind", String(1), nullable=False),  # e: entity.what, a: agent.who
+    Column("reference", String(255), nullable=False),  # Patient/1, Practitioner/dr
+    Column("recorded_us", BigInteger, nullable=False),
+    Column("event_id", String(64), nullable=False),  # = audit_event.id
+    PrimaryKeyConstraint("kind", "reference", "recorded_us", "event_id", name="pk_audit_ref"),
 )

@@ -1,0 +1,270 @@
+"""``AuditEvent`` read and search, served by SQL from the audit table (never Elasticsearch).
+
+The trail is append-only, so a record is readable and searchable the moment its commit returns: a
+client that got an answer finds that answer's trace at once. The patient compartment comes in as the
+``patient`` parameter the access policy ANDs (``authz.search_params``); a Consent exclusion, if the
+policy has one, becomes a ``NOT EXISTS``; every hit passes ``policy.allows`` too.
+
+Supported: ``_id``, ``date`` (and ``_lastUpdated``, the same instant) with every prefix, ``patient``,
+``entity``, ``agent`` (references: ``Type/id``, a bare id for ``patient``, or an absolute URL on this
+server), ``action``, ``outcome``, ``subtype`` (tokens, ``code`` or ``system|code``); comma = OR,
+repetition = AND; ``_count``, ``_sort=date|-date`` (default ``-date``), ``_total``, ``_summary=count``,
+paging by ``next`` links (keyset on time and id). Anything else is ignored (listed out of the self
+link) or, with ``Prefer: handling=strict``, a 400.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+import orjson
+
+from fhir_server.errors import FHIRError, bad_request, not_found
+from fhir_server.interactions.paging import decode_cursor, encode_cursor
+from fhir_server.interactions.result import Result
+from fhir_server.storage import StoredVersion, format_instant, now_us
+from fhir_server.storage.audit import AGENT, ENTITY, AuditLog, AuditQuery
+from search.errors import SearchError
+from search.params.date import parse_search_value, split_prefix
+
+from .events import INTERACTION_SYSTEM
+
+if TYPE_CHECKING:
+    from fhir_server.context import ServerContext
+    from fhir_server.security.policy import AccessPolicy
+
+SP = "http://hl7.org/fhir/SearchParameter/"
+ACTION_SYSTEM = "http://hl7.org/fhir/audit-event-action"
+OUTCOME_SYSTEM = "http://hl7.org/fhir/audit-event-outcome"
+# name → (type, definition, documentation); the CapabilityStatement lists exactly these
+PARAMS: dict[str, tuple[str, str, str]] = {
+    "_id": ("token", SP + "Resource-id", ""),
+    "_lastUpdated": ("date", SP + "Resource-lastUpdated", "= recorded; prefixes eq ne gt lt ge le sa eb ap"),
+    "date": ("date", SP + "AuditEvent-date", "recorded; prefixes eq ne gt lt ge le sa eb ap"),
+    "patient": ("reference", SP + "AuditEvent-patient",
+                "entity.what naming a Patient (a patient agent is never a reference: what a patient did to "
+                "other records is not in their compartment); :Patient"),
+    "entity": ("reference", SP + "AuditEvent-entity", "entity.what, Type/id"),
+    "agent": ("reference", SP + "AuditEvent-agent", "agent.who, Type/id (fhirUser of the token)"),
+    "action": ("token", SP + "AuditEvent-action", "C R U D E"),
+    "outcome": ("token", SP + "AuditEvent-outcome", "0 4 8"),
+    "subtype": ("token", SP + "AuditEvent-subtype", "restful-interaction code"),
+}
+_TOKEN_SYSTEMS = {"action": ACTION_SYSTEM, "outcome": OUTCOME_SYSTEM, "subtype": INTERACTION_SYSTEM, "_id": None}
+_CONTROL = {"_count", "_sort", "_total", "_summary"}
+_TRANSPORT = {"_format", "_pretty", "_cursor"}
+_NEVER = "\x00"  # a value no column holds: a parameter none of whose values can match
+_NEVER_US = 1 << 62  # an instant no record has
+
+
+def _relative(ctx: ServerContext, value: str) -> str:
+    base = ctx.base_url + "/"
+    return value[len(base):] if value.startswith(base) else value
+
+
+def _refs(ctx: ServerContext, name: str, value: str) -> list[str]:
+    out = []
+    for v in (_relative(ctx, v.strip()) for v in value.split(",")):
+        if name == "patient":
+            v = v if "/" in v else f"Patient/{v}"
+            out.append(v if v.startswith("Patient/") and v.count("/") == 1 else _NEVER)
+        elif v.count("/") == 1 and all(v.split("/")):
+            out.append(v)
+        else:
+            raise bad_request(f"{name} takes a reference Type/id, got '{v}'", name)
+    return out
+
+
+def _tokens(name: str, value: str) -> list[str]:
+    system = _TOKEN_SYSTEMS[name]
+    out = []
+    for v in value.split(","):
+        sys_, bar, code = v.partition("|")
+        if not bar:
+            out.append(v)
+        elif sys_ in ("", system) and code:
+            out.append(code)
+        else:
+            out.append(_NEVER)
+    return out
+
+
+def _us(dt: datetime | None) -> int | None:
+    return None if dt is None else int((dt - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds() * 1_000_000)
+
+
+def _dates(name: str, value: str) -> list[tuple[int | None, int | None]]:
+    """Each value's prefix as ranges of the recorded instant (a point), ORed."""
+    out: list[tuple[int | None, int | None]] = []
+    for raw in value.split(","):
+        prefix, text = split_prefix(raw)
+        try:
+            rng = parse_search_value(text, name)
+        except SearchError as exc:
+            raise bad_request(exc.message, name) from exc
+        lo, hi = _us(rng.lo), _us(rng.hi)
+        if prefix == "eq":
+            out.append((lo, hi))
+        elif prefix == "ne":
+            out += [(None, lo)] if lo is not None else []
+            out += [(hi, None)] if hi is not None else []
+        elif prefix in ("gt", "sa"):
+            out.append((hi, None) if hi is not None else (_NEVER_US, None))
+        elif prefix in ("lt", "eb"):
+            out.append((None, lo) if lo is not None else (None, -_NEVER_US))
+        elif prefix == "ge":
+            out.append((lo, None))
+        elif prefix == "le":
+            out.append((None, hi))
+        else:  # ap: widened by 10 % of the distance to now (search.html#prefix)
+            mid = lo if lo is not None else hi if hi is not None else now_us()
+            gap = abs(now_us() - mid) // 10
+            out.append((None if lo is None else lo - gap, None if hi is None else hi + gap))
+    return out
+
+
+def _parse(ctx: ServerContext, params: list[tuple[str, str]], strict: bool) -> tuple[
+        AuditQuery, dict[str, str], list[tuple[str, str]]]:
+    q = AuditQuery()
+    control: dict[str, str] = {}
+    used: list[tuple[str, str]] = []
+    for name, value in params:
+        base, _, modifier = name.partition(":")
+        if base in _TRANSPORT:
+            continue
+        if base in _CONTROL:
+            control[base] = value
+            used.append((name, value))
+            continue
+        if base not in PARAMS:
+            if "." in base and base.split(".")[0] in PARAMS:
+                raise bad_request(f"Chained parameters are not supported on AuditEvent: '{name}'", name)
+            if strict:
+                raise bad_request(f"Unknown or unsupported search parameter '{name}' for AuditEvent", name)
+            continue
+        if modifier and not (base == "patient" and modifier == "Patient"):
+            raise bad_request(f"Modifier ':{modifier}' is not supported on AuditEvent.{base}", name)
+        if value == "":
+            continue
+        used.append((name, value))
+        if base in ("date", "_lastUpdated"):
+            q.dates.append(_dates(name, value))
+        elif base in ("patient", "entity"):
+            q.refs.append((ENTITY, _refs(ctx, base, value)))
+        elif base == "agent":
+            q.refs.append((AGENT, _refs(ctx, base, value)))
+        else:
+            values = _tokens(base, value)
+            {"_id": q.ids, "action": q.actions, "outcome": q.outcomes, "subtype": q.subtypes}[base].append(values)
+    if q.refs:  # drive the query from the patient's references when there are any: the narrowest
+        q.refs.sort(key=lambda g: (g[0] != ENTITY, not any(r.startswith("Patient/") for r in g[1])))
+    return q, control, used
+
+
+def _count(ctx: ServerContext, raw: str | None) -> int:
+    if raw is None:
+        return ctx.settings.default_count
+    if not raw.isdigit():
+        raise bad_request(f"_count must be a non-negative integer, got '{raw}'", "_count")
+    return min(int(raw), ctx.settings.max_count)
+
+
+def _exclusions(ctx: ServerContext, policy: AccessPolicy | None) -> list[str]:
+    """References whose records the policy hides beyond its parameters (Consent), when it has any."""
+    excluded = getattr(policy, "excluded", None)
+    if excluded is None:
+        return []
+    out: list[str] = []
+    for name, value in excluded("AuditEvent"):
+        if name.partition(":")[0] != "patient":  # never guess: an unknown exclusion refuses the search
+            raise FHIRError(500, "exception", "The access policy excludes records by an unsupported parameter")
+        out += [r for r in _refs(ctx, "patient", value) if r != _NEVER]
+    return out
+
+
+def search(ctx: ServerContext, raw_params: list[tuple[str, str]], *, strict: bool = False,
+           policy: AccessPolicy | None = None) -> Result:
+    """``raw_params`` already carry the policy's parameters (``authz.search_params``)."""
+    q, control, used = _parse(ctx, raw_params, strict)
+    q.not_entities = _exclusions(ctx, policy)
+    sort = control.get("_sort", "-date")
+    if sort not in ("date", "-date", "_lastUpdated", "-_lastUpdated"):
+        raise bad_request(f"AuditEvent sorts by date or -date only, got '{sort}'", "_sort")
+    q.descending = sort.startswith("-")
+    summary = control.get("_summary", "false")
+    if summary not in ("false", "count"):
+        raise bad_request(f"_summary={summary} is not supported on AuditEvent (count and false are)", "_summary")
+    total_mode = control.get("_total", "none")
+    if total_mode not in ("none", "estimate", "accurate"):
+        raise bad_request(f"_total must be none, estimate or accurate, got '{total_mode}'", "_total")
+    count = 0 if summary == "count" else _count(ctx, control.get("_count"))
+    cursor_raw = next((v for k, v in raw_params if k == "_cursor"), None)
+    if cursor_raw is not None:
+        state = decode_cursor(cursor_raw)
+        if not isinstance(state.get("t"), int) or not isinstance(state.get("i"), str):
+            raise bad_request("Invalid page cursor", "_cursor")
+        q.after = (state["t"], state["i"])
+
+    log = AuditLog(ctx.store.engine)
+    rows = log.search(q, count + 1) if count else []
+    more = len(rows) > count
+    rows = rows[:count]
+    entries = []
+    withheld = False
+    for id_, _, content in rows:
+        if policy is not None and not policy.allows(orjson.loads(content)):
+            withheld = True  # defence in depth: the parameters should already have excluded it
+            continue
+        entries.append({"fullUrl": f"{ctx.base_url}/AuditEvent/{id_}", "resource": orjson.Fragment(content),
+                        "search": {"mode": "match"}})
+
+    base = f"{ctx.base_url}/AuditEvent"
+    self_params = [(k, str(count)) if k == "_count" else (k, v) for k, v in used]
+    query = urlencode(self_params)
+    links = [{"relation": "self", "url": f"{base}?{query}" if query else base}]
+    if more and rows:
+        last_id, last_t, _ = rows[-1]
+        cursor = encode_cursor({"t": last_t, "i": last_id})
+        links.append({"relation": "next", "url": f"{base}?{query}{'&' if query else ''}_cursor={cursor}"})
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset",
+                              "meta": {"lastUpdated": format_instant(now_us())}}
+    if (summary == "count" or total_mode != "none") and q.after is None and not withheld:
+        bundle["total"] = log.count(q)
+    bundle["link"] = links
+    if summary != "count":
+        bundle["entry"] = entries
+    return Result(200, bundle)
+
+
+def read(ctx: ServerContext, id_: str) -> Result:
+    found = AuditLog(ctx.store.engine).read(id_)
+    if found is None:
+        raise not_found(f"AuditEvent/{id_} is not known")
+    recorded_us, content = found
+    return Result(200, None, StoredVersion(0, "AuditEvent", id_, 1, recorded_us, "POST", False, content),
+                  raw=content)
+
+
+def vread(ctx: ServerContext, id_: str, vid: str) -> Result:
+    """An AuditEvent has one version, ``1``."""
+    result = read(ctx, id_)
+    if vid != "1":
+        raise not_found(f"AuditEvent/{id_} has no version {vid}")
+    return result
+
+
+def capability() -> dict[str, Any]:
+    """What ``CapabilityStatement.rest.resource`` says of AuditEvent: read-only, one version, SQL search."""
+    return {
+        "versioning": "versioned",  # meta.versionId is always 1: records are never changed
+        "readHistory": False,
+        "updateCreate": False,
+        "conditionalCreate": False,
+        "conditionalUpdate": False,
+        "conditionalDelete": "not-supported",
+        "searchParam": [{"name": name, "definition": url, "type": type_, **({"documentation": doc} if doc else {})}
+                        for name, (type_, url, doc) in PARAMS.items()],
+    }
+
