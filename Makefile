@@ -52,6 +52,7 @@ bench: venv
 	$(PY) bench/validate.py
 	$(PY) bench/search.py $(BENCH_ARGS)
 	$(PY) bench/audit.py
+	$(PY) bench/fuzz.py $(BENCH_ARGS)
 
 # Build and tool caches; keeps .venv and the downloaded Elasticsearch (~/.cache/fhir-server).
 clean:

@@ -288,7 +288,9 @@ def _integer(parts: dict[Any, Any], name: str, op: str, where: str) -> int:
 
 def _apply_operation(resource: dict[str, Any], op: dict[str, Any], n: int) -> None:
     where = f"Parameters.parameter[{n}]"
-    parts = {p.get("name"): p for p in op.get("part", []) if isinstance(p, dict)}
+    raw_parts = op.get("part")
+    parts = {p["name"]: p for p in (raw_parts if isinstance(raw_parts, list) else [])
+             if isinstance(p, dict) and isinstance(p.get("name"), str)}
     kind = (parts.get("type") or {}).get("valueCode")
     path = (parts.get("path") or {}).get("valueString")
     if not isinstance(kind, str) or not isinstance(path, str):
@@ -363,8 +365,11 @@ def _apply_operation(resource: dict[str, Any], op: dict[str, Any], n: int) -> No
 def apply_fhirpath_patch(resource: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
     if parameters.get("resourceType") != "Parameters":
         raise bad_request("A FHIRPath Patch body is a Parameters resource", "resourceType")
+    operations = parameters.get("parameter") or []
+    if not isinstance(operations, list):
+        raise bad_request("Parameters.parameter must be an array of operations", "Parameters.parameter")
     patched = copy.deepcopy(resource)
-    for n, op in enumerate(parameters.get("parameter") or []):
+    for n, op in enumerate(operations):
         if not isinstance(op, dict) or op.get("name") != "operation":
             raise bad_request("FHIRPath Patch parameters must all be named 'operation'", f"Parameters.parameter[{n}]")
         _apply_operation(patched, op, n)
