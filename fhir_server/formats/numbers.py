@@ -25,8 +25,8 @@ from typing import Any
 import orjson
 
 # a JSON number token right after a key, an array start or a comma, with a fraction, an exponent,
-# or 19+ digits; inside strings it can match too (a false positive costs the precise route, never a digit)
-_RISKY = re.compile(rb'(?:"\s*:|[\[,])\s*-?[0-9]+(?:[.eE]|[0-9]{18})')
+# 19+ digits, or -0; inside strings it can match too (a false positive costs the precise route, never a digit)
+_RISKY = re.compile(rb'(?:"\s*:|[\[,])\s*(?:-?[0-9]+(?:[.eE]|[0-9]{18})|-0(?![0-9]))')
 _INT64 = 2**63
 
 
@@ -66,7 +66,7 @@ def dumps(value: Any, option: int = 0) -> bytes:
 
 def _integer(text: str) -> int | FhirDecimal:
     number = int(text)
-    return number if -_INT64 <= number < _INT64 else FhirDecimal(text)
+    return number if -_INT64 <= number < _INT64 and text != "-0" else FhirDecimal(text)
 
 
 def _constant(text: str) -> Any:

@@ -41,7 +41,7 @@ def json_number(text: str) -> int | float:
     """A decimal's JSON value: an int when written without fraction or exponent (``2`` stays ``2``), else a
     :class:`~fhir_server.formats.numbers.FhirDecimal` keeping the exact digits (``1.50``, ``1e2``, 20 digits).
     """
-    if _PLAIN_INTEGER.match(text):
+    if _PLAIN_INTEGER.match(text) and text != "-0":
         value = int(text)
         if -_INT64 <= value < _INT64:
             return value
