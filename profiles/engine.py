@@ -33,6 +33,17 @@ _MIMETYPES = "http://hl7.org/fhir/ValueSet/mimetypes"
 _TOKEN = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"
 _MIME = re.compile(rf"{_TOKEN}/{_TOKEN}(\s*;\s*{_TOKEN}=({_TOKEN}|\"[^\"]*\"))*")
 _BCP47 = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*|[xX](-[A-Za-z0-9]{1,8})+")
+# Extensions without a definition here. The HL7 validator rejects them ("could not be found so is not allowed
+# here") unless their URL is an example one or in an allowed domain (its -extension option); ours are the IGs this
+# server implements as transcribed rules and the US Core / Synthea extensions of the Synthea data it is loaded with.
+EXAMPLE_URLS = ("example.org", "acme.com", "nema.org")
+EXTENSION_DOMAINS = ("http://hl7.org/fhir/tools/StructureDefinition/", "https://hl7.fr/ig/fhir/",
+                     "https://interop.esante.gouv.fr/ig/fhir/", "https://profiles.ihe.net/",
+                     "http://hl7.org/fhir/us/core/", "http://synthetichealth.github.io/")
+# the only R4 core extensions with isModifier = true (StructureDefinition snapshots of hl7.fhir.r4.examples 4.0.1)
+MODIFIER_EXTENSIONS = frozenset({_HL7_EXT + "capabilitystatement-prohibited", _HL7_EXT + "request-doNotPerform"})
+# elements typed Quantity(SimpleQuantity) in the served types: sqty-1, no comparator
+SIMPLE_QUANTITY = frozenset({"Immunization.doseQuantity"})
 
 
 @dataclass(slots=True)
@@ -237,7 +248,7 @@ class Validator:
             elif node.model is not None:
                 self._object(node.model, v, ipath, frame, issues, node.model.ctx)
             elif t == "Extension":
-                self._extension(v, ipath, frame, issues, ctx, ext_def)
+                self._extension(v, ipath, frame, issues, ctx, ext_def, node.name == "modifierExtension")
                 continue
             elif t == "Resource" or t in self.resource_types:
                 self._resource(v, ipath, issues, frame, contained=node.name == "contained")
@@ -250,6 +261,11 @@ class Validator:
                     self._reference(v, node.targets, ipath, frame, issues)
                 elif t == "Coding" and isinstance(v, dict):
                     self._coding(v, ipath, issues)
+                elif t == "Identifier" and isinstance(v, dict):
+                    _identifier(v, ipath, issues)
+                elif t == "Quantity" and node.path in SIMPLE_QUANTITY and isinstance(v, dict) and "comparator" in v:
+                    issues.append(Issue("error", "invariant", "Constraint failed: sqty-1: the comparator is not used "
+                                                              "on a SimpleQuantity", (f"{ipath}.comparator",)))
             if node.checks and v is not None:
                 self._rules(node, t, v, ipath, frame, issues)
 
@@ -307,19 +323,27 @@ class Validator:
                                                                   "a contained resource", (f"{path}.reference",)))
             elif (m := _REF_RE.fullmatch(ref)) and not ref.startswith(("urn:", "#")):
                 target = m.group(1)
+            elif any(c.isspace() for c in ref):
+                issues.append(Issue("error", "structure", f"The reference '{ref}' is not a valid reference",
+                                    (f"{path}.reference",)))
         declared = v.get("type")
-        if isinstance(declared, str) and target is None and "://" not in declared:
-            target = declared
-        if target and targets and "Resource" not in targets and target not in targets:
-            issues.append(Issue("error", "structure", f"A reference to {target} is not allowed here (allowed: "
-                                                      f"{', '.join(targets)})", (f"{path}.reference",
-                                                                                 ) if ref else (path,)))
+        open_ = not targets or "Resource" in targets
+        if isinstance(declared, str) and "://" not in declared and not open_ and declared not in targets:
+            # Reference.type is what the reference claims: the HL7 validator rejects a type the element excludes
+            issues.append(Issue("error", "structure", f"The type '{declared}' is not a valid target for this "
+                                                      f"element (allowed: {', '.join(targets)})", (f"{path}.type",)))
+        elif target and not open_ and target not in targets:
+            # the type read from a literal reference is not authoritative until it is resolved (the HL7 validator
+            # only rejects it once it resolves the target): a warning
+            issues.append(Issue("error" if ref and ref.startswith("#") else "warning", "structure",
+                                f"A reference to {target} is not allowed here (allowed: {', '.join(targets)})",
+                                (f"{path}.reference",) if ref else (path,)))
 
     def _coding(self, v: dict[str, Any], path: str, issues: list[Issue]) -> None:
         """A code of a complete R4 code system must exist in it (any binding strength, or none)."""
         system = v.get("system")
         if isinstance(system, str) and ":" not in system:
-            issues.append(Issue("error", "value", f"Coding.system must be an absolute reference, not a local "
+            issues.append(Issue("warning", "value", f"Coding.system should be an absolute reference, not a local "
                                                   f"reference ('{system}')", (f"{path}.system",)))
         codes = self.defs.codesystems.get(system)  # type: ignore[arg-type]
         code = v.get("code")
@@ -375,7 +399,7 @@ class Validator:
                                                                f"{b.url} (preferred binding)", (where,)))
 
     def _extension(self, ext: Any, path: str, frame: Frame, issues: list[Issue], ctx: tuple[str, ...],
-                   parent_def: ExtensionDef | None) -> None:
+                   parent_def: ExtensionDef | None, modifier: bool = False) -> None:
         model = self.defs.models["Extension"]
         if not isinstance(ext, dict):
             self._object(model, ext, path, frame, issues, ("Extension",))
@@ -396,11 +420,20 @@ class Validator:
             if definition.contexts and not _context_ok(definition.contexts, ctx):
                 issues.append(Issue("error", "structure", f"The extension {url} is not allowed here (contexts: "
                                                           f"{', '.join(definition.contexts)})", (path,)))
+            if modifier != (url in MODIFIER_EXTENSIONS) and definition.source == "R4":
+                issues.append(Issue("error", "structure", f"The extension {url} must not be used as a "
+                                                          "modifierExtension (it is a regular extension)" if modifier
+                                    else f"The extension {url} is a modifier: it must be a modifierExtension",
+                                    (path,)))
         elif parent_def is not None and parent_def.sub and isinstance(url, str) and "/" not in url:
             issues.append(Issue("error", "structure", f"Unknown sub-extension '{url}' of {parent_def.url}",
                                 (f"{path}.url",)))
         elif isinstance(url, str) and url.startswith(_HL7_EXT):
             issues.append(Issue("error", "structure", f"Unknown extension {url}", (f"{path}.url",)))
+        elif isinstance(url, str) and ":" in url and not (any(d in url for d in EXAMPLE_URLS) or url.startswith(
+                EXTENSION_DOMAINS)):
+            issues.append(Issue("error", "structure", f"The extension {url} could not be found so is not allowed "
+                                                      "here", (path,)))
         elif isinstance(url, str) and ":" not in url and ctx != ("Extension",):
             issues.append(Issue("error", "value", f"Extension.url must be an absolute URL ('{url}'); only the "
                                                   "sub-extensions of a complex extension use relative names",
@@ -457,6 +490,13 @@ class Validator:
                                                           f"sub-extension(s), found {n}", (path,)))
 
 
+def _identifier(v: dict[str, Any], path: str, issues: list[Issue]) -> None:
+    system = v.get("system")
+    if isinstance(system, str) and system and ":" not in system:
+        issues.append(Issue("error", "value", f"Identifier.system must be an absolute reference, not a local "
+                                              f"reference ('{system}')", (f"{path}.system",)))
+
+
 def _language(t: str, v: Any, path: str, issues: list[Issue]) -> None:
     """Language codes: not expandable here (all-languages is the max value set), but they must be BCP-47 tags."""
     if t == "code":
@@ -472,22 +512,42 @@ def _language(t: str, v: Any, path: str, issues: list[Issue]) -> None:
                                                          "fr-FR)", (where,)))
 
 
+_RESTFUL = re.compile(r"(https?://([A-Za-z0-9.:%$]*/)*)?([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}"
+                      r"(/_history/[A-Za-z0-9\-.]{1,64})?")
+_FULLURL_OPTIONAL = frozenset({"transaction", "transaction-response", "batch", "batch-response"})
+
+
 def _bundle_rules(bundle: dict[str, Any], path: str, issues: list[Issue]) -> None:
-    """An entry's fullUrl ends with its resource's [type]/[id] (bundle.html#bundle-unique)."""
+    """The HL7 validator's Bundle rules (BundleValidator): an absolute fullUrl, which when it looks like a RESTful
+    URL ends with its resource's [type]/[id]; a fullUrl on every entry except in transactions and batches."""
     entries = bundle.get("entry")
+    optional = bundle.get("type") in _FULLURL_OPTIONAL
     for i, entry in enumerate(entries if isinstance(entries, list) else ()):
         if not isinstance(entry, dict):
             continue
+        where = f"{path}.entry[{i}]"
         full, res = entry.get("fullUrl"), entry.get("resource")
-        if not (isinstance(full, str) and isinstance(res, dict)) or full.startswith("urn:"):
+        if not isinstance(full, str) or not full:
+            if not optional and full is None:
+                issues.append(Issue("error", "invalid", "Except for transactions and batches, each entry in a Bundle "
+                                                        "must have a fullUrl which is the identity of the resource in "
+                                                        "the entry", (where,)))
             continue
-        rid, rt = res.get("id"), res.get("resourceType")
-        base = full.split("/_history/")[0]
-        if isinstance(rid, str) and isinstance(rt, str) and not (base == f"{rt}/{rid}" or base.endswith(
-                f"/{rt}/{rid}")):
-            # a warning, not an error: several official R4 examples (Bundle-lri-example...) carry such entries
-            issues.append(Issue("warning", "invalid", f"The fullUrl '{full}' does not match the resource "
-                                                      f"{rt}/{rid}", (f"{path}.entry[{i}].fullUrl",)))
+        if ":" not in full:
+            issues.append(Issue("error", "invalid", f"The fullUrl '{full}' must be an absolute URL",
+                                (f"{where}.fullUrl",)))
+            continue
+        rt = res.get("resourceType") if isinstance(res, dict) else None
+        if not isinstance(rt, str) or not _RESTFUL.fullmatch(full):
+            continue
+        rid = res.get("id")  # type: ignore[union-attr]
+        if not isinstance(rid, str):
+            issues.append(Issue("error", "invalid", f"The fullUrl '{full}' looks like a RESTful server URL, so the "
+                                                    "resource must have an id", (f"{where}.fullUrl",)))
+        elif not full.endswith(f"/{rt}/{rid}"):
+            issues.append(Issue("error", "invalid", f"The fullUrl '{full}' looks like a RESTful server URL, so it "
+                                                    f"must end with the resource's type and id (/{rt}/{rid})",
+                                (f"{where}.fullUrl",)))
 
 
 def _collect_local_refs(value: Any, into: set[str]) -> None:

@@ -116,6 +116,10 @@ def _uri(value: object) -> str | None:
         return "must be a JSON string"
     if not _URI_RE.fullmatch(value):
         return f"'{value}' is not a valid URI (empty or with whitespace)"
+    if value[:8] == "urn:oid:" and not _OID_RE.fullmatch(value):
+        return f"'{value}' is not a valid OID (urn:oid: then dot-separated numbers)"
+    if value[:9] == "urn:uuid:" and not _UUID_RE.fullmatch(value):
+        return f"'{value}' is not a valid UUID (urn:uuid: then a lower-case UUID)"
     return None
 
 

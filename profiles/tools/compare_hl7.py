@@ -57,6 +57,7 @@ DRIVER = r"""
 import java.nio.file.*;
 import java.util.*;
 import org.hl7.fhir.validation.ValidationEngine;
+import org.hl7.fhir.validation.service.model.InstanceValidatorParameters;
 import org.hl7.fhir.r5.elementmodel.Manager.FhirFormat;
 import org.hl7.fhir.r5.model.OperationOutcome;
 import org.hl7.fhir.utilities.validation.ValidationMessage;
@@ -64,8 +65,11 @@ import org.hl7.fhir.utilities.validation.ValidationMessage;
 /** Validates every file named on stdin (one per line) against R4 core; one JSON line per file on stdout. */
 public class Oracle {
   public static void main(String[] a) throws Exception {
+    InstanceValidatorParameters params = new InstanceValidatorParameters();
+    params.setAllowExampleUrls(true);
     ValidationEngine ve = new ValidationEngine.ValidationEngineBuilder().withVersion("4.0.1")
-        .withNoTerminologyServer().withCanRunWithoutTerminologyServer(true).fromSource("hl7.fhir.r4.core#4.0.1");
+        .withDefaultInstanceValidatorParameters(params).withNoTerminologyServer().withCanRunWithoutTerminologyServer(true).fromSource("hl7.fhir.r4.core#4.0.1");
+    ve.setAllowExampleUrls(true);
     for (String pkg : a) ve.loadPackage(pkg, null);
     Scanner in = new Scanner(System.in);
     while (in.hasNextLine()) {
@@ -168,7 +172,7 @@ def setup() -> None:
                        cwd=HOME, check=True)
     _install_r4_core()
     _install_npm("hl7.fhir.xver-extensions", "0.1.0")
-    if not (HOME / "Oracle.class").exists():
+    if not (HOME / "Oracle.class").exists() or (HOME / "Oracle.java").read_text() != DRIVER:
         (HOME / "Oracle.java").write_text(DRIVER)
         subprocess.run(["javac", "-nowarn", "-cp", f"{lib}/*", "Oracle.java"], cwd=HOME, check=True,
                        capture_output=True)

@@ -55,6 +55,13 @@ def _custodian(r: dict[str, Any]) -> None:
         doc.setdefault("custodian", ORG)
 
 
+def _searchset(r: dict[str, Any]) -> None:
+    """Relative fullUrls (DocumentReference/x): a fullUrl is absolute (the HL7 validator's Bundle rules)."""
+    _custodian(r)
+    for e in r["entry"]:
+        e["fullUrl"] = "https://example.org/fhir/" + e["fullUrl"]
+
+
 VALID: dict[str, Callable[[dict[str, Any]], None] | None] = {
     "frcore/Patient-FRCorePatientExample.json": None,
     "frcore/Immunization-FRCoreImmunizationExample.json": None,
@@ -68,7 +75,7 @@ VALID: dict[str, Callable[[dict[str, Any]], None] | None] = {
     "pdsm4dmp-json/DocumentReference-example-td2-iti105-publication-simplifiee.json": _custodian,
     "pdsm4dmp-json/Bundle-example-td2-iti65-lot-soumission.json": _custodian,
     "pdsm4dmp-json/Bundle-example-td2-1-remplacement.json": _custodian,
-    "pdsm4dmp-json/Bundle-example-annexe-searchset-documentreferences.json": _custodian,
+    "pdsm4dmp-json/Bundle-example-annexe-searchset-documentreferences.json": _searchset,
     "pdsm4dmp-json/Bundle-example-annexe-fhir-document.json": None,
 }
 
