@@ -1,0 +1,127 @@
+"""Consent: the supported shape, the actor a token names, and what the policy hides (pure unit tests)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fhir_server.security.consent import ActorKeys, actor_keys, opposition
+from fhir_server.security.dev_issuer import DevIssuer
+from fhir_server.security.policy import AccessPolicy, ConsentNotResolved, may_write, visible
+from fhir_server.security.scopes import ScopeSet
+from fhir_server.security.tokens import Principal, TokenVerifier
+from tests.security.test_leakage_http import RPPS, consent
+
+BASE = "http://fhir.example/fhir"
+KEYS = ActorKeys(frozenset({"Practitioner/7", "Organization/9"}), frozenset({f"{RPPS}|810000000042"}))
+
+
+@pytest.mark.parametrize(("actor", "expected"), [
+    ({"reference": "Practitioner/7"}, True),
+    ({"reference": f"{BASE}/Practitioner/7"}, True),  # absolute on this server
+    ({"reference": "Practitioner/7/_history/2"}, True),
+    ({"reference": "http://elsewhere.example/fhir/Practitioner/7"}, False),
+    ({"reference": "Organization/9"}, True),
+    ({"reference": "Practitioner/8"}, False),
+    ({"identifier": {"system": RPPS, "value": "810000000042"}}, True),
+    ({"identifier": {"system": RPPS, "value": "810000000043"}}, False),
+    ({"identifier": {"value": "810000000042"}}, False),  # an identifier without its system names no one
+])
+def test_actor_matching(actor: dict[str, Any], expected: bool) -> None:
+    found = opposition(consent("p1", actor), KEYS, BASE)
+    assert (found is not None) is expected
+    if found is not None:
+        assert found.patient == "p1"
+
+
+@pytest.mark.parametrize("change", [
+    {"status": "inactive"}, {"status": "draft"},
+    {"scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "research"}]}},
+    {"patient": {"reference": "Group/1"}}, {"patient": {"display": "no reference"}},
+])
+def test_other_shapes_oppose_no_one(change: dict[str, Any]) -> None:
+    assert opposition({**consent("p1", {"reference": "Practitioner/7"}), **change}, KEYS, BASE) is None
+
+
+def test_permit_provision_is_no_opposition() -> None:
+    c = consent("p1", {"reference": "Practitioner/7"})
+    c["provision"]["type"] = "permit"
+    assert opposition(c, KEYS, BASE) is None
+
+
+def test_period_bounds_the_opposition() -> None:
+    found = opposition(consent("p1", {"reference": "Practitioner/7"}, period={"start": "2024-01-01",
+                                                                              "end": "2024-06"}), KEYS, BASE)
+    assert found is not None
+    assert not found.holds(datetime(2023, 12, 31, 23, 59, tzinfo=UTC))
+    assert found.holds(datetime(2024, 1, 1, tzinfo=UTC))
+    assert found.holds(datetime(2024, 6, 30, 23, 59, tzinfo=UTC))  # "2024-06" lasts the whole month
+    assert not found.holds(datetime(2024, 7, 1, tzinfo=UTC))
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+                        st.sampled_from(["status", "scope", "coding", "code", "provision", "type", "actor",
+                                         "reference", "identifier", "system", "value", "patient", "period",
+                                         "start", "end"]), inner, max_size=4), max_leaves=20))
+def test_opposition_never_raises_on_any_json(data: Any) -> None:
+    """Stored Consents passed validation, but the look-up must not trust that."""
+    if isinstance(data, dict):
+        opposition({"resourceType": "Consent", **data}, KEYS, BASE)
+
+
+def test_token_claims_name_the_actor(issuer: DevIssuer) -> None:
+    verifier = TokenVerifier(issuer=issuer.issuer, audience=issuer.audience, jwks_file=issuer.jwks_file)
+    p = verifier.verify(issuer.mint("dr", "user/*.rs", fhir_user=f"{BASE}/Practitioner/7",
+                                    extra={"identifier": [f"{RPPS}|810000000042", "not-an-identifier"],
+                                           "organization": ["Organization/9", "urn:oid:1.2.250.1.71.4.2.2|123"]}))
+    keys = actor_keys(p, BASE)
+    assert keys.references == {"Practitioner/7", "Organization/9"}
+    assert keys.identifiers == {f"{RPPS}|810000000042", "urn:oid:1.2.250.1.71.4.2.2|123"}
+    assert p.opposed_by is None  # looked up per request, not carried by the token
+
+
+def _user(opposed: frozenset[str] | None) -> Principal:
+    return Principal("dr", ScopeSet.parse("user/*.cruds"), fhir_user="Practitioner/7", opposed_by=opposed)
+
+
+def test_opposing_patients_compartment_is_hidden_from_the_user() -> None:
+    dr = _user(frozenset({"p3"}))
+    assert not visible(dr, {"resourceType": "Patient", "id": "p3"})
+    assert visible(dr, {"resourceType": "Patient", "id": "p1"})
+    assert not visible(dr, {"resourceType": "Immunization", "patient": {"reference": "Patient/p3"}})
+    assert not visible(dr, {"resourceType": "DocumentReference", "subject": {"reference": f"{BASE}/Patient/p3"}})
+    assert not visible(dr, {"resourceType": "Consent", "patient": {"reference": "Patient/p3"}})
+    assert visible(dr, {"resourceType": "DocumentReference", "subject": {"reference": "Patient/p1"}})
+    policy = AccessPolicy(dr)
+    assert policy.excluded("DocumentReference") == [("subject", "Patient/p3")]
+    assert policy.excluded("Patient") == [("_id", "p3")]
+    assert policy.params("DocumentReference") is not None and ("subject", "Patient/p3") not in (
+        policy.params("DocumentReference") or [])  # never a parameter: links would name the patient
+
+
+def test_patient_and_system_contexts_ignore_oppositions() -> None:
+    patient = Principal("p3", ScopeSet.parse("patient/*.cruds"), patient="p3")
+    backend = Principal("svc", ScopeSet.parse("system/*.cruds"))
+    for who in (patient, backend):
+        assert visible(who, {"resourceType": "Patient", "id": "p3"})
+        assert AccessPolicy(who).excluded("DocumentReference") == []
+
+
+def test_a_user_decision_without_the_lookup_fails_closed() -> None:
+    with pytest.raises(ConsentNotResolved):
+        visible(_user(None), {"resourceType": "Patient", "id": "p1"})
+    assert not AccessPolicy(_user(frozenset())).excluded("Patient")
+
+
+def test_only_patient_or_backend_writes_consent() -> None:
+    assert not may_write(_user(frozenset()), "Consent", "create")
+    assert not may_write(_user(frozenset()), "Consent", "delete")
+    assert may_write(_user(frozenset()), "Consent", "read")
+    assert may_write(_user(frozenset()), "Patient", "create")
+    assert may_write(Principal("p", ScopeSet.parse("patient/Consent.cud"), patient="p"), "Consent", "create")
+    assert may_write(Principal("svc", ScopeSet.parse("system/Consent.cud")), "Consent", "update")
