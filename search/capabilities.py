@@ -15,7 +15,8 @@ from search.registry import FULLTEXT_CODES, SearchParameterRegistry
 
 _MODIFIERS: dict[str, str] = {
     "string": ", ".join(f":{m}" for m in sorted(string.MODIFIERS)),
-    "token": ", ".join(f":{m}" for m in sorted(token.MODIFIERS)),
+    "token": ", ".join(f":{m}" for m in sorted(token.MODIFIERS - {"in", "not-in", "below", "above"}))
+    + ", :in/:not-in (R4 core value sets and ANS JDVs), :below/:above (subsumption in the R4 code systems)",
     "reference": ":[type], " + ", ".join(f":{m}" for m in sorted(reference.MODIFIERS)) + ", chaining",
     "date": "prefixes " + " ".join(date.PREFIXES),
     "uri": ", ".join(f":{m}" for m in sorted(uri.MODIFIERS)),
@@ -30,7 +31,7 @@ def search_params(registry: SearchParameterRegistry, resource_type: str) -> list
         if not sp.supported:
             continue
         doc = "full text (all words), :missing" if code in FULLTEXT_CODES else \
-            f"{_MODIFIERS.get(sp.type, '')}, :missing".lstrip(", ")
+            f"{_MODIFIERS.get(sp.type, '')}, :missing, _sort".lstrip(", ")
         out.append({"name": code, "definition": sp.url, "type": sp.type, "documentation": doc})
     out.append({"name": "_has", "type": "special", "definition": "http://hl7.org/fhir/search.html#has",
                 "documentation": "reverse chaining, nestable: _has:Type:reference:parameter=value"})

@@ -15,10 +15,12 @@ Time zones
     In a query string an unencoded ``+01:00`` arrives as `` 01:00``; that space is read as ``+``.
 
 Index fields under ``sp.<code>``
-    ``range`` (``date_range``, ``{"gte": lo, "lt": hi}``, bounds omitted when unbounded) for
-    searching; ``lo`` and ``hi`` (``date``) for ``_sort`` only, where unbounded ends are stored as
-    0001-01-01 / 9999-12-31 so that ongoing periods sort as the latest.  ES keeps milliseconds:
-    ``lo`` is floored and ``hi`` ceiled to the millisecond.
+    ``range`` (``long_range`` of microseconds since 1970-01-01T00:00Z, ``{"gte": lo, "lt": hi}``,
+    bounds omitted when unbounded) for searching: instants such as ``meta.lastUpdated`` carry
+    microseconds, and ES ``date_range`` keeps only milliseconds, which made
+    ``_lastUpdated=gt<a resource's own lastUpdated>`` match that resource.  ``lo`` and ``hi``
+    (``date``) serve ``_sort`` only, where unbounded ends are stored as 0001-01-01 / 9999-12-31 so
+    that ongoing periods sort as the latest (``lo`` floored and ``hi`` ceiled to the millisecond).
 
 Prefixes (search.html#prefix), with S = search range, T = stored range, each an ES ``range``
 query on ``range`` with a ``relation``:
@@ -72,6 +74,9 @@ _DATE = re.compile(
     r"(?P<tz>Z|[+-]\d{2}:\d{2})?)?)?)?$"
 )
 _SPACE_OFFSET = re.compile(r" (\d{2}:\d{2})$")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 SORT_MIN = "0001-01-01T00:00:00.000Z"
 SORT_MAX = "9999-12-31T23:59:59.999Z"
@@ -161,8 +166,13 @@ def es_date(dt: datetime, *, ceil: bool = False) -> str:
     )
 
 
+def micros(dt: datetime) -> int:
+    """Microseconds since 1970-01-01T00:00Z: the exact bounds of the ``long_range`` search field."""
+    return (dt - _EPOCH) // _MICROSECOND
+
+
 def mapping(param: SearchParameter) -> dict[str, Any]:
-    return {"range": {"type": "date_range"}, "lo": {"type": "date"}, "hi": {"type": "date"}}
+    return {"range": {"type": "long_range"}, "lo": {"type": "date"}, "hi": {"type": "date"}}
 
 
 def ranges_of(value: FhirValue) -> list[DateRange]:
@@ -199,15 +209,15 @@ def index(param: SearchParameter, values: Sequence[FhirValue], ctx: IndexContext
             ctx.skip(param, value.data, str(e))
             continue
         for r in ranges:
-            es_range: dict[str, str] = {}
+            es_range: dict[str, int] = {}
             if r.lo is not None:
-                es_range["gte"] = es_date(r.lo)
+                es_range["gte"] = micros(r.lo)
             if r.hi is not None:
-                es_range["lt"] = es_date(r.hi, ceil=True)
+                es_range["lt"] = micros(r.hi)
             if es_range not in fields.setdefault("range", []):
                 fields["range"].append(es_range)
-                fields.setdefault("lo", []).append(es_range.get("gte", SORT_MIN))
-                fields.setdefault("hi", []).append(es_range.get("lt", SORT_MAX))
+                fields.setdefault("lo", []).append(es_date(r.lo) if r.lo is not None else SORT_MIN)
+                fields.setdefault("hi", []).append(es_date(r.hi, ceil=True) if r.hi is not None else SORT_MAX)
     return fields
 
 
@@ -230,9 +240,9 @@ def parse_search_value(value: str, name: str) -> DateRange:
 def _range(f: str, relation: str, gte: datetime | None = None, lt: datetime | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {}
     if gte is not None:
-        body["gte"] = es_date(gte)
+        body["gte"] = micros(gte)
     if lt is not None:
-        body["lt"] = es_date(lt, ceil=True)
+        body["lt"] = micros(lt)
     body["relation"] = relation
     return {"range": {f: body}}
 

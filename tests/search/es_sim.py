@@ -2,8 +2,8 @@
 
 It lets unit tests check end-to-end semantics (extracted document + compiled query -> match?)
 without an Elasticsearch node.  It follows the ES rules that matter here: keyword fields
-match on any of their values; ``date_range`` values are stored as inclusive
-millisecond bounds (``lt`` = bound - 1 ms) and range queries honour ``relation``.
+match on any of their values; ``long_range`` values (dates in microseconds) are stored as
+inclusive bounds (``lt`` = bound - 1) and range queries honour ``relation``.
 """
 
 from __future__ import annotations
@@ -31,8 +31,8 @@ def _values(doc: dict[str, Any], path: str) -> list[Any]:
 
 
 def _bounds(spec: dict[str, Any]) -> tuple[float, float]:
-    lo = _ms(spec["gte"]) if "gte" in spec else -_INF
-    hi = _ms(spec["lt"]) - 1 if "lt" in spec else _INF
+    lo = spec.get("gte", -_INF)
+    hi = spec["lt"] - 1 if "lt" in spec else _INF
     return lo, hi
 
 

@@ -9,8 +9,17 @@ from hypothesis import strategies as st
 
 from search.errors import SearchError
 from search.params.base import FhirValue
-from search.params.date import DateRange, clause_for, es_date, parse_date_range, parse_search_value, ranges_of
+from search.params.date import (
+    DateRange,
+    clause_for,
+    es_date,
+    micros,
+    parse_date_range,
+    parse_search_value,
+    ranges_of,
+)
 from tests.search.es_sim import matches
+from tests.search.test_extract import us
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 
@@ -156,11 +165,11 @@ def _spec(prefix: str, s: DateRange, t: DateRange) -> bool:
 
 
 def _doc(t: DateRange) -> dict[str, Any]:
-    rng: dict[str, str] = {}
+    rng: dict[str, int] = {}
     if t.lo is not None:
-        rng["gte"] = es_date(t.lo)
+        rng["gte"] = micros(t.lo)
     if t.hi is not None:
-        rng["lt"] = es_date(t.hi, ceil=True)
+        rng["lt"] = micros(t.hi)
     return {"sp": {"date": {"range": [rng]}}}
 
 
@@ -218,9 +227,9 @@ def test_prefix_cases(prefix: str, search: str, stored: Any, expected: bool) -> 
 def test_clause_shapes() -> None:
     s = parse_date_range("2020")
     assert clause_for("f", "eq", s, NOW) == {
-        "range": {"f": {"gte": "2020-01-01T00:00:00.000Z", "lt": "2021-01-01T00:00:00.000Z", "relation": "within"}}
+        "range": {"f": {"gte": us("2020-01-01T00:00:00Z"), "lt": us("2021-01-01T00:00:00Z"), "relation": "within"}}
     }
-    assert clause_for("f", "sa", s, NOW) == {"range": {"f": {"gte": "2021-01-01T00:00:00.000Z", "relation": "within"}}}
+    assert clause_for("f", "sa", s, NOW) == {"range": {"f": {"gte": us("2021-01-01T00:00Z"), "relation": "within"}}}
     assert clause_for("f", "lt", s, NOW) == {
-        "range": {"f": {"lt": "2020-01-01T00:00:00.000Z", "relation": "intersects"}}
+        "range": {"f": {"lt": us("2020-01-01T00:00:00.000Z"), "relation": "intersects"}}
     }

@@ -154,8 +154,8 @@ def _check(doc: Any, mapping: dict[str, Any], path: str) -> None:
             assert isinstance(v, int), path
         elif kind == "date":
             datetime.strptime(v, "%Y-%m-%dT%H:%M:%S.%fZ")
-        elif kind == "date_range":
-            assert set(v) <= {"gte", "lt"} and v.get("gte", "") < v.get("lt", "~"), path
+        elif kind == "long_range":
+            assert set(v) <= {"gte", "lt"} and v.get("gte", -(2**63)) < v.get("lt", 2**63), path
 
 
 def test_every_example_fits_the_strict_mapping(

@@ -9,6 +9,7 @@ from search.errors import SearchError
 from search.query import CompiledSearch, compile_search
 from search.registry import SearchParameterRegistry
 from tests.search.conftest import BASE
+from tests.search.test_extract import us
 
 NOW = datetime(2025, 6, 1, tzinfo=UTC)
 
@@ -98,12 +99,12 @@ def test_id_last_updated_missing(registry: SearchParameterRegistry) -> None:
     assert one(registry, "Patient", "_lastUpdated", "ge2020-01-01") == {
         "bool": {
             "should": [
-                {"range": {"sp._lastUpdated.range": {"gte": "2020-01-02T00:00:00.000Z", "relation": "intersects"}}},
+                {"range": {"sp._lastUpdated.range": {"gte": us("2020-01-02T00:00:00.000Z"), "relation": "intersects"}}},
                 {
                     "range": {
                         "sp._lastUpdated.range": {
-                            "gte": "2020-01-01T00:00:00.000Z",
-                            "lt": "2020-01-02T00:00:00.000Z",
+                            "gte": us("2020-01-01T00:00:00.000Z"),
+                            "lt": us("2020-01-02T00:00:00.000Z"),
                             "relation": "within",
                         }
                     }

@@ -264,3 +264,20 @@ def test_self_link_lists_only_used_parameters(client: httpx.Client, data: tuple[
     assert strict.status_code == 200
     refused = client.get("/Patient", params={"bogus": "1"}, headers={"Prefer": "handling=strict"})
     assert refused.status_code == 400 and refused.json()["issue"][0]["expression"] == ["bogus"]
+
+
+def test_last_updated_is_compared_at_full_precision(client: httpx.Client, data: tuple[str, dict[str, str]]) -> None:
+    """A resource's own microsecond ``lastUpdated`` is eq/ge/le to itself, never gt/lt/ne/sa/eb (ES dates
+    keep milliseconds only: the index stores microseconds in a ``long_range``)."""
+    _, labels = data
+    own = client.get(f"/Patient/{labels['bene']}").json()["meta"]["lastUpdated"]
+    for prefix, expected in (("eq", True), ("ge", True), ("le", True), ("ap", True), ("ne", False), ("gt", False),
+                             ("lt", False), ("sa", False), ("eb", False)):
+        bundle = client.get("/Patient", params={"_id": labels["bene"], "_lastUpdated": prefix + own}).json()
+        assert (len(bundle.get("entry", [])) == 1) is expected, (prefix, own)
+
+
+def test_sort_errors_name_the_parameter(client: httpx.Client) -> None:
+    for value in ("_text", "_content", "nope"):
+        resp = client.get("/Patient", params={"_sort": value})
+        assert resp.status_code == 400 and resp.json()["issue"][0]["expression"] == ["_sort"], value
