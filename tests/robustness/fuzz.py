@@ -91,11 +91,38 @@ typed_values = st.one_of(
 element_values = st.one_of(typed_values, json_values, deep_values)
 
 
+def _template(rtype: str, s1: str, s2: str, date: str) -> dict[str, Any]:
+    """A resource that validates, carrying the drawn strings and date where strings and dates go."""
+    attachment = {"contentType": "text/plain", "data": "aGVsbG8=", "title": s2}
+    templates: dict[str, dict[str, Any]] = {
+        "Patient": {"resourceType": "Patient", "name": [{"family": s1, "given": [s2]}], "gender": "female",
+                    "birthDate": date, "identifier": [{"system": "urn:fz", "value": s2}]},
+        "DocumentReference": {"resourceType": "DocumentReference", "status": "current", "description": s1,
+                              "subject": {"reference": "Patient/fz1"}, "date": date + "T10:00:00Z",
+                              "content": [{"attachment": attachment}]},
+        "Immunization": {"resourceType": "Immunization", "status": "completed", "lotNumber": s1,
+                         "vaccineCode": {"coding": [{"system": "urn:fz", "code": s2}], "text": s1},
+                         "patient": {"reference": "Patient/fz1"}, "occurrenceDateTime": date},
+        "List": {"resourceType": "List", "status": "current", "mode": "working", "title": s1,
+                 "entry": [{"item": {"reference": "DocumentReference/fz1"}}]},
+        "Binary": {"resourceType": "Binary", "contentType": "text/plain", "data": "aGVsbG8="},
+    }
+    return templates.get(rtype, {"resourceType": rtype, "text": {"status": "generated", "div": s1}})
+
+
+dates = st.one_of(st.dates().map(str), st.sampled_from(["2024", "2024-02", "0001-01-01", "9999-12-31"]))
+
+
 @st.composite
 def resources(draw: st.DrawFn, type_: str | None = None) -> dict[str, Any]:
-    """A resource of a served type (or, sometimes, of no or an unknown type) with hostile element values."""
+    """A resource of a served type (or, sometimes, of no or an unknown type) with hostile element values.
+
+    Half of them start from a valid template, so hostile strings and dates also reach storage and indexing.
+    """
     rtype = type_ or draw(st.one_of(st.sampled_from(TYPES), st.sampled_from(["Observation", "", "patient"]),
                                     texts))
+    if draw(st.booleans()):
+        return _template(rtype, draw(texts), draw(texts), draw(dates))
     names = ELEMENTS.get(rtype, []) + COMMON
     body: dict[str, Any] = {} if draw(st.integers(0, 30)) == 0 else {"resourceType": rtype}
     for name in draw(st.lists(st.sampled_from(names) | texts, max_size=6, unique=True)):

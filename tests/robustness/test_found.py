@@ -52,3 +52,10 @@ def test_non_ascii_digit_or_huge_if_match_is_400(client: httpx.Client) -> None:
         resp = client.put("Patient/f1", json={"resourceType": "Patient", "id": "f1"},
                           headers=[(b"Content-Type", b"application/fhir+json"), (b"If-Match", tag)])
         _outcome(resp, 400)
+
+
+@pytest.mark.parametrize("parameter", ["true", "3", '[{"name": "operation", "part": true}]',
+                                       '[{"name": "operation", "part": [{"name": []}]}]'])
+def test_fhirpath_patch_with_non_array_parameters_is_400(client: httpx.Client, parameter: str) -> None:
+    body = '{"resourceType": "Parameters", "parameter": ' + parameter + "}"
+    _outcome(client.patch("Patient/f1", content=body, headers=FHIR_JSON), 400)
