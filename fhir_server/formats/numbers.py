@@ -8,11 +8,12 @@ A FHIR ``decimal`` carries its precision: ``1.50`` is not ``1.5``, ``1e2`` stays
   keeps working unchanged; :func:`dumps` writes its text back verbatim (``orjson.Fragment``).
   orjson refuses to serialise it without :func:`default`, so a forgotten call site fails loudly
   rather than silently rounding.
-- :func:`loads` is orjson unless the document holds a number that might not round-trip (a
-  fraction, an exponent or more than 18 digits, found by one regex scan); only then does it
-  take the precise route (orjson to validate, then the standard library parser with a
-  ``parse_float`` hook). Resources without decimals, the vast majority, pay the scan only;
-  ``bench/decimals.py`` measures both routes.
+- :func:`loads` is orjson, then two gates decide whether the precise route is needed: when
+  orjson writes the parsed document back byte for byte (compact JSON, as machines send it)
+  every number kept its digits; otherwise one regex scan looks for a number that might not
+  round-trip (a fraction, an exponent, 19+ digits, ``-0``). Only then is the document parsed
+  again by the standard library with a ``parse_float`` hook. ``bench/decimals.py`` measures
+  each route as a ratio to plain ``orjson.loads``.
 """
 
 from __future__ import annotations
@@ -85,7 +86,10 @@ def loads(raw: bytes | bytearray | memoryview | str) -> Any:
     """
     data = bytes(raw) if isinstance(raw, bytearray | memoryview) else raw
     parsed = orjson.loads(data)  # also the validation of the precise route: orjson's strictness (UTF-8,
-    if not needs_precise(data):  # surrogates, NaN, depth) whichever route answers
+    # surrogates, NaN, depth) whichever route answers
+    if isinstance(data, bytes) and orjson.dumps(parsed) == data:
+        return parsed  # compact JSON orjson writes back byte for byte: every number kept its digits
+    if not needs_precise(data):
         return parsed
     try:
         text = data.decode("utf-8") if isinstance(data, bytes) else data
