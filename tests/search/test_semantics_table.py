@@ -44,7 +44,8 @@ def _patients(m: str, base: str) -> dict[str, dict[str, Any]]:
                "generalPractitioner": [{"reference": f"{base}/Practitioner/gp2"}],
                "meta": {"security": [{"system": ACT_REASON, "code": "TREAT"}]}},
         "ext": {"resourceType": "Patient", "name": [{"family": f"Other{m}"}],
-                "_gender": {"extension": [{"url": "http://example.org/x", "valueString": "y"}]}},
+                "_gender": {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
+                                            "valueCode": "unknown"}]}},
         "comma": {"resourceType": "Patient", "name": [{"family": f"a,b{m}"}], "birthDate": "1999-12-31"},
     }
 
