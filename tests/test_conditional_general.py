@@ -173,3 +173,27 @@ def test_fifty_concurrent_conditional_creates_on_a_name_make_one(server: Running
     assert len(ids) == 1
     with httpx.Client(base_url=server.base_url) as c:
         assert c.get(f"/Patient?family={quote(fam)}").json()["total"] == 1
+
+
+def test_transaction_conditional_update_and_delete_on_general_criteria(client: httpx.Client) -> None:
+    fam, gone = fresh(), fresh()
+    pid = client.post("/Patient", json=person(fam), headers=FHIR_JSON).json()["id"]
+    old = client.post("/Patient", json=person(gone), headers=FHIR_JSON).json()["id"]
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": person(fam, gender="other"),
+         "request": {"method": "PUT", "url": f"Patient?family={fam}&birthdate=1970-01-02"}},
+        {"request": {"method": "DELETE", "url": f"Patient?family={gone}"}},
+        {"resource": person(fresh()), "request": {"method": "PUT", "url": f"Patient?family={fresh()}"}},
+    ]}
+    resp = client.post("/", json=bundle, headers=FHIR_JSON)
+    assert resp.status_code == 200, resp.text
+    entries = resp.json()["entry"]
+    assert entries[0]["response"]["status"] == "200 OK" and entries[0]["resource"]["id"] == pid
+    assert entries[1]["response"]["status"] == "204 No Content"
+    assert entries[2]["response"]["status"] == "201 Created"
+    assert client.get(f"/Patient/{old}").status_code == 410
+    assert client.get(f"/Patient/{pid}").json()["gender"] == "other"
+    # several matches fail the whole transaction with 412 naming the entry
+    client.post("/Patient", json=person(fam), headers=FHIR_JSON)
+    resp = client.post("/", json=bundle, headers=FHIR_JSON)
+    assert resp.status_code == 412 and "Bundle.entry[0]" in resp.json()["issue"][0]["diagnostics"]
