@@ -84,7 +84,10 @@ def main() -> int:
             """FHIR-shaped requests until ``target`` were sent (httpx refuses to send a few generated ones)."""
             nonlocal rounds
             while kinds["fhir-shaped"] < target:
-                fhir_test = given(req=requests())(quiet(target - kinds["fhir-shaped"])(fhir_case))
+                def one(req: FuzzRequest) -> None:  # a fresh function per round: hypothesis decorates once
+                    fhir_case(req)
+
+                fhir_test = given(req=requests())(quiet(target - kinds["fhir-shaped"])(one))
                 if args.seed is not None:
                     fhir_test = seed(args.seed + rounds)(fhir_test)
                 fhir_test()
