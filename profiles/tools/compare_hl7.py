@@ -524,8 +524,8 @@ def main() -> None:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     files = []
-    for i, (_, r) in enumerate(cases):
-        f = work / f"{i:05d}.json"
+    for n, (_, r) in enumerate(cases):
+        f = work / f"{n:05d}.json"
         f.write_text(json.dumps(r, ensure_ascii=False))
         files.append(f)
     theirs = oracle(files)
@@ -540,8 +540,8 @@ def main() -> None:
         if not same and args.show > 0:
             args.show -= 1
             print(f"DISAGREE {name}: hl7={'error' if t else 'ok'} ours={'error' if o else 'ok'}")
-            for i in (t or o)[:3]:
-                print(f"    {'hl7 ' if t else 'ours'} {i['expression']}: {i['message'][:160]}")
+            for issue in (t or o)[:3]:
+                print(f"    {'hl7 ' if t else 'ours'} {issue['expression']}: {issue['message'][:160]}")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1, ensure_ascii=False))
     print(f"{len(cases)} cases, {agree} agreements ({agree / max(len(cases), 1):.1%}), "
