@@ -30,7 +30,7 @@ def capability_statement(ctx: ServerContext) -> dict[str, Any]:
             "versioning": "versioned-update",
             "readHistory": True,
             "updateCreate": True,
-            # conditional criteria: identifier and _id, matched in the store (interactions/conditional.py)
+            # conditional criteria: any supported search (identifier/_id in the store, the rest in ES; conditional.py)
             "conditionalCreate": True,
             "conditionalUpdate": True,
             "conditionalDelete": "single",
