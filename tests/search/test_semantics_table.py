@@ -282,3 +282,13 @@ def test_sort_errors_name_the_parameter(client: httpx.Client) -> None:
     for value in ("_text", "_content", "nope"):
         resp = client.get("/Patient", params={"_sort": value})
         assert resp.status_code == 400 and resp.json()["issue"][0]["expression"] == ["_sort"], value
+
+
+def test_count_zero_and_empty_results_have_no_entry_array(client: httpx.Client,
+                                                          data: tuple[str, dict[str, str]]) -> None:
+    """FHIR JSON has no empty arrays: a page without entries leaves ``entry`` out; ``_count=0`` still counts."""
+    m, _ = data
+    counted = client.get("/Patient", params={"_tag": f"urn:scope|{m}", "_count": "0"}).json()
+    assert counted["total"] == 4 and "entry" not in counted
+    empty = client.get("/Patient", params={"_tag": f"urn:scope|{m}", "family": "zzz-nobody"}).json()
+    assert empty["total"] == 0 and "entry" not in empty
