@@ -87,7 +87,11 @@ def loads(raw: bytes | bytearray | memoryview | str) -> Any:
     data = bytes(raw) if isinstance(raw, bytearray | memoryview) else raw
     parsed = orjson.loads(data)  # also the validation of the precise route: orjson's strictness (UTF-8,
     # surrogates, NaN, depth) whichever route answers
-    if isinstance(data, bytes) and orjson.dumps(parsed) == data:
+    try:
+        same = isinstance(data, bytes) and orjson.dumps(parsed) == data
+    except TypeError:  # nested deeper than orjson writes (255) though not than it reads: the caller's depth check
+        same = False
+    if same:
         return parsed  # compact JSON orjson writes back byte for byte: every number kept its digits
     if not needs_precise(data):
         return parsed

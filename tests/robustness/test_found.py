@@ -59,3 +59,10 @@ def test_non_ascii_digit_or_huge_if_match_is_400(client: httpx.Client) -> None:
 def test_fhirpath_patch_with_non_array_parameters_is_400(client: httpx.Client, parameter: str) -> None:
     body = '{"resourceType": "Parameters", "parameter": ' + parameter + "}"
     _outcome(client.patch("Patient/f1", content=body, headers=FHIR_JSON), 400)
+
+
+@pytest.mark.parametrize("path,method", [("Patient", "POST"), ("Patient/f1", "PUT"), ("", "POST"),
+                                         ("Patient/$validate", "POST")])
+def test_json_nested_deeper_than_orjson_writes_is_400(client: httpx.Client, path: str, method: str) -> None:
+    body = '{"resourceType": "Patient", "extension": ' + "[" * 300 + "1" + "]" * 300 + "}"
+    _outcome(client.request(method, path, content=body, headers=FHIR_JSON), 400)
