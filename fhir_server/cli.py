@@ -72,24 +72,47 @@ def _progress() -> Progress:
                     console=console)
 
 
+def _count_hint(paths: list[Path]) -> int:
+    """Roughly how many resources (ndjson lines, other files count 1): a progress total without parsing."""
+    from .loader import _files
+
+    total = 0
+    for f in _files(paths):
+        if f.suffix == ".ndjson":
+            with f.open("rb") as fh:
+                total += sum(1 for line in fh if line.strip())
+        else:
+            total += 1
+    return total
+
+
 def _load(settings: Settings, args: argparse.Namespace) -> int:
     from .context import ServerContext
-    from .loader import iter_resources, load
+    from .loader import BulkStats, bulk_load, iter_resources, load
 
     paths = [Path(p) for p in args.paths]
     missing = [p for p in paths if not p.exists()]
     if missing:
         console.print(f"[red]No such file or directory:[/] {', '.join(map(str, missing))}")
         return 2
-    total = sum(1 for _ in iter_resources(paths))
+    if not args.bulk and (args.no_validate or args.workers is not None):
+        console.print("[red]--no-validate and --workers need --bulk[/]")
+        return 2
+    total = _count_hint(paths) if args.bulk else sum(1 for _ in iter_resources(paths))
+    stats = BulkStats()
     with elasticsearch(settings) as es_url:
-        ctx = ServerContext.build(settings, es_url)
+        ctx = ServerContext.build(settings, es_url, start_indexer=not args.bulk)
         try:
             with _progress() as bar:
                 task = bar.add_task("loading", total=total)
-                report = load(ctx, paths, on_progress=lambda _src: bar.advance(task))
-            console.print("Waiting for the index to catch up...")
-            ctx.indexer.wait_until_indexed(timeout=600)
+                if args.bulk:
+                    report = bulk_load(ctx, paths, validate=not args.no_validate, workers=args.workers,
+                                       batch=args.batch, on_progress=lambda n: bar.advance(task, n), stats=stats)
+                else:
+                    report = load(ctx, paths, on_progress=lambda _src: bar.advance(task))
+            if not args.bulk:
+                console.print("Waiting for the index to catch up...")
+                ctx.indexer.wait_until_indexed(timeout=600)
         finally:
             ctx.close()
     table = Table(title="Load summary")
@@ -99,7 +122,15 @@ def _load(settings: Settings, args: argparse.Namespace) -> int:
     table.add_row("rejected", str(len(report.rejected)))
     for type_, n in sorted(report.skipped.items()):
         table.add_row(f"skipped ({type_}: type not served)", str(n))
+    if args.bulk:
+        table.add_row("  in store batches / one by one", f"{stats.fast} / {stats.slow}")
+        table.add_row("  resources/s (validation " + ("off" if args.no_validate else "on") + ")",
+                      f"{report.loaded / stats.seconds:.0f}" if stats.seconds else "-")
     console.print(table)
+    if stats.es_error:
+        console.print(f"[yellow]Elasticsearch failed during the load ({stats.es_error}):[/] everything is in the "
+                      f"store; {stats.left_to_indexer} resources wait in the outbox for the indexer (next "
+                      "`fhir-server serve`), or run `fhir-server reindex`")
     for source, reason in report.rejected[: args.show_rejects]:
         console.print(f"[red]rejected[/] {source}: {reason}")
     if len(report.rejected) > args.show_rejects:
@@ -184,6 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("paths", nargs="+")
     ld.add_argument("--show-rejects", type=int, default=50)
     ld.add_argument("--strict", action="store_true", help="exit 1 when anything was rejected")
+    ld.add_argument("--bulk", action="store_true",
+                    help="large data sets: store batches + ES bulk requests, worker processes (same checks)")
+    ld.add_argument("--no-validate", action="store_true",
+                    help="with --bulk: skip profile validation, for trusted data only (e.g. an export of this server)")
+    ld.add_argument("--workers", type=int, default=None,
+                    help="with --bulk: worker processes for parsing/validation/extraction (default: CPU count)")
+    ld.add_argument("--batch", type=int, default=2000, help="with --bulk: resources per store transaction")
     va = sub.add_parser("validate", help="validate FHIR JSON files (resources, Bundles, ndjson) offline")
     va.add_argument("paths", nargs="+")
     va.add_argument("--profile", action="append", help="also check against this profile canonical (repeatable)")

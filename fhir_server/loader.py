@@ -10,10 +10,13 @@ whose ``fullUrl`` is ``urn:uuid:X`` and whose resource has no id gets id X, and
 every ``urn:uuid:X`` reference in the Bundle is rewritten to ``Type/X``. A
 ``transaction`` Bundle goes through the transaction path instead
 (``load_transaction``): atomically, one file at a time.
+
+:func:`bulk_load` is the fast path for large data sets (``fhir-server load --bulk``); see its docstring.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -27,6 +30,8 @@ from .context import ServerContext
 from .errors import FHIRError
 from .interactions import crud
 from .registry import get_type
+
+log = logging.getLogger(__name__)
 
 _URN = re.compile(r"^urn:uuid:([A-Za-z0-9\-.]{1,64})$")
 
@@ -179,3 +184,327 @@ def load(ctx: ServerContext, paths: Iterable[Path], *, on_progress: Any = None) 
             where = f" at {', '.join(exc.expression)}" if exc.expression else ""
             report.rejected.append((source, f"{exc.status} {exc.diagnostics}{where}"))
     return report
+
+
+# --------------------------------------------------------------------------------------- bulk path
+#
+# Same invariants as the write path, in large batches:
+# - validation (profiles.validate with the server's policy) unless the caller opts out for trusted data;
+# - one store transaction per batch writes each resource's version row, head row, match keys and
+#   outbox row (executemany), so the store of record holds every accepted version and the index can
+#   always be rebuilt from it;
+# - Elasticsearch gets the documents of committed batches only (index.bulk.BulkIndexer), and an outbox
+#   row is deleted once its document is acknowledged: with Elasticsearch down nothing accepted is lost,
+#   the indexer applies the remaining rows later.
+# Resources the batch path cannot decide alone take the ordinary path (crud.update/create): ids that
+# already exist (a new version of an existing resource), a masterIdentifier already held or repeated in
+# the batch (409 policy), inline attachment data (ITI-105 externalisation), an id repeated in the batch.
+# CPU-bound work (JSON parsing, validation, index document extraction) runs in worker processes.
+
+_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+_SQL_IN = 500  # ids per IN (...) list
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    """A resource made ready by a worker, as version 1 (what the store would write for a new id)."""
+
+    source: str
+    type: str
+    id: str
+    method: str  # PUT (client id) | POST (server id)
+    ts: int
+    content: bytes
+    keys: tuple[tuple[str, str, str], ...]  # match keys: element, system, value
+    doc: bytes | None  # ES document; None for types ES does not hold, or when extraction failed
+    slow: dict[str, Any] | None  # set: must take the ordinary write path (with this resource)
+
+
+@dataclass
+class _Chunk:
+    prepared: list[_Prepared] = field(default_factory=list)
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+    skipped: Counter[str] = field(default_factory=Counter)
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(base_url: str, required: dict[str, list[str]], unknown_profile: str) -> None:
+    from search.extract import IndexDocumentBuilder
+    from search.registry import SearchParameterRegistry
+
+    _WORKER.update(builder=IndexDocumentBuilder(SearchParameterRegistry.load_default(), base_url=base_url),
+                   required=required, unknown_profile=unknown_profile)
+
+
+def _has_inline_data(resource: dict[str, Any]) -> bool:
+    contents = resource.get("content")
+    return resource.get("resourceType") == "DocumentReference" and isinstance(contents, list) and any(
+        isinstance(c, dict) and isinstance(c.get("attachment"), dict) and "data" in c["attachment"]
+        for c in contents)
+
+
+def _prepare_chunk(items: list[tuple[str, bytes | dict[str, Any]]], validate_: bool) -> _Chunk:
+    """Worker: parse, check, validate, stamp as version 1, extract match keys and the ES document."""
+    from profiles import validate
+
+    from .interactions.crud import new_id
+    from .storage import format_instant, now_us
+    from .storage.keys import extract_keys
+
+    builder = _WORKER["builder"]
+    out = _Chunk()
+    for source, raw in items:
+        if isinstance(raw, bytes):
+            try:
+                raw = orjson.loads(raw)
+            except orjson.JSONDecodeError as exc:
+                out.rejected.append((source, f"malformed JSON: {exc}"))
+                continue
+        if not isinstance(raw, dict):
+            out.rejected.append((source, "400 not a JSON object"))
+            continue
+        res: dict[str, Any] = raw
+        type_ = res.get("resourceType")
+        rtype = get_type(type_) if isinstance(type_, str) else None
+        if rtype is None or not isinstance(type_, str):
+            out.skipped[str(type_)] += 1
+            continue
+        id_ = res.get("id")
+        if id_ is not None and (not isinstance(id_, str) or not _ID.match(id_)):
+            out.rejected.append((source, f"400 invalid id {id_!r} at {type_}.id"))
+            continue
+        if validate_:
+            issues = validate(res, required=_WORKER["required"], unknown_profile=_WORKER["unknown_profile"])
+            errors = [i for i in issues if i.severity in ("error", "fatal")]
+            if errors:
+                where = f" at {', '.join(errors[0].expression)}" if errors[0].expression else ""
+                out.rejected.append((source, f"422 {errors[0].diagnostics}{where}"))
+                continue
+        method = "PUT" if id_ else "POST"
+        id_ = id_ or new_id()
+        if _has_inline_data(res):
+            out.prepared.append(_Prepared(source, type_, id_, method, 0, b"", (), None, res))
+            continue
+        ts = now_us()
+        meta = dict(res.get("meta") or {})
+        meta["versionId"] = "1"
+        meta["lastUpdated"] = format_instant(ts)
+        body: dict[str, Any] = {"resourceType": type_, "id": id_, "meta": meta}
+        body.update((k, v) for k, v in res.items() if k not in ("resourceType", "id", "meta"))
+        doc: bytes | None = None
+        if rtype.searchable:
+            try:
+                doc = orjson.dumps(builder.build(body))
+            except Exception:  # as the indexer: never block a write; the outbox row parks it in index_error
+                log.exception("bulk: cannot build the index document of %s/%s", type_, id_)
+        keys = tuple(sorted((k.element, k.system, k.value) for k in extract_keys(body)))
+        out.prepared.append(_Prepared(source, type_, id_, method, ts, orjson.dumps(body), keys, doc, None))
+    return out
+
+
+def _commit_batch(store: Any, prepared: list[_Prepared], searchable: set[str]) -> tuple[list[Any], list[_Prepared]]:
+    """One store transaction for the new resources of ``prepared``; returns (IndexItems, the slow ones)."""
+    from sqlalchemy import insert, select
+
+    from .index.bulk import IndexItem
+    from .storage.keys import UNIQUE_ELEMENTS
+    from .storage.schema import match_key, outbox, resource, resource_version
+    from .storage.sql import SQLWriteUnit
+
+    slow: list[_Prepared] = []
+    fast: list[_Prepared] = []
+    seen: set[tuple[str, str]] = set()
+    for p in prepared:
+        if p.slow is not None or (p.type, p.id) in seen:
+            slow.append(p)
+        else:
+            seen.add((p.type, p.id))
+            fast.append(p)
+    if not fast:
+        return [], slow  # already in file order
+    with store.engine.connect() as raw_conn:
+        conn = raw_conn.execution_options(sqlite_immediate=True)
+        with conn.begin():
+            unit = SQLWriteUnit(conn, for_update=store.dialect != "sqlite")
+            by_type: dict[str, list[str]] = {}
+            for p in fast:
+                by_type.setdefault(p.type, []).append(p.id)
+            existing: set[tuple[str, str]] = set()
+            for type_, ids in by_type.items():
+                for i in range(0, len(ids), _SQL_IN):
+                    stmt = select(resource.c.id).where(resource.c.type == type_, resource.c.id.in_(ids[i:i + _SQL_IN]))
+                    existing.update((type_, r.id) for r in conn.execute(stmt))
+            unique_values: dict[tuple[str, str, str, str], int] = {}
+            for p in fast:
+                for element, system, value in p.keys:
+                    if element in UNIQUE_ELEMENTS.get(p.type, ()):
+                        k = (p.type, element, system, value)
+                        unique_values[k] = unique_values.get(k, 0) + 1
+            held: set[tuple[str, str, str, str]] = set()
+            for type_, element, system, value in sorted(unique_values):
+                unit.lock_values(type_, [value])
+                if unit.match(type_, (element,), system, value):
+                    held.add((type_, element, system, value))
+            keep: list[_Prepared] = []
+            for p in fast:
+                uniq = [(p.type, e, s, v) for e, s, v in p.keys if e in UNIQUE_ELEMENTS.get(p.type, ())]
+                if (p.type, p.id) in existing or any(k in held or unique_values[k] > 1 for k in uniq):
+                    slow.append(p)  # a new version, or the 409 policy decides: the ordinary path
+                else:
+                    keep.append(p)
+            slow_ids = {id(p) for p in slow}
+            slow = [p for p in prepared if id(p) in slow_ids]  # file order: a repeated id's versions in sequence
+            if not keep:
+                return [], slow
+            rows = [{"type": p.type, "id": p.id, "version": 1, "last_updated_us": p.ts, "method": p.method,
+                     "deleted": False, "content": p.content} for p in keep]
+            result = conn.execute(insert(resource_version).returning(resource_version.c.seq,
+                                                                     sort_by_parameter_order=True), rows)
+            seqs = [r.seq for r in result]
+            conn.execute(insert(resource), [{"type": p.type, "id": p.id, "version": 1, "seq": s, "deleted": False}
+                                            for p, s in zip(keep, seqs, strict=True)])
+            out_rows = [{"seq": s, "type": p.type, "id": p.id, "attempts": 0}
+                        for p, s in zip(keep, seqs, strict=True) if p.type in searchable]
+            if out_rows:
+                conn.execute(insert(outbox), out_rows)
+            key_rows = [{"type": p.type, "id": p.id, "element": e, "system": s, "value": v}
+                        for p in keep for e, s, v in p.keys]
+            if key_rows:
+                conn.execute(insert(match_key), key_rows)
+    items = [IndexItem(s, p.type, p.id, 1, p.doc) for p, s in zip(keep, seqs, strict=True)
+             if p.type in searchable and p.doc is not None]
+    return items, slow
+
+
+def _raw_items(paths: list[Path]) -> Iterator[tuple[str, bytes | dict[str, Any]]]:
+    """(source, ndjson line bytes or parsed resource): ndjson lines are parsed by the workers."""
+    for f in paths:
+        if f.suffix == ".ndjson":
+            with f.open("rb") as fh:
+                for n, line in enumerate(fh, 1):
+                    if line.strip():
+                        yield f"{f.name}:{n}", line
+        else:
+            for source, res, error in iter_resources([f]):
+                yield source, (res if res is not None else (error or "unreadable").encode())
+
+
+def _chunks(items: Iterator[tuple[str, bytes | dict[str, Any]]], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+@dataclass
+class BulkStats:
+    """What :func:`bulk_load` did beyond the :class:`LoadReport`: how it got there."""
+
+    fast: int = 0  # written by batches
+    slow: int = 0  # through the ordinary write path
+    indexed_by_bulk: int = 0
+    left_to_indexer: int = 0
+    es_error: str | None = None
+    seconds: float = 0.0
+
+
+def bulk_load(ctx: ServerContext, paths: Iterable[Path], *, validate: bool = True, workers: int | None = None,
+              batch: int = 2000, on_progress: Any = None, stats: BulkStats | None = None) -> LoadReport:
+    """Load ``paths`` in store batches and large ES bulk requests; same outcome as :func:`load`, faster.
+
+    ``validate=False`` skips profile validation: only for trusted data (an export of this server,
+    generated benchmark data); everything else (ids, types, uniqueness, versions) is still enforced.
+    ``workers``: processes for parsing/validation/extraction (default: CPU count; 0 = in this process).
+    ``on_progress(n)`` is called with the number of resources handled since the previous call.
+    The index is complete when this returns, unless Elasticsearch failed (``stats.es_error``): then
+    the outbox holds the rest and the indexer applies it. Indices get ``refresh_interval: -1`` and
+    no replicas meanwhile (see :func:`fhir_server.index.bulk.tuned_for_bulk`).
+    """
+    import multiprocessing
+    import os
+    import time
+    from collections import deque
+    from concurrent.futures import Future, ProcessPoolExecutor
+
+    from .index.bulk import BulkIndexer, tuned_for_bulk
+
+    t0 = time.perf_counter()
+    stats = stats if stats is not None else BulkStats()
+    report = LoadReport()
+    plain: list[Path] = []
+    for f in _files(paths):
+        tx = _transaction_bundle(f)
+        if tx is None:
+            plain.append(f)
+        else:
+            load_transaction(ctx, f.name, tx, report)
+    settings = ctx.settings
+    init_args = (settings.public_base, settings.validation_required_profiles, settings.validation_unknown_profile)
+    n_workers = (os.cpu_count() or 1) if workers is None else workers
+    searchable = set(ctx.indices.searchable_types())
+    pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                               initargs=init_args) if n_workers > 0 else None
+    if pool is None:
+        _init_worker(*init_args)
+
+    def handle(chunk: _Chunk) -> None:
+        report.rejected += chunk.rejected
+        report.skipped.update(chunk.skipped)
+        items, slow = _commit_batch(ctx.store, chunk.prepared, searchable)
+        bulk.submit(items)
+        report.loaded += len(chunk.prepared) - len(slow)
+        stats.fast += len(chunk.prepared) - len(slow)
+        for p in slow:  # after the batch commit, so a repeated id becomes its next version
+            try:
+                load_one(ctx, p.slow if p.slow is not None else orjson.loads(_original(p)))
+                report.loaded += 1
+                stats.slow += 1
+            except FHIRError as exc:
+                where = f" at {', '.join(exc.expression)}" if exc.expression else ""
+                report.rejected.append((p.source, f"{exc.status} {exc.diagnostics}{where}"))
+        if on_progress is not None:
+            on_progress(len(chunk.prepared) + len(chunk.rejected) + sum(chunk.skipped.values()))
+
+    try:
+        with tuned_for_bulk(ctx.es, ctx.indices, sorted(searchable)), \
+                BulkIndexer(ctx.store, ctx.es, ctx.indices) as bulk:
+            if pool is None:
+                for chunk_items in _chunks(_raw_items(plain), batch):
+                    handle(_prepare_chunk(chunk_items, validate))
+            else:
+                inflight: deque[Future[_Chunk]] = deque()
+                for chunk_items in _chunks(_raw_items(plain), batch):
+                    inflight.append(pool.submit(_prepare_chunk, chunk_items, validate))
+                    if len(inflight) > 2 * n_workers:
+                        handle(inflight.popleft().result())
+                while inflight:
+                    handle(inflight.popleft().result())
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    stats.indexed_by_bulk = bulk.indexed
+    stats.left_to_indexer = bulk.left_to_indexer
+    stats.es_error = bulk.error
+    if bulk.error is None:  # the ordinary path's rows and any item the bulk could not index
+        ctx.indexer.drain_all()
+    stats.seconds = time.perf_counter() - t0
+    return report
+
+
+def _original(p: _Prepared) -> bytes:
+    """The resource as given (for the ordinary path): the stamped body minus the version stamps."""
+    body = orjson.loads(p.content)
+    meta = {k: v for k, v in body.get("meta", {}).items() if k not in ("versionId", "lastUpdated")}
+    if meta:
+        body["meta"] = meta
+    else:
+        body.pop("meta", None)
+    if p.method == "POST":
+        body.pop("id", None)
+    return orjson.dumps(body)
