@@ -155,12 +155,15 @@ def _search(ctx: ServerContext, keys: ActorKeys) -> list[Opposition]:
     return out
 
 
+_Key = tuple[int, str, ActorKeys]  # (id of the server context, its store URL, the actor)
+
+
 class _Cache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._items: OrderedDict[tuple[int, ActorKeys], tuple[tuple[int, int], list[Opposition]]] = OrderedDict()
+        self._items: OrderedDict[_Key, tuple[tuple[int, int], list[Opposition]]] = OrderedDict()
 
-    def get(self, key: tuple[int, ActorKeys], marker: tuple[int, int]) -> list[Opposition] | None:
+    def get(self, key: _Key, marker: tuple[int, int]) -> list[Opposition] | None:
         with self._lock:
             item = self._items.get(key)
             if item is None or item[0] != marker:
@@ -168,7 +171,7 @@ class _Cache:
             self._items.move_to_end(key)
             return item[1]
 
-    def put(self, key: tuple[int, ActorKeys], marker: tuple[int, int], value: list[Opposition]) -> None:
+    def put(self, key: _Key, marker: tuple[int, int], value: list[Opposition]) -> None:
         with self._lock:
             self._items[key] = (marker, value)
             self._items.move_to_end(key)
@@ -191,7 +194,7 @@ def opposing_patients(ctx: ServerContext, principal: Principal) -> frozenset[str
     if not keys:
         return frozenset()
     marker = _marker(ctx)
-    cache_key = (id(ctx), keys)
+    cache_key = (id(ctx), ctx.settings.db_url, keys)
     found = _CACHE.get(cache_key, marker)
     if found is None:
         ctx.indexer.wait_until_indexed()  # a Consent written just before this request is searchable
