@@ -1,19 +1,22 @@
 """Audit benchmark: the cost of auth and audit per request, as ratios to the same requests with both off.
 
-Starts one in-process server per configuration (fresh SQLite store, same Elasticsearch), loads a few
-Patients, then runs each workload (read ``Patient/{id}``, create ``Patient``) at each concurrency level:
+Starts one in-process server per configuration (fresh SQLite store, same Elasticsearch) and keeps them all
+up; loads the same Patients into each, then runs every workload (read ``Patient/{id}``, search
+``Patient?family=``, create ``Patient``) at each concurrency level **interleaved**: ``--rounds`` short
+slices per configuration, the configurations taking turns, so a neighbour's burst on a shared machine
+hits every configuration alike and the ratios stay fair.
 
 - ``off``: FHIR_AUTH=off, FHIR_AUDIT=off (the baseline)
-- ``audit-async``: audit on, answers without waiting for the record's commit
-- ``audit``: audit on, fail-closed (the default: each answer waits for its record's group commit)
+- ``audit``: audit on, fail-closed, FHIR_AUDIT_SYNC=normal (commit before the answer, fsync just after)
 - ``auth``: bearer tokens (FHIR_AUTH=jwt, a development issuer), audit off
-- ``auth+audit``: both, fail-closed (what a production server runs)
+- ``auth+audit``: both, fail-closed, sync normal (what a production server runs by default)
+- ``auth+audit-full``: both, fail-closed, FHIR_AUDIT_SYNC=full (the answer waits for the fsync too)
 
-Printed: req/s and p50 per configuration, and the ratio of req/s to ``off`` at the same workload and level
-(1.00 = free, 0.90 = 10 % fewer requests per second). The load runs in a spawned process.
+Printed: req/s and p50/p95 per configuration, and the ratio of req/s to ``off`` at the same workload and
+level (1.00 = free, 0.90 = 10 % fewer requests per second). The load runs in a spawned process.
 
-    .venv/bin/python bench/audit.py                       # 5 s per workload, configuration and level
-    .venv/bin/python bench/audit.py --seconds 10 --concurrency 1,16
+    .venv/bin/python bench/audit.py                       # 6 s per workload, configuration and level
+    .venv/bin/python bench/audit.py --seconds 10 --rounds 5 --concurrency 1,16
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import multiprocessing
 import shutil
 import sys
@@ -40,10 +44,10 @@ from bench._common import Environment, LoadResult, add_provisioning_args, log, p
 FHIR_JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 CONFIGS: dict[str, dict[str, Any]] = {
     "off": {"auth": "off", "audit": "off"},
-    "audit-async": {"auth": "off", "audit": "on", "audit_mode": "async"},
-    "audit": {"auth": "off", "audit": "on", "audit_mode": "fail-closed"},
+    "audit": {"auth": "off", "audit": "on", "audit_mode": "fail-closed", "audit_sync": "normal"},
     "auth": {"auth": "jwt", "audit": "off"},
-    "auth+audit": {"auth": "jwt", "audit": "on", "audit_mode": "fail-closed"},
+    "auth+audit": {"auth": "jwt", "audit": "on", "audit_mode": "fail-closed", "audit_sync": "normal"},
+    "auth+audit-full": {"auth": "jwt", "audit": "on", "audit_mode": "fail-closed", "audit_sync": "full"},
 }
 Op = tuple[str, str, bytes | None]
 
@@ -102,51 +106,71 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_provisioning_args(parser)
     parser.add_argument("--concurrency", type=parse_levels, default=[1, 16], help="client counts (default 1,16)")
-    parser.add_argument("--seconds", type=float, default=5.0, help="duration of each measurement")
+    parser.add_argument("--seconds", type=float, default=6.0, help="measured time per workload, configuration "
+                                                                    "and level (split into --rounds slices)")
+    parser.add_argument("--rounds", type=int, default=3, help="slices per configuration, taken in turns")
     parser.add_argument("--patients", type=int, default=50, help="Patients loaded for the read workload")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of " + ", ".join(CONFIGS))
     args = parser.parse_args(argv)
     if args.url:
         parser.error("bench/audit.py starts its own servers (one per configuration); --url is not supported")
-    if not 0 < args.seconds <= 600:
-        parser.error("--seconds must be in (0, 600]")
+    if not 0 < args.seconds <= 600 or not 1 <= args.rounds <= 100:
+        parser.error("--seconds must be in (0, 600] and --rounds in 1..100")
+    configs = [c for c in args.configs.split(",") if c]
+    if "off" not in configs or any(c not in CONFIGS for c in configs):
+        parser.error(f"--configs must include off and name only {', '.join(CONFIGS)}")
     from fhir_server.security.dev_issuer import DevIssuer
 
     ids = [f"bench-{run_token()}-{i}" for i in range(args.patients)]
     patient = orjson.dumps({"resourceType": "Patient", "name": [{"family": "Bench", "given": ["Audit"]}]})
     workloads: dict[str, list[Op]] = {
         "read Patient/{id}": [("GET", f"Patient/{i}", None) for i in ids],
+        "search Patient?family=": [("GET", "Patient?family=Bench&_count=10", None)],
         "create Patient": [("POST", "Patient", patient)],
     }
     rows: list[list[object]] = []
-    rates: dict[tuple[str, str, int], float] = {}
     failed = 0
     ctx = multiprocessing.get_context("spawn")
-    with Environment(args) as env, concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool:
+    with Environment(args) as env, concurrent.futures.ProcessPoolExecutor(1, mp_context=ctx) as pool, \
+            contextlib.ExitStack() as servers:
         tmp = Path(tempfile.mkdtemp(prefix="fhir-bench-audit-"))
+        servers.callback(shutil.rmtree, tmp, True)
         issuer = DevIssuer(tmp / "issuer")
         issuer.ensure_keys()
-        try:
-            for label, overrides in CONFIGS.items():
-                token = issuer.mint("bench", "system/*.cruds") if overrides["auth"] == "jwt" else None
-                with server(env, tmp, label, overrides, issuer) as base:
-                    load = [("PUT", f"Patient/{i}", orjson.dumps({"resourceType": "Patient", "id": i})) for i in ids]
-                    pool.submit(drive, base, load, 4, 60.0, token).result()
-                    for name, ops in workloads.items():
-                        for level in args.concurrency:
-                            log(f"{label}: {name} x{level} for {args.seconds:g} s")
-                            res = pool.submit(drive, base, ops, level, args.seconds, token).result()
-                            for err in res.first_errors:
-                                log(f"  {err}")
-                            failed += res.errors
-                            rates[(label, name, level)] = res.rate
-                            base_rate = rates.get(("off", name, level), 0.0)
-                            rows.append([name, level, label, res.ok, f"{res.rate:.1f}",
-                                         f"{res.rate / base_rate:.2f}" if base_rate else "-",
-                                         f"{res.percentile_ms(0.5):.2f}", f"{res.percentile_ms(0.95):.2f}"])
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    rows.sort(key=lambda r: (str(r[0]), int(str(r[1])), list(CONFIGS).index(str(r[2]))))
-    print("\nCost of auth and audit per request (SQLite store of record, loopback HTTP)")
+        bases: dict[str, tuple[str, str | None]] = {}
+        for label in configs:
+            overrides = CONFIGS[label]
+            token = issuer.mint("bench", "system/*.cruds") if overrides["auth"] == "jwt" else None
+            base = servers.enter_context(server(env, tmp, label, overrides, issuer))
+            load = [("PUT", f"Patient/{i}", orjson.dumps({"resourceType": "Patient", "id": i,
+                                                          "name": [{"family": "Bench"}]})) for i in ids]
+            pool.submit(drive, base, load, 4, 60.0, token).result()
+            bases[label] = (base, token)
+        for name, ops in workloads.items():
+            for level in args.concurrency:
+                log(f"{name} x{level}: {args.rounds} round(s) of {args.seconds / args.rounds:g} s per configuration")
+                results = {label: LoadResult() for label in configs}
+                for round_ in range(args.rounds):
+                    order = configs[round_ % len(configs):] + configs[:round_ % len(configs)]  # rotate who goes first
+                    for label in order:
+                        base, token = bases[label]
+                        res = pool.submit(drive, base, ops, level, args.seconds / args.rounds, token).result()
+                        total = results[label]
+                        total.ok += res.ok
+                        total.errors += res.errors
+                        total.seconds += res.seconds
+                        total.latencies += res.latencies
+                        total.first_errors += res.first_errors[:3 - len(total.first_errors)]
+                for label in configs:
+                    res = results[label]
+                    for err in res.first_errors:
+                        log(f"  {label}: {err}")
+                    failed += res.errors
+                    base_rate = results["off"].rate
+                    rows.append([name, level, label, res.ok, f"{res.rate:.1f}",
+                                 f"{res.rate / base_rate:.2f}" if base_rate else "-",
+                                 f"{res.percentile_ms(0.5):.2f}", f"{res.percentile_ms(0.95):.2f}"])
+    print("\nCost of auth and audit per request (SQLite store of record, loopback HTTP, configurations interleaved)")
     print_table(["workload", "clients", "config", "requests", "req/s", "vs off", "p50 ms", "p95 ms"], rows)
     return 1 if failed else 0
 

@@ -1,0 +1,211 @@
+"""The audit table over HTTP: AuditEvent read and search from SQL, paging, the patient compartment, the
+CapabilityStatement, and the durability settings of the writer's own connection."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from sqlalchemy import text
+
+from fhir_server.audit.search import PARAMS
+from fhir_server.audit.writer import AuditWriter, row_of
+from fhir_server.security.dev_issuer import DevIssuer
+from fhir_server.storage.audit import AGENT, ENTITY, AuditLog, new_audit_id
+from tests.harness import RunningServer
+from tests.security.support import client_for, start_secured
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+
+@pytest.fixture(scope="module")
+def srv(es_url: str, tmp_path_factory: pytest.TempPathFactory, issuer: DevIssuer) -> Iterator[RunningServer]:
+    server = start_secured(es_url, tmp_path_factory.mktemp("audit-store"), issuer, audit="on")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def world(srv: RunningServer, issuer: DevIssuer) -> dict[str, Any]:
+    """Two patients, a document of each, read by a practitioner; a patient probe of the other's document."""
+    admin = client_for(srv, issuer.mint("backend", "system/*.cruds"))
+    tag = uuid.uuid4().hex[:8]
+
+    def create(resource: dict[str, Any]) -> str:
+        resp = admin.post(f"/{resource['resourceType']}", json=resource, headers=FHIR_JSON)
+        assert resp.status_code == 201, resp.text
+        return str(resp.json()["id"])
+
+    p1 = create({"resourceType": "Patient", "name": [{"family": f"Un{tag}"}]})
+    p2 = create({"resourceType": "Patient", "name": [{"family": f"Deux{tag}"}]})
+    docs = [create({"resourceType": "DocumentReference", "status": "current", "subject": {"reference": f"Patient/{p}"},
+                    "content": [{"attachment": {"contentType": "text/plain", "url": f"http://x/{p}"}}]})
+            for p in (p1, p2)]
+    dr = client_for(srv, issuer.mint("dr", "user/*.cruds", fhir_user=f"Practitioner/dr{tag}"))
+    for _ in range(3):
+        assert dr.get(f"/DocumentReference/{docs[0]}").status_code == 200
+    assert dr.get(f"/DocumentReference/{docs[1]}").status_code == 200
+    assert dr.get("/DocumentReference/nope").status_code == 404
+    patient1 = client_for(srv, issuer.mint("p1", "patient/*.rs", patient=p1, fhir_user=f"Patient/{p1}"))
+    assert patient1.get(f"/DocumentReference/{docs[1]}").status_code == 404  # a probe of p2's document
+    return {"admin": admin, "p1": p1, "p2": p2, "doc1": docs[0], "doc2": docs[1], "dr": f"Practitioner/dr{tag}",
+            "patient1": patient1}
+
+
+def _entries(resp: httpx.Response) -> list[dict[str, Any]]:
+    assert resp.status_code == 200, resp.text
+    return [e["resource"] for e in resp.json().get("entry", [])]
+
+
+def _refs(event: dict[str, Any]) -> set[str]:
+    return {e["what"]["reference"] for e in event.get("entity", []) if "what" in e}
+
+
+def _pages(http: httpx.Client, params: dict[str, str]) -> list[list[dict[str, Any]]]:
+    pages = []
+    resp = http.get("/AuditEvent", params=params)
+    while True:
+        pages.append(_entries(resp))
+        nxt = next((link["url"] for link in resp.json()["link"] if link["relation"] == "next"), None)
+        if nxt is None or len(pages) > 50:
+            return pages
+        resp = http.get(nxt)
+
+
+def test_search_by_patient_pages_newest_first_without_gaps(world: dict[str, Any]) -> None:
+    admin: httpx.Client = world["admin"]
+    everything = _entries(admin.get("/AuditEvent", params={"patient": world["p1"], "_count": "1000"}))
+    pages = _pages(admin, {"patient": f"Patient/{world['p1']}", "_count": "2"})
+    paged = [e for page in pages for e in page]
+    assert len(pages) > 2 and all(len(p) <= 2 for p in pages)
+    known = {e["id"] for e in everything}
+    assert [e["id"] for e in paged if e["id"] in known] == [e["id"] for e in everything]
+    # the only others are the traces of these very searches, newer than the first page's snapshot
+    assert all(e["subtype"][0]["code"] == "search-type" for e in paged if e["id"] not in known)
+    assert len({e["id"] for e in paged}) == len(paged)
+    assert all(f"Patient/{world['p1']}" in _refs(e) for e in paged)
+    recorded = [e["recorded"] for e in paged]
+    assert recorded == sorted(recorded, reverse=True)
+    ascending = _entries(admin.get("/AuditEvent", params={"patient": world["p1"], "_sort": "date", "_count": "1000"}))
+    assert [e["id"] for e in ascending if e["id"] in known] == [e["id"] for e in everything][::-1]
+
+
+def test_search_parameters(world: dict[str, Any]) -> None:
+    admin: httpx.Client = world["admin"]
+    doc1 = f"DocumentReference/{world['doc1']}"
+    reads = _entries(admin.get("/AuditEvent", params={"entity": doc1, "agent": world["dr"], "action": "R",
+                                                      "outcome": "0", "subtype": "read"}))
+    assert len(reads) == 3 and all(e["agent"][0]["who"]["reference"] == world["dr"] for e in reads)
+    failed = _entries(admin.get("/AuditEvent", params={"agent": world["dr"], "outcome": "4"}))
+    assert len(failed) == 1 and failed[0]["outcomeDesc"].startswith("HTTP 404")
+    system = _entries(admin.get("/AuditEvent", params={
+        "agent": world["dr"], "subtype": "http://hl7.org/fhir/restful-interaction|read,http://other|read"}))
+    assert len(system) == 5
+    assert _entries(admin.get("/AuditEvent", params={"entity": doc1, "date": "lt2000"})) == []
+    recent = _entries(admin.get("/AuditEvent", params={"entity": doc1, "date": reads[-1]["recorded"][:10]}))
+    assert {e["id"] for e in recent} >= {e["id"] for e in reads}
+    before = _entries(admin.get("/AuditEvent", params={"entity": doc1, "date": f"lt{reads[0]['recorded']}"}))
+    assert reads[0]["id"] not in {e["id"] for e in before} and reads[1]["id"] in {e["id"] for e in before}
+    by_id = _entries(admin.get("/AuditEvent", params={"_id": f"{reads[0]['id']},{reads[2]['id']}"}))
+    assert {e["id"] for e in by_id} == {reads[0]["id"], reads[2]["id"]}
+    count = admin.get("/AuditEvent", params={"entity": doc1, "agent": world["dr"], "_summary": "count"})
+    assert count.json()["total"] == 3 and "entry" not in count.json()
+    total = admin.get("/AuditEvent", params={"entity": doc1, "agent": world["dr"], "_total": "accurate", "_count": "1"})
+    assert total.json()["total"] == 3 and len(total.json()["entry"]) == 1
+
+
+@pytest.mark.parametrize(("params", "expression"), [
+    ({"date": "yesterday"}, "date"),
+    ({"patient:missing": "true"}, "patient:missing"),
+    ({"patient.name": "x"}, "patient.name"),
+    ({"entity": "no-type"}, "entity"),
+    ({"_sort": "outcome"}, "_sort"),
+    ({"_count": "-1"}, "_count"),
+    ({"_summary": "text"}, "_summary"),
+    ({"_cursor": "!!"}, "_cursor"),
+])
+def test_bad_searches_are_400_with_the_parameter(world: dict[str, Any], params: dict[str, str],
+                                                 expression: str) -> None:
+    resp = world["admin"].get("/AuditEvent", params=params)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["issue"][0]["expression"] == [expression]
+
+
+def test_unknown_parameters_are_ignored_unless_strict(world: dict[str, Any]) -> None:
+    admin: httpx.Client = world["admin"]
+    lenient = admin.get("/AuditEvent", params={"site": "x", "_count": "1"})
+    assert lenient.status_code == 200 and "site" not in lenient.json()["link"][0]["url"]
+    strict = admin.get("/AuditEvent", params={"site": "x"}, headers={"Prefer": "handling=strict"})
+    assert strict.status_code == 400 and strict.json()["issue"][0]["expression"] == ["site"]
+
+
+def test_read_and_vread_follow_the_patient_compartment(world: dict[str, Any]) -> None:
+    admin: httpx.Client = world["admin"]
+    patient1: httpx.Client = world["patient1"]
+    own = _entries(admin.get("/AuditEvent", params={"entity": f"DocumentReference/{world['doc1']}", "_count": "1"}))[0]
+    other = _entries(admin.get("/AuditEvent", params={"entity": f"DocumentReference/{world['doc2']}",
+                                                      "agent": world["dr"]}))[0]
+    resp = patient1.get(f"/AuditEvent/{own['id']}")
+    assert resp.status_code == 200 and resp.json() == own
+    assert resp.headers["etag"] == 'W/"1"'
+    assert patient1.get(f"/AuditEvent/{own['id']}/_history/1").json() == own
+    assert patient1.get(f"/AuditEvent/{own['id']}/_history/2").status_code == 404
+    assert patient1.get(f"/AuditEvent/{other['id']}").status_code == 404  # p2's trail: not revealed
+    assert admin.get(f"/AuditEvent/{other['id']}").status_code == 200
+    assert admin.get("/AuditEvent/unknown").status_code == 404
+    assert admin.put(f"/AuditEvent/{own['id']}", json=own, headers=FHIR_JSON).status_code == 405
+    assert admin.delete(f"/AuditEvent/{own['id']}").status_code == 405
+
+
+def test_patient_sees_its_own_trail_and_the_probe_of_others_is_not_there(world: dict[str, Any]) -> None:
+    patient1: httpx.Client = world["patient1"]
+    mine = _entries(patient1.get("/AuditEvent", params={"_count": "1000"}))  # the compartment is implied
+    assert mine and all(f"Patient/{world['p1']}" in _refs(e) for e in mine)
+    assert sum(f"DocumentReference/{world['doc1']}" in _refs(e) and e["agent"][0]["who"].get("reference") == world["dr"]
+               for e in mine) == 3  # the practitioner's three reads
+    assert world["p2"] not in orjson.dumps(mine).decode() and world["doc2"] not in orjson.dumps(mine).decode()
+    theirs = patient1.get("/AuditEvent", params={"patient": world["p2"], "_summary": "count"})
+    assert theirs.status_code == 200 and theirs.json()["total"] == 0
+
+
+def test_capability_statement_is_truthful_for_audit_event(world: dict[str, Any]) -> None:
+    cs = httpx.get(world["admin"].base_url.join("metadata"), timeout=30).json()
+    audit = next(r for r in cs["rest"][0]["resource"] if r["type"] == "AuditEvent")
+    assert {i["code"] for i in audit["interaction"]} == {"read", "vread", "search-type"}
+    assert {p["name"] for p in audit["searchParam"]} == set(PARAMS)
+    assert audit["updateCreate"] is False and audit["conditionalCreate"] is False
+    assert "searchInclude" not in audit
+
+
+def test_records_are_neither_versioned_nor_indexed(srv: RunningServer, world: dict[str, Any]) -> None:
+    assert AuditLog(srv.ctx.store.engine).total() > 0
+    assert srv.ctx.store.history_total("AuditEvent", None, since_us=None) == 0
+    assert "AuditEvent" not in srv.ctx.indices.searchable_types()
+
+
+def test_relaxed_sync_stays_on_the_audit_connection(srv: RunningServer, world: dict[str, Any]) -> None:
+    writer: AuditWriter = srv.uvicorn_server.config.app.state.audit  # type: ignore[union-attr]
+    with writer.appender.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA synchronous")).scalar_one() == 1  # NORMAL
+    with srv.ctx.store.engine.connect() as conn:
+        assert conn.execute(text("PRAGMA synchronous")).scalar_one() == 2  # FULL: resource writes unchanged
+    assert writer.appender.flush()  # an idle trail checkpoints (its WAL synced) at once
+
+
+def test_ids_keep_generation_order_and_rows_index_entities_and_agents() -> None:
+    ids = [new_audit_id() for _ in range(5000)]
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    event = {"resourceType": "AuditEvent", "action": "R", "outcome": "0", "subtype": [{"code": "read"}],
+             "agent": [{"who": {"reference": "Practitioner/a"}}, {"who": {"display": "Patient/9"}}],
+             "entity": [{"what": {"reference": "Patient/1"}}, {"query": "eA=="}]}
+    row = row_of(event, 1_700_000_000_000_000)
+    assert row.refs == ((ENTITY, "Patient/1"), (AGENT, "Practitioner/a"))
+    stored = orjson.loads(row.content)
+    assert list(stored)[:3] == ["resourceType", "id", "meta"] and stored["id"] == row.id
+    assert stored["meta"] == {"versionId": "1", "lastUpdated": "2023-11-14T22:13:20.000000+00:00"}
