@@ -160,3 +160,24 @@ def unescape(value: str) -> str:
         out.append(c)
         i += 1
     return "".join(out)
+
+
+def _regexp_literal(s: str) -> str:
+    """``s`` with every character Lucene's regexp syntax could read as an operator escaped."""
+    return "".join(c if c.isalnum() else "\\" + c for c in s)
+
+
+def words_clause(field_path: str, folded: str, name: str) -> dict[str, Any]:
+    """``:text``: every word of ``folded`` (a normalised query) starts a word of one value of ``field_path``.
+
+    Values are normalised too (case/accent folded, so Latin letters are ASCII); a word starts the value
+    or follows any character that is not an ASCII letter or digit (``pierre`` starts a word of
+    ``jean-pierre``).  A ``regexp`` per word on the keyword field, all required.
+    """
+    words = "".join(c if c.isalnum() else " " for c in folded).split()
+    if not words:
+        raise SearchError(f"no word to search for in {folded!r}", name)
+    return {"bool": {"filter": [
+        {"regexp": {field_path: {"value": f"({lit}|.*[^a-z0-9]{lit}).*", "flags": "NONE"}}}
+        for lit in (_regexp_literal(w) for w in words)]}}
+

@@ -9,8 +9,8 @@ Index fields under ``sp.<code>``:
 * ``type``: the target type when known (from the reference or ``Reference.type``);
 * ``identifier``: ``system|value`` (``|value`` without system) of ``Reference.identifier``;
 * ``identifier_value``: ``Reference.identifier.value``;
-* ``display``: case/accent-folded ``Reference.display``, for ``:text`` (a starts-with on it, as
-  for token ``:text``; R4 defines ``:text`` for tokens, R5 extends it to ``Reference.display``).
+* ``display``: case/accent-folded ``Reference.display``, for ``:text`` (words, as token ``:text``;
+  R4 defines ``:text`` for tokens, R5 extends it to ``Reference.display``).
 
 References to contained resources (``#id``) cannot be searched by id; instead the contained
 resource's type goes to ``type`` and its names and identifiers to ``contained_*`` fields, so
@@ -43,6 +43,7 @@ from search.params.base import (
     split_escaped,
     term,
     unescape,
+    words_clause,
 )
 from search.registry import SearchParameter
 
@@ -188,7 +189,7 @@ def _display(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
     folded = normalize_string(unescape(raw))[:MAX_KEYWORD_CHARS]
     if not folded:
         raise SearchError("empty :text value", name)
-    return {"prefix": {field_name(param, "display"): folded}}
+    return words_clause(field_name(param, "display"), folded, name)
 
 
 def _check_type(param: SearchParameter, rtype: str, name: str) -> None:

@@ -8,9 +8,8 @@ Index fields under ``sp.<code>``:
 * ``exact``: the NFC form of each value, queried with ``term`` (``:exact``).
 
 ``:text`` (not defined on strings by R4, by R5 as "text search") matches when every word of the
-query starts a word of one value, in any order (``name:text=pierre jean`` matches "Jean-Pierre"),
-answered with a ``regexp`` on ``norm``: words are separated by anything but an ASCII letter or
-digit (values are folded, so Latin letters are ASCII there).
+query starts a word of one value, in any order (``name:text=pierre jean`` matches "Jean-Pierre"):
+see :func:`search.params.base.words_clause`.
 
 ``phonetic`` (Patient) additionally indexes ``phon``: the Soundex code of every word of every
 name part (after case/accent folding), and matches when a word of the query sounds like one.
@@ -41,6 +40,7 @@ from search.params.base import (
     keyword_sort,
     term,
     unescape,
+    words_clause,
 )
 from search.registry import SearchParameter
 
@@ -118,26 +118,6 @@ def _escape_wildcard(s: str) -> str:
     return s.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
 
 
-def _regexp_literal(s: str) -> str:
-    """``s`` with every character Lucene's regexp syntax could read as an operator escaped."""
-    return "".join(c if c.isalnum() else "\\" + c for c in s)
-
-
-def _words(norm: str) -> list[str]:
-    return "".join(c if c.isalnum() else " " for c in norm).split()
-
-
-def _text_clause(param: SearchParameter, norm: str, name: str) -> dict[str, Any]:
-    words = _words(norm)
-    if not words:
-        raise SearchError(f"no word to search in {norm!r}", name)
-    f = field_name(param, "norm")
-    # a word starts the value or follows a character that is not an (ASCII, as folded) letter or digit
-    return {"bool": {"filter": [
-        {"regexp": {f: {"value": f"({lit}|.*[^a-z0-9]{lit}).*", "flags": "NONE"}}}
-        for lit in (_regexp_literal(w) for w in words)]}}
-
-
 def _clause(param: SearchParameter, modifier: str | None, raw: str, name: str) -> dict[str, Any]:
     value = unescape(raw)
     if param.code == PHONETIC and modifier is None:
@@ -151,7 +131,7 @@ def _clause(param: SearchParameter, modifier: str | None, raw: str, name: str) -
     if not norm:
         raise SearchError(f"empty search value for {param.code} after normalisation", name)
     if modifier == "text":
-        return _text_clause(param, norm, name)
+        return words_clause(field_name(param, "norm"), norm, name)
     if modifier == "contains":
         return {"wildcard": {field_name(param, "norm"): {"value": f"*{_escape_wildcard(norm)}*"}}}
     return {"prefix": {field_name(param, "norm"): norm}}

@@ -21,8 +21,8 @@ Index fields under ``sp.<code>`` (keywords):
   code from *different* Codings never combine into a false match);
 * ``nosys``: codes that have no system (for ``|code``); a ``code`` element whose binding gives it
   an implicit system (:func:`implicit_system`) is indexed both with that system and without;
-* ``text``: normalised CodeableConcept.text, Coding.display, Identifier.type.text (``:text``
-  is a starts-with on it, like a string parameter);
+* ``text``: normalised CodeableConcept.text, Coding.display, Identifier.type.text (``:text``:
+  every word of the query starts a word of it, as string ``:text``);
 * ``of_type``: ``typeSystem|typeCode|value`` for Identifiers (``:of-type``);
 * ``code_ci``, ``sys_code_ci``, ``nosys_ci``: lower-cased copies of ``code``, ``sys_code``,
   ``nosys`` for case-insensitive codes only (never for identifiers).
@@ -54,6 +54,7 @@ from search.params.base import (
     split_escaped,
     term,
     unescape,
+    words_clause,
 )
 from search.registry import SearchParameter
 
@@ -166,7 +167,7 @@ def _text(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
     norm = normalize_string(unescape(raw))[:MAX_KEYWORD_CHARS]
     if not norm:
         raise SearchError("empty :text value", name)
-    return {"prefix": {field_name(param, "text"): norm}}
+    return words_clause(field_name(param, "text"), norm, name)
 
 
 @cache

@@ -74,6 +74,9 @@ def matches(doc: dict[str, Any], q: dict[str, Any]) -> bool:
     if kind == "wildcard":
         rx = _wildcard(arg["value"])
         return any(isinstance(v, str) and rx.fullmatch(v) for v in vals)
+    if kind == "regexp":  # the subset emitted (groups, |, .*, [^...], escapes) reads the same in Python
+        rx = re.compile(arg["value"], re.S)
+        return any(isinstance(v, str) and rx.fullmatch(v) for v in vals)
     if kind == "range":
         qlo, qhi = _bounds(arg)
         relation = arg.get("relation", "intersects")

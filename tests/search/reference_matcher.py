@@ -8,7 +8,7 @@ codes and e-mail addresses case-insensitive, identifiers exact; ``gender`` carri
 of its required binding; ``:in`` / ``:not-in`` on the administrative-gender value set; ``:below`` /
 ``:above`` in a hand-copied part of the v3-ActReason hierarchy) and date (``birthdate``: ranges from
 precision, the nine prefixes as defined by the spec, ``ap`` excluded as it depends on the clock) and
-reference (``organization``: ``Type/id``, bare id, ``:Type``, ``:missing``; ``:text`` on the display).
+reference (``organization``: ``Type/id``, bare id, ``:Type``, ``:missing``; ``:text``: words of the display).
 Its slowness and repetition are deliberate: it must be easy to check by reading.
 """
 
@@ -134,7 +134,7 @@ def match_token(values: list[tuple[str | None, str, bool]], query: str) -> bool:
 def match_reference(resource: dict[str, Any], modifier: str | None, query: str) -> bool:
     if modifier == "text":
         display = (resource.get("managingOrganization") or {}).get("display")
-        return bool(display) and fold(display).startswith(fold(query))
+        return bool(display) and match_string([display], "text", query)
     ref = (resource.get("managingOrganization") or {}).get("reference")
     if not ref:
         return False

@@ -88,7 +88,7 @@ def criteria(draw: st.DrawFn, kinds: tuple[str, ...] = ALL_KINDS) -> tuple[str, 
     if kind == "reference":
         modifier = draw(st.sampled_from(["", ":Organization", ":text"]))
         if modifier == ":text":
-            return "organization:text", draw(word)
+            return "organization:text", draw(word.filter(lambda w: any(c.isalpha() for c in w)))
         value = draw(st.sampled_from(["1", "2", "Organization/1", "Organization/2"] if not modifier else ["1", "2"]))
         return "organization" + modifier, value
     if kind == "string":

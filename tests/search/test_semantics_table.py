@@ -119,6 +119,8 @@ PATIENT_ROWS: list[Row] = [
     ("token :of-type", [("identifier:of-type", f"{V2_0203}|MR|V{{m}}")], {"bene"}),
     ("token :of-type other type", [("identifier:of-type", f"{V2_0203}|DL|V{{m}}")], set()),
     ("token :text on Identifier.type.text", [("identifier:text", "medical rec")], {"bene"}),
+    ("token :text any word", [("identifier:text", "record")], {"bene"}),
+    ("token :text on CodeableConcept.text", [("_security:text", "nothing")], set()),
     ("token :missing", [("identifier:missing", "true")], {"ext", "comma"}),
     ("token code case-insensitive", [("gender", "FEMALE")], {"bene"}),
     ("token implicit system of code", [("gender", f"{GENDER}|male")], {"jp"}),
@@ -177,6 +179,7 @@ PATIENT_ROWS: list[Row] = [
     ("reference :Type", [("general-practitioner:Practitioner", "gp2")], {"jp"}),
     ("reference stored absolute", [("general-practitioner", "Practitioner/gp2")], {"jp"}),
     ("reference :text on display", [("general-practitioner:text", "dr emile")], {"bene"}),
+    ("reference :text words", [("general-practitioner:text", "zola")], {"bene"}),
     ("reference :missing", [("general-practitioner:missing", "true")], {"ext", "comma"}),
     ("reference wrong :Type", [("general-practitioner:Patient", "gp2")], 400),
 ]
