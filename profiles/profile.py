@@ -9,12 +9,16 @@ bind (extracts). A profile is a tree of element rules::
      "binding": ["required", vs-url], "targets": [...], "absent": true,
      "elements": [...rules applied to each item...],
      "slices": [{"name": "INS-NIR", "match": {pattern}, "min": 0, "max": "1", "elements": [...]}],
-     "closed": true}
+     "closed": true, "ordered": true}
 
 ``path`` is one element name relative to the item of the enclosing rule (``value[x]`` names match any type).
-Slices are matched by pattern (this is how the value/pattern discriminators of the sources resolve: ``system``,
-``url``, ``use``, ``type``). ``constraints`` are FHIRPath invariants (key, severity, human, expression, optional
-context path), run with fhirpathpy, compiled once. Parents are applied first.
+Slices are matched by their discriminators: ``match`` is a pattern (the value/pattern discriminators of the
+sources: ``system``, ``url``, ``use``, ``type``); ``exists`` ({path: true|false}), ``type`` ({path: type name}, a
+resource's resourceType or a choice element's type) and ``profile`` ({path: canonical}, the value conforms to that
+vendored profile or base type) are the other discriminator kinds; a path is dotted from the item, ``$this`` the item
+itself. ``closed`` slicing rejects items no slice matches; ``ordered`` slicing wants items in slice order.
+``constraints`` are FHIRPath invariants (key, severity, human, expression, optional context path), run with
+fhirpathpy, compiled once. Parents are applied first.
 
 Why not full snapshots: the French IG packages are not reachable here (see ../shared/docs/french-profiles.md §6), so
 the rules are transcribed from the FSH sources, with each profile's source recorded.
@@ -48,6 +52,7 @@ class Rule:
     elements: list[Rule] = field(default_factory=list)
     slices: list[Slice] = field(default_factory=list)
     closed: bool = False
+    ordered: bool = False
     invariants: tuple[Invariant, ...] = ()
     regex: re.Pattern[str] | None = None  # primitive value format
     contained: bool = False  # references must be to contained resources (aggregation = contained)
@@ -61,6 +66,9 @@ class Slice:
     min: int
     max: int | None
     elements: list[Rule]
+    exists: dict[str, bool] = field(default_factory=dict)
+    types: dict[str, str] = field(default_factory=dict)
+    profiles: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -89,9 +97,11 @@ def _rule(raw: dict[str, Any], valuesets: dict[str, Any]) -> Rule:
         binding=_binding(raw.get("binding"), valuesets),
         targets=tuple(raw.get("targets", ())),
         elements=[_rule(e, valuesets) for e in raw.get("elements", ())],
-        slices=[Slice(s["name"], s["match"], s.get("min", 0), _max(s.get("max", "*")),
-                      [_rule(e, valuesets) for e in s.get("elements", ())]) for s in raw.get("slices", ())],
+        slices=[Slice(s["name"], s.get("match", {}), s.get("min", 0), _max(s.get("max", "*")),
+                      [_rule(e, valuesets) for e in s.get("elements", ())], dict(s.get("exists", {})),
+                      dict(s.get("type", {})), dict(s.get("profile", {}))) for s in raw.get("slices", ())],
         closed=bool(raw.get("closed")),
+        ordered=bool(raw.get("ordered")),
         regex=re.compile(raw["regex"]) if "regex" in raw else None,
         contained=bool(raw.get("contained")),
         profile=raw.get("profile"),
@@ -146,6 +156,42 @@ def _items(value: Any) -> list[Any]:
     if value is None:
         return []
     return value if isinstance(value, list) else [value]
+
+
+_JSON_TYPES = {str: "string", bool: "boolean", int: "integer", float: "decimal"}
+
+
+def _resolve(value: Any, path: str) -> list[tuple[str | None, Any]]:
+    """The values at a discriminator path (dotted from the item; ``$this`` is the item), each with the type its
+    choice key names (``value[x]`` → ``valueQuantity`` → ``Quantity``)."""
+    found: list[tuple[str | None, Any]] = [(None, value)]
+    if path in ("", "$this"):
+        return found
+    for part in path.removeprefix("$this.").split("."):
+        step: list[tuple[str | None, Any]] = []
+        for _, v in found:
+            if not isinstance(v, dict):
+                continue
+            if part.endswith("[x]"):
+                for key, x in _choice(v, part[:-3]):
+                    step.extend((key[len(part) - 3:], y) for y in _items(x))
+            elif part in v:
+                step.extend((None, y) for y in _items(v[part]))
+        found = step
+    return found
+
+
+def _type_name(hint: str | None, value: Any) -> str | None:
+    if hint:
+        return hint
+    if isinstance(value, dict):
+        rt = value.get("resourceType")
+        return rt if isinstance(rt, str) else None
+    return _JSON_TYPES.get(type(value))
+
+
+def _same_type(a: str | None, b: str) -> bool:
+    return a is not None and a[:1].lower() + a[1:] == b[:1].lower() + b[1:]
 
 
 def _choice(obj: dict[str, Any], name: str) -> list[tuple[str, Any]]:
@@ -262,17 +308,45 @@ class ProfileChecker:
         for child in rule.elements:
             self._apply(child, value, ipath, resource, issues, p)
 
+    def _in_slice(self, s: Slice, value: Any) -> bool:
+        """Whether ``value`` meets every discriminator of slice ``s`` (value/pattern, exists, type, profile)."""
+        if s.match and not _matches(value, s.match):
+            return False
+        for path, want in s.exists.items():
+            if bool(_resolve(value, path)) != want:
+                return False
+        for path, t in s.types.items():
+            if not any(_same_type(_type_name(h, v), t) for h, v in _resolve(value, path)):
+                return False
+        return all(any(self._conforms(v, url) for _, v in _resolve(value, path)) for path, url in s.profiles.items())
+
+    def _conforms(self, value: Any, url: str) -> bool:
+        if not isinstance(value, dict):
+            return False
+        profile = lookup(url)
+        if profile is None:
+            base = url.split("|", 1)[0]
+            return base.startswith("http://hl7.org/fhir/StructureDefinition/") and \
+                value.get("resourceType") == base.rsplit("/", 1)[-1]
+        return not any(i.severity in ("error", "fatal") for i in self.check(profile, value))
+
     def _slices(self, rule: Rule, items: list[tuple[Any, str]], where: str, resource: dict[str, Any],
                 issues: list[Issue], p: Profile) -> None:
         counts = {s.name: 0 for s in rule.slices}
+        order = {s.name: i for i, s in enumerate(rule.slices)}
+        last = 0
         for value, ipath in items:
-            hit = next((s for s in rule.slices if _matches(value, s.match)), None)
+            hit = next((s for s in rule.slices if self._in_slice(s, value)), None)
             if hit is None:
                 if rule.closed:
                     issues.append(Issue("error", "structure", f"This element does not match any known slice of "
                                                               f"'{rule.name}' and the slicing is closed "
                                                               f"(profile {p.name})", (ipath,)))
                 continue
+            if rule.ordered and order[hit.name] < last:
+                issues.append(Issue("error", "structure", f"The slicing of '{rule.name}' is ordered: slice "
+                                                          f"'{hit.name}' comes too late (profile {p.name})", (ipath,)))
+            last = max(last, order[hit.name])
             counts[hit.name] += 1
             for child in hit.elements:
                 self._apply(child, value, ipath, resource, issues, p)
