@@ -55,7 +55,7 @@ PARAMS: dict[str, tuple[str, str, str]] = {
 _TOKEN_SYSTEMS = {"action": ACTION_SYSTEM, "outcome": OUTCOME_SYSTEM, "subtype": INTERACTION_SYSTEM, "_id": None}
 _CONTROL = {"_count", "_sort", "_total", "_summary"}
 _TRANSPORT = {"_format", "_pretty", "_cursor"}
-_NEVER = "\x00"  # a value no column holds: a parameter none of whose values can match
+_NEVER = "!"  # a value no column holds (ids, codes and references never are "!"): matches nothing
 _NEVER_US = 1 << 62  # an instant no record has
 
 
@@ -67,7 +67,9 @@ def _relative(ctx: ServerContext, value: str) -> str:
 def _refs(ctx: ServerContext, name: str, value: str) -> list[str]:
     out = []
     for v in (_relative(ctx, v.strip()) for v in value.split(",")):
-        if name == "patient":
+        if "\x00" in v:  # no stored reference holds one, and PostgreSQL text cannot carry it
+            out.append(_NEVER)
+        elif name == "patient":
             v = v if "/" in v else f"Patient/{v}"
             out.append(v if v.startswith("Patient/") and v.count("/") == 1 else _NEVER)
         elif v.count("/") == 1 and all(v.split("/")):
@@ -82,7 +84,9 @@ def _tokens(name: str, value: str) -> list[str]:
     out = []
     for v in value.split(","):
         sys_, bar, code = v.partition("|")
-        if not bar:
+        if "\x00" in v:
+            out.append(_NEVER)
+        elif not bar:
             out.append(v)
         elif sys_ in ("", system) and code:
             out.append(code)
@@ -158,8 +162,8 @@ def _parse(ctx: ServerContext, params: list[tuple[str, str]], strict: bool) -> t
         else:
             values = _tokens(base, value)
             {"_id": q.ids, "action": q.actions, "outcome": q.outcomes, "subtype": q.subtypes}[base].append(values)
-    if q.refs:  # drive the query from the patient's references when there are any: the narrowest
-        q.refs.sort(key=lambda g: (g[0] != ENTITY, not any(r.startswith("Patient/") for r in g[1])))
+    if q.refs:  # drive the query from one patient reference when there is one: the narrowest index range
+        q.refs.sort(key=lambda g: (len(g[1]) != 1, g[0] != ENTITY, not g[1][0].startswith("Patient/")))
     return q, control, used
 
 
@@ -203,7 +207,9 @@ def search(ctx: ServerContext, raw_params: list[tuple[str, str]], *, strict: boo
     cursor_raw = next((v for k, v in raw_params if k == "_cursor"), None)
     if cursor_raw is not None:
         state = decode_cursor(cursor_raw)
-        if not isinstance(state.get("t"), int) or not isinstance(state.get("i"), str):
+        t, i = state.get("t"), state.get("i")
+        if not isinstance(t, int) or not -(1 << 62) < t < 1 << 62 or not isinstance(i, str) or not 0 < len(i) <= 64 \
+                or "\x00" in i:
             raise bad_request("Invalid page cursor", "_cursor")
         q.after = (state["t"], state["i"])
 
