@@ -162,6 +162,11 @@ def unescape(value: str) -> str:
     return "".join(out)
 
 
+#: ``:text`` bounds: each word is a regexp, and ES refuses patterns over 1,000 characters
+MAX_TEXT_WORDS = 16
+MAX_TEXT_WORD_CHARS = 200
+
+
 def _regexp_literal(s: str) -> str:
     """``s`` with every character Lucene's regexp syntax could read as an operator escaped."""
     return "".join(c if c.isalnum() else "\\" + c for c in s)
@@ -177,6 +182,9 @@ def words_clause(field_path: str, folded: str, name: str) -> dict[str, Any]:
     words = "".join(c if c.isalnum() else " " for c in folded).split()
     if not words:
         raise SearchError(f"no word to search for in {folded!r}", name)
+    if len(words) > MAX_TEXT_WORDS or max(len(w) for w in words) > MAX_TEXT_WORD_CHARS:
+        raise SearchError(f":text takes at most {MAX_TEXT_WORDS} words of at most {MAX_TEXT_WORD_CHARS} characters",
+                          name)
     return {"bool": {"filter": [
         {"regexp": {field_path: {"value": f"({lit}|.*[^a-z0-9]{lit}).*", "flags": "NONE"}}}
         for lit in (_regexp_literal(w) for w in words)]}}

@@ -106,6 +106,7 @@ PATIENT_ROWS: list[Row] = [
     ("string text words any order", [("given:text", "pierre jean")], {"jp"}),
     ("string text word start only", [("given:text", "ierre")], set()),
     ("string missing", [("given:missing", "true")], {"ext", "comma"}),
+    ("string text word too long", [("given:text", "a" * 201)], 400),
     ("string OR", [("family", "other{m},a\\,b{m}")], {"ext", "comma"}),
     ("string escaped comma", [("family", "a\\,b")], {"comma"}),
     # token
