@@ -162,6 +162,10 @@ def unescape(value: str) -> str:
     return "".join(out)
 
 
+#: Longest ``prefix`` query ES accepts (``index.max_regex_length``); string/uri values past it are a 400
+MAX_PREFIX_CHARS = 1000
+#: Longest ``:contains`` value: the ``*v*`` wildcard automaton must stay within ES's determinization effort
+MAX_CONTAINS_CHARS = 256
 #: ``:text`` bounds: each word is a regexp, and ES refuses patterns over 1,000 characters
 MAX_TEXT_WORDS = 16
 MAX_TEXT_WORD_CHARS = 200

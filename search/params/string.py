@@ -28,6 +28,8 @@ from search.errors import SearchError
 from search.normalize import MAX_KEYWORD_CHARS, normalize_exact, normalize_string
 from search.params.base import (
     KEYWORD,
+    MAX_CONTAINS_CHARS,
+    MAX_PREFIX_CHARS,
     MAX_RAW_KEYWORD_CHARS,
     FhirValue,
     Fields,
@@ -132,6 +134,10 @@ def _clause(param: SearchParameter, modifier: str | None, raw: str, name: str) -
         raise SearchError(f"empty search value for {param.code} after normalisation", name)
     if modifier == "text":
         return words_clause(field_name(param, "norm"), norm, name)
+    limit = MAX_CONTAINS_CHARS if modifier == "contains" else MAX_PREFIX_CHARS
+    if len(norm) > limit:
+        raise SearchError(f"{'a :contains' if modifier else 'a string'} search value is limited to {limit} "
+                          "characters", name)
     if modifier == "contains":
         return {"wildcard": {field_name(param, "norm"): {"value": f"*{_escape_wildcard(norm)}*"}}}
     return {"prefix": {field_name(param, "norm"): norm}}

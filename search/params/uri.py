@@ -13,6 +13,7 @@ from typing import Any
 from search.errors import SearchError
 from search.params.base import (
     KEYWORD,
+    MAX_PREFIX_CHARS,
     MAX_RAW_KEYWORD_CHARS,
     FhirValue,
     Fields,
@@ -65,6 +66,8 @@ def _clause(param: SearchParameter, modifier: str | None, raw: str, name: str) -
         raise SearchError("empty uri", name)
     f = field_name(param, "value")
     if modifier == "below":
+        if len(uri) > MAX_PREFIX_CHARS:
+            raise SearchError(f"a :below uri is limited to {MAX_PREFIX_CHARS} characters", name)
         return {"prefix": {f: uri}}
     if modifier == "above":
         return {"terms": {f: _above_candidates(uri)}}

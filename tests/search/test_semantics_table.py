@@ -107,6 +107,9 @@ PATIENT_ROWS: list[Row] = [
     ("string text word start only", [("given:text", "ierre")], set()),
     ("string missing", [("given:missing", "true")], {"ext", "comma"}),
     ("string text word too long", [("given:text", "a" * 201)], 400),
+    ("string value too long for a prefix query", [("family", "a" * 1001)], 400),
+    ("string :contains value too long", [("family:contains", "a" * 257)], 400),
+    ("uri :below too long", [("_profile:below", "http://" + "a" * 1000)], 400),
     ("string OR", [("family", "other{m},a\\,b{m}")], {"ext", "comma"}),
     ("string escaped comma", [("family", "a\\,b")], {"comma"}),
     # token
