@@ -167,10 +167,24 @@ class Validator:
             issues.append(Issue("error", "invariant", "Constraint failed: ele-1: all FHIR elements must have a "
                                                       "@value or children (empty object)", (path,)))
             return
-        found: dict[str, list[Any]] = {}
+        found: dict[str, list[Any] | None] = {}
         keys = model.keys
         for key, val in obj.items():
             companion = key[:1] == "_"
+            if not companion:
+                entry = keys.get(key)
+                # the common case, checked at once: a key without a `_key` companion
+                if entry is not None and (entry[1] not in PRIMITIVE_TYPES or "_" + key not in obj):
+                    node = entry[0]
+                    if node.name in found:  # a choice element present under two types
+                        issues.append(Issue("error", "structure", f"Only one type of {node.name}[x] may be present",
+                                            (f"{path}.{key}",)))
+                        continue
+                    found[node.name] = None
+                    fast = node.fast
+                    if fast is None or not fast(val):
+                        self._element(node, entry[1], val, None, path, frame, issues, ctx, ext_def)
+                    continue
             entry = keys.get(key[1:] if companion else key)
             if entry is None or (companion and entry[1] not in PRIMITIVE_TYPES):
                 if not (root and key == "resourceType"):
@@ -178,16 +192,17 @@ class Validator:
                 continue
             node, t = entry
             slot = found.get(node.name)
-            if slot is None:
+            if slot is None and node.name not in found:
                 slot = found[node.name] = [node, t, None, None]
-            elif slot[1] != t:
+            elif slot is None or slot[1] != t:
                 issues.append(Issue("error", "structure", f"Only one type of {node.name}[x] may be present",
                                     (f"{path}.{key}",)))
                 continue
             slot[3 if companion else 2] = val
         # present elements in the order of the JSON (stable for a given input), then the missing required ones
-        for node, t, value, companion in found.values():
-            self._element(node, t, value, companion, path, frame, issues, ctx, ext_def)
+        for slot in found.values():
+            if slot is not None:
+                self._element(slot[0], slot[1], slot[2], slot[3], path, frame, issues, ctx, ext_def)
         for node in model.required:
             if node.name not in found:
                 issues.append(Issue("error", "required", f"Missing required element '{node.name}' "
@@ -212,6 +227,22 @@ class Validator:
                 self._rules(node, t, value, base, frame, issues)
             return
         base = f"{parent}.{node.name}.ofType({t})" if node.choice else f"{parent}.{node.name}"
+        if companion is None and not primitive and value:  # complex values without companions: the common case
+            many = node.max is None or node.max > 1
+            if many and isinstance(value, list):
+                n = len(value)
+                if node.max is not None and n > node.max:
+                    issues.append(Issue("error", "structure", f"'{node.name}' allows at most {node.max}, found {n}",
+                                        (base,)))
+                if n < node.min:
+                    issues.append(Issue("error", "required", f"'{node.name}' requires at least {node.min}, found "
+                                                             f"{n}", (base,)))
+                for i, v in enumerate(value):
+                    self._complex(node, t, v, f"{base}[{i}]", frame, issues, ctx, ext_def)
+                return
+            if not many and isinstance(value, dict):
+                self._complex(node, t, value, base, frame, issues, ctx, ext_def)
+                return
         if node.max is None or node.max > 1:
             if value is not None and not isinstance(value, list):
                 issues.append(Issue("error", "structure", f"'{node.name}' must be a JSON array (it repeats)",
@@ -242,32 +273,39 @@ class Validator:
         for v, comp, ipath in items:
             if primitive:
                 self._primitive(node, t, v, comp, ipath, frame, issues)
+                if node.checks and v is not None:
+                    self._rules(node, t, v, ipath, frame, issues)
             elif v is None:
                 issues.append(Issue("error", "structure", "null is not allowed here", (ipath,)))
-                continue
-            elif node.model is not None:
-                self._object(node.model, v, ipath, frame, issues, node.model.ctx)
-            elif t == "Extension":
-                self._extension(v, ipath, frame, issues, ctx, ext_def, node.name == "modifierExtension")
-                continue
-            elif t == "Resource" or t in self.resource_types:
-                self._resource(v, ipath, issues, frame, contained=node.name == "contained")
-                continue
             else:
-                model = self.defs.models.get(t)
-                if model is not None:
-                    self._object(model, v, ipath, frame, issues, model.ctx)
-                if t == "Reference" and isinstance(v, dict):
-                    self._reference(v, node.targets, ipath, frame, issues)
-                elif t == "Coding" and isinstance(v, dict):
-                    self._coding(v, ipath, issues)
-                elif t == "Identifier" and isinstance(v, dict):
-                    _identifier(v, ipath, issues)
-                elif t == "Quantity" and node.path in SIMPLE_QUANTITY and isinstance(v, dict) and "comparator" in v:
-                    issues.append(Issue("error", "invariant", "Constraint failed: sqty-1: the comparator is not used "
-                                                              "on a SimpleQuantity", (f"{ipath}.comparator",)))
-            if node.checks and v is not None:
-                self._rules(node, t, v, ipath, frame, issues)
+                self._complex(node, t, v, ipath, frame, issues, ctx, ext_def)
+
+    def _complex(self, node: Node, t: str, v: Any, ipath: str, frame: Frame, issues: list[Issue],
+                 ctx: tuple[str, ...], ext_def: ExtensionDef | None) -> None:
+        """One non-null value of a complex type: its children, then the datatype's own rules and the element's."""
+        if node.model is not None:
+            self._object(node.model, v, ipath, frame, issues, node.model.ctx)
+        elif t == "Extension":
+            self._extension(v, ipath, frame, issues, ctx, ext_def, node.name == "modifierExtension")
+            return
+        elif t == "Resource" or t in self.resource_types:
+            self._resource(v, ipath, issues, frame, contained=node.name == "contained")
+            return
+        else:
+            model = self.defs.models.get(t)
+            if model is not None:
+                self._object(model, v, ipath, frame, issues, model.ctx)
+            if t == "Reference" and isinstance(v, dict):
+                self._reference(v, node.targets, ipath, frame, issues)
+            elif t == "Coding" and isinstance(v, dict):
+                self._coding(v, ipath, issues)
+            elif t == "Identifier" and isinstance(v, dict):
+                _identifier(v, ipath, issues)
+            elif t == "Quantity" and node.path in SIMPLE_QUANTITY and isinstance(v, dict) and "comparator" in v:
+                issues.append(Issue("error", "invariant", "Constraint failed: sqty-1: the comparator is not used "
+                                                          "on a SimpleQuantity", (f"{ipath}.comparator",)))
+        if node.checks:
+            self._rules(node, t, v, ipath, frame, issues)
 
     def _rules(self, node: Node, t: str, v: Any, ipath: str, frame: Frame, issues: list[Issue]) -> None:
         """Binding, fixed/pattern values and invariants of one element value."""

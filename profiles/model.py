@@ -5,13 +5,14 @@ invariants, expanded value sets as sets)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from .invariants import Invariant, compile_invariant
-from .primitives import PRIMITIVES
+from .primitives import FAST, PRIMITIVES
 
 DEFINITIONS = Path(__file__).resolve().parent / "definitions"
 INLINE_TYPES = frozenset({"BackboneElement", "Element"})
@@ -47,10 +48,13 @@ class Node:
     content_ref: str | None = None
     model: Model | None = None  # inline children (BackboneElement)
     checks: bool = False  # has a binding, fixed/pattern value or invariants (set by finish())
+    fast: Callable[[object], bool] | None = None  # single primitive without rules: True = valid, nothing else to do
 
     def finish(self) -> None:
         self.checks = bool(self.binding or self.fixed or self.pattern or any(
             i.check is not None for i in self.invariants))
+        self.fast = FAST.get(self.types[0]) if (
+            len(self.types) == 1 and not self.choice and self.max == 1 and not self.checks) else None
 
 
 @dataclass(slots=True)

@@ -147,6 +147,20 @@ CHECKS: dict[str, Callable[[object], str | None]] = {
 }
 
 
+def _fast(type_code: str) -> Callable[[object], bool]:
+    fn = CHECKS[type_code]
+    if type_code in ("string", "markdown"):
+        return lambda v: fn(v) is None and not (v[:1].isspace() or v[-1:].isspace())  # type: ignore[index]
+    if type_code in ("uri", "url", "canonical"):
+        return lambda v: fn(v) is None and v[:1] != "#"  # type: ignore[index]
+    return lambda v: fn(v) is None
+
+
+# True when a value of the type is valid and needs nothing more (no whitespace warning, no '#' reference): the
+# engine's shortcut for the single primitive elements without rules, the bulk of any resource
+FAST: dict[str, Callable[[object], bool]] = {t: _fast(t) for t in CHECKS if t != "xhtml"}
+
+
 def check(type_code: str, value: object) -> str | None:
     """None if ``value`` is valid for the primitive ``type_code``, else why not."""
     fn = CHECKS.get(type_code)
