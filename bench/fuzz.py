@@ -8,6 +8,14 @@ Exits 1 when anything broke it, after printing each offending request.
 
     .venv/bin/python bench/fuzz.py --es-url http://127.0.0.1:9200            # 10,000 requests
     .venv/bin/python bench/fuzz.py --requests 50000 --url http://host/fhir   # a running server
+
+Runs so far (2 shared cores, SQLite): the first ones found 5xx, each fixed at its root and kept as a
+regression test in ``tests/robustness/test_found.py`` (HEAD on a FHIR route, JSON Patch and JSON bodies
+nested deeper than orjson writes, vread of a version beyond 64 bits, FHIRPath Patch with a non-array
+``parameter``, non-ASCII digits in ``_count``/``If-Match``). Then ``--seed 7``: 10,004 requests (7,000
+FHIR-shaped, 3,004 schemathesis over 92 operations) in 381 s, 0 5xx, every 4xx an OperationOutcome;
+200: 2108, 201: 74, 204: 339, 400: 3428, 404: 1894, 405: 952, 406: 211, 410: 7, 412: 9, 414: 250,
+415: 342, 422: 390.
 """
 
 from __future__ import annotations
