@@ -208,7 +208,7 @@ class Validator:
                 issues.append(Issue("error", "required", f"Missing required element '{node.name}' "
                                                          f"(minimum {node.min})", (f"{path}.{node.name}",)))
         for inv in model.invariants:
-            if inv.check is not None and not inv.check(_aliased(model, obj), frame.resource):
+            if not inv.check(_aliased(model, obj), frame.resource):  # type: ignore[misc]
                 issues.append(Issue(inv.severity, "invariant", f"Constraint failed: {inv.key}: {inv.human}", (path,)))
 
     def _element(self, node: Node, t: str, value: Any, companion: Any, parent: str, frame: Frame,

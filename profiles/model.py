@@ -203,6 +203,7 @@ def definitions() -> Definitions:
 
     for path, model in registry.items():
         model.ctx = chain(path) if path in models else (path, "BackboneElement", "Element")
+        model.invariants = tuple(i for i in model.invariants if i.check is not None)  # the engine runs the others
         for node in model.nodes:
             if node.content_ref and node.model is None:
                 node.model = registry.get(node.content_ref)
