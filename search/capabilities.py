@@ -30,8 +30,12 @@ def search_params(registry: SearchParameterRegistry, resource_type: str) -> list
     for code, sp in registry.for_type(resource_type).items():
         if not sp.supported:
             continue
-        doc = "full text (all words), :missing" if code in FULLTEXT_CODES else \
-            f"{_MODIFIERS.get(sp.type, '')}, :missing, _sort".lstrip(", ")
+        if code in FULLTEXT_CODES:
+            doc = "full text (all words), :missing"
+        elif code == "_id":  # the top-level id keyword (search.query): only :not and :missing
+            doc = ":not, :missing, _sort"
+        else:
+            doc = f"{_MODIFIERS.get(sp.type, '')}, :missing, _sort".lstrip(", ")
         out.append({"name": code, "definition": sp.url, "type": sp.type, "documentation": doc})
     out.append({"name": "_has", "type": "special", "definition": "http://hl7.org/fhir/search.html#has",
                 "documentation": "reverse chaining, nestable: _has:Type:reference:parameter=value"})
