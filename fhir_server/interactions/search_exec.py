@@ -94,6 +94,28 @@ class EsResolver:
         return out
 
     def refers_to_type(self, source_type: str, ref_param: str, target_type: str) -> bool:
-        resp = self.ctx.search_es.search(index=self.ctx.indices.alias(source_type), size=0, track_total_hits=1,
-                                  terminate_after=1, query={"term": {f"sp.{ref_param}.type": target_type}}).body
-        return bool(resp["hits"]["total"]["value"])
+        """Cached (an ES round trip per chain otherwise, a third of a ``patient.identifier`` search):
+        ``True`` for good, since it only lets the exact resolution run; ``False`` while the store's
+        last ``seq`` is the one observed with no outbox row at or below it before the ES query (so
+        the index held every write up to it, and none came since)."""
+        alias = self.ctx.indices.alias(source_type)
+        key = (self.ctx.store.url, alias, ref_param, target_type)
+        cached = _REFERS_TO.get(key)
+        if cached is True:
+            return True
+        seq = self.ctx.store.max_seq()
+        if cached == seq:
+            return False
+        settled = not self.ctx.store.outbox_pending_upto(seq)
+        resp = self.ctx.search_es.search(index=alias, size=0, track_total_hits=1, terminate_after=1,
+                                         query={"term": {f"sp.{ref_param}.type": target_type}}).body
+        found = bool(resp["hits"]["total"]["value"])
+        if len(_REFERS_TO) > 10_000:
+            _REFERS_TO.clear()
+        if found or settled:
+            _REFERS_TO[key] = True if found else seq
+        return found
+
+
+#: (store, source alias, reference parameter, target type) -> True, or the store seq at which no reference existed
+_REFERS_TO: dict[tuple[str, str, str, str], int | bool] = {}
