@@ -52,15 +52,19 @@ CONFIGS: dict[str, dict[str, Any]] = {
 Op = tuple[str, str, bytes | None]
 
 
-async def _drive(base: str, ops: list[Op], concurrency: int, seconds: float, token: str | None) -> LoadResult:
+async def _drive(base: str, ops: list[Op], concurrency: int, seconds: float, token: str | None,
+                 once: bool) -> LoadResult:
     result = LoadResult()
     headers = dict(FHIR_JSON, **({"Authorization": f"Bearer {token}"} if token else {}))
     deadline = time.perf_counter() + seconds
-    counter = iter(range(10_000_000))
+    counter = iter(range(len(ops) if once else 10_000_000))  # once: each op a single time (loading)
 
     async def worker(client: httpx.AsyncClient) -> None:
         while time.perf_counter() < deadline:
-            method, path, body = ops[next(counter) % len(ops)]
+            i = next(counter, None)
+            if i is None:
+                return
+            method, path, body = ops[i % len(ops)]
             t0 = time.perf_counter()
             resp = await client.request(method, path, content=body)
             result.latencies.append(time.perf_counter() - t0)
@@ -79,8 +83,9 @@ async def _drive(base: str, ops: list[Op], concurrency: int, seconds: float, tok
     return result
 
 
-def drive(base: str, ops: list[Op], concurrency: int, seconds: float, token: str | None) -> LoadResult:
-    return asyncio.run(_drive(base, ops, concurrency, seconds, token))
+def drive(base: str, ops: list[Op], concurrency: int, seconds: float, token: str | None,
+          once: bool = False) -> LoadResult:
+    return asyncio.run(_drive(base, ops, concurrency, seconds, token, once))
 
 
 @contextmanager
@@ -144,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
             base = servers.enter_context(server(env, tmp, label, overrides, issuer))
             load = [("PUT", f"Patient/{i}", orjson.dumps({"resourceType": "Patient", "id": i,
                                                           "name": [{"family": "Bench"}]})) for i in ids]
-            pool.submit(drive, base, load, 4, 60.0, token).result()
+            loaded = pool.submit(drive, base, load, 4, 120.0, token, True).result()
+            if loaded.ok != len(load):
+                raise SystemExit(f"{label}: loading failed: {loaded.first_errors}")
             bases[label] = (base, token)
         for name, ops in workloads.items():
             for level in args.concurrency:
