@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.harness import RunningServer
 from tests.test_search_first import create, ids, search
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
@@ -324,13 +325,14 @@ def test_token_in_and_not_in_known_value_sets(client: httpx.Client) -> None:
     assert client.get("/DocumentReference", params={"type:below": "http://loinc.org|11488-4"}).status_code == 400
 
 
-def test_caps_are_reported_never_silent(client: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_caps_are_reported_never_silent(client: httpx.Client, server: RunningServer,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """The server runs in this process: lower the caps to exercise them with a handful of resources."""
-    from fhir_server.interactions import includes, search_exec
+    from fhir_server.interactions import search_exec
 
     p = _patient(client, f"Cap{uid()}", "1")
     docs = {create(client, _docref(p["id"]))["id"] for _ in range(3)}
-    monkeypatch.setattr(includes, "MAX_INCLUDED", 2)
+    monkeypatch.setattr(server.ctx.settings, "max_included", 2)  # FHIR_MAX_INCLUDED
     b = search(client, "/Patient", _id=p["id"], _revinclude="DocumentReference:subject")
     included = [e["resource"]["id"] for e in b["entry"] if e["search"]["mode"] == "include"]
     outcome = [e["resource"] for e in b["entry"] if e["search"]["mode"] == "outcome"]
