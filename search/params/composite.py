@@ -35,6 +35,7 @@ from search.params.base import (
     unescape,
 )
 from search.params.reference import parse_reference
+from search.params.token import code_systems
 from search.registry import SearchParameter
 
 MODIFIERS: frozenset[str] = frozenset()
@@ -91,13 +92,17 @@ def index(param: SearchParameter, values: Sequence[FhirValue], ctx: IndexContext
 
 
 def _query_keys(raw: str, ctx: QueryContext) -> list[str]:
+    parts = split_escaped(raw, "|")
+    if len(parts) == 2:  # a token: system|code or |code (references have no |)
+        system, code = unescape(parts[0]), unescape(parts[1])
+        keys = [code, code.lower()] if not system else [f"{system}|{code}", f"{system}|{code.lower()}"]
+        if system and code in code_systems().get(system, {}):
+            keys += [code, code.lower()]  # a bound code (relatesTo.code) carries its system implicitly
+        return keys
     value = unescape(raw)
     if "/" in value or value.startswith(("http:", "https:", "urn:")):
         local = value[len(ctx.base_url) + 1 :] if value.startswith(ctx.base_url + "/") else value
         return [parse_reference(local, None)[0]]
-    parts = [unescape(p) for p in split_escaped(raw, "|")]
-    if len(parts) == 2:
-        return [f"{parts[0]}|{parts[1]}", f"{parts[0]}|{parts[1].lower()}"] if parts[0] else [parts[1]]
     return [value, value.lower()]
 
 
