@@ -17,10 +17,13 @@ the actor the whole record (it errs on the patient's side).
 The token names the actor (see :class:`.tokens.Principal`): ``fhirUser``, the ``organization`` claim
 (references or ``system|value`` identifiers) and the ``identifier`` claim (``system|value``).
 
-Read-your-writes: the Consents naming an actor are cached per process, but the cache entry is used only
-while the store's Consent log is unchanged (same last position and same number of versions, one indexed
-query); otherwise the index is brought up to date first and the look-up runs again. So a Consent whose
-write returned 2xx applies to the next request.
+Read-your-writes: the Consents naming an actor are cached per process with the state of the store's
+Consent log they reflect (last position and number of versions, two indexed queries per request). When the
+log has moved, the entry is brought up to date from the new Consent versions, read in the store (the newest
+version of each Consent decides); only when they cannot all be found that way (thousands of them, or a
+commit below the last position) does the look-up run again on the index, after the write barrier. Either
+way a Consent whose write returned 2xx applies to the next request, and Consents about other actors do not
+make an actor's next request slower than a few store reads.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from .tokens import Principal
 
 CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
 PAGE = 1000
+MAX_CATCH_UP = 1000  # Consent versions read from the store to update a cache entry before a full look-up
 _CACHE_SIZE = 4096
 
 
@@ -124,7 +128,10 @@ def opposition(consent: dict[str, Any], keys: ActorKeys, base_url: str) -> Oppos
     return None
 
 
-def _search(ctx: ServerContext, keys: ActorKeys) -> list[Opposition]:
+Oppositions = dict[str, Opposition]  # by Consent id
+
+
+def _search(ctx: ServerContext, keys: ActorKeys) -> Oppositions:
     """Active Consents naming the actor (Elasticsearch narrows, the stored Consent decides)."""
     clauses = []
     for name, values in (("actor", keys.references), ("actor:identifier", keys.identifiers)):
@@ -145,13 +152,47 @@ def _search(ctx: ServerContext, keys: ActorKeys) -> list[Opposition]:
         if len(hits) < PAGE:
             break
         after = hits[-1]["sort"]
-    out = []
+    out: Oppositions = {}
     for stored in ctx.store.read_many("Consent", ids).values():
         if stored.deleted or stored.content is None:
             continue
         found = opposition(stored.resource(), keys, ctx.base_url)
         if found is not None:
-            out.append(found)
+            out[stored.id] = found
+    return out
+
+
+#: (max seq, number of versions) of the store's Consent log: changes whenever a Consent version commits
+Marker = tuple[int, int]
+
+
+def _marker(ctx: ServerContext) -> Marker:
+    """The count matters too: PostgreSQL may commit seqs out of order, so a late commit can sit below the max."""
+    last = ctx.store.history("Consent", None, before_seq=None, since_us=None, count=1)
+    return (last[0].seq if last else 0, ctx.store.history_total("Consent", None, since_us=None) if last else 0)
+
+
+def _catch_up(ctx: ServerContext, keys: ActorKeys, known: Oppositions, old: Marker, new: Marker) -> Oppositions | None:
+    """``known`` updated from the Consent versions committed since ``old``, read in the store (no index, no
+    barrier); None when they cannot all be found that way (too many, or committed out of seq order)."""
+    expected = new[1] - old[1]  # versions committed since: exactly these must sit above the old position
+    if not 0 < expected <= MAX_CATCH_UP:
+        return None
+    page = ctx.store.history("Consent", None, before_seq=None, since_us=None, count=expected + 1)
+    versions = [v for v in page if v.seq > old[0]]
+    if len(versions) != expected:
+        return None
+    out = dict(known)
+    seen: set[str] = set()
+    for v in versions:  # newest first: the newest version of each Consent decides
+        if v.id in seen:
+            continue
+        seen.add(v.id)
+        found = None if v.deleted or v.content is None else opposition(v.resource(), keys, ctx.base_url)
+        if found is None:
+            out.pop(v.id, None)
+        else:
+            out[v.id] = found
     return out
 
 
@@ -161,17 +202,16 @@ _Key = tuple[int, str, ActorKeys]  # (id of the server context, its store URL, t
 class _Cache:
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._items: OrderedDict[_Key, tuple[tuple[int, int], list[Opposition]]] = OrderedDict()
+        self._items: OrderedDict[_Key, tuple[Marker, Oppositions]] = OrderedDict()
 
-    def get(self, key: _Key, marker: tuple[int, int]) -> list[Opposition] | None:
+    def get(self, key: _Key) -> tuple[Marker, Oppositions] | None:
         with self._lock:
             item = self._items.get(key)
-            if item is None or item[0] != marker:
-                return None
-            self._items.move_to_end(key)
-            return item[1]
+            if item is not None:
+                self._items.move_to_end(key)
+            return item
 
-    def put(self, key: _Key, marker: tuple[int, int], value: list[Opposition]) -> None:
+    def put(self, key: _Key, marker: Marker, value: Oppositions) -> None:
         with self._lock:
             self._items[key] = (marker, value)
             self._items.move_to_end(key)
@@ -182,12 +222,6 @@ class _Cache:
 _CACHE = _Cache()
 
 
-def _marker(ctx: ServerContext) -> tuple[int, int]:
-    """Changes whenever a Consent version is committed (the count too: PostgreSQL may commit seqs out of order)."""
-    last = ctx.store.history("Consent", None, before_seq=None, since_us=None, count=1)
-    return (last[0].seq if last else 0, ctx.store.history_total("Consent", None, since_us=None) if last else 0)
-
-
 def opposing_patients(ctx: ServerContext, principal: Principal) -> frozenset[str]:
     """Ids of the patients whose Consent currently denies this principal's user or organisations."""
     keys = actor_keys(principal, ctx.base_url)
@@ -195,10 +229,14 @@ def opposing_patients(ctx: ServerContext, principal: Principal) -> frozenset[str
         return frozenset()
     marker = _marker(ctx)
     cache_key = (id(ctx), ctx.settings.db_url, keys)
-    found = _CACHE.get(cache_key, marker)
+    cached = _CACHE.get(cache_key)
+    found = None
+    if cached is not None:
+        found = cached[1] if cached[0] == marker else _catch_up(ctx, keys, cached[1], cached[0], marker)
     if found is None:
         ctx.indexer.wait_until_indexed()  # a Consent written just before this request is searchable
         found = _search(ctx, keys)
+    if cached is None or cached[0] != marker:
         _CACHE.put(cache_key, marker, found)
     now = datetime.now(UTC)
-    return frozenset(o.patient for o in found if o.holds(now))
+    return frozenset(o.patient for o in found.values() if o.holds(now))
