@@ -7,7 +7,8 @@ folding, ``:text``: every word of the query starts a word of the value), token (
 codes and e-mail addresses case-insensitive, identifiers exact; ``gender`` carries the implicit system
 of its required binding; ``:in`` / ``:not-in`` on the administrative-gender value set; ``:below`` /
 ``:above`` in a hand-copied part of the v3-ActReason hierarchy) and date (``birthdate``: ranges from
-precision, the nine prefixes as defined by the spec, ``ap`` excluded as it depends on the clock) and
+precision, the nine prefixes as defined by the spec, ``ap`` excluded as it depends on the clock; also
+``death-date`` dateTimes with offsets and ``_lastUpdated`` instants to the microsecond) and
 reference (``organization``: ``Type/id``, bare id, ``:Type``, ``:missing``; ``:text``: words of the display).
 Its slowness and repetition are deliberate: it must be easy to check by reading.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from datetime import date, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 GENDER = "http://hl7.org/fhir/administrative-gender"
@@ -55,16 +56,31 @@ def match_string(values: list[str], modifier: str | None, query: str) -> bool:
     return any(fold(v).startswith(fold(query)) for v in values)
 
 
-def _date_range(text: str) -> tuple[date, date]:
-    """[lo, hi) of a date with year, month or day precision."""
-    parts = [int(p) for p in text.split("-")]
-    if len(parts) == 1:
-        return date(parts[0], 1, 1), date(parts[0] + 1, 1, 1)
-    if len(parts) == 2:
-        y, m = parts
-        return date(y, m, 1), date(y + (m == 12), m % 12 + 1, 1)
-    d = date(*parts)
-    return d, d + timedelta(days=1)
+def _date_range(text: str) -> tuple[datetime, datetime]:
+    """[lo, hi) in UTC of a date, dateTime or instant, from its precision (values without a zone are UTC)."""
+    if "T" not in text:
+        parts = [int(p) for p in text.split("-")]
+        if len(parts) == 1:
+            return _utc(parts[0], 1, 1), _utc(parts[0] + 1, 1, 1)
+        if len(parts) == 2:
+            y, m = parts
+            return _utc(y, m, 1), _utc(y + (m == 12), m % 12 + 1, 1)
+        lo = _utc(*parts)
+        return lo, lo + timedelta(days=1)
+    day, clock = text.split("T")
+    zone = "+00:00"
+    for sign in ("Z", "+", "-"):
+        if sign in clock:
+            clock, zone = clock.split(sign)[0], (sign + clock.split(sign)[1]) if sign != "Z" else "+00:00"
+    seconds = clock.split(":")[2] if clock.count(":") == 2 else None
+    fraction = seconds.split(".")[1] if seconds and "." in seconds else ""
+    width = timedelta(minutes=1) if seconds is None else timedelta(seconds=10 ** -len(fraction))
+    lo = datetime.fromisoformat(f"{day}T{clock}{zone}").astimezone(UTC)
+    return lo, lo + width
+
+
+def _utc(y: int, m: int, d: int) -> datetime:
+    return datetime(y, m, d, tzinfo=UTC)
 
 
 def match_date(stored: str | None, prefix: str, query: str) -> bool:
@@ -143,6 +159,14 @@ def match_reference(resource: dict[str, Any], modifier: str | None, query: str) 
     return ref == query or ref.split("/", 1)[1] == query
 
 
+#: date parameters -> their (single) stored value
+DATE_ELEMENTS = {
+    "birthdate": lambda r: r.get("birthDate"),
+    "death-date": lambda r: r.get("deceasedDateTime"),
+    "_lastUpdated": lambda r: r.get("meta", {}).get("lastUpdated"),
+}
+
+
 def matches(resource: dict[str, Any], params: list[tuple[str, str]]) -> bool:
     """AND over parameters, OR over comma-separated values (no escapes are generated)."""
     for name, value in params:
@@ -150,6 +174,7 @@ def matches(resource: dict[str, Any], params: list[tuple[str, str]]) -> bool:
         alternatives = value.split(",")
         if modifier == "missing":
             present = bool(_tokens(resource, code) if code in ("gender", "identifier", "email", "_security") else
+                           DATE_ELEMENTS[code](resource) if code in DATE_ELEMENTS else
                            _names(resource, code) if code in ("family", "given") else
                            resource.get("managingOrganization") if code == "organization" else
                            resource.get("birthDate"))
@@ -172,8 +197,9 @@ def matches(resource: dict[str, Any], params: list[tuple[str, str]]) -> bool:
                 ok = not ok
         elif code == "organization":
             ok = any(match_reference(resource, modifier or None, q) for q in alternatives)
-        elif code == "birthdate":
-            ok = any(match_date(resource.get("birthDate"), q[:2] if q[:2].isalpha() else "eq",
+        elif code in DATE_ELEMENTS:
+            stored = DATE_ELEMENTS[code](resource)
+            ok = any(match_date(stored, q[:2] if q[:2].isalpha() else "eq",
                                 q[2:] if q[:2].isalpha() else q) for q in alternatives)
         else:
             raise ValueError(name)

@@ -36,6 +36,14 @@ dates = st.one_of(
 )
 
 
+#: instants within one millisecond (and the same instant written with an offset): ES dates keep milliseconds
+INSTANTS = ["2024-01-01T00:00:00.123456Z", "2024-01-01T00:00:00.123457Z", "2024-01-01T01:00:00.123456+01:00",
+            "2024-01-01T00:00:00.123Z", "2024-01-01T00:00:00Z", "2023-12-31T23:59:59.999999Z"]
+#: dateTimes around midnight UTC with offsets, and dates
+DATE_TIMES = ["2000-01-01T23:30:00-02:00", "2000-01-02T01:30:00Z", "2000-01-01T00:00:00+01:00", "2000-01-01",
+              "2000-01", "1999-12-31T23:00:00Z", "2000-01-02"]
+
+
 @st.composite
 def patients(draw: st.DrawFn) -> dict[str, Any]:
     res: dict[str, Any] = {"resourceType": "Patient"}
@@ -57,8 +65,11 @@ def patients(draw: st.DrawFn) -> dict[str, Any]:
     if emails:
         res["telecom"] = [{"system": "email", "value": e} for e in emails]
     security = draw(st.lists(st.sampled_from(ACT_REASON_CODES), max_size=2))
+    res["meta"] = {"lastUpdated": draw(st.sampled_from(INSTANTS))}
     if security:
-        res["meta"] = {"security": [{"system": ACT_REASON, "code": c} for c in security]}
+        res["meta"]["security"] = [{"system": ACT_REASON, "code": c} for c in security]
+    if draw(st.booleans()):
+        res["deceasedDateTime"] = draw(st.sampled_from(DATE_TIMES))
     return res
 
 
@@ -70,7 +81,7 @@ def _token_query(draw: st.DrawFn) -> str:
 
 ALL_KINDS = ("string", "gender", "identifier", "date", "missing", "reference", "terminology", "email", "security")
 #: the modifiers added with terminology (:in, :below, :above), e-mail case and :text, drawn more often
-NEW_KINDS = ("terminology", "email", "security", "security", "string", "reference")
+NEW_KINDS = ("terminology", "email", "security", "security", "string", "reference", "date")
 
 
 @st.composite
@@ -107,9 +118,11 @@ def criteria(draw: st.DrawFn, kinds: tuple[str, ...] = ALL_KINDS) -> tuple[str, 
         return "identifier" + draw(st.sampled_from(["", ":not"])), _token_query(draw)
     if kind == "date":
         prefix = draw(st.sampled_from(["", "eq", "ne", "gt", "lt", "ge", "le", "sa", "eb"]))
-        return "birthdate", prefix + draw(dates)
+        code, values = draw(st.sampled_from([("birthdate", dates), ("death-date", st.sampled_from(DATE_TIMES)),
+                                             ("_lastUpdated", st.sampled_from([*INSTANTS, "2024-01-01", "2024"]))]))
+        return code, prefix + draw(values)
     code = draw(st.sampled_from(["family", "given", "gender", "identifier", "birthdate", "organization", "email",
-                                 "_security"]))
+                                 "_security", "death-date"]))
     return f"{code}:missing", draw(st.sampled_from(["true", "false"]))
 
 
@@ -150,8 +163,7 @@ def _compare(es_index: tuple[Any, str], registry: SearchParameterRegistry, build
     batch = uuid.uuid4().hex[:8]
     ops: list[dict[str, Any]] = []
     for i, res in enumerate(resources):
-        res = {**res, "id": f"{batch}-{i}",
-               "meta": {**res.get("meta", {}), "versionId": "1", "lastUpdated": "2024-01-01T00:00:00Z"}}
+        res = {**res, "id": f"{batch}-{i}", "meta": {**res.get("meta", {}), "versionId": "1"}}
         resources[i] = res
         ops += [{"index": {"_index": index, "_id": res["id"]}}, builder.build(res)]
     es.bulk(operations=ops, refresh=True)
