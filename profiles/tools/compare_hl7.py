@@ -480,6 +480,43 @@ def _generic(name: str, r: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]
             yield f"empty array {key}", {**r, key: []}
 
 
+def _nested(name: str, r: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """One level down: in the first item of each complex root element, a required child removed, an unknown child,
+    an empty or wrong-typed primitive child, a wrong code in a required binding."""
+    from profiles.model import definitions
+
+    defs = definitions()
+    model = defs.models.get(r["resourceType"])
+    if model is None:
+        return
+    for key, value in r.items():
+        entry = model.keys.get(key)
+        if entry is None or entry[1] in ("Resource", "Extension") or defs.is_resource(entry[1]):
+            continue
+        node, t = entry
+        child_model = node.model or defs.models.get(t)
+        item = value[0] if isinstance(value, list) and value else value
+        if child_model is None or not isinstance(item, dict):
+            continue
+
+        def put(new: dict[str, Any], key: str = key, value: Any = value) -> dict[str, Any]:
+            return {**r, key: [new, *value[1:]] if isinstance(value, list) else new}
+
+        yield f"{key}: unknown child", put({**item, "zz": "x"})
+        for child in child_model.required:
+            if child.name in item:
+                yield f"{key}: required {child.name} removed", put({k: v for k, v in item.items() if k != child.name})
+        for ck, cv in item.items():
+            centry = child_model.keys.get(ck)
+            if centry is None or not isinstance(cv, str):
+                continue
+            yield f"{key}.{ck}: empty", put({**item, ck: ""})
+            yield f"{key}.{ck}: number", put({**item, ck: 7})
+            cnode = centry[0]
+            if centry[1] == "code" and cnode.binding is not None and cnode.binding.strength == "required":
+                yield f"{key}.{ck}: wrong code", put({**item, ck: "not-a-code"})
+
+
 def corpus() -> list[tuple[str, dict[str, Any]]]:
     examples = _examples()
     by_name = dict(examples)
@@ -492,6 +529,7 @@ def corpus() -> list[tuple[str, dict[str, Any]]]:
     for n, r in examples:
         if not n.startswith("synthea"):
             cases.extend((f"{n}: {what}", m) for what, m in _generic(n, r))
+            cases.extend((f"{n}: {what}", m) for what, m in _nested(n, r))
     return cases
 
 
