@@ -355,3 +355,21 @@ def test_bundle_entries_are_authorised_like_standalone_requests(srv: RunningServ
             restored = world["w"].admin.get(f"/List/{world['own']['list']}/_history/1").json()
             assert world["w"].admin.put(f"/List/{world['own']['list']}", json=restored,
                                         headers=FHIR_JSON).status_code in (200, 201)
+
+
+def test_a_replacement_cannot_supersede_a_document_the_caller_may_not_see(
+        srv: RunningServer, issuer: DevIssuer, world: dict[str, Any]) -> None:
+    """ITI-65: a transaction that replaces a document also changes it (superseded): the same rule as an update."""
+    masked = world["masked"]["doc"]
+    replacement = {"resourceType": "DocumentReference", "status": "current",
+                   "subject": {"reference": f"Patient/{world['p1']}"},
+                   "relatesTo": [{"code": "replaces", "target": {"reference": f"DocumentReference/{masked}"}}],
+                   "content": [{"attachment": {"contentType": "text/plain", "url": "http://x/new"}}]}
+    tx = {"resourceType": "Bundle", "type": "transaction",
+          "entry": [{"request": {"method": "POST", "url": "DocumentReference"}, "resource": replacement}]}
+    with client_for(srv, issuer.mint("dr", "user/*.cruds", fhir_user="Practitioner/dr")) as c:
+        resp = c.post("/", json=tx, headers=FHIR_JSON)
+        assert resp.status_code == 404, resp.text
+        assert world["masked"]["secret"] not in resp.text
+    still = world["w"].admin.get(f"/DocumentReference/{masked}")
+    assert still.status_code == 200 and still.json()["status"] == "current"
