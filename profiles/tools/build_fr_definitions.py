@@ -238,10 +238,28 @@ PROFILES: list[dict[str, Any]] = [
         ],
     },
     {
+        # MHD 4.2.3 (the PDSm 3.1.1 dependency): the differential of the published StructureDefinition
+        "url": MHD + "IHE.MHD.SimplifiedPublish.DocumentReference", "version": "4.2.3",
+        "name": "SimplifiedPublishDocumentReference", "type": "DocumentReference",
+        "source": "IHE/publications@ba318e5:ITI/MHD/4.2.3/StructureDefinition-IHE.MHD.SimplifiedPublish."
+                  "DocumentReference (differential)",
+        "elements": [
+            {"path": "modifierExtension", "absent": True},
+            {"path": "masterIdentifier", "min": 1},
+            {"path": "identifier", "absent": True},
+            {"path": "status", "fixed": "current"},
+            {"path": "docStatus", "absent": True},
+            {"path": "category", "max": "1"},
+            {"path": "subject", "min": 1, "targets": ["Patient"]},
+            {"path": "content", "max": "1", "elements": [
+                {"path": "attachment", "elements": [
+                    {"path": "contentType", "min": 1}, {"path": "data", "min": 1}, {"path": "url", "absent": True}]}]},
+        ],
+    },
+    {
         "url": PDSM + "pdsm-simplified-publish", "version": "3.1.1", "name": "PDSm_SimplifiedPublish",
-        "type": "DocumentReference", "source": SRC_PDSM + "PDSm_SimplifiedPublish.fsh (parent "
-                                                          "IHE.MHD.SimplifiedPublish.DocumentReference: its own rules "
-                                                          "are not in the vendored sources)",
+        "type": "DocumentReference", "source": SRC_PDSM + "PDSm_SimplifiedPublish.fsh",
+        "parent": MHD + "IHE.MHD.SimplifiedPublish.DocumentReference",
         "elements": [
             {"path": "status", "min": 1, "fixed": "current"},
             {"path": "type", "binding": ["preferred", J07]},

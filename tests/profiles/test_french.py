@@ -181,6 +181,14 @@ MUTATIONS = [
     (SIMPLE, "url instead of data", lambda r: r["content"][0]["attachment"].update(url="Binary/1"),
      "DocumentReference.content[0].attachment.url"),
     (SIMPLE, "status superseded", _set(["status"], "superseded"), "DocumentReference.status"),
+    # the MHD 4.2.3 SimplifiedPublish parent: no business identifier from the client, one masterIdentifier
+    (SIMPLE, "identifier given (MHD parent)", _set(["identifier"], [{"system": "urn:ietf:rfc:3986",
+                                                                    "value": "urn:oid:1.2.3"}]),
+     "DocumentReference.identifier"),
+    (SIMPLE, "masterIdentifier removed (MHD parent)", _set(["masterIdentifier"], _DEL),
+     "DocumentReference.masterIdentifier"),
+    (SIMPLE, "two contents (MHD parent)", lambda r: r["content"].append(copy.deepcopy(r["content"][0])),
+     "DocumentReference.content"),
     (SUBSET, "designationType removed", lambda r: r.update(extension=[
         e for e in r["extension"] if not e["url"].endswith("ihe-designationType")]), "List.extension"),
     (SUBSET, "mode snapshot", _set(["mode"], "snapshot"), "List.mode"),
