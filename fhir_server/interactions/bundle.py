@@ -450,8 +450,9 @@ def _check_content(entry: Entry, body: dict[str, Any]) -> None:
 
 
 def _authorize(ctx: ServerContext, entry: Entry) -> None:
-    """The entry's scopes and target, checked by the caller's access policy before anything runs."""
-    if entry.access is None or entry.method not in _ORDER:
+    """Before anything runs: the interaction must be one the type supports (405, as standalone: no AuditEvent
+    is ever written through a Bundle), then the caller's access policy checks scopes and target."""
+    if entry.method not in _ORDER:
         return
     if entry.method in ("GET", "HEAD"):
         path = _relative(ctx, entry.url).partition("?")[0]
@@ -460,9 +461,13 @@ def _authorize(ctx: ServerContext, entry: Entry) -> None:
         interaction = "search-type" if m is None else ("vread" if vid else "read")
     else:
         type_, id_, vid, interaction = entry.type, entry.id, None, _INTERACTION[entry.method]
-    if get_type(type_) is None:
+    rt = get_type(type_)
+    if rt is None:
         return  # answered 404 when the entry runs, as a standalone request
-    entry.access.authorize(type_, interaction, id_, vid, entry.original)
+    if not rt.supports(interaction):
+        raise FHIRError(405, "not-supported", f"{interaction} is not supported for {type_}")
+    if entry.access is not None:
+        entry.access.authorize(type_, interaction, id_, vid, entry.original)
 
 
 def _write(ctx: ServerContext, unit: WriteUnit, entry: Entry) -> None:

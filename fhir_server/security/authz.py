@@ -208,8 +208,9 @@ class BundleAccess:
     def _check_stored(self, type_: str, id_: str, vid: str | None, interaction: str) -> None:
         current = self.ctx.store.read(type_, id_)
         versions = [current]
-        if vid is not None:
-            versions.append(self.ctx.store.vread(type_, id_, int(vid)) if vid.isdigit() else None)
+        if vid is not None:  # (a vid that is no version number is answered 404 when the entry runs)
+            valid = vid.isascii() and vid.isdigit() and len(vid) <= 18
+            versions.append(self.ctx.store.vread(type_, id_, int(vid)) if valid else None)
         for v in versions:
             if v is not None and not v.deleted and v.content is not None and not self._sees(
                     type_, v.resource(), interaction):
@@ -222,9 +223,12 @@ class BundleAccess:
             raise _forbidden(f"The token's scopes do not grant search on {type_}")
         if id_ is not None:
             self._check_stored(type_, id_, vid, interaction)
-        # an ITI-65 replacement supersedes the document it names: that one must be visible too
-        for rel in (resource or {}).get("relatesTo") or [] if type_ == "DocumentReference" else []:
-            ref = ((rel.get("target") or {}).get("reference") if isinstance(rel, dict) else None) or ""
+        # an ITI-65 replacement supersedes the document it names: that one must be visible too (the
+        # resource is the client's, not validated yet: anything malformed is left to the validator)
+        relates = (resource or {}).get("relatesTo") if type_ == "DocumentReference" else None
+        for rel in relates if isinstance(relates, list) else []:
+            target = rel.get("target") if isinstance(rel, dict) else None
+            ref = target.get("reference") if isinstance(target, dict) else None
             if isinstance(ref, str) and ref.startswith("DocumentReference/") and ref.count("/") == 1:
                 self._check_stored("DocumentReference", ref.split("/", 1)[1], None, "update")
 

@@ -373,3 +373,30 @@ def test_a_replacement_cannot_supersede_a_document_the_caller_may_not_see(
         assert world["masked"]["secret"] not in resp.text
     still = world["w"].admin.get(f"/DocumentReference/{masked}")
     assert still.status_code == 200 and still.json()["status"] == "current"
+
+
+def test_no_audit_record_is_forged_through_a_bundle(srv: RunningServer, issuer: DevIssuer,
+                                                    world: dict[str, Any]) -> None:
+    """AuditEvent is written by the server only: a Bundle entry is refused as the standalone POST is (405)."""
+    forged = {"resourceType": "AuditEvent", "recorded": "2024-01-01T00:00:00Z",
+              "type": {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110110"},
+              "agent": [{"requestor": True}], "source": {"observer": {"display": "x"}}}
+    for kind in ("batch", "transaction"):
+        bundle = {"resourceType": "Bundle", "type": kind,
+                  "entry": [{"request": {"method": "POST", "url": "AuditEvent"}, "resource": forged}]}
+        resp = world["w"].admin.post("/", json=bundle, headers=FHIR_JSON)
+        status = resp.json()["entry"][0]["response"]["status"] if kind == "batch" else str(resp.status_code)
+        assert status.startswith("405"), resp.text
+
+
+def test_malformed_entries_are_client_errors_for_every_token(srv: RunningServer, issuer: DevIssuer,
+                                                             world: dict[str, Any]) -> None:
+    odd = {"resourceType": "DocumentReference", "status": "current", "relatesTo": [{"target": "DocumentReference/x"}],
+           "subject": {"reference": f"Patient/{world['p1']}"}, "content": [{"attachment": {"url": "http://x"}}]}
+    with client_for(srv, issuer.mint("dr", "user/*.cruds", fhir_user="Practitioner/dr")) as c:
+        for entry in ({"request": {"method": "POST", "url": "DocumentReference"}, "resource": odd},
+                      {"request": {"method": "GET", "url": f"Patient/{world['p1']}/_history/²"}},
+                      {"request": {"method": "GET", "url": f"Patient/{world['p1']}/_history/99999999999999999999"}}):
+            resp = c.post("/", json={"resourceType": "Bundle", "type": "transaction", "entry": [entry]},
+                          headers=FHIR_JSON)
+            assert 400 <= resp.status_code < 500, resp.text
