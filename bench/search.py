@@ -236,7 +236,23 @@ class Dataset:
                 if resp.status_code != 200 or resp.json().get("count") != n:
                     log(f"{self.prefix}{type_.lower()}: {resp.text[:200]} (expected {n}): reloading")
                     return None
+        stale = self.stale_types()
+        if stale:  # the server would rebuild them one resource at a time at start: a bulk reload is faster
+            log(f"{self.prefix}*: {stale} indexed with another search parameter set: reloading")
+            return None
         return info
+
+    def stale_types(self) -> list[str]:
+        from elasticsearch import Elasticsearch
+
+        from fhir_server.index.indices import IndexManager
+        from search.registry import SearchParameterRegistry
+
+        es = Elasticsearch(self.es_url)
+        try:
+            return IndexManager(es, SearchParameterRegistry.load_default(), self.settings()).stale_types()
+        finally:
+            es.close()
 
     def load(self, n_resources: int, seed: int, *, validate: bool, workers: int | None) -> dict[str, Any]:
         """Generate the files if missing, then bulk-load them into a fresh store and fresh indices."""
