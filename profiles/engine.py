@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from fhir_server.errors import Issue
@@ -611,6 +612,7 @@ def _aliased(model: Model, obj: dict[str, Any]) -> dict[str, Any]:
     return {**obj, **extra} if extra else obj
 
 
+@lru_cache(maxsize=4096)
 def _context_ok(contexts: tuple[str, ...], ctx: tuple[str, ...]) -> bool:
     names = set(ctx) | {"Element", "Base"}
     return any(c in names or c.split(".", 1)[0] in ("Element",) for c in contexts)
