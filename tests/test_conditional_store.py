@@ -113,3 +113,20 @@ def test_match_keys_are_backfilled_at_start_up(store: SQLResourceStore) -> None:
         assert unit.match("Patient", ("identifier",), None, "legacy-2") == set()  # deleted: no keys
     assert store.backfill_match_keys() == 0  # the marker makes later starts a no-op
     assert store.backfill_match_keys(force=True) == 1
+
+
+_PARAM = st.sampled_from(["family", "birthdate", "gender", "identifier", "_id", "name:exact", "address-city"])
+_VALUE = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pairs=st.lists(st.tuples(_PARAM, _VALUE), min_size=1, max_size=5), data=st.data())
+def test_criteria_key_ignores_order_and_transport_parameters(pairs: list[tuple[str, str]], data: st.DataObject) -> None:
+    """The lock key of general criteria is the same however the client orders them (they AND together)."""
+    shuffled = data.draw(st.permutations(pairs))
+    noisy = [*shuffled, ("_format", "json"), ("_count", "5")]
+    a = conditional.analyse("Patient", urlencode(pairs), "x")
+    b = conditional.analyse("Patient", urlencode(noisy), "x")
+    assert a == b and a.key == b.key
+    fast = all(n in ("_id", "identifier") for n, _ in pairs)
+    assert (a.fast is not None) <= fast  # only identifier/_id criteria may take the match_key path
