@@ -38,9 +38,15 @@ _BCP47 = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*|[xX](-[A-Za-z0-9]{1,8})+
 # here") unless their URL is an example one or in an allowed domain (its -extension option); ours are the IGs this
 # server implements as transcribed rules and the US Core / Synthea extensions of the Synthea data it is loaded with.
 EXAMPLE_URLS = ("example.org", "acme.com", "nema.org")
+# (plus the cross-version extensions http://hl7.org/fhir/5.0/StructureDefinition/extension-..., which the HL7
+# validator generates from the other FHIR versions: FR Core Immunization uses the R5 basedOn one)
 EXTENSION_DOMAINS = ("http://hl7.org/fhir/tools/StructureDefinition/", "https://hl7.fr/ig/fhir/",
                      "https://interop.esante.gouv.fr/ig/fhir/", "https://profiles.ihe.net/",
-                     "http://hl7.org/fhir/us/core/", "http://synthetichealth.github.io/")
+                     "http://hl7.org/fhir/us/core/", "http://synthetichealth.github.io/",
+                     "http://hl7.org/fhir/1.0/StructureDefinition/extension-",
+                     "http://hl7.org/fhir/3.0/StructureDefinition/extension-",
+                     "http://hl7.org/fhir/4.3/StructureDefinition/extension-",
+                     "http://hl7.org/fhir/5.0/StructureDefinition/extension-")
 # the only R4 core extensions with isModifier = true (StructureDefinition snapshots of hl7.fhir.r4.examples 4.0.1)
 MODIFIER_EXTENSIONS = frozenset({_HL7_EXT + "capabilitystatement-prohibited", _HL7_EXT + "request-doNotPerform"})
 # elements typed Quantity(SimpleQuantity) in the served types: sqty-1, no comparator

@@ -223,3 +223,15 @@ def test_mime_types_are_checked() -> None:
     assert "Binary.contentType" in error_paths(binary)
     binary["contentType"] = "text/plain; charset=UTF-8"
     assert "Binary.contentType" not in error_paths(binary)
+
+
+def test_extension_policy_follows_the_hl7_validator() -> None:
+    """Unknown extensions are errors, except example URLs, the implemented IGs' domains and the cross-version
+    extensions (http://hl7.org/fhir/5.0/StructureDefinition/extension-...), as the HL7 validator accepts them."""
+    p = load(SHARED / "r4-examples" / "Patient-example.json")
+    for url, ok in (("http://other.org/fhir/ext", False), ("http://example.com/ext", False),
+                    ("http://example.org/fhir/ext", True), ("http://acme.com/ext", True),
+                    ("http://hl7.org/fhir/5.0/StructureDefinition/extension-Patient.x", True),
+                    ("https://hl7.fr/ig/fhir/core/StructureDefinition/anything", True)):
+        p["extension"] = [{"url": url, "valueString": "x"}]
+        assert ("Patient.extension[0]" not in error_paths(p)) is ok, url
