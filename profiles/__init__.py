@@ -4,6 +4,10 @@
 the base R4 rules, then every profile the resource claims in ``meta.profile`` that is known here (an unknown one
 is a warning or an error, by policy), then the profiles the caller requires (server configuration per type, or
 ``$validate``'s ``profile`` parameter). Bundle entries are checked against the profiles they claim, too.
+
+Verdicts follow the official HL7 validator (measured with ``profiles/tools/compare_hl7.py``): an extension this
+server has no definition for is an error, unless its URL is an example one (example.org, acme.com), a cross-version
+one, or in the domains of the IGs implemented here and of the Synthea data (``engine.EXTENSION_DOMAINS``).
 """
 
 from __future__ import annotations
