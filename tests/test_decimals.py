@@ -54,12 +54,16 @@ def test_xml_json_round_trip_keeps_every_digit(text: str) -> None:
 
 def test_fast_path_and_edge_cases() -> None:
     plain = b'{"resourceType":"Patient","birthDate":"1970-01-01","meta":{"lastUpdated":"2020-01-01T10:00:00.000Z"}}'
-    assert not numbers.needs_precise(plain)  # times and dates inside strings do not trigger the slow route
-    assert numbers.needs_precise(b'{"a":[1, 2.0]}') and numbers.needs_precise(b'{"a" : 12345678901234567890}')
+    assert numbers.compact(plain)[0]  # one line orjson writes back as is: no second parse
+    assert numbers.compact(b'{"a":[1,2.5]}')[0] and not numbers.compact(b'{"a":[1,2.50]}')[0]
+    assert not numbers.compact(b'{"a" : 1}')[0] and not numbers.compact(b'{\n"a":1}')[0]
+    assert numbers.loads(b'{\n"a": [1, 2.50, -0, 1e2]}') == {"a": [1, 2.5, 0, 100.0]}
+    assert numbers.dumps(numbers.loads(b'{\n"a": [1, 2.50, -0, 1e2]}')) == b'{"a":[1,2.50,-0,1e2]}'
     big = numbers.loads(b'{"a":123456789012345678901234567890}')["a"]
     assert isinstance(big, FhirDecimal) and numbers.dumps(big) == b"123456789012345678901234567890"
     assert numbers.loads(b'{"a":2,"b":1.5}') == {"a": 2, "b": 1.5}
-    for bad in (b'{"a":NaN,"b":1.5}', b'{"a":1.5', b'{"a":"\\ud800","b":1.0}', b'\xff{"a":1.0}'):
+    for bad in (b'{"a":NaN,"b":1.5}', b'{"a":1.5', b'{"a":"\\ud800","b":1.0}', b'\xff{"a":1.0}',
+                b'{"a": 1e400}', b'{"a": Infinity}', b'{"a":\n"\\udc00"}', "{\"a\": \"\ud800\"}"):
         with pytest.raises(orjson.JSONDecodeError):
             numbers.loads(bad)
     with pytest.raises(TypeError):  # a call site forgetting numbers.dumps fails loudly, never rounds

@@ -8,26 +8,22 @@ A FHIR ``decimal`` carries its precision: ``1.50`` is not ``1.5``, ``1e2`` stays
   keeps working unchanged; :func:`dumps` writes its text back verbatim (``orjson.Fragment``).
   orjson refuses to serialise it without :func:`default`, so a forgotten call site fails loudly
   rather than silently rounding.
-- :func:`loads` is orjson, then two gates decide whether the precise route is needed: when
-  orjson writes the parsed document back byte for byte (compact JSON, as machines send it)
-  every number kept its digits; otherwise one regex scan looks for a number that might not
-  round-trip (a fraction, an exponent, 19+ digits, ``-0``). Only then is the document parsed
-  again by the standard library with a ``parse_float`` hook. ``bench/decimals.py`` measures
-  each route as a ratio to plain ``orjson.loads``.
+- :func:`loads` keeps orjson's result when orjson writes the parsed document back byte for
+  byte (compact JSON on one line, as machines send it): then every number kept its digits.
+  Anything else (pretty-printed JSON, or a number orjson would rewrite such as ``1.50``) is
+  parsed by the standard library with ``parse_float``/``parse_int`` hooks. A regex looking
+  for risky numbers first was tried and dropped: scanning costs more than that parse.
+  ``bench/decimals.py`` measures both routes as ratios to plain ``orjson.loads``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
 import orjson
 
-# a JSON number token right after a key, an array start or a comma, with a fraction, an exponent,
-# 19+ digits, or -0; inside strings it can match too (a false positive costs the precise route, never a digit)
-_RISKY = re.compile(rb'(?:"\s*:|[\[,])\s*(?:-?[0-9]+(?:[.eE]|[0-9]{18})|-0(?![0-9]))')
 _INT64 = 2**63
 
 
@@ -74,30 +70,38 @@ def _constant(text: str) -> Any:
     raise ValueError(f"{text} is not valid JSON")
 
 
-def needs_precise(raw: bytes | str) -> bool:
-    """Whether ``raw`` may hold a number orjson would not give back digit for digit."""
-    return _RISKY.search(raw.encode() if isinstance(raw, str) else raw) is not None
+def _written_back(parsed: Any, data: bytes) -> bool:
+    try:
+        return orjson.dumps(parsed) == data
+    except TypeError:  # nested deeper than orjson writes (255) though not than it reads: the caller's depth check
+        return False
+
+
+def compact(data: bytes) -> tuple[bool, Any]:
+    """(True, orjson's result) when ``data`` is one line orjson writes back byte for byte, else (False, None)."""
+    if b"\n" in data:  # a raw newline is whitespace (in strings it is escaped): not compact
+        return False, None
+    parsed = orjson.loads(data)
+    return (True, parsed) if _written_back(parsed, data) else (False, None)
 
 
 def loads(raw: bytes | bytearray | memoryview | str) -> Any:
-    """Parse JSON; numbers with a fraction or exponent become :class:`FhirDecimal` when any may not round-trip.
+    """Parse JSON, numbers with their exact digits (:class:`FhirDecimal` where orjson would rewrite them).
 
     Errors are ``orjson.JSONDecodeError`` whichever route was taken.
     """
-    data = bytes(raw) if isinstance(raw, bytearray | memoryview) else raw
-    parsed = orjson.loads(data)  # also the validation of the precise route: orjson's strictness (UTF-8,
-    # surrogates, NaN, depth) whichever route answers
     try:
-        same = isinstance(data, bytes) and orjson.dumps(parsed) == data
-    except TypeError:  # nested deeper than orjson writes (255) though not than it reads: the caller's depth check
-        same = False
-    if same:
-        return parsed  # compact JSON orjson writes back byte for byte: every number kept its digits
-    if not needs_precise(data):
+        data = raw.encode() if isinstance(raw, str) else bytes(raw)
+    except UnicodeEncodeError as exc:  # a str holding lone surrogates
+        raise orjson.JSONDecodeError(str(exc), "", 0) from exc
+    done, parsed = compact(data)
+    if done:
         return parsed
+    if b"\\ud" in data or b"\\uD" in data:
+        orjson.loads(data)  # orjson's verdict on surrogate escapes (the standard library accepts lone ones)
     try:
-        text = data.decode("utf-8") if isinstance(data, bytes) else data
-        return json.loads(text, parse_float=FhirDecimal, parse_int=_integer, parse_constant=_constant)
+        return json.loads(data.decode("utf-8"), parse_float=FhirDecimal, parse_int=_integer,
+                          parse_constant=_constant)
     except json.JSONDecodeError as exc:
         raise orjson.JSONDecodeError(exc.msg, exc.doc, exc.pos) from exc
     except (ValueError, RecursionError) as exc:  # bad UTF-8, NaN/Infinity, absurd nesting
