@@ -8,6 +8,7 @@ from fhir_server import __version__
 from fhir_server.audit import search as audit_search
 from fhir_server.context import ServerContext
 from fhir_server.registry import RESOURCE_TYPES
+from fhir_server.security.authn import capability_security
 from fhir_server.storage import format_instant, now_us
 from profiles import known_profiles
 from search import capabilities as search_capabilities
@@ -51,6 +52,14 @@ def capability_statement(ctx: ServerContext) -> dict[str, Any]:
         if rt.documentation:
             resource["documentation"] = rt.documentation
         resources.append(resource)
+    rest: dict[str, Any] = {
+        "mode": "server",
+        "resource": resources,
+        "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+    }
+    security = capability_security(ctx.settings)
+    if security is not None:
+        rest["security"] = security
     return {
         "resourceType": "CapabilityStatement",
         "status": "active",
@@ -62,11 +71,7 @@ def capability_statement(ctx: ServerContext) -> dict[str, Any]:
                            "url": ctx.base_url},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json", "application/fhir+xml", "xml"],
-        "rest": [{
-            "mode": "server",
-            "resource": resources,
-            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
-        }],
+        "rest": [rest],
     }
 
 

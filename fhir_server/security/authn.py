@@ -89,3 +89,23 @@ def smart_configuration(settings: Settings) -> dict[str, Any]:
     if settings.auth_token_url:
         conf["token_endpoint"] = settings.auth_token_url
     return {k: v for k, v in conf.items() if v is not None}
+
+
+def capability_security(settings: Settings) -> dict[str, Any] | None:
+    """``CapabilityStatement.rest.security`` (SMART App Launch: SMART-on-FHIR service, oauth-uris); None when off."""
+    if settings.auth == "off":
+        return None
+    uris = [{"url": name, "valueUri": value} for name, value in (
+        ("authorize", settings.auth_authorize_url), ("token", settings.auth_token_url)) if value]
+    security: dict[str, Any] = {
+        "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                                 "code": "SMART-on-FHIR"}], "text": "OAuth2 bearer tokens (SMART App Launch v2)"}],
+        "description": "Bearer JWT (RS256/ES256) from the configured issuer; SMART v2/v1 scopes; patient context "
+                       "limited to its compartment; DocumentReference visibility codes (MASQUE_PS, "
+                       "INVISIBLE_PATIENT); a patient's deny Consent (scope patient-privacy) hides their record "
+                       "from the named practitioner or organisation. See /.well-known/smart-configuration.",
+    }
+    if uris:
+        security["extension"] = [{"url": "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris",
+                                   "extension": uris}]
+    return security

@@ -82,6 +82,10 @@ def test_smart_configuration(secured: RunningServer, issuer: DevIssuer) -> None:
         conf = anon.get("/.well-known/smart-configuration").json()
     assert conf["issuer"] == issuer.issuer
     assert "permission-v2" in conf["capabilities"]
+    with client_for(secured, None) as anon:
+        security = anon.get("/metadata").json()["rest"][0]["security"]
+    assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+    assert "Consent" in security["description"]
 
 
 def test_missing_scope_is_403(secured: RunningServer, issuer: DevIssuer, world: dict[str, Any]) -> None:
