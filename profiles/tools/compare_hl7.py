@@ -23,6 +23,14 @@ French IG packages are not reachable (our profile rules are transcriptions, see 
 
     .venv/bin/python profiles/tools/compare_hl7.py --setup
     .venv/bin/python profiles/tools/compare_hl7.py [--show 20] [-k FILTER]
+
+Last run (org.hl7.fhir.validation 6.9.4, example URLs allowed): 3,490 cases, 3,461 agreements (99.2%). The 29
+disagreements: 11 examples whose extensions/code systems come from IGs the oracle has not loaded (FR Core, MHD,
+US Core, Synthea); 4 Bundles whose entries are types outside the vendored definitions (their bindings and
+in-document references are not checked here); 2 need a terminology server (language tag registry, display names);
+7 MIME types (bcp:13: without a terminology server the oracle's verdicts are unstable, run alone it rejects even
+application/pdf); 4 empty birthDate beside a ``_birthDate`` extension and 1 non-base64 Binary.data (the oracle
+lets both pass; the spec does not).
 """
 
 from __future__ import annotations
