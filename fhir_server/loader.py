@@ -28,6 +28,7 @@ import orjson
 
 from .context import ServerContext
 from .errors import FHIRError
+from .formats import numbers
 from .interactions import crud
 from .registry import get_type
 
@@ -86,12 +87,12 @@ def iter_resources(paths: Iterable[Path]) -> Iterator[tuple[str, dict[str, Any] 
                     if not line.strip():
                         continue
                     try:
-                        yield f"{f.name}:{n}", orjson.loads(line), None
+                        yield f"{f.name}:{n}", numbers.loads(line), None
                     except orjson.JSONDecodeError as exc:
                         yield f"{f.name}:{n}", None, f"malformed JSON: {exc}"
             continue
         try:
-            data = orjson.loads(f.read_bytes())
+            data = numbers.loads(f.read_bytes())
         except orjson.JSONDecodeError as exc:
             yield f.name, None, f"malformed JSON: {exc}"
             continue
@@ -114,7 +115,7 @@ def _transaction_bundle(f: Path) -> dict[str, Any] | None:
     if f.suffix != ".json":
         return None
     try:
-        data = orjson.loads(f.read_bytes())
+        data = numbers.loads(f.read_bytes())
     except orjson.JSONDecodeError:
         return None
     if isinstance(data, dict) and data.get("resourceType") == "Bundle" and data.get("type") == "transaction":
@@ -258,7 +259,7 @@ def _prepare_chunk(items: list[tuple[str, bytes | dict[str, Any]]], validate_: b
     for source, raw in items:
         if isinstance(raw, bytes):
             try:
-                raw = orjson.loads(raw)
+                raw = numbers.loads(raw)
             except orjson.JSONDecodeError as exc:
                 out.rejected.append((source, f"malformed JSON: {exc}"))
                 continue
@@ -296,11 +297,11 @@ def _prepare_chunk(items: list[tuple[str, bytes | dict[str, Any]]], validate_: b
         doc: bytes | None = None
         if rtype.searchable:
             try:
-                doc = orjson.dumps(builder.build(body))
+                doc = numbers.dumps(builder.build(body))
             except Exception:  # as the indexer: never block a write; the outbox row parks it in index_error
                 log.exception("bulk: cannot build the index document of %s/%s", type_, id_)
         keys = tuple(sorted((k.element, k.system, k.value) for k in extract_keys(body)))
-        out.prepared.append(_Prepared(source, type_, id_, method, ts, orjson.dumps(body), keys, doc, None))
+        out.prepared.append(_Prepared(source, type_, id_, method, ts, numbers.dumps(body), keys, doc, None))
     return out
 
 
@@ -462,7 +463,7 @@ def bulk_load(ctx: ServerContext, paths: Iterable[Path], *, validate: bool = Tru
         stats.fast += len(chunk.prepared) - len(slow)
         for p in slow:  # after the batch commit, so a repeated id becomes its next version
             try:
-                load_one(ctx, p.slow if p.slow is not None else orjson.loads(_original(p)))
+                load_one(ctx, p.slow if p.slow is not None else numbers.loads(_original(p)))
                 report.loaded += 1
                 stats.slow += 1
             except FHIRError as exc:
@@ -499,7 +500,7 @@ def bulk_load(ctx: ServerContext, paths: Iterable[Path], *, validate: bool = Tru
 
 def _original(p: _Prepared) -> bytes:
     """The resource as given (for the ordinary path): the stamped body minus the version stamps."""
-    body = orjson.loads(p.content)
+    body = numbers.loads(p.content)
     meta = {k: v for k, v in body.get("meta", {}).items() if k not in ("versionId", "lastUpdated")}
     if meta:
         body["meta"] = meta
@@ -507,4 +508,4 @@ def _original(p: _Prepared) -> bytes:
         body.pop("meta", None)
     if p.method == "POST":
         body.pop("id", None)
-    return orjson.dumps(body)
+    return numbers.dumps(body)

@@ -112,3 +112,30 @@ def test_http_xml_in_json_out_and_bundles(client: httpx.Client) -> None:
     bad: dict[str, Any] = orjson.loads(patient("1.5"))
     bad["extension"][0]["valueDecimal"] = "1.5"
     assert client.post("/Patient", json=bad, headers=FHIR_JSON).status_code == 422
+
+
+def test_load_and_bulk_load_keep_every_digit(es_url: str, tmp_path: Any) -> None:
+    """``fhir-server load`` (ordinary and ``--bulk``) stores the decimals as written in the files."""
+    from fhir_server.context import ServerContext
+    from fhir_server.loader import bulk_load, load
+    from tests.conftest import make_settings
+
+    settings = make_settings(es_url, tmp_path)
+    ctx = ServerContext.build(settings, es_url, start_indexer=False)
+    try:
+        lines = [patient(t).replace(b'"resourceType":"Patient",', f'"resourceType":"Patient","id":"{i}",'.encode())
+                 for i, t in (("p1", "1.50"), ("p2", "123456789012345678901234.0"))]
+        (tmp_path / "a.ndjson").write_bytes(b"\n".join(lines) + b"\n")
+        report = load(ctx, [tmp_path / "a.ndjson"])
+        assert report.loaded == 2, report
+        for pid, text in (("p1", "1.50"), ("p2", "123456789012345678901234.0")):
+            stored = ctx.store.read("Patient", pid)
+            assert stored is not None and stored.content is not None
+            assert value_text(stored.content) == text
+        (tmp_path / "b.ndjson").write_bytes(lines[0].replace(b'"id":"p1"', b'"id":"b1"') + b"\n")
+        bulk_load(ctx, [tmp_path / "b.ndjson"], workers=0)
+        stored = ctx.store.read("Patient", "b1")
+        assert stored is not None and stored.content is not None and value_text(stored.content) == "1.50"
+    finally:
+        ctx.indices.drop_all()
+        ctx.close()
