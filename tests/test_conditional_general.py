@@ -197,3 +197,35 @@ def test_transaction_conditional_update_and_delete_on_general_criteria(client: h
     client.post("/Patient", json=person(fam), headers=FHIR_JSON)
     resp = client.post("/", json=bundle, headers=FHIR_JSON)
     assert resp.status_code == 412 and "Bundle.entry[0]" in resp.json()["issue"][0]["diagnostics"]
+
+
+def test_parallel_transactions_with_general_if_none_exist_make_one(server: RunningServer) -> None:
+    fam = fresh()
+    barrier = threading.Barrier(20)
+    outcomes: list[tuple[int, str | None]] = []
+    lock = threading.Lock()
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:8e7b2c1a-0c1d-4c55-9d7e-3f1f0b6f9a01", "resource": person(fam),
+         "request": {"method": "POST", "url": "Patient", "ifNoneExist": f"family={fam}&birthdate=1970-01-02"}},
+        {"resource": {"resourceType": "DocumentReference", "status": "current",
+                      "subject": {"reference": "urn:uuid:8e7b2c1a-0c1d-4c55-9d7e-3f1f0b6f9a01"},
+                      "content": [{"attachment": {"contentType": "text/plain", "url": "http://example.org/d"}}]},
+         "request": {"method": "POST", "url": "DocumentReference"}}]}
+
+    def worker() -> None:
+        with httpx.Client(base_url=server.base_url, timeout=120) as c:
+            barrier.wait()
+            resp = c.post("/", json=bundle, headers=FHIR_JSON)
+            subject = resp.json()["entry"][1]["resource"]["subject"]["reference"] if resp.status_code == 200 else None
+            with lock:
+                outcomes.append((resp.status_code, subject))
+
+    threads = [threading.Thread(target=worker) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert {s for s, _ in outcomes} == {200}, outcomes
+    assert len({subject for _, subject in outcomes}) == 1  # every document points at the one Patient
+    with httpx.Client(base_url=server.base_url) as c:
+        assert c.get(f"/Patient?family={quote(fam)}").json()["total"] == 1
