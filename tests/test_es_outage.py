@@ -18,7 +18,7 @@ from fhir_server.settings import Settings
 from tests.conftest import make_settings
 from tests.harness import RunningServer, start_server
 
-SYSTEM = "urn:oid:1.2.250.1.999.outage"
+SYSTEM = "urn:oid:1.2.250.1.999.1"  # an OID is dot-separated numbers (invalid ones get 422)
 
 
 @pytest.fixture
