@@ -234,6 +234,11 @@ def test_opposed_practitioner_sees_nothing_of_the_opposing_patients(srv: Running
             assert resp.json()["total"] == 0
             resp = c.get("/Patient", params={"_id": hidden["patient"], "_revinclude": "Consent:patient"})
             assert not resp.json().get("entry")
+            # nor who accessed their record (the audit trail is in their compartment)
+            for extra in ({}, {"_summary": "count"}):
+                resp = c.get("/AuditEvent", params={"patient": f"Patient/{hidden['patient']}", **extra})
+                assert resp.status_code == 200 and not resp.json().get("entry"), resp.text
+                assert resp.json().get("total", 0) == 0, resp.text
             _assert_hidden(responses, hidden, world, hidden["patient"], hidden["immunization"], hidden["list"])
         # the opposition itself is in the patient's compartment: invisible too, and out of reach
         assert c.get(f"/Consent/{world['consent']}").status_code == 404
@@ -251,6 +256,8 @@ def test_opposed_practitioner_sees_nothing_of_the_opposing_patients(srv: Running
         assert c.get(f"/Patient/{world['p3']}").status_code == 200
         found = c.get("/DocumentReference", params={"_id": world["opposing"]["doc"], "_summary": "count"})
         assert found.json()["total"] == 1
+        trail = c.get("/AuditEvent", params={"patient": f"Patient/{world['p3']}", "_summary": "count"})
+        assert trail.json()["total"] > 0
 
 
 def test_masked_document_is_hidden_from_professionals_everywhere(srv: RunningServer, issuer: DevIssuer,
