@@ -239,7 +239,7 @@ def search(ctx: ServerContext, raw_params: list[tuple[str, str]], *, strict: boo
     if (summary == "count" or total_mode != "none") and q.after is None and not withheld:
         bundle["total"] = log.count(q)
     bundle["link"] = links
-    if summary != "count":
+    if summary != "count" and entries:  # FHIR JSON has no empty arrays
         bundle["entry"] = entries
     return Result(200, bundle)
 

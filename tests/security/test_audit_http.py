@@ -1,6 +1,6 @@
 """Audit trail over HTTP (FHIR_AUTH=jwt, FHIR_AUDIT=on, fail-closed): every request leaves its AuditEvent.
 
-Completeness is checked against the store of record (the number of AuditEvent versions) right after each
+Completeness is checked against the store of record (the rows of the audit table) right after each
 answer: in fail-closed mode the record must already be committed when the client gets the response.
 """
 
@@ -12,10 +12,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from fhir_server.audit.events import interaction, patients_of_query
 from fhir_server.security.dev_issuer import DevIssuer
+from fhir_server.storage.audit import AuditLog
 from tests.harness import RunningServer
 from tests.security.support import client_for, start_secured
 
@@ -34,12 +36,12 @@ def srv(es_url: str, tmp_path_factory: pytest.TempPathFactory, issuer: DevIssuer
 
 
 def audit_count(srv: RunningServer) -> int:
-    return srv.ctx.store.history_total("AuditEvent", None, since_us=None)
+    return AuditLog(srv.ctx.store.engine).total()
 
 
 def last_events(srv: RunningServer, n: int) -> list[dict[str, Any]]:
-    versions = srv.ctx.store.history("AuditEvent", None, before_seq=None, since_us=None, count=n)
-    return [v.resource() for v in versions]
+    """The last ``n`` records committed to the audit table, newest first."""
+    return [orjson.loads(c) for c in AuditLog(srv.ctx.store.engine).recent(n)]
 
 
 @pytest.fixture(scope="module")
