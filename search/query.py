@@ -174,7 +174,7 @@ def _result_param(out: CompiledSearch, code: str, modifier: str | None, value: s
     if modifier is not None and not iterate:
         raise SearchError(f"modifier :{modifier} is not supported on {code}", name)
     if code == "_count":
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit()):
             raise SearchError(f"_count must be a non-negative integer, got {value!r}", name)
         out.count = int(value)
     elif code == "_total":
@@ -221,7 +221,7 @@ def compile_sort(known: Mapping[str, SearchParameter], value: str) -> list[Any]:
             continue
         param = known.get(code)
         handler = handler_for(param.type) if param is not None else None
-        if param is None or handler is None or not param.supported:
+        if param is None or handler is None or not param.supported or code in FULLTEXT_CODES:
             raise SearchError(f"cannot sort on {code!r}", "_sort")
         clauses.extend(handler.sort(param, descending))
     if not clauses or not (isinstance(clauses[-1], dict) and "id" in clauses[-1]):

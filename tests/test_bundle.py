@@ -209,3 +209,28 @@ def test_identifier_equal_to_a_full_url_is_data_not_a_reference(client: httpx.Cl
     created = resp.json()["entry"][0]["resource"]
     assert created["identifier"][0]["value"] == full
     assert created["link"][0]["other"]["reference"] == f"Patient/{created['id']}"
+
+
+def test_get_entries_run_chains_and_has_and_reject_malformed_ones(client: httpx.Client) -> None:
+    sys = f"urn:test:{uuid.uuid4().hex}"
+    p_urn = urn()
+    resp = post_bundle(client, [entry("POST", "Patient", patient(sys, "chain"), p_urn),
+                                entry("POST", "Immunization", immunization(p_urn))])
+    assert resp.status_code == 200, resp.text
+    pid = resp.json()["entry"][0]["response"]["location"].split("/")[1]
+    queries = [f"Immunization?patient.identifier={sys}|chain", f"Patient?_has:Immunization:patient:status=completed"
+               f"&identifier={sys}|chain"]
+    for kind in ("transaction", "batch"):
+        resp = post_bundle(client, [entry("GET", q) for q in queries], kind)
+        assert resp.status_code == 200, resp.text
+        chain, has = (e["resource"] for e in resp.json()["entry"])
+        assert chain["total"] == 1 and chain["entry"][0]["resource"]["patient"]["reference"] == f"Patient/{pid}"
+        assert has["total"] == 1 and has["entry"][0]["resource"]["id"] == pid
+    # a chain through an unknown parameter is refused before anything runs (transaction) or per entry (batch)
+    bad = "Immunization?patient.no-such-param=x"
+    resp = post_bundle(client, [entry("POST", "Patient", patient(sys, "not-written")), entry("GET", bad)])
+    assert resp.status_code == 400, resp.text
+    assert "no-such-param" in str(outcome(resp))
+    assert client.get("/Patient", params={"identifier": f"{sys}|not-written"}).json()["total"] == 0
+    resp = post_bundle(client, [entry("GET", bad)], "batch")
+    assert resp.json()["entry"][0]["response"]["status"].startswith("400")

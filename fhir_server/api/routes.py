@@ -21,15 +21,26 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from fhir_server.audit import search as audit_search
 from fhir_server.audit.middleware import note as audit_note
 from fhir_server.context import ServerContext
 from fhir_server.errors import FHIRError, bad_request, not_found
+from fhir_server.formats import numbers
 from fhir_server.interactions import binary, bundle, capabilities, crud, history, patch, search
 from fhir_server.interactions.result import Result
 from fhir_server.registry import get_type
 from fhir_server.security import authz
 
-from .content import JSON_TYPES, XML_TYPES, parse_resource, read_body, read_resource, response_format
+from .content import (
+    JSON_TYPES,
+    XML_TYPES,
+    error_format,
+    parse_json,
+    parse_resource,
+    read_body,
+    read_resource,
+    response_format,
+)
 from .limits import check_bundle
 from .responses import binary_response, error_response, es_error_response, prefer, result_response
 
@@ -76,7 +87,7 @@ def _if_match(request: Request) -> int | None:
     if value.startswith("W/"):
         value = value[2:]
     value = value.strip('"')
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:  # no int('²'), no SQLite overflow
         raise bad_request(f"If-Match must be a version ETag like W/\"3\", got '{raw}'", "If-Match")
     return int(value)
 
@@ -161,7 +172,8 @@ def _not_modified(request: Request, result: Result) -> bool:
 
 async def _read(request: Request) -> Result:
     type_ = _type(request, "read")
-    result = await run_in_threadpool(crud.read, _ctx(request), type_, request.path_params["id"])
+    read = audit_search.read if type_ == "AuditEvent" else partial(crud.read, type_=type_)  # audit: own table
+    result = await run_in_threadpool(read, _ctx(request), id_=request.path_params["id"])
     await authz.check_visible_in(_ctx(request), authz.principal_of(request), type_, result.raw)
     if _not_modified(request, result):
         return Result(304, None, result.version)
@@ -171,7 +183,8 @@ async def _read(request: Request) -> Result:
 async def _vread(request: Request) -> Result:
     type_ = _type(request, "vread")
     p = request.path_params
-    result = await run_in_threadpool(crud.vread, _ctx(request), type_, p["id"], p["vid"])
+    vread = audit_search.vread if type_ == "AuditEvent" else partial(crud.vread, type_=type_)
+    result = await run_in_threadpool(vread, _ctx(request), id_=p["id"], vid=p["vid"])
     await _check_current(request, type_, "vread")
     await authz.check_visible_in(_ctx(request), authz.principal_of(request), type_, result.raw, "vread")
     return result
@@ -279,10 +292,7 @@ async def _patch_body(request: Request) -> Any:
     if media not in patch.JSON_PATCH_TYPES and media not in ("application/fhir+json", "application/json"):
         raise FHIRError(415, "not-supported", "PATCH takes application/json-patch+json (JSON Patch) or "
                         "application/fhir+json (FHIRPath Patch Parameters)")
-    try:
-        return orjson.loads(await read_body(request, _ctx(request).settings.max_body_bytes))
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"Malformed JSON: {exc}") from exc
+    return parse_json(await read_body(request, _ctx(request).settings.max_body_bytes))
 
 
 async def _patch(request: Request) -> Result:
@@ -294,7 +304,7 @@ async def _patch(request: Request) -> Result:
     guard = authz.write_guard(authz.principal_of(request), "patch")  # conditional match and patched result
     query = None if id_ is not None else request.url.query
     if isinstance(body, list) or _media(request) in patch.JSON_PATCH_TYPES:
-        body = binary.make_binary("application/json-patch+json", orjson.dumps(body))
+        body = binary.make_binary("application/json-patch+json", numbers.dumps(body))
     return await run_in_threadpool(lambda: bundle.single(_ctx(request), "PATCH", type_, id_=id_, query=query,
                                                          resource=body, if_match=_if_match(request),
                                                          guard=guard))
@@ -355,7 +365,12 @@ async def _read_dispatch(request: Request) -> Response:
 
 def _dispatch(table: dict[str, Handler]) -> Handler:
     async def handle(request: Request) -> Response:
-        return await table[request.method](request)
+        # Starlette routes HEAD wherever GET is allowed: answer it as the GET (the server drops the body)
+        handler = table.get("GET" if request.method == "HEAD" else request.method)
+        if handler is None:
+            return error_response(FHIRError(405, "not-supported", f"{request.method} is not allowed on "
+                                            f"{request.url.path}"), fmt=error_format(request))
+        return await handler(request)
 
     return handle
 

@@ -42,6 +42,7 @@ from search.query import SearchError, compile_search
 
 from . import conditional, crud, mhd, patch, search
 from .result import Result
+from .search_exec import SyntaxResolver
 
 ATTEMPTS = 3
 _STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
@@ -150,7 +151,7 @@ def _etag_version(raw: Any, where: str) -> int | None:
     if raw is None:
         return None
     value = str(raw).strip().removeprefix("W/").strip('"')
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise bad_request(f"ifMatch must be a version ETag like W/\"3\", got '{raw}'", where)
     return int(value)
 
@@ -515,7 +516,7 @@ def _read(ctx: ServerContext, unit: WriteUnit, entry: Entry) -> None:
             raise not_found(f"'{entry.url}' is not a read or search this server supports")
         try:
             compile_search(ctx.search_parameters, segs[0], parse_qsl(query, keep_blank_values=True),
-                           base_url=ctx.base_url)
+                           base_url=ctx.base_url, resolver=SyntaxResolver(ctx))  # chains checked, run later
         except SearchError as exc:
             raise bad_request(exc.message) from exc
         entry.type, entry.query, entry.status = segs[0], query, 200
@@ -523,8 +524,8 @@ def _read(ctx: ServerContext, unit: WriteUnit, entry: Entry) -> None:
     type_, id_, vid = m.groups()
     if get_type(type_) is None:
         raise not_found(f"Resource type '{type_}' is not supported by this server")
-    stored = unit.current(type_, id_) if vid is None else (unit.vread(type_, id_, int(vid)) if vid.isdigit()
-                                                            else None)
+    valid_vid = vid is not None and vid.isascii() and vid.isdigit() and len(vid) <= 18  # no SQLite overflow
+    stored = unit.current(type_, id_) if vid is None else (unit.vread(type_, id_, int(vid)) if valid_vid else None)
     if stored is None:
         raise not_found(f"{type_}/{id_}{'/_history/' + vid if vid else ''} is not known")
     if stored.deleted:

@@ -37,7 +37,7 @@ def _parse_since(value: str) -> int:
 def _count(ctx: ServerContext, raw: str | None) -> int:
     if raw is None:
         return ctx.settings.history_default_count
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise bad_request(f"_count must be a non-negative integer, got '{raw}'", "_count")
     return min(int(raw), ctx.settings.max_count)
 

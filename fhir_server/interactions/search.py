@@ -78,6 +78,10 @@ def search(ctx: ServerContext, type_: str, raw_params: list[tuple[str, str]], *,
            policy: AccessPolicy | None = None) -> Result:
     """``raw_params`` already carry the policy's parameters for ``type_`` (see ``authz.search_params``);
     ``policy`` filters what the executor searches or reads besides: chains, ``_has``, ``_list``, includes."""
+    if type_ == "AuditEvent":  # the audit trail is served from its own SQL table
+        from fhir_server.audit import search as audit_search
+
+        return audit_search.search(ctx, raw_params, strict=strict, policy=policy)
     cursor = decode_cursor(v) if (v := next((v for k, v in raw_params if k == "_cursor"), None)) else {}
     params = [(k, v) for k, v in raw_params if k not in _TRANSPORT_PARAMS]
     alias = ctx.indices.alias(type_)
@@ -141,7 +145,8 @@ def search(ctx: ServerContext, type_: str, raw_params: list[tuple[str, str]], *,
     if included.issues:
         entries.append({"resource": operation_outcome(included.issues), "search": {"mode": "outcome"}})
 
-    self_query = urlencode(compiled.self_params)
+    # the self link shows the page size actually used (a _count above the maximum is capped)
+    self_query = urlencode([(k, str(count)) if k == "_count" else (k, v) for k, v in compiled.self_params])
     base = f"{ctx.base_url}/{type_}"
     links = [{"relation": "self", "url": f"{base}?{self_query}" if self_query else base}]
     if has_next or has_prev:
@@ -159,6 +164,6 @@ def search(ctx: ServerContext, type_: str, raw_params: list[tuple[str, str]], *,
     if total is not None and compiled.total != "none":
         bundle["total"] = total
     bundle["link"] = links
-    if compiled.summary != "count":
+    if compiled.summary != "count" and entries:  # FHIR JSON has no empty arrays
         bundle["entry"] = entries
     return Result(200, bundle)

@@ -119,3 +119,39 @@ class EsResolver:
 
 #: (store, source alias, reference parameter, target type) -> True, or the store seq at which no reference existed
 _REFERS_TO: dict[tuple[str, str, str, str], int | bool] = {}
+
+
+class SyntaxResolver:
+    """A resolver that checks chains, ``_has`` and ``_list`` without running them (designates nothing).
+
+    Lets a caller reject a malformed chained search up front (a transaction's GET entries are checked before
+    the commit, run after it) with the same strict compiler the :class:`EsResolver` uses.
+    """
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+
+    def served_types(self) -> Sequence[str]:
+        return self.ctx.indices.searchable_types()
+
+    def _check(self, resource_type: str, params: list[tuple[str, str]]) -> None:
+        compiled = compile_search(self.ctx.search_parameters, resource_type, params, base_url=self.ctx.base_url,
+                                  strict=True, resolver=self)
+        if compiled.self_params != [p for p in params if p[1] != ""]:
+            raise SearchError("result parameters (_sort, _count...) are not allowed inside a chain or _has",
+                              params[0][0])
+
+    def matching_ids(self, resource_type: str, params: list[tuple[str, str]]) -> list[str]:
+        self._check(resource_type, params)
+        return []
+
+    def referenced_ids(self, source_type: str, ref_param: str, params: list[tuple[str, str]],
+                       target_type: str) -> list[str]:
+        self._check(source_type, params)
+        return []
+
+    def list_items(self, list_id: str) -> list[str]:
+        return []
+
+    def refers_to_type(self, source_type: str, ref_param: str, target_type: str) -> bool:
+        return True  # so every branch of a chain is compiled, hence checked
