@@ -8,6 +8,8 @@ JWKS URL (cached by PyJWT's client, refetched when an unknown ``kid`` appears) o
 from __future__ import annotations
 
 import json
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,10 @@ from jwt import PyJWK, PyJWKClient, PyJWKSet
 from .scopes import ScopeSet
 
 ALGORITHMS = ("RS256", "ES256")
+#: How long a verified token is trusted without checking its signature again (the JWKS cache lifespan).
+VERIFIED_TTL_S = 300
+#: Most verified tokens remembered (least recently used first out).
+VERIFIED_MAX = 4096
 
 
 class AuthError(Exception):
@@ -54,6 +60,7 @@ class TokenVerifier:
         self.leeway_s = leeway_s
         self._client = PyJWKClient(jwks_url, cache_keys=True, lifespan=300) if jwks_url else None
         self._keys: PyJWKSet | None = None
+        self._verified: OrderedDict[str, tuple[Principal, float, float]] = OrderedDict()  # token -> (p, nbf, until)
         if jwks_file is not None:
             self._keys = PyJWKSet.from_dict(json.loads(jwks_file.read_text(encoding="utf-8")))
 
@@ -77,6 +84,23 @@ class TokenVerifier:
         return candidates[0]
 
     def verify(self, token: str) -> Principal:
+        now = time.time()
+        hit = self._verified.get(token)
+        if hit is not None:
+            principal, not_before, until = hit
+            if not_before <= now < until:
+                self._verified.move_to_end(token)
+                return principal
+            del self._verified[token]  # expired, or not yet valid: the full check decides (and explains)
+        principal, claims = self._verify(token)
+        exp = float(claims["exp"]) + self.leeway_s
+        nbf = float(claims.get("nbf", 0) or 0) - self.leeway_s
+        self._verified[token] = (principal, nbf, min(exp, now + VERIFIED_TTL_S))
+        if len(self._verified) > VERIFIED_MAX:
+            self._verified.popitem(last=False)
+        return principal
+
+    def _verify(self, token: str) -> tuple[Principal, dict[str, Any]]:
         key = self._key(token)
         try:
             claims: dict[str, Any] = jwt.decode(
@@ -89,7 +113,7 @@ class TokenVerifier:
         scopes = ScopeSet.parse(scope if isinstance(scope, str) else [str(s) for s in scope])
         patient = claims.get("patient")
         orgs = _strings(claims.get("organization"))
-        return Principal(
+        principal = Principal(
             subject=str(claims["sub"]),
             scopes=scopes,
             patient=str(patient) if patient else None,
@@ -99,6 +123,7 @@ class TokenVerifier:
             organizations=tuple(o for o in orgs if "|" not in o),
             identifiers=tuple(i for i in (*_strings(claims.get("identifier")), *orgs) if "|" in i),
         )
+        return principal, claims
 
 
 def _strings(value: Any) -> list[str]:

@@ -118,3 +118,17 @@ def test_scope_set_unions_grants() -> None:
     assert s.contexts_for("DocumentReference", "search-type") == {"user"}
     assert not s.allows("DocumentReference", "read")
     assert not s.allows("Patient", "unknown-interaction")
+
+
+def test_a_remembered_token_still_expires_and_altered_bytes_are_checked_again(issuer: DevIssuer) -> None:
+    verifier = TokenVerifier(issuer=issuer.issuer, audience=issuer.audience, jwks_file=issuer.jwks_file,
+                             leeway_s=0)
+    token = issuer.mint("short", "system/*.cruds", ttl_s=2)
+    assert verifier.verify(token).subject == "short"
+    assert verifier.verify(token).subject == "short"  # served from the verified-token cache
+    head, payload, sig = token.split(".")
+    with pytest.raises(AuthError):  # a different signature is never a cache hit
+        verifier.verify(f"{head}.{payload}.{sig[:-4]}AAAA")
+    time.sleep(max(0.0, jwt.decode(token, options={"verify_signature": False})["exp"] - time.time()) + 0.2)
+    with pytest.raises(AuthError):
+        verifier.verify(token)
