@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_server import __version__
+from fhir_server.audit import search as audit_search
 from fhir_server.registry import RESOURCE_TYPES, ResourceType
 from search.capabilities import search_params
 from search.registry import SearchParameterRegistry
@@ -88,16 +89,20 @@ def _path_param(name: str, description: str) -> dict[str, Any]:
 
 
 def _query_params(registry: SearchParameterRegistry, type_: str) -> list[dict[str, Any]]:
-    out = [{"name": sp["name"], "in": "query", "required": False, "schema": {"type": "string"},
-            "description": f"{sp['type']}: {sp.get('documentation', '')}".rstrip(": ")}
-           for sp in search_params(registry, type_)]
+    if type_ == "AuditEvent":  # served from the audit table, with its own parameters
+        out = [{"name": name, "in": "query", "required": False, "schema": {"type": "string"},
+                "description": f"{kind}: {doc}".rstrip(": ")} for name, (kind, _, doc) in audit_search.PARAMS.items()]
+    else:
+        out = [{"name": sp["name"], "in": "query", "required": False, "schema": {"type": "string"},
+                "description": f"{sp['type']}: {sp.get('documentation', '')}".rstrip(": ")}
+               for sp in search_params(registry, type_)]
     out += [{"name": name, "in": "query", "required": False, "schema": schema, "description": doc}
             for name, schema, doc in RESULT_PARAMETERS]
     return out
 
 
 _CONDITION = [{"name": "identifier", "in": "query", "required": False, "schema": {"type": "string"},
-               "description": "system|value criteria (conditional interactions match identifier and _id only)"},
+               "description": "system|value; any other search parameter of the type is accepted too"},
               {"name": "_id", "in": "query", "required": False, "schema": {"type": "string"}}]
 
 
@@ -106,7 +111,7 @@ def _type_paths(rt: ResourceType, registry: SearchParameterRegistry) -> dict[str
     tag = [t]
     paths: dict[str, dict[str, Any]] = {}
     type_ops: dict[str, Any] = {}
-    if rt.supports("search-type") and rt.searchable:
+    if rt.supports("search-type"):
         type_ops["get"] = {"operationId": f"search{t}", "tags": tag, "summary": f"search {t}",
                            "parameters": _query_params(registry, t), "responses": _answer("200", "searchset",
                                                                                           "Bundle")}

@@ -38,6 +38,8 @@ def test_openapi_lists_every_type_and_interaction(http: httpx.Client) -> None:
     names = {p["name"] for p in doc["paths"]["/DocumentReference"]["get"]["parameters"]}
     assert {"subject", "status", "_has", "_count", "_include"} <= names
     assert doc["components"]["schemas"]["Patient"]["properties"]["resourceType"]["enum"] == ["Patient"]
+    audit = {p["name"] for p in doc["paths"]["/AuditEvent"]["get"]["parameters"]}  # served from the audit table
+    assert {"patient", "date", "agent", "_count"} <= audit and "post" not in doc["paths"]["/AuditEvent"]
 
 
 @FUZZ_SETTINGS
