@@ -213,7 +213,7 @@ def search(ctx: ServerContext, raw_params: list[tuple[str, str]], *, strict: boo
             raise bad_request("Invalid page cursor", "_cursor")
         q.after = (state["t"], state["i"])
 
-    log = AuditLog(ctx.store.engine)
+    log = AuditLog.of(ctx.store.url)
     rows = log.search(q, count + 1) if count else []
     more = len(rows) > count
     rows = rows[:count]
@@ -245,7 +245,7 @@ def search(ctx: ServerContext, raw_params: list[tuple[str, str]], *, strict: boo
 
 
 def read(ctx: ServerContext, id_: str) -> Result:
-    found = AuditLog(ctx.store.engine).read(id_)
+    found = AuditLog.of(ctx.store.url).read(id_)
     if found is None:
         raise not_found(f"AuditEvent/{id_} is not known")
     recorded_us, content = found

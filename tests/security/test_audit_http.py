@@ -36,12 +36,12 @@ def srv(es_url: str, tmp_path_factory: pytest.TempPathFactory, issuer: DevIssuer
 
 
 def audit_count(srv: RunningServer) -> int:
-    return AuditLog(srv.ctx.store.engine).total()
+    return AuditLog.of(srv.ctx.store.url).total()
 
 
 def last_events(srv: RunningServer, n: int) -> list[dict[str, Any]]:
     """The last ``n`` records committed to the audit table, newest first."""
-    return [orjson.loads(c) for c in AuditLog(srv.ctx.store.engine).recent(n)]
+    return [orjson.loads(c) for c in AuditLog.of(srv.ctx.store.url).recent(n)]
 
 
 @pytest.fixture(scope="module")

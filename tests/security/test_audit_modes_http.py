@@ -13,7 +13,7 @@ from tests.harness import RunningServer, start_server
 
 
 def _count(srv: RunningServer) -> int:
-    return AuditLog(srv.ctx.store.engine).total()
+    return AuditLog.of(srv.ctx.store.url).total()
 
 
 def test_async_mode_records_without_holding_the_answer(es_url: str, tmp_path: Path) -> None:

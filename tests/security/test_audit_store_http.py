@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from fhir_server.audit.search import PARAMS
 from fhir_server.audit.writer import AuditWriter, row_of
 from fhir_server.security.dev_issuer import DevIssuer
-from fhir_server.storage.audit import AGENT, ENTITY, AuditLog, new_audit_id
+from fhir_server.storage.audit import AGENT, ENTITY, AuditLog, audit_url, new_audit_id
 from tests.harness import RunningServer
 from tests.security.support import client_for, start_secured
 
@@ -184,9 +186,37 @@ def test_capability_statement_is_truthful_for_audit_event(world: dict[str, Any])
 
 
 def test_records_are_neither_versioned_nor_indexed(srv: RunningServer, world: dict[str, Any]) -> None:
-    assert AuditLog(srv.ctx.store.engine).total() > 0
+    assert AuditLog.of(srv.ctx.store.url).total() > 0
     assert srv.ctx.store.history_total("AuditEvent", None, since_us=None) == 0
     assert "AuditEvent" not in srv.ctx.indices.searchable_types()
+
+
+def test_on_sqlite_the_trail_has_a_file_and_write_lock_of_its_own(srv: RunningServer, world: dict[str, Any]) -> None:
+    store_file = Path(make_url(srv.ctx.store.url).database or "")
+    trail_file = store_file.with_name(f"{store_file.stem}-audit{store_file.suffix}")
+    assert make_url(audit_url(srv.ctx.store.url)).database == str(trail_file) and trail_file.exists()
+    with srv.ctx.store.engine.connect() as conn:  # the store's file holds no trail rows
+        assert conn.execute(text("SELECT count(*) FROM audit_event")).scalar_one() == 0
+    raw = srv.ctx.store.engine.raw_connection()  # a resource write holding the store's lock...
+    try:
+        cur = raw.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            before = AuditLog.of(srv.ctx.store.url).total()
+            writer: AuditWriter = srv.uvicorn_server.config.app.state.audit  # type: ignore[union-attr]
+            writer.appender.append([row_of({"action": "R", "outcome": "0"}, 1_767_225_600_000_000)])
+            assert AuditLog.of(srv.ctx.store.url).total() == before + 1  # ...does not block the trail
+        finally:
+            cur.execute("ROLLBACK")
+    finally:
+        raw.close()
+
+
+def test_audit_url_of_stores() -> None:
+    assert audit_url("sqlite:////data/fhir.sqlite3") == "sqlite:////data/fhir-audit.sqlite3"
+    assert audit_url("sqlite://") == "sqlite://"
+    pg = "postgresql+psycopg://fhir:secret@db:5432/fhir"
+    assert audit_url(pg) == pg
 
 
 def test_relaxed_sync_stays_on_the_audit_connection(srv: RunningServer, world: dict[str, Any]) -> None:
