@@ -64,11 +64,8 @@ def make_settings(es_url: str, workdir: Path, **overrides: object) -> Settings:
 def server(es_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """A server with its own store and index prefix, shared by the tests of one module."""
     settings = make_settings(es_url, tmp_path_factory.mktemp("srv"))
-    srv = start_server(settings)
-    try:
+    with start_server(settings) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+import httpx
 import uvicorn
 from elasticsearch import Elasticsearch
 
@@ -28,6 +31,12 @@ class RunningServer:
     def ctx(self) -> ServerContext:
         ctx: ServerContext = self.uvicorn_server.config.app.state.ctx  # type: ignore[union-attr]
         return ctx
+
+    def __enter__(self) -> RunningServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def stop(self) -> None:
         self.uvicorn_server.should_exit = True
@@ -52,3 +61,23 @@ def start_server(settings: Settings) -> RunningServer:
             raise RuntimeError("the test server did not start within 60 s")
         time.sleep(0.02)
     return RunningServer(settings, server, thread)
+
+
+def in_parallel(n: int, fn: Callable[[httpx.Client, int], Any], base_url: str) -> list[Any]:
+    """``fn(client, i)`` for i in range(n), each on its own thread and client, released together by a barrier;
+    the results in order. A request that never finishes fails the test (deadlock) instead of hanging it."""
+    barrier = threading.Barrier(n)
+    results: list[Any] = [None] * n
+
+    def run(i: int) -> None:
+        with httpx.Client(base_url=base_url, timeout=120) as c:
+            barrier.wait()
+            results[i] = fn(c, i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=180)
+        assert not t.is_alive(), "a request never finished (deadlock?)"
+    return results

@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections import Counter
-from collections.abc import Callable
-from typing import Any
 
 import httpx
 
-from tests.harness import RunningServer
+from tests.harness import RunningServer, in_parallel
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
-
-
-def _parallel(n: int, fn: Callable[[httpx.Client, int], Any], base_url: str) -> list[Any]:
-    barrier = threading.Barrier(n)
-    results: list[Any] = [None] * n
-
-    def run(i: int) -> None:
-        with httpx.Client(base_url=base_url, timeout=120) as c:
-            barrier.wait()
-            results[i] = fn(c, i)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=180)
-        assert not t.is_alive(), "a request never finished (deadlock?)"
-    return results
 
 
 def test_parallel_updates_with_if_match_have_one_winner(server: RunningServer) -> None:
@@ -41,7 +20,7 @@ def test_parallel_updates_with_if_match_have_one_winner(server: RunningServer) -
         body = {"resourceType": "Patient", "id": pid, "name": [{"family": f"W{i}"}]}
         return c.put(f"/Patient/{pid}", json=body, headers={**FHIR_JSON, "If-Match": 'W/"1"'}).status_code
 
-    statuses = Counter(_parallel(16, update, server.base_url))
+    statuses = Counter(in_parallel(16, update, server.base_url))
     assert statuses[200] == 1 and statuses[200] + statuses[412] + statuses[409] == 16, statuses
     with httpx.Client(base_url=server.base_url) as c:
         assert c.get(f"/Patient/{pid}").json()["meta"]["versionId"] == "2"
@@ -66,7 +45,7 @@ def test_parallel_bundles_on_the_same_resources(server: RunningServer) -> None:
                       headers=FHIR_JSON)
         return resp.status_code
 
-    statuses = _parallel(12, bundle, server.base_url)
+    statuses = in_parallel(12, bundle, server.base_url)
     assert set(statuses) <= {200, 409}, statuses
     ok = statuses.count(200)
     assert ok >= 1

@@ -30,15 +30,12 @@ def pg_server(es_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     with admin.connect() as conn:
         conn.execute(text(f"CREATE SCHEMA {schema}"))
     sep = "&" if "?" in PG_URL else "?"
-    srv = start_server(make_settings(es_url, tmp_path_factory.mktemp("pg"),
-                                     db_url=f"{PG_URL}{sep}options=-csearch_path%3D{schema}"))
-    try:
+    with start_server(make_settings(es_url, tmp_path_factory.mktemp("pg"),
+                                    db_url=f"{PG_URL}{sep}options=-csearch_path%3D{schema}")) as srv:
         yield srv
-    finally:
-        srv.stop()
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
 
 
 def test_fifty_concurrent_conditional_creates_on_postgresql(pg_server: RunningServer) -> None:

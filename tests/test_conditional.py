@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 import uuid
 from typing import Any
 
 import httpx
 
-from tests.harness import RunningServer
+from tests.harness import RunningServer, in_parallel
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
@@ -81,26 +80,14 @@ def test_criteria_forms_and_unsupported_criteria(client: httpx.Client) -> None:
 
 def test_fifty_concurrent_identical_conditional_creates_make_one(server: RunningServer) -> None:
     sys = new_system()
-    barrier = threading.Barrier(50)
-    statuses: list[int] = []
-    ids: set[str] = set()
-    lock = threading.Lock()
 
-    def worker() -> None:
-        with httpx.Client(base_url=server.base_url, timeout=60) as c:
-            barrier.wait()
-            resp = c.post("/Patient", json=patient(sys, "same"),
-                          headers={**FHIR_JSON, "If-None-Exist": f"identifier={sys}|same"})
-            with lock:
-                statuses.append(resp.status_code)
-                if resp.status_code in (200, 201):
-                    ids.add(resp.json()["id"])
+    def create(c: httpx.Client, _: int) -> httpx.Response:
+        return c.post("/Patient", json=patient(sys, "same"),
+                      headers={**FHIR_JSON, "If-None-Exist": f"identifier={sys}|same"})
 
-    threads = [threading.Thread(target=worker) for _ in range(50)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    responses = in_parallel(50, create, server.base_url)
+    statuses = [r.status_code for r in responses]
+    ids = {r.json()["id"] for r in responses if r.status_code in (200, 201)}
     assert sorted(set(statuses)) == [200, 201] and statuses.count(201) == 1, statuses
     assert len(ids) == 1
     with httpx.Client(base_url=server.base_url) as c:

@@ -3,14 +3,13 @@ standalone and in Bundles, chains, errors, and concurrency on a non-identifier c
 
 from __future__ import annotations
 
-import threading
 import uuid
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import httpx
 
-from tests.harness import RunningServer
+from tests.harness import RunningServer, in_parallel
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
@@ -150,25 +149,13 @@ def test_general_criteria_see_the_committed_state_not_the_bundle(client: httpx.C
 def test_fifty_concurrent_conditional_creates_on_a_name_make_one(server: RunningServer) -> None:
     fam = fresh()
     crit = f"family={fam}&birthdate=1970-01-02"
-    barrier = threading.Barrier(50)
-    statuses: list[int] = []
-    ids: set[str] = set()
-    lock = threading.Lock()
 
-    def worker() -> None:
-        with httpx.Client(base_url=server.base_url, timeout=120) as c:
-            barrier.wait()
-            resp = c.post("/Patient", json=person(fam), headers={**FHIR_JSON, "If-None-Exist": crit})
-            with lock:
-                statuses.append(resp.status_code)
-                if resp.status_code in (200, 201):
-                    ids.add(resp.json()["id"])
+    def create(c: httpx.Client, _: int) -> httpx.Response:
+        return c.post("/Patient", json=person(fam), headers={**FHIR_JSON, "If-None-Exist": crit})
 
-    threads = [threading.Thread(target=worker) for _ in range(50)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    responses = in_parallel(50, create, server.base_url)
+    statuses = [r.status_code for r in responses]
+    ids = {r.json()["id"] for r in responses if r.status_code in (200, 201)}
     assert statuses.count(201) == 1 and statuses.count(200) == 49, statuses
     assert len(ids) == 1
     with httpx.Client(base_url=server.base_url) as c:
@@ -201,9 +188,6 @@ def test_transaction_conditional_update_and_delete_on_general_criteria(client: h
 
 def test_parallel_transactions_with_general_if_none_exist_make_one(server: RunningServer) -> None:
     fam = fresh()
-    barrier = threading.Barrier(20)
-    outcomes: list[tuple[int, str | None]] = []
-    lock = threading.Lock()
     bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
         {"fullUrl": "urn:uuid:8e7b2c1a-0c1d-4c55-9d7e-3f1f0b6f9a01", "resource": person(fam),
          "request": {"method": "POST", "url": "Patient", "ifNoneExist": f"family={fam}&birthdate=1970-01-02"}},
@@ -212,19 +196,12 @@ def test_parallel_transactions_with_general_if_none_exist_make_one(server: Runni
                       "content": [{"attachment": {"contentType": "text/plain", "url": "http://example.org/d"}}]},
          "request": {"method": "POST", "url": "DocumentReference"}}]}
 
-    def worker() -> None:
-        with httpx.Client(base_url=server.base_url, timeout=120) as c:
-            barrier.wait()
-            resp = c.post("/", json=bundle, headers=FHIR_JSON)
-            subject = resp.json()["entry"][1]["resource"]["subject"]["reference"] if resp.status_code == 200 else None
-            with lock:
-                outcomes.append((resp.status_code, subject))
+    def transact(c: httpx.Client, _: int) -> tuple[int, str | None]:
+        resp = c.post("/", json=bundle, headers=FHIR_JSON)
+        return resp.status_code, resp.json()["entry"][1]["resource"]["subject"]["reference"] if (
+            resp.status_code == 200) else None
 
-    threads = [threading.Thread(target=worker) for _ in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outcomes = in_parallel(20, transact, server.base_url)
     assert {s for s, _ in outcomes} == {200}, outcomes
     assert len({subject for _, subject in outcomes}) == 1  # every document points at the one Patient
     with httpx.Client(base_url=server.base_url) as c:

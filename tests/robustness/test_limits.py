@@ -26,11 +26,8 @@ FHIR_JSON = {"Content-Type": "application/fhir+json"}
 def limited(es_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     settings = make_settings(es_url, tmp_path_factory.mktemp("limits"), max_url_bytes=2048, max_query_params=10,
                              max_bundle_entries=5, max_chain_depth=2, max_has_depth=1, max_included=2)
-    srv = start_server(settings)
-    try:
+    with start_server(settings) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -20,3 +21,10 @@ def start_secured(es_url: str, workdir: Path, issuer: DevIssuer, **overrides: ob
 def client_for(srv: RunningServer, token: str | None) -> httpx.Client:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.Client(base_url=srv.base_url, headers=headers, timeout=30)
+
+
+def create_as(client: httpx.Client, resource: dict[str, Any]) -> str:
+    """Create ``resource`` with ``client`` (a test's set-up: anything but 201 fails the test); its id."""
+    resp = client.post(f"/{resource['resourceType']}", json=resource, headers={"Content-Type": "application/fhir+json"})
+    assert resp.status_code == 201, resp.text
+    return str(resp.json()["id"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import httpx
@@ -19,7 +20,7 @@ from fhir_server.audit.events import interaction, patients_of_query
 from fhir_server.security.dev_issuer import DevIssuer
 from fhir_server.storage.audit import AuditLog
 from tests.harness import RunningServer
-from tests.security.support import client_for, start_secured
+from tests.security.support import client_for, create_as, start_secured
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
@@ -27,11 +28,9 @@ FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 @pytest.fixture(scope="module")
 def srv(es_url: str, tmp_path_factory: pytest.TempPathFactory, issuer: DevIssuer) -> Iterator[RunningServer]:
-    server = start_secured(es_url, tmp_path_factory.mktemp("audit"), issuer, audit="on", audit_mode="fail-closed")
-    try:
+    with start_secured(es_url, tmp_path_factory.mktemp("audit"), issuer, audit="on",
+                       audit_mode="fail-closed") as server:
         yield server
-    finally:
-        server.stop()
 
 
 
@@ -48,10 +47,7 @@ def last_events(srv: RunningServer, n: int) -> list[dict[str, Any]]:
 def world(srv: RunningServer, issuer: DevIssuer) -> dict[str, Any]:
     admin = client_for(srv, issuer.mint("backend", "system/*.cruds"))
 
-    def create(resource: dict[str, Any]) -> str:
-        resp = admin.post(f"/{resource['resourceType']}", json=resource, headers=FHIR_JSON)
-        assert resp.status_code == 201, resp.text
-        return str(resp.json()["id"])
+    create = partial(create_as, admin)
 
     tag = uuid.uuid4().hex[:8]
     p1 = create({"resourceType": "Patient", "name": [{"family": f"Alpha{tag}"}]})

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +20,15 @@ from fhir_server.audit.writer import AuditWriter, row_of
 from fhir_server.security.dev_issuer import DevIssuer
 from fhir_server.storage.audit import AGENT, ENTITY, AuditLog, audit_url, new_audit_id
 from tests.harness import RunningServer
-from tests.security.support import client_for, start_secured
+from tests.security.support import client_for, create_as, start_secured
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
 @pytest.fixture(scope="module")
 def srv(es_url: str, tmp_path_factory: pytest.TempPathFactory, issuer: DevIssuer) -> Iterator[RunningServer]:
-    server = start_secured(es_url, tmp_path_factory.mktemp("audit-store"), issuer, audit="on")
-    try:
+    with start_secured(es_url, tmp_path_factory.mktemp("audit-store"), issuer, audit="on") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +37,7 @@ def world(srv: RunningServer, issuer: DevIssuer) -> dict[str, Any]:
     admin = client_for(srv, issuer.mint("backend", "system/*.cruds"))
     tag = uuid.uuid4().hex[:8]
 
-    def create(resource: dict[str, Any]) -> str:
-        resp = admin.post(f"/{resource['resourceType']}", json=resource, headers=FHIR_JSON)
-        assert resp.status_code == 201, resp.text
-        return str(resp.json()["id"])
+    create = partial(create_as, admin)
 
     p1 = create({"resourceType": "Patient", "name": [{"family": f"Un{tag}"}]})
     p2 = create({"resourceType": "Patient", "name": [{"family": f"Deux{tag}"}]})

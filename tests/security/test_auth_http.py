@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import pytest
 from fhir_server.security.dev_issuer import DevIssuer
 from fhir_server.security.policy import TRE_A07
 from tests.harness import RunningServer
-from tests.security.support import client_for, start_secured
+from tests.security.support import client_for, create_as, start_secured
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
@@ -26,11 +27,8 @@ FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 @pytest.fixture(scope="module")
 def secured(es_url: str, tmp_path_factory: pytest.TempPathFactory, issuer: DevIssuer) -> Iterator[RunningServer]:
-    srv = start_secured(es_url, tmp_path_factory.mktemp("auth"), issuer)
-    try:
+    with start_secured(es_url, tmp_path_factory.mktemp("auth"), issuer) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 
@@ -39,10 +37,7 @@ def world(secured: RunningServer, issuer: DevIssuer) -> dict[str, Any]:
     """Two patients; documents: plain, masked for professionals, invisible to the patient."""
     admin = client_for(secured, issuer.mint("backend", "system/*.cruds"))
 
-    def create(resource: dict[str, Any]) -> str:
-        resp = admin.post(f"/{resource['resourceType']}", json=resource, headers=FHIR_JSON)
-        assert resp.status_code == 201, resp.text
-        return str(resp.json()["id"])
+    create = partial(create_as, admin)
 
     tag = uuid.uuid4().hex[:8]
     p1 = create({"resourceType": "Patient", "name": [{"family": f"Alpha{tag}"}]})

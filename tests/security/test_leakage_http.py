@@ -29,11 +29,8 @@ CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
 
 @pytest.fixture(scope="module")
 def srv(es_url: str, tmp_path_factory: pytest.TempPathFactory, issuer: DevIssuer) -> Iterator[RunningServer]:
-    server = start_secured(es_url, tmp_path_factory.mktemp("leak"), issuer)
-    try:
+    with start_secured(es_url, tmp_path_factory.mktemp("leak"), issuer) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def consent(patient: str, actor: dict[str, Any], **provision: Any) -> dict[str, Any]:
