@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,8 +199,9 @@ class Environment:
         return self.url is None
 
     @contextlib.contextmanager
-    def server(self, label: str) -> Iterator[str]:
-        """A FHIR base URL: a fresh in-process server (own store and index prefix), or ``--url``."""
+    def server(self, label: str, **overrides: Any) -> Iterator[str]:
+        """A FHIR base URL: a fresh in-process server (own store and index prefix, ``overrides`` on its
+        settings), or ``--url``."""
         if self.url is not None:
             yield self.url
             return
@@ -211,8 +212,8 @@ class Environment:
         assert self._tmp is not None and self.es_url is not None
         workdir = Path(tempfile.mkdtemp(prefix=f"srv-{label}-", dir=self._tmp))
         settings = Settings(db_url=self.db_url or f"sqlite:///{workdir / 'fhir.sqlite3'}", es_url=self.es_url,
-                            es_index_prefix=f"bench{run_token()}-{label}-", host="127.0.0.1",
-                            port=es_node.free_port())
+                            es_index_prefix=f"bench{run_token()}-{label.replace('+', '-')}-", host="127.0.0.1",
+                            port=es_node.free_port(), **overrides)
         srv = start_server(settings)
         try:
             yield srv.base_url
@@ -244,7 +245,7 @@ class LoadResult:
 
 
 async def _drive(base_url: str, ops: Sequence[Op], concurrency: int, seconds: float, repeat: bool,
-                 max_ops: int, seed: int) -> LoadResult:
+                 max_ops: int, seed: int, headers: Mapping[str, str] | None) -> LoadResult:
     result = LoadResult()
     rng = random.Random(seed)
     issued = 0
@@ -283,7 +284,7 @@ async def _drive(base_url: str, ops: Sequence[Op], concurrency: int, seconds: fl
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(base_url=base_url.rstrip("/") + "/", timeout=REQUEST_TIMEOUT_S,
-                                 limits=limits) as client:
+                                 limits=limits, headers=headers) as client:
         start = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         result.seconds = time.perf_counter() - start
@@ -291,9 +292,10 @@ async def _drive(base_url: str, ops: Sequence[Op], concurrency: int, seconds: fl
 
 
 def drive(base_url: str, ops: Sequence[Op], concurrency: int, *, seconds: float, repeat: bool = False,
-          max_ops: int = 1_000_000, seed: int = 0) -> LoadResult:
-    """Issue ``ops`` (once each, or random picks when ``repeat``) with ``concurrency`` clients, bounded in time."""
-    return asyncio.run(_drive(base_url, ops, concurrency, seconds, repeat, max_ops, seed))
+          max_ops: int = 1_000_000, seed: int = 0, headers: Mapping[str, str] | None = None) -> LoadResult:
+    """Issue ``ops`` (once each, or random picks when ``repeat``) with ``concurrency`` clients, bounded in time;
+    ``headers`` go with every request (e.g. a bearer token)."""
+    return asyncio.run(_drive(base_url, ops, concurrency, seconds, repeat, max_ops, seed, headers))
 
 
 class LoadProcess:

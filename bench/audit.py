@@ -22,26 +22,30 @@ level (1.00 = free, 0.90 = 10 % fewer requests per second). The load runs in a s
 from __future__ import annotations
 
 import argparse
-import asyncio
 import concurrent.futures
 import contextlib
 import multiprocessing
 import shutil
 import sys
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository root
-from bench._common import Environment, LoadResult, add_provisioning_args, log, parse_levels, print_table, run_token
+from bench._common import (
+    Environment,
+    LoadResult,
+    Op,
+    add_provisioning_args,
+    drive,
+    log,
+    parse_levels,
+    print_table,
+    run_token,
+)
 
-FHIR_JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 CONFIGS: dict[str, dict[str, Any]] = {
     "off": {"auth": "off", "audit": "off"},
     "audit": {"auth": "off", "audit": "on", "audit_mode": "fail-closed", "audit_sync": "normal"},
@@ -49,62 +53,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "auth+audit": {"auth": "jwt", "audit": "on", "audit_mode": "fail-closed", "audit_sync": "normal"},
     "auth+audit-full": {"auth": "jwt", "audit": "on", "audit_mode": "fail-closed", "audit_sync": "full"},
 }
-Op = tuple[str, str, bytes | None]
-
-
-async def _drive(base: str, ops: list[Op], concurrency: int, seconds: float, token: str | None,
-                 once: bool) -> LoadResult:
-    result = LoadResult()
-    headers = dict(FHIR_JSON, **({"Authorization": f"Bearer {token}"} if token else {}))
-    deadline = time.perf_counter() + seconds
-    counter = iter(range(len(ops) if once else 10_000_000))  # once: each op a single time (loading)
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        while time.perf_counter() < deadline:
-            i = next(counter, None)
-            if i is None:
-                return
-            method, path, body = ops[i % len(ops)]
-            t0 = time.perf_counter()
-            resp = await client.request(method, path, content=body)
-            result.latencies.append(time.perf_counter() - t0)
-            if resp.status_code < 300:
-                result.ok += 1
-            else:
-                result.errors += 1
-                if len(result.first_errors) < 3:
-                    result.first_errors.append(f"{method} {path} -> {resp.status_code} {resp.text[:200]}")
-
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=base + "/", headers=headers, timeout=60, limits=limits) as client:
-        start = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        result.seconds = time.perf_counter() - start
-    return result
-
-
-def drive(base: str, ops: list[Op], concurrency: int, seconds: float, token: str | None,
-          once: bool = False) -> LoadResult:
-    return asyncio.run(_drive(base, ops, concurrency, seconds, token, once))
-
-
-@contextmanager
-def server(env: Environment, tmp: Path, label: str, overrides: dict[str, Any], issuer: Any) -> Iterator[str]:
-    from fhir_server import es_node
-    from fhir_server.settings import Settings
-    from tests.harness import start_server
-
-    workdir = Path(tempfile.mkdtemp(prefix=f"srv-{label}-", dir=tmp))
-    auth = {"auth_issuer": issuer.issuer, "auth_audience": issuer.audience, "auth_jwks_file": issuer.jwks_file}
-    settings = Settings(db_url=f"sqlite:///{workdir / 'fhir.sqlite3'}", es_url=env.es_url,
-                        es_index_prefix=f"bench{run_token()}-{label.replace('+', '-')}-", host="127.0.0.1",
-                        port=es_node.free_port(), **(auth if overrides["auth"] == "jwt" else {}), **overrides)
-    srv = start_server(settings)
-    try:
-        yield srv.base_url
-    finally:
-        srv.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,9 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     ids = [f"bench-{run_token()}-{i}" for i in range(args.patients)]
     patient = orjson.dumps({"resourceType": "Patient", "name": [{"family": "Bench", "given": ["Audit"]}]})
     workloads: dict[str, list[Op]] = {
-        "read Patient/{id}": [("GET", f"Patient/{i}", None) for i in ids],
-        "search Patient?family=": [("GET", "Patient?family=Bench&_count=10", None)],
-        "create Patient": [("POST", "Patient", patient)],
+        "read Patient/{id}": [Op("GET", f"Patient/{i}") for i in ids],
+        "search Patient?family=": [Op("GET", "Patient?family=Bench&_count=10")],
+        "create Patient": [Op("POST", "Patient", patient)],
     }
     rows: list[list[object]] = []
     failed = 0
@@ -142,17 +90,19 @@ def main(argv: list[str] | None = None) -> int:
         servers.callback(shutil.rmtree, tmp, True)
         issuer = DevIssuer(tmp / "issuer")
         issuer.ensure_keys()
-        bases: dict[str, tuple[str, str | None]] = {}
+        auth = {"auth_issuer": issuer.issuer, "auth_audience": issuer.audience, "auth_jwks_file": issuer.jwks_file}
+        bases: dict[str, tuple[str, dict[str, str]]] = {}
         for label in configs:
             overrides = CONFIGS[label]
-            token = issuer.mint("bench", "system/*.cruds") if overrides["auth"] == "jwt" else None
-            base = servers.enter_context(server(env, tmp, label, overrides, issuer))
-            load = [("PUT", f"Patient/{i}", orjson.dumps({"resourceType": "Patient", "id": i,
-                                                          "name": [{"family": "Bench"}]})) for i in ids]
-            loaded = pool.submit(drive, base, load, 4, 120.0, token, True).result()
+            jwt = overrides["auth"] == "jwt"
+            headers = {"Authorization": f"Bearer {issuer.mint('bench', 'system/*.cruds')}"} if jwt else {}
+            base = servers.enter_context(env.server(label, **overrides, **(auth if jwt else {})))
+            load = [Op("PUT", f"Patient/{i}", orjson.dumps({"resourceType": "Patient", "id": i,
+                                                            "name": [{"family": "Bench"}]})) for i in ids]
+            loaded = pool.submit(drive, base, load, 4, seconds=120.0, headers=headers).result()
             if loaded.ok != len(load):
                 raise SystemExit(f"{label}: loading failed: {loaded.first_errors}")
-            bases[label] = (base, token)
+            bases[label] = (base, headers)
         for name, ops in workloads.items():
             for level in args.concurrency:
                 log(f"{name} x{level}: {args.rounds} round(s) of {args.seconds / args.rounds:g} s per configuration")
@@ -160,8 +110,9 @@ def main(argv: list[str] | None = None) -> int:
                 for round_ in range(args.rounds):
                     order = configs[round_ % len(configs):] + configs[:round_ % len(configs)]  # rotate who goes first
                     for label in order:
-                        base, token = bases[label]
-                        res = pool.submit(drive, base, ops, level, args.seconds / args.rounds, token).result()
+                        base, headers = bases[label]
+                        res = pool.submit(drive, base, ops, level, seconds=args.seconds / args.rounds, repeat=True,
+                                          headers=headers).result()
                         total = results[label]
                         total.ok += res.ok
                         total.errors += res.errors
