@@ -115,7 +115,8 @@ def chain_clause(
         raise SearchError(f"{type_modifier} is not a target type of {code} ({', '.join(param.target)})", name)
     res = _need(resolver, name)
     candidates = [type_modifier] if type_modifier else list(param.target)
-    served = [t for t in candidates if t in res.served_types()]
+    served_types = set(res.served_types())
+    served = [t for t in candidates if t in served_types]
     rest_code = rest.split(".", 1)[0].split(":", 1)[0]
     applicable = [t for t in served if registry.get(t, rest_code) is not None or rest_code == "_has"]
     clauses: list[dict[str, Any]] = []

@@ -45,7 +45,7 @@ class IncludeResult:
     issues: list[Issue] = field(default_factory=list)
 
 
-def _parse(value: str, kind: str, iterate: bool) -> IncludeSpec:
+def _parse(value: str, iterate: bool) -> IncludeSpec:
     if value == "*":
         return IncludeSpec("*", "*", None, iterate)
     parts = value.split(":")
@@ -59,7 +59,7 @@ def specs(ctx: ServerContext, type_: str, compiled: CompiledSearch) -> tuple[lis
     kinds = (("_include", compiled.includes, out[0]), ("_revinclude", compiled.revincludes, out[1]))
     for kind, values, bucket in kinds:
         for value in values:
-            spec = _parse(value, kind, f"{kind}={value}" in compiled.iterating)
+            spec = _parse(value, f"{kind}={value}" in compiled.iterating)
             if spec.source != "*":
                 if spec.source not in served:
                     raise bad_request(f"{kind}: {spec.source} is not a resource type this server searches", kind)
@@ -76,10 +76,9 @@ def specs(ctx: ServerContext, type_: str, compiled: CompiledSearch) -> tuple[lis
 
 
 def _ref_params(ctx: ServerContext, source: str, param: str) -> list[str]:
-    known = ctx.search_parameters.for_type(source)
     if param != "*":
         return [param]
-    return [c for c, p in known.items() if p.type == "reference" and p.supported]
+    return [c for c, p in ctx.search_parameters.for_type(source).items() if p.type == "reference" and p.supported]
 
 
 def _references(ctx: ServerContext, resource: dict[str, Any], codes: list[str]) -> list[str]:

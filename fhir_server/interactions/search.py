@@ -118,7 +118,7 @@ def search(ctx: ServerContext, type_: str, raw_params: list[tuple[str, str]], *,
     hits = hits[:count] if not only_count else []
     if backwards:
         hits.reverse()
-    has_next = bool(hits) and (True if backwards else more)
+    has_next = bool(hits) and (backwards or more)
     has_prev = bool(hits) and (more if backwards else cursor.get("sa") is not None)
 
     found = ctx.store.read_many(type_, [h["_id"] for h in hits])
@@ -153,10 +153,9 @@ def search(ctx: ServerContext, type_: str, raw_params: list[tuple[str, str]], *,
         pit = cursor.get("pit") or ctx.search_es.open_point_in_time(index=alias, keep_alive=PIT_KEEP_ALIVE).body["id"]
         sep = "&" if self_query else ""
         width = len(compiled.sort)
-        for relation, hit, direction, wanted in (("next", hits[-1] if hits else None, "next", has_next),
-                                                 ("previous", hits[0] if hits else None, "prev", has_prev)):
-            if wanted and hit is not None:
-                state = {"sa": hit["sort"][:width], "pit": pit, "total": total, "dir": direction}
+        for relation, at, direction, wanted in (("next", -1, "next", has_next), ("previous", 0, "prev", has_prev)):
+            if wanted:  # both imply a non-empty page
+                state = {"sa": hits[at]["sort"][:width], "pit": pit, "total": total, "dir": direction}
                 links.append({"relation": relation, "url": f"{base}?{self_query}{sep}_cursor={encode_cursor(state)}"})
 
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset",

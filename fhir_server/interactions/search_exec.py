@@ -22,10 +22,17 @@ from search.chain import MAX_IDS
 from search.errors import SearchError
 from search.params.base import match_nothing
 from search.params.reference import parse_reference
-from search.query import compile_search
+from search.query import CompiledSearch, compile_search
 
 #: First page size of a chain's inner search (a larger one follows only when it is full).
 FIRST_TRY = 100
+
+
+def _no_result_params(compiled: CompiledSearch, params: list[tuple[str, str]]) -> None:
+    """An inner search takes criteria only: any other parameter kept off ``self_params`` is refused."""
+    if compiled.self_params != [p for p in params if p[1] != ""]:
+        raise SearchError("result parameters (_sort, _count...) are not allowed inside a chain or _has",
+                          params[0][0])
 
 
 class EsResolver:
@@ -42,9 +49,7 @@ class EsResolver:
                                   base_url=self.ctx.base_url, strict=True, resolver=self)
         if mandatory is None:  # validated above, but the principal sees none of this type
             return match_nothing()
-        if compiled.self_params != [p for p in params + mandatory if p[1] != ""]:
-            raise SearchError("result parameters (_sort, _count...) are not allowed inside a chain or _has",
-                              params[0][0])
+        _no_result_params(compiled, params + mandatory)
         if self.policy is not None:  # Consent oppositions (policy.AccessPolicy.excluded)
             return self.policy.restrict(self.ctx.search_parameters, self.ctx.base_url, resource_type, compiled.query)
         return compiled.query
@@ -137,9 +142,7 @@ class SyntaxResolver:
     def _check(self, resource_type: str, params: list[tuple[str, str]]) -> None:
         compiled = compile_search(self.ctx.search_parameters, resource_type, params, base_url=self.ctx.base_url,
                                   strict=True, resolver=self)
-        if compiled.self_params != [p for p in params if p[1] != ""]:
-            raise SearchError("result parameters (_sort, _count...) are not allowed inside a chain or _has",
-                              params[0][0])
+        _no_result_params(compiled, params)
 
     def matching_ids(self, resource_type: str, params: list[tuple[str, str]]) -> list[str]:
         self._check(resource_type, params)

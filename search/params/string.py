@@ -72,6 +72,11 @@ def soundex(word: str) -> str:
     return (out + "000")[:4]
 
 
+def _soundex_codes(folded: str) -> list[str]:
+    """Soundex codes of the words of a folded value (hyphens separate words; non-letter words dropped)."""
+    return [c for c in (soundex(w) for w in folded.replace("-", " ").split()) if c]
+
+
 def mapping(param: SearchParameter) -> dict[str, Any]:
     if param.code == PHONETIC:
         return {"norm": KEYWORD, "exact": KEYWORD, "phon": KEYWORD}
@@ -111,7 +116,7 @@ def index(param: SearchParameter, values: Sequence[FhirValue], ctx: IndexContext
             if exact and len(exact) <= MAX_RAW_KEYWORD_CHARS:
                 add(fields, "exact", exact)
             if param.code == PHONETIC:
-                for code in filter(None, (soundex(w) for w in norm.replace("-", " ").split())):
+                for code in _soundex_codes(norm):
                     add(fields, "phon", code)
     return fields
 
@@ -123,7 +128,7 @@ def _escape_wildcard(s: str) -> str:
 def _clause(param: SearchParameter, modifier: str | None, raw: str, name: str) -> dict[str, Any]:
     value = unescape(raw)
     if param.code == PHONETIC and modifier is None:
-        codes = [c for c in (soundex(w) for w in normalize_string(value).replace("-", " ").split()) if c]
+        codes = _soundex_codes(normalize_string(value))
         if not codes:
             raise SearchError(f"no letters to match phonetically in {value!r}", name)
         return {"bool": {"filter": [term(field_name(param, "phon"), c) for c in codes]}}
