@@ -101,8 +101,7 @@ def _query_keys(raw: str, ctx: QueryContext) -> list[str]:
         return keys
     value = unescape(raw)
     if "/" in value or value.startswith(("http:", "https:", "urn:")):
-        local = value[len(ctx.base_url) + 1 :] if value.startswith(ctx.base_url + "/") else value
-        return [parse_reference(local, None)[0]]
+        return [parse_reference(value, ctx.base_url)[0]]  # absolute URLs under this server's base made local
     return [value, value.lower()]
 
 
