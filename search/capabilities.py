@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from search.params import composite, date, reference, string, token, uri
+from search.params import date, reference, string, token, uri
 from search.registry import FULLTEXT_CODES, SearchParameterRegistry
 
 _MODIFIERS: dict[str, str] = {
@@ -20,7 +20,7 @@ _MODIFIERS: dict[str, str] = {
     "reference": ":[type], " + ", ".join(f":{m}" for m in sorted(reference.MODIFIERS)) + ", chaining",
     "date": "prefixes " + " ".join(date.PREFIXES),
     "uri": ", ".join(f":{m}" for m in sorted(uri.MODIFIERS)),
-    "composite": "components separated by $" + (", " if composite.MODIFIERS else ""),
+    "composite": "components separated by $",  # composite.MODIFIERS is empty
 }
 
 
