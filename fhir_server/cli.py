@@ -86,14 +86,22 @@ def _count_hint(paths: list[Path]) -> int:
     return total
 
 
+def _existing_paths(raw: list[str]) -> list[Path] | None:
+    """The given paths, or None (after saying which) when any of them does not exist."""
+    paths = [Path(p) for p in raw]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        console.print(f"[red]No such file or directory:[/] {', '.join(map(str, missing))}")
+        return None
+    return paths
+
+
 def _load(settings: Settings, args: argparse.Namespace) -> int:
     from .context import ServerContext
     from .loader import BulkStats, bulk_load, iter_resources, load
 
-    paths = [Path(p) for p in args.paths]
-    missing = [p for p in paths if not p.exists()]
-    if missing:
-        console.print(f"[red]No such file or directory:[/] {', '.join(map(str, missing))}")
+    paths = _existing_paths(args.paths)
+    if paths is None:
         return 2
     if not args.bulk and (args.no_validate or args.workers is not None):
         console.print("[red]--no-validate and --workers need --bulk[/]")
@@ -160,10 +168,9 @@ def _reindex(settings: Settings, args: argparse.Namespace) -> int:
 
 def _iter_documents(paths: list[Path]) -> Iterator[tuple[str, object]]:
     """(source, parsed JSON) for each file; ndjson files give one per line; directories are walked."""
-    for path in paths:
-        if path.is_dir():
-            yield from _iter_documents(sorted(p for p in path.rglob("*") if p.suffix in (".json", ".ndjson")))
-            continue
+    from .loader import _files
+
+    for path in _files(paths):
         text = path.read_text(encoding="utf-8")
         chunks = [(f"{path}:{n}", line) for n, line in enumerate(text.splitlines(), 1) if line.strip()] \
             if path.suffix == ".ndjson" else [(str(path), text)]
@@ -178,10 +185,8 @@ def _validate_files(settings: Settings, args: argparse.Namespace) -> int:
     """Offline validation with the server's engine and policy; exit 1 when any error is found."""
     from profiles import validate
 
-    paths = [Path(p) for p in args.paths]
-    missing = [p for p in paths if not p.exists()]
-    if missing:
-        console.print(f"[red]No such file or directory:[/] {', '.join(map(str, missing))}")
+    paths = _existing_paths(args.paths)
+    if paths is None:
         return 2
     counts = {"error": 0, "warning": 0, "information": 0}
     invalid = 0

@@ -103,6 +103,12 @@ def iter_resources(paths: Iterable[Path]) -> Iterator[tuple[str, dict[str, Any] 
             yield f.name, data, None
 
 
+def _reason(status: object, diagnostics: str, expression: Iterable[str]) -> str:
+    """A reject reason as the report shows it: ``status diagnostics[ at expression, ...]``."""
+    where = ", ".join(expression)
+    return f"{status} {diagnostics} at {where}" if where else f"{status} {diagnostics}"
+
+
 def load_one(ctx: ServerContext, resource: dict[str, Any]) -> None:
     type_ = str(resource.get("resourceType"))
     if resource.get("id"):
@@ -153,8 +159,7 @@ def load_transaction(ctx: ServerContext, source: str, bundle: dict[str, Any], re
         transactions.process(ctx, {**bundle, "entry": kept}, "minimal")
         report.loaded += len(kept)
     except FHIRError as exc:
-        where = f" at {', '.join(exc.expression)}" if exc.expression else ""
-        report.rejected.append((source, f"{exc.status} {exc.diagnostics}{where}"))
+        report.rejected.append((source, _reason(exc.status, exc.diagnostics, exc.expression)))
 
 
 def load(ctx: ServerContext, paths: Iterable[Path], *, on_progress: Any = None) -> LoadReport:
@@ -182,8 +187,7 @@ def load(ctx: ServerContext, paths: Iterable[Path], *, on_progress: Any = None) 
             load_one(ctx, resource)
             report.loaded += 1
         except FHIRError as exc:
-            where = f" at {', '.join(exc.expression)}" if exc.expression else ""
-            report.rejected.append((source, f"{exc.status} {exc.diagnostics}{where}"))
+            report.rejected.append((source, _reason(exc.status, exc.diagnostics, exc.expression)))
     return report
 
 
@@ -280,8 +284,7 @@ def _prepare_chunk(items: list[tuple[str, bytes | dict[str, Any]]], validate_: b
             issues = validate(res, required=_WORKER["required"], unknown_profile=_WORKER["unknown_profile"])
             errors = [i for i in issues if i.severity in ("error", "fatal")]
             if errors:
-                where = f" at {', '.join(errors[0].expression)}" if errors[0].expression else ""
-                out.rejected.append((source, f"422 {errors[0].diagnostics}{where}"))
+                out.rejected.append((source, _reason(422, errors[0].diagnostics, errors[0].expression)))
                 continue
         method = "PUT" if id_ else "POST"
         id_ = id_ or new_id()
@@ -467,8 +470,7 @@ def bulk_load(ctx: ServerContext, paths: Iterable[Path], *, validate: bool = Tru
                 report.loaded += 1
                 stats.slow += 1
             except FHIRError as exc:
-                where = f" at {', '.join(exc.expression)}" if exc.expression else ""
-                report.rejected.append((p.source, f"{exc.status} {exc.diagnostics}{where}"))
+                report.rejected.append((p.source, _reason(exc.status, exc.diagnostics, exc.expression)))
         if on_progress is not None:
             on_progress(len(chunk.prepared) + len(chunk.rejected) + sum(chunk.skipped.values()))
 

@@ -25,13 +25,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from fhir_server.errors import FHIRError
 from fhir_server.settings import Settings
 
-MAX_URL_BYTES = 8192
-MAX_QUERY_PARAMS = 100
-
 
 class RequestLimitsMiddleware:
-    def __init__(self, app: ASGIApp, max_url_bytes: int = MAX_URL_BYTES,
-                 max_query_params: int = MAX_QUERY_PARAMS) -> None:
+    """``max_url_bytes`` / ``max_query_params``: the settings of the same name (their defaults live there)."""
+
+    def __init__(self, app: ASGIApp, max_url_bytes: int, max_query_params: int) -> None:
         self.app = app
         self.max_url_bytes = max_url_bytes
         self.max_query_params = max_query_params

@@ -34,6 +34,7 @@ from fhir_server.security import authz
 from .content import (
     JSON_TYPES,
     XML_TYPES,
+    _media_type,
     error_format,
     parse_json,
     parse_resource,
@@ -138,7 +139,7 @@ async def _search_get(request: Request) -> Result:
 
 async def _search_post(request: Request) -> Result:
     type_ = _type(request, "search-type")
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    ctype = _media(request)
     if ctype not in ("application/x-www-form-urlencoded", ""):
         raise FHIRError(415, "not-supported", "POST _search takes application/x-www-form-urlencoded")
     body = (await request.body()).decode("utf-8", errors="replace")
@@ -263,7 +264,7 @@ async def _bundle(request: Request) -> Result:
 
 
 def _media(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return _media_type(request.headers.get("content-type", ""))
 
 
 async def _conditional_update(request: Request) -> Result:

@@ -27,6 +27,7 @@ from elasticsearch import ApiError, Elasticsearch, TransportError
 
 from fhir_server.storage import SQLResourceStore
 
+from .indexer import index_header
 from .indices import IndexManager
 
 log = logging.getLogger(__name__)
@@ -128,8 +129,7 @@ class BulkIndexer:
             return
         operations: list[bytes] = []
         for it in items:
-            operations.append(orjson.dumps({"index": {"_index": self.indices.alias(it.type), "_id": it.id,
-                                                      "version": it.version, "version_type": "external_gte"}}))
+            operations.append(orjson.dumps(index_header(self.indices.alias(it.type), it.id, it.version)))
             operations.append(it.doc)
         try:
             resp = self.es.bulk(operations=operations, refresh=False,  # type: ignore[arg-type]  # bytes pass as-is

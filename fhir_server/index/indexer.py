@@ -43,6 +43,11 @@ MAX_ATTEMPTS = 5
 _BACKOFF_MAX_S = 5.0
 
 
+def index_header(alias: str, id_: str, version: int) -> dict[str, Any]:
+    """The bulk ``index`` action of a store version: its version as external version (rule 1)."""
+    return {"index": {"_index": alias, "_id": id_, "version": version, "version_type": "external_gte"}}
+
+
 class Indexer:
     def __init__(self, store: SQLResourceStore, es: Elasticsearch, indices: IndexManager,
                  builder: IndexDocumentBuilder, settings: Settings) -> None:
@@ -138,8 +143,7 @@ class Indexer:
                 meta.update(version=version.version, version_type="external_gte")
             return [{"delete": meta}]
         doc = self.builder.build(version.resource())
-        return [{"index": {"_index": alias, "_id": id_, "version": version.version,
-                           "version_type": "external_gte"}}, doc]
+        return [index_header(alias, id_, version.version), doc]
 
     def _apply(self, entries: list[OutboxEntry]) -> None:
         current = self._current_versions(entries)
