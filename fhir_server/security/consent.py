@@ -18,7 +18,7 @@ The token names the actor (see :class:`.tokens.Principal`): ``fhirUser``, the ``
 (references or ``system|value`` identifiers) and the ``identifier`` claim (``system|value``).
 
 Read-your-writes: the Consents naming an actor are cached per process with the state of the store's
-Consent log they reflect (last position and number of versions, two indexed queries per request). When the
+Consent log they reflect (last position and number of versions, one indexed query per request). When the
 log has moved, the entry is brought up to date from the new Consent versions, read in the store (the newest
 version of each Consent decides); only when they cannot all be found that way (thousands of them, or a
 commit below the last position) does the look-up run again on the index, after the write barrier. Either
@@ -168,8 +168,7 @@ Marker = tuple[int, int]
 
 def _marker(ctx: ServerContext) -> Marker:
     """The count matters too: PostgreSQL may commit seqs out of order, so a late commit can sit below the max."""
-    last = ctx.store.history("Consent", None, before_seq=None, since_us=None, count=1)
-    return (last[0].seq if last else 0, ctx.store.history_total("Consent", None, since_us=None) if last else 0)
+    return ctx.store.log_marker("Consent")
 
 
 def _catch_up(ctx: ServerContext, keys: ActorKeys, known: Oppositions, old: Marker, new: Marker) -> Oppositions | None:

@@ -346,6 +346,13 @@ class SQLResourceStore:
         with self.engine.connect() as conn:
             return int(conn.execute(stmt).scalar_one())
 
+    def log_marker(self, type_: str) -> tuple[int, int]:
+        """(max seq, number of versions) of a type's history in one query, without reading any content."""
+        stmt = select(func.max(_V.c.seq), func.count()).select_from(_V).where(_V.c.type == type_)
+        with self.engine.connect() as conn:
+            top, n = conn.execute(stmt).one()
+        return (int(top or 0), int(n))
+
     def iter_current(self, type_: str, batch: int) -> Iterator[list[StoredVersion]]:
         """Current non-deleted versions of a type, keyset-paged by id (constant memory)."""
         last_id = ""
