@@ -223,3 +223,24 @@ def test_cli_bulk_load_with_worker_processes(es_url: str, tmp_path: Path, shared
         es = Elasticsearch(es_url)
         es.indices.delete(index=prefix + "*", ignore_unavailable=True, allow_no_indices=True)
         es.close()
+
+
+def test_outbox_rows_are_cleared_only_once_searchable(ctx: ServerContext, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """An empty outbox up to a seq tells a server's read-your-writes barrier "searchable"; refresh is off
+    during a bulk load, so the loader refreshes before it clears rows."""
+    from fhir_server.index import bulk
+
+    monkeypatch.setattr(bulk, "ACK_EVERY", 30)
+    alias = ctx.indices.alias("Patient")
+    cleared: list[int] = []
+    done = ctx.store.outbox_done
+
+    def checked_done(seqs: list[int]) -> None:
+        cleared.extend(seqs)
+        assert ctx.es.count(index=alias)["count"] >= len(cleared)  # what search sees, no refresh of ours
+        done(seqs)
+
+    monkeypatch.setattr(ctx.store, "outbox_done", checked_done)
+    report = bulk_load(ctx, [_ndjson(tmp_path / "p.ndjson", _patients(100))], workers=0, batch=20, stats=BulkStats())
+    assert report.rejected == [] and len(cleared) == 100

@@ -2,7 +2,8 @@
 
 The loader commits each batch to the store (versions + outbox rows) *before* handing its documents
 here, so this module may fail at any point without losing data: an outbox row is deleted only once
-Elasticsearch acknowledged its document, and whatever remains is applied by the ordinary
+Elasticsearch acknowledged its document and a refresh made it searchable (every :data:`ACK_EVERY`
+documents and at the end, since refresh is off meanwhile), and whatever remains is applied by the ordinary
 :class:`~fhir_server.index.indexer.Indexer` (the server's, or ``drain_all`` at the end of the load).
 Documents are written with the store version as external version (``external_gte``), exactly as the
 indexer does, so a race with it or with a concurrent HTTP write converges on the store's state.
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 #: Flush a bulk request at this many documents or this many bytes, whichever comes first.
 BULK_DOCS = 4000
 BULK_BYTES = 12 * 1024 * 1024
+#: Acknowledged documents between two refreshes (after which their outbox rows are cleared).
+ACK_EVERY = 20_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,8 @@ class BulkIndexer:
         self.indexed = 0
         self.left_to_indexer = 0  # rows left in the outbox: item errors or ES unavailable
         self.error: str | None = None
+        self._acked: list[int] = []  # outbox seqs acknowledged by ES, cleared after the next refresh
+        self._touched: set[str] = set()
 
     def __enter__(self) -> BulkIndexer:
         self._thread.start()
@@ -121,6 +126,7 @@ class BulkIndexer:
                 self._send(pending)
                 pending, size = [], 0
             if batch is None:
+                self._settle()
                 return
 
     def _send(self, items: list[IndexItem]) -> None:
@@ -153,5 +159,23 @@ class BulkIndexer:
             else:
                 self.left_to_indexer += 1
                 log.error("bulk: %s/%s answered %s: %s", it.type, it.id, status, outcome.get("error"))
-        self.store.outbox_done(done)
-        self.indexed += len(done)
+        self._acked += done
+        self._touched.update(it.type for it in items)
+        if len(self._acked) >= ACK_EVERY:
+            self._settle()
+
+    def _settle(self) -> None:
+        """Refresh, then clear the acknowledged outbox rows: an empty outbox up to a seq means "searchable"
+        to the read-your-writes barrier of any server on this store, and refresh is off during the load."""
+        if not self._acked:
+            return
+        try:
+            self.es.indices.refresh(index=[self.indices.alias(t) for t in sorted(self._touched)])
+        except (ApiError, TransportError, OSError) as exc:  # rows stay: the indexer applies them again
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.left_to_indexer += len(self._acked)
+            self._acked = []
+            return
+        self.store.outbox_done(self._acked)
+        self.indexed += len(self._acked)
+        self._acked = []
