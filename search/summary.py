@@ -27,6 +27,7 @@ MANDATORY: dict[str, frozenset[str]] = {
     "Immunization": frozenset({"status", "vaccineCode", "patient", "occurrence"}),
     "List": frozenset({"status", "mode"}),
     "Binary": frozenset({"contentType"}),
+    "Consent": frozenset({"status", "scope", "category"}),
 }
 
 _MODULES = {"DocumentReference": "documentreference"}
