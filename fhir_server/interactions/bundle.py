@@ -36,6 +36,7 @@ from fhir_server.storage import (
     WriteUnit,
     format_instant,
     now_us,
+    version_number,
 )
 from fhir_server.storage.keys import MatchKey, extract_keys
 from search.query import SearchError, compile_search
@@ -150,10 +151,10 @@ def _at(entry: Entry) -> Iterator[None]:
 def _etag_version(raw: Any, where: str) -> int | None:
     if raw is None:
         return None
-    value = str(raw).strip().removeprefix("W/").strip('"')
-    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+    number = version_number(str(raw).strip().removeprefix("W/").strip('"'))
+    if number is None:
         raise bad_request(f"ifMatch must be a version ETag like W/\"3\", got '{raw}'", where)
-    return int(value)
+    return number
 
 
 def _relative(ctx: ServerContext, url: str) -> str:
@@ -524,8 +525,11 @@ def _read(ctx: ServerContext, unit: WriteUnit, entry: Entry) -> None:
     type_, id_, vid = m.groups()
     if get_type(type_) is None:
         raise not_found(f"Resource type '{type_}' is not supported by this server")
-    valid_vid = vid is not None and vid.isascii() and vid.isdigit() and len(vid) <= 18  # no SQLite overflow
-    stored = unit.current(type_, id_) if vid is None else (unit.vread(type_, id_, int(vid)) if valid_vid else None)
+    if vid is None:
+        stored = unit.current(type_, id_)
+    else:
+        number = version_number(vid)
+        stored = unit.vread(type_, id_, number) if number is not None else None
     if stored is None:
         raise not_found(f"{type_}/{id_}{'/_history/' + vid if vid else ''} is not known")
     if stored.deleted:

@@ -26,7 +26,7 @@ from fhir_server.errors import (
 )
 from fhir_server.registry import get_type
 from fhir_server.settings import Settings
-from fhir_server.storage import ConcurrentWrite, StoredVersion, UniqueKeyViolation, VersionConflict
+from fhir_server.storage import ConcurrentWrite, StoredVersion, UniqueKeyViolation, VersionConflict, version_number
 from profiles import validate
 
 from .result import Result
@@ -102,9 +102,10 @@ def read(ctx: ServerContext, type_: str, id_: str) -> Result:
 
 
 def vread(ctx: ServerContext, type_: str, id_: str, vid: str) -> Result:
-    if not (vid.isascii() and vid.isdigit()) or len(vid) > 18:  # no int('²'), no SQLite overflow
+    number = version_number(vid)
+    if number is None:
         raise not_found(f"{type_}/{id_} has no version '{vid}'")
-    stored = ctx.store.vread(type_, id_, int(vid))
+    stored = ctx.store.vread(type_, id_, number)
     if stored is None:
         if ctx.store.read(type_, id_) is None:
             raise not_found(f"{type_}/{id_} is not known")

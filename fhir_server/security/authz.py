@@ -19,6 +19,7 @@ from starlette.requests import Request
 
 from fhir_server.errors import FHIRError, not_found
 from fhir_server.interactions.result import Result
+from fhir_server.storage import version_number
 
 from .binary_access import binary_visible
 from .consent import opposing_patients
@@ -113,6 +114,14 @@ def search_params(principal: Principal | None, resource_type: str,
     return params + mandatory
 
 
+def _sees(ctx: ServerContext, principal: Principal, resource_type: str, resource: dict[str, Any],
+          interaction: str) -> bool:
+    """:func:`.policy.visible`, where a Binary follows its DocumentReference (look-ups: call off the event loop)."""
+    if resource_type == "Binary":
+        return binary_visible(ctx, principal, resource, interaction)
+    return visible(principal, resource, interaction)
+
+
 def write_guard(principal: Principal | None, interaction: str) -> Callable[[dict[str, Any]], bool] | None:
     """The check a conditional write applies to the stored resources it matches (None: unrestricted)."""
     if principal is None:
@@ -167,10 +176,7 @@ def history_keep(ctx: ServerContext, principal: Principal | None, resource_type:
             if previous is None or previous.deleted or previous.content is None:
                 return False
             shown = previous
-        resource = shown.resource()
-        if shown.type == "Binary":
-            return binary_visible(ctx, principal, resource, interaction)
-        return visible(principal, resource, interaction)
+        return _sees(ctx, principal, shown.type, shown.resource(), interaction)
 
     return keep
 
@@ -200,20 +206,15 @@ class BundleAccess:
         self.ctx = ctx
         self.principal = principal
 
-    def _sees(self, type_: str, resource: dict[str, Any], interaction: str) -> bool:
-        if type_ == "Binary":
-            return binary_visible(self.ctx, self.principal, resource, interaction)
-        return visible(self.principal, resource, interaction)
-
     def _check_stored(self, type_: str, id_: str, vid: str | None, interaction: str) -> None:
         current = self.ctx.store.read(type_, id_)
         versions = [current]
-        if vid is not None:  # (a vid that is no version number is answered 404 when the entry runs)
-            valid = vid.isascii() and vid.isdigit() and len(vid) <= 18
-            versions.append(self.ctx.store.vread(type_, id_, int(vid)) if valid else None)
+        number = None if vid is None else version_number(vid)
+        if number is not None:  # (a vid that is no version number is answered 404 when the entry runs)
+            versions.append(self.ctx.store.vread(type_, id_, number))
         for v in versions:
-            if v is not None and not v.deleted and v.content is not None and not self._sees(
-                    type_, v.resource(), interaction):
+            if v is not None and not v.deleted and v.content is not None and not _sees(
+                    self.ctx, self.principal, type_, v.resource(), interaction):
                 raise not_found(f"{type_}/{id_} is not known")
 
     def authorize(self, type_: str, interaction: str, id_: str | None, vid: str | None,

@@ -1,6 +1,6 @@
 """Store of record: every version of every resource, plus the index outbox."""
 
-from .base import ConcurrentWrite, OutboxEntry, ResourceStore, StoredVersion, VersionConflict, WriteUnit
+from .base import ConcurrentWrite, OutboxEntry, ResourceStore, StoredVersion, VersionConflict, WriteUnit, version_number
 from .keys import MatchKey, UniqueKeyViolation
 from .sql import SQLResourceStore, format_instant, now_us
 
@@ -25,4 +25,5 @@ __all__ = [
     "format_instant",
     "now_us",
     "open_store",
+    "version_number",
 ]

@@ -11,6 +11,11 @@ from typing import Any, Protocol
 from fhir_server.formats import numbers
 
 
+def version_number(text: str) -> int | None:
+    """A version id as the store holds it: ASCII digits (no int('²')) that fit an INTEGER (no SQLite overflow)."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else None
+
+
 @dataclass(frozen=True, slots=True)
 class StoredVersion:
     """One version of one resource as the store holds it."""
