@@ -30,6 +30,7 @@ from fhir_server.interactions import binary, bundle, capabilities, crud, history
 from fhir_server.interactions.result import Result
 from fhir_server.registry import get_type
 from fhir_server.security import authz
+from fhir_server.storage.base import version_number
 
 from .content import (
     JSON_TYPES,
@@ -87,10 +88,10 @@ def _if_match(request: Request) -> int | None:
     value = raw.strip()
     if value.startswith("W/"):
         value = value[2:]
-    value = value.strip('"')
-    if not (value.isascii() and value.isdigit()) or len(value) > 18:  # no int('²'), no SQLite overflow
+    version = version_number(value.strip('"'))
+    if version is None:
         raise bad_request(f"If-Match must be a version ETag like W/\"3\", got '{raw}'", "If-Match")
-    return int(value)
+    return version
 
 
 def endpoint(fn: Callable[[Request], Awaitable[Result]], *, write: bool = False) -> Handler:

@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 import orjson
 
 from fhir_server.errors import FHIRError, bad_request, not_found
-from fhir_server.interactions.paging import decode_cursor, encode_cursor
+from fhir_server.interactions.paging import decode_cursor, encode_cursor, page_size
 from fhir_server.interactions.result import Result
 from fhir_server.storage import StoredVersion, format_instant, now_us
 from fhir_server.storage.audit import AGENT, ENTITY, AuditLog, AuditQuery
@@ -168,11 +168,7 @@ def _parse(ctx: ServerContext, params: list[tuple[str, str]], strict: bool) -> t
 
 
 def _count(ctx: ServerContext, raw: str | None) -> int:
-    if raw is None:
-        return ctx.settings.default_count
-    if not raw.isdigit():
-        raise bad_request(f"_count must be a non-negative integer, got '{raw}'", "_count")
-    return min(int(raw), ctx.settings.max_count)
+    return page_size(raw, ctx.settings.default_count, ctx.settings.max_count)
 
 
 def _exclusions(ctx: ServerContext, policy: AccessPolicy | None) -> list[str]:

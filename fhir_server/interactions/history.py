@@ -18,7 +18,7 @@ from fhir_server.context import ServerContext
 from fhir_server.errors import bad_request, not_found
 from fhir_server.storage import StoredVersion, format_instant, now_us
 
-from .paging import decode_cursor, encode_cursor
+from .paging import decode_cursor, encode_cursor, page_size
 from .result import Result
 
 _KNOWN = {"_count", "_since", "_at", "_cursor", "_format", "_pretty"}
@@ -35,11 +35,7 @@ def _parse_since(value: str) -> int:
 
 
 def _count(ctx: ServerContext, raw: str | None) -> int:
-    if raw is None:
-        return ctx.settings.history_default_count
-    if not (raw.isascii() and raw.isdigit()):
-        raise bad_request(f"_count must be a non-negative integer, got '{raw}'", "_count")
-    return min(int(raw), ctx.settings.max_count)
+    return page_size(raw, ctx.settings.history_default_count, ctx.settings.max_count)
 
 
 def entry(ctx: ServerContext, v: StoredVersion) -> dict[str, Any]:

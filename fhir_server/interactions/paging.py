@@ -30,3 +30,13 @@ def decode_cursor(token: str) -> dict[str, Any]:
     if not isinstance(state, dict):
         raise bad_request("Invalid page cursor", "_cursor")
     return state
+
+
+def page_size(raw: str | None, default: int, maximum: int) -> int:
+    """``_count`` of a page read from the store (history, the audit trail): ASCII digits (no ``int('²')``),
+    capped at ``maximum``; anything else is the client's 400."""
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit()):
+        raise bad_request(f"_count must be a non-negative integer, got '{raw}'", "_count")
+    return min(int(raw), maximum)

@@ -66,3 +66,9 @@ def test_fhirpath_patch_with_non_array_parameters_is_400(client: httpx.Client, p
 def test_json_nested_deeper_than_orjson_writes_is_400(client: httpx.Client, path: str, method: str) -> None:
     body = '{"resourceType": "Patient", "extension": ' + "[" * 300 + "1" + "]" * 300 + "}"
     _outcome(client.request(method, path, content=body, headers=FHIR_JSON), 400)
+
+
+@pytest.mark.parametrize("path", ["AuditEvent", "Patient/_history", "_history"])
+def test_non_ascii_digits_in_count_of_store_pages_are_400(client: httpx.Client, path: str) -> None:
+    """``'²'.isdigit()`` is true and ``int('²')`` raises: the audit trail's ``_count`` lacked the ASCII check."""
+    _outcome(client.get(path, params={"_count": "²"}), 400)
