@@ -6,6 +6,7 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -30,8 +31,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SQLResourc
             pytest.skip("FHIR_TEST_PG_URL not set")
         s = open_store(PG_URL)
         with s.engine.begin() as conn:
-            for table in ("outbox", "index_error", "match_key", "resource", "resource_version"):
+            for table in ("outbox", "index_error", "match_key", "resource", "resource_version", "type_log"):
                 conn.execute(text(f"DELETE FROM {table}"))
+        s.backfill_type_log()
     yield s
     s.dispose()
 
@@ -163,3 +165,75 @@ def test_content_round_trips_unchanged(store: SQLResourceStore, payload: object)
     stored = store.read("Patient", id_)
     assert stored is not None
     assert stored.resource()["extension"] == [{"x": payload}]
+
+
+def _consent(store: SQLResourceStore, id_: str) -> int:
+    with store.unit() as unit:
+        return unit.put("Consent", id_, {"resourceType": "Consent", "status": "active"}, method="PUT").seq
+
+
+def test_log_marker_moves_with_every_committed_version_of_its_type_only(store: SQLResourceStore) -> None:
+    start = store.log_marker("Consent")
+    seq = _consent(store, "c1")
+    assert store.log_marker("Consent") == (seq, start[1] + 1)
+    _put(store, "p1", "Other type")  # untracked: no bump
+    assert store.log_marker("Consent") == (seq, start[1] + 1)
+    with pytest.raises(RuntimeError), store.unit() as unit:  # rolled back: no bump either
+        unit.put("Consent", "c2", {"resourceType": "Consent", "status": "active"}, method="PUT")
+        raise RuntimeError("boom")
+    assert store.log_marker("Consent") == (seq, start[1] + 1)
+    with store.unit() as unit:
+        gone = unit.delete("Consent", "c1")
+    assert gone is not None and store.log_marker("Consent") == (gone.seq, start[1] + 2)
+    with pytest.raises(ValueError):
+        store.log_marker("Patient")  # only tracked types have a log
+
+
+def test_log_marker_sees_a_commit_below_the_highest_seq(store: SQLResourceStore) -> None:
+    """PostgreSQL hands out seqs at insert and may commit them in another order: a late commit under the
+    highest seq must still move the marker (the count does), and count once."""
+    if store.dialect == "sqlite":
+        pytest.skip("SQLite serialises writers: seqs commit in order")
+    with ExitStack() as late:
+        unit = late.enter_context(store.unit())
+        low = unit.put("Consent", "late", {"resourceType": "Consent", "status": "active"}, method="PUT").seq
+        high = _consent(store, "early")  # another transaction takes a higher seq and commits first
+        assert high > low
+        before = store.log_marker("Consent")
+        assert before[0] == high
+    after = store.log_marker("Consent")
+    assert after != before and after == (high, before[1] + 1)
+
+
+def test_log_marker_counts_concurrent_writers_exactly(store: SQLResourceStore) -> None:
+    start = store.log_marker("Consent")
+    seqs: list[int] = []
+
+    def worker(n: int) -> None:
+        for i in range(5):
+            for _attempt in range(50):
+                try:
+                    seqs.append(_consent(store, f"w{n}-{i % 2}"))
+                    break
+                except ConcurrentWrite:
+                    continue
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seqs) == 20
+    assert store.log_marker("Consent") == (max(seqs), start[1] + 20)
+
+
+def test_type_log_is_backfilled_for_a_store_older_than_it(store: SQLResourceStore) -> None:
+    seqs = [_consent(store, f"b{i}") for i in range(3)]
+    with store.engine.begin() as conn:  # a store written before the table existed
+        conn.execute(text("DROP TABLE type_log" if store.dialect == "sqlite" else "DELETE FROM type_log"))
+    store.create_schema()
+    with store.engine.connect() as conn:
+        n = conn.execute(text("SELECT count(*) FROM resource_version WHERE type = 'Consent'")).scalar_one()
+    assert store.log_marker("Consent") == (max(seqs), n)
+    seq = _consent(store, "b9")
+    assert store.log_marker("Consent") == (seq, n + 1)

@@ -116,3 +116,13 @@ audit_ref = Table(
     Column("event_id", String(64), nullable=False),  # = audit_event.id
     PrimaryKeyConstraint("kind", "reference", "recorded_us", "event_id", name="pk_audit_ref"),
 )
+
+type_log = Table(
+    "type_log",
+    metadata,
+    # one row per tracked type (storage/sql.py TRACKED_TYPES): where its version log stands, bumped in the
+    # transaction that writes the versions, so "has this type changed?" (security/consent.py) is one key read
+    Column("type", String(64), primary_key=True),
+    Column("seq", BigInteger, nullable=False),  # highest seq of a committed version of the type
+    Column("versions", BigInteger, nullable=False),  # versions committed (counted from the row's creation)
+)

@@ -9,6 +9,12 @@ Conditional interactions lock the identifier values they match on
 (``pg_advisory_xact_lock``; SQLite writers are already serialised), then read
 ``match_key`` inside the same transaction, so concurrent identical conditional
 creates produce exactly one resource.
+
+Change log of tracked types (:data:`TRACKED_TYPES`): a write unit that writes versions of such a type bumps
+its ``type_log`` row (highest seq, number of versions) just before it commits, so :meth:`SQLResourceStore.log_marker`
+is one primary-key read. The row lock that bump takes serialises the commits of that type's writers (only
+them: other types never touch the table), from the bump to the commit, so the count is exact even where
+PostgreSQL commits seqs out of order.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, case, create_engine, delete, event, func, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -27,7 +34,11 @@ from fhir_server.formats import numbers
 
 from .base import ConcurrentWrite, OutboxEntry, StoredVersion, VersionConflict
 from .keys import RULES_MARKER, RULES_VERSION, UNIQUE_ELEMENTS, MatchKey, UniqueKeyViolation, extract_keys, lock_id
-from .schema import index_error, match_key, metadata, outbox, resource, resource_version
+from .schema import index_error, match_key, metadata, outbox, resource, resource_version, type_log
+
+#: Types whose change log is kept in ``type_log`` (read on every professional's request by the Consent look-up).
+#: Each costs its writers one row update and serialises their commits: keep it to the types that need a marker.
+TRACKED_TYPES = frozenset({"Consent"})
 
 _V = resource_version
 _VERSION_COLS = (_V.c.seq, _V.c.type, _V.c.id, _V.c.version, _V.c.last_updated_us, _V.c.method, _V.c.deleted,
@@ -94,6 +105,23 @@ class SQLWriteUnit:
         self._conn = conn
         self._for_update = for_update  # PostgreSQL: row locks and advisory locks; SQLite: writers serialised
         self._locked: set[int] = set()
+        self._logged: dict[str, tuple[int, int]] = {}  # tracked type -> (highest seq, versions) written here
+
+    def _log(self, type_: str, seq: int, n: int = 1) -> None:
+        if type_ in TRACKED_TYPES:
+            top, count = self._logged.get(type_, (0, 0))
+            self._logged[type_] = (max(top, seq), count + n)
+
+    def flush_log(self) -> None:
+        """Bump the ``type_log`` rows of the tracked types this unit wrote; call it last before the commit, so
+        their row locks are held only for the commit. An upsert: a row missing yet is created (deltas stay exact)."""
+        dialect = postgresql if self._conn.dialect.name == "postgresql" else sqlite
+        for type_, (top, n) in sorted(self._logged.items()):  # one order: no deadlock between two tracked types
+            ins = dialect.insert(type_log).values(type=type_, seq=top, versions=n)
+            self._conn.execute(ins.on_conflict_do_update(index_elements=[type_log.c.type], set_={
+                "seq": case((type_log.c.seq < ins.excluded.seq, ins.excluded.seq), else_=type_log.c.seq),
+                "versions": type_log.c.versions + ins.excluded.versions}))
+        self._logged.clear()
 
     def lock_values(self, type_: str, values: list[str]) -> None:
         """Serialise with every other transaction matching or writing these identifier values."""
@@ -177,6 +205,7 @@ class SQLWriteUnit:
                 self._conn.execute(insert(outbox).values(seq=seq, type=type_, id=id_, attempts=0))
         except IntegrityError as exc:
             raise ConcurrentWrite(f"{type_}/{id_} was written concurrently") from exc
+        self._log(type_, seq)
         return StoredVersion(seq, type_, id_, version, ts, method, deleted, content)
 
     def put(self, type_: str, id_: str, resource_: dict[str, Any], *, method: str, if_match: int | None = None,
@@ -228,6 +257,24 @@ class SQLResourceStore:
     def create_schema(self) -> None:
         metadata.create_all(self.engine)
         self.backfill_match_keys()
+        self.backfill_type_log()
+
+    def backfill_type_log(self) -> None:
+        """Create the ``type_log`` row of each tracked type that has none (a store older than the table, a new
+        tracked type) from the versions already stored. SQLite: under the write lock, so exact. PostgreSQL: a
+        writer committing meanwhile either creates the row first (it then counts from there: only differences
+        of the marker matter) or bumps the one inserted here."""
+        with self.engine.connect() as conn:
+            missing = TRACKED_TYPES - {r.type for r in conn.execute(select(type_log.c.type))}
+        if not missing:
+            return
+        dialect = postgresql if self.dialect == "postgresql" else sqlite
+        with self._write_conn() as conn:
+            for type_ in sorted(missing):
+                top, n = conn.execute(select(func.max(_V.c.seq), func.count()).select_from(_V)
+                                      .where(_V.c.type == type_)).one()
+                conn.execute(dialect.insert(type_log).values(type=type_, seq=int(top or 0), versions=int(n))
+                             .on_conflict_do_nothing(index_elements=[type_log.c.type]))
 
     def backfill_match_keys(self, force: bool = False, batch: int = 500) -> int:
         """Derive the match keys of every current resource when they predate the current rules.
@@ -297,7 +344,9 @@ class SQLResourceStore:
     def unit(self) -> Iterator[SQLWriteUnit]:
         try:
             with self._write_conn() as conn:
-                yield SQLWriteUnit(conn, for_update=self.dialect != "sqlite")
+                unit = SQLWriteUnit(conn, for_update=self.dialect != "sqlite")
+                yield unit
+                unit.flush_log()
         except OperationalError as exc:  # lock timeouts, serialisation failures
             raise ConcurrentWrite(str(exc.orig)) from exc
 
@@ -347,11 +396,17 @@ class SQLResourceStore:
             return int(conn.execute(stmt).scalar_one())
 
     def log_marker(self, type_: str) -> tuple[int, int]:
-        """(max seq, number of versions) of a type's history in one query, without reading any content."""
-        stmt = select(func.max(_V.c.seq), func.count()).select_from(_V).where(_V.c.type == type_)
+        """(highest seq, number of versions) of a tracked type's log: one primary-key read of ``type_log``.
+
+        It changes with every committed version of the type, also one committed below the highest seq
+        (PostgreSQL), since the count moves; the difference of two counts is the number of versions committed
+        between the two reads. (0, 0) until the row exists.
+        """
+        if type_ not in TRACKED_TYPES:
+            raise ValueError(f"{type_} has no change log (storage.sql.TRACKED_TYPES)")
         with self.engine.connect() as conn:
-            top, n = conn.execute(stmt).one()
-        return (int(top or 0), int(n))
+            row = conn.execute(select(type_log.c.seq, type_log.c.versions).where(type_log.c.type == type_)).first()
+        return (int(row.seq), int(row.versions)) if row is not None else (0, 0)
 
     def iter_current(self, type_: str, batch: int) -> Iterator[list[StoredVersion]]:
         """Current non-deleted versions of a type, keyset-paged by id (constant memory)."""
