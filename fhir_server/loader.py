@@ -29,8 +29,10 @@ import orjson
 from .context import ServerContext
 from .errors import FHIRError
 from .formats import numbers
+from .index.bulk import IndexItem
 from .interactions import crud
 from .registry import get_type
+from .storage import ConcurrentWrite, NewResource, SQLResourceStore
 
 log = logging.getLogger(__name__)
 
@@ -195,34 +197,45 @@ def load(ctx: ServerContext, paths: Iterable[Path], *, on_progress: Any = None) 
 #
 # Same invariants as the write path, in large batches:
 # - validation (profiles.validate with the server's policy) unless the caller opts out for trusted data;
-# - one store transaction per batch writes each resource's version row, head row, match keys and
-#   outbox row (executemany), so the store of record holds every accepted version and the index can
-#   always be rebuilt from it;
+# - one store transaction per batch writes each resource's version row, head row, match keys, outbox
+#   row and the tracked types' log, one statement per table (storage.sql.SQLWriteUnit.insert_new_many,
+#   which owns those writes as put() does), so the store of record holds every accepted version and
+#   the index can always be rebuilt from it;
 # - Elasticsearch gets the documents of committed batches only (index.bulk.BulkIndexer), and an outbox
 #   row is deleted once its document is acknowledged: with Elasticsearch down nothing accepted is lost,
 #   the indexer applies the remaining rows later.
 # Resources the batch path cannot decide alone take the ordinary path (crud.update/create): ids that
 # already exist (a new version of an existing resource), a masterIdentifier already held or repeated in
-# the batch (409 policy), inline attachment data (ITI-105 externalisation), an id repeated in the batch.
+# the batch (409 policy), an id repeated in the batch (all three declined by insert_new_many), inline
+# attachment data (ITI-105 externalisation).
 # CPU-bound work (JSON parsing, validation, index document extraction) runs in worker processes.
 
 _ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_SQL_IN = 500  # ids per IN (...) list
 
 
 @dataclass(frozen=True, slots=True)
 class _Prepared:
-    """A resource made ready by a worker, as version 1 (what the store would write for a new id)."""
+    """A resource made ready by a worker: stamped as version 1 (what the store writes for a new id), or not."""
 
     source: str
-    type: str
-    id: str
-    method: str  # PUT (client id) | POST (server id)
-    ts: int
-    content: bytes
-    keys: tuple[tuple[str, str, str], ...]  # match keys: element, system, value
-    doc: bytes | None  # ES document; None for types ES does not hold, or when extraction failed
-    slow: dict[str, Any] | None  # set: must take the ordinary write path (with this resource)
+    new: NewResource | None  # None: must take the ordinary write path (with ``slow``)
+    doc: bytes | None = None  # ES document; None for types ES does not hold, or when extraction failed
+    slow: dict[str, Any] | None = None
+
+    def original(self) -> dict[str, Any]:
+        """The resource as given, for the ordinary path: the stamped body minus the version stamps."""
+        if self.new is None:
+            assert self.slow is not None
+            return self.slow
+        body: dict[str, Any] = numbers.loads(self.new.content)
+        meta = {k: v for k, v in body.get("meta", {}).items() if k not in ("versionId", "lastUpdated")}
+        if meta:
+            body["meta"] = meta
+        else:
+            body.pop("meta", None)
+        if self.new.method == "POST":
+            body.pop("id", None)
+        return body
 
 
 @dataclass
@@ -286,11 +299,11 @@ def _prepare_chunk(items: list[tuple[str, bytes | dict[str, Any]]], validate_: b
             if errors:
                 out.rejected.append((source, _reason(422, errors[0].diagnostics, errors[0].expression)))
                 continue
+        if _has_inline_data(res):
+            out.prepared.append(_Prepared(source, None, slow=res))
+            continue
         method = "PUT" if id_ else "POST"
         id_ = id_ or new_id()
-        if _has_inline_data(res):
-            out.prepared.append(_Prepared(source, type_, id_, method, 0, b"", (), None, res))
-            continue
         ts = now_us()
         meta = dict(res.get("meta") or {})
         meta["versionId"] = "1"
@@ -303,83 +316,25 @@ def _prepare_chunk(items: list[tuple[str, bytes | dict[str, Any]]], validate_: b
                 doc = numbers.dumps(builder.build(body))
             except Exception:  # as the indexer: never block a write; the outbox row parks it in index_error
                 log.exception("bulk: cannot build the index document of %s/%s", type_, id_)
-        keys = tuple(sorted((k.element, k.system, k.value) for k in extract_keys(body)))
-        out.prepared.append(_Prepared(source, type_, id_, method, ts, numbers.dumps(body), keys, doc, None))
+        new = NewResource(type_, id_, method, ts, numbers.dumps(body), frozenset(extract_keys(body)),
+                          indexed=rtype.searchable)
+        out.prepared.append(_Prepared(source, new, doc))
     return out
 
 
-def _commit_batch(store: Any, prepared: list[_Prepared], searchable: set[str]) -> tuple[list[Any], list[_Prepared]]:
-    """One store transaction for the new resources of ``prepared``; returns (IndexItems, the slow ones)."""
-    from sqlalchemy import insert, select
-
-    from .index.bulk import IndexItem
-    from .storage.keys import UNIQUE_ELEMENTS
-    from .storage.schema import match_key, outbox, resource, resource_version
-    from .storage.sql import SQLWriteUnit
-
-    slow: list[_Prepared] = []
-    fast: list[_Prepared] = []
-    seen: set[tuple[str, str]] = set()
-    for p in prepared:
-        if p.slow is not None or (p.type, p.id) in seen:
-            slow.append(p)
-        else:
-            seen.add((p.type, p.id))
-            fast.append(p)
-    if not fast:
-        return [], slow  # already in file order
-    with store.engine.connect() as raw_conn:
-        conn = raw_conn.execution_options(sqlite_immediate=True)
-        with conn.begin():
-            unit = SQLWriteUnit(conn, for_update=store.dialect != "sqlite")
-            by_type: dict[str, list[str]] = {}
-            for p in fast:
-                by_type.setdefault(p.type, []).append(p.id)
-            existing: set[tuple[str, str]] = set()
-            for type_, ids in by_type.items():
-                for i in range(0, len(ids), _SQL_IN):
-                    stmt = select(resource.c.id).where(resource.c.type == type_, resource.c.id.in_(ids[i:i + _SQL_IN]))
-                    existing.update((type_, r.id) for r in conn.execute(stmt))
-            unique_values: dict[tuple[str, str, str, str], int] = {}
-            for p in fast:
-                for element, system, value in p.keys:
-                    if element in UNIQUE_ELEMENTS.get(p.type, ()):
-                        k = (p.type, element, system, value)
-                        unique_values[k] = unique_values.get(k, 0) + 1
-            held: set[tuple[str, str, str, str]] = set()
-            for type_, element, system, value in sorted(unique_values):
-                unit.lock_values(type_, [value])
-                if unit.match(type_, (element,), system, value):
-                    held.add((type_, element, system, value))
-            keep: list[_Prepared] = []
-            for p in fast:
-                uniq = [(p.type, e, s, v) for e, s, v in p.keys if e in UNIQUE_ELEMENTS.get(p.type, ())]
-                if (p.type, p.id) in existing or any(k in held or unique_values[k] > 1 for k in uniq):
-                    slow.append(p)  # a new version, or the 409 policy decides: the ordinary path
-                else:
-                    keep.append(p)
-            slow_ids = {id(p) for p in slow}
-            slow = [p for p in prepared if id(p) in slow_ids]  # file order: a repeated id's versions in sequence
-            if not keep:
-                return [], slow
-            rows = [{"type": p.type, "id": p.id, "version": 1, "last_updated_us": p.ts, "method": p.method,
-                     "deleted": False, "content": p.content} for p in keep]
-            result = conn.execute(insert(resource_version).returning(resource_version.c.seq,
-                                                                     sort_by_parameter_order=True), rows)
-            seqs = [r.seq for r in result]
-            conn.execute(insert(resource), [{"type": p.type, "id": p.id, "version": 1, "seq": s, "deleted": False}
-                                            for p, s in zip(keep, seqs, strict=True)])
-            out_rows = [{"seq": s, "type": p.type, "id": p.id, "attempts": 0}
-                        for p, s in zip(keep, seqs, strict=True) if p.type in searchable]
-            if out_rows:
-                conn.execute(insert(outbox), out_rows)
-            key_rows = [{"type": p.type, "id": p.id, "element": e, "system": s, "value": v}
-                        for p in keep for e, s, v in p.keys]
-            if key_rows:
-                conn.execute(insert(match_key), key_rows)
-    items = [IndexItem(s, p.type, p.id, 1, p.doc) for p, s in zip(keep, seqs, strict=True)
-             if p.type in searchable and p.doc is not None]
-    return items, slow
+def _commit_batch(store: SQLResourceStore, prepared: list[_Prepared]) -> tuple[list[IndexItem], list[_Prepared]]:
+    """One store transaction for the new resources of ``prepared`` (:meth:`SQLWriteUnit.insert_new_many`);
+    returns (what to index, what the ordinary path must write, in file order)."""
+    batch = [p for p in prepared if p.new is not None]
+    try:
+        with store.unit() as unit:
+            stored = unit.insert_new_many([p.new for p in batch if p.new is not None])
+    except ConcurrentWrite:  # an id created meanwhile by another writer: the ordinary path decides each one
+        stored = [None] * len(batch)
+    written = {id(p): s for p, s in zip(batch, stored, strict=True) if s is not None}
+    items = [IndexItem(s.seq, s.type, s.id, s.version, p.doc) for p in batch
+             if (s := written.get(id(p))) is not None and p.doc is not None]
+    return items, [p for p in prepared if id(p) not in written]
 
 
 def _raw_items(paths: list[Path]) -> Iterator[tuple[str, bytes | dict[str, Any]]]:
@@ -460,13 +415,13 @@ def bulk_load(ctx: ServerContext, paths: Iterable[Path], *, validate: bool = Tru
     def handle(chunk: _Chunk) -> None:
         report.rejected += chunk.rejected
         report.skipped.update(chunk.skipped)
-        items, slow = _commit_batch(ctx.store, chunk.prepared, searchable)
+        items, slow = _commit_batch(ctx.store, chunk.prepared)
         bulk.submit(items)
         report.loaded += len(chunk.prepared) - len(slow)
         stats.fast += len(chunk.prepared) - len(slow)
         for p in slow:  # after the batch commit, so a repeated id becomes its next version
             try:
-                load_one(ctx, p.slow if p.slow is not None else numbers.loads(_original(p)))
+                load_one(ctx, p.original())
                 report.loaded += 1
                 stats.slow += 1
             except FHIRError as exc:
@@ -498,16 +453,3 @@ def bulk_load(ctx: ServerContext, paths: Iterable[Path], *, validate: bool = Tru
         ctx.indexer.drain_all()
     stats.seconds = time.perf_counter() - t0
     return report
-
-
-def _original(p: _Prepared) -> bytes:
-    """The resource as given (for the ordinary path): the stamped body minus the version stamps."""
-    body = numbers.loads(p.content)
-    meta = {k: v for k, v in body.get("meta", {}).items() if k not in ("versionId", "lastUpdated")}
-    if meta:
-        body["meta"] = meta
-    else:
-        body.pop("meta", None)
-    if p.method == "POST":
-        body.pop("id", None)
-    return numbers.dumps(body)

@@ -244,3 +244,20 @@ def test_outbox_rows_are_cleared_only_once_searchable(ctx: ServerContext, tmp_pa
     monkeypatch.setattr(ctx.store, "outbox_done", checked_done)
     report = bulk_load(ctx, [_ndjson(tmp_path / "p.ndjson", _patients(100))], workers=0, batch=20, stats=BulkStats())
     assert report.rejected == [] and len(cleared) == 100
+
+
+def test_bulk_load_moves_the_consent_log_marker(ctx: ServerContext, tmp_path: Path) -> None:
+    """The Consent look-up's cache is keyed on the store's Consent log: bulk-written Consents must move it."""
+    consents = [{"resourceType": "Consent", "id": f"c{i}", "status": "active",
+                 "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
+                                       "code": "patient-privacy"}]},
+                 "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+                 "patient": {"reference": f"Patient/p{i}"},
+                 "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                                            "code": "OPTOUT"}]}} for i in range(5)]
+    before = ctx.store.log_marker("Consent")
+    stats = BulkStats()
+    report = bulk_load(ctx, [_ndjson(tmp_path / "c.ndjson", consents)], workers=0, stats=stats)
+    assert report.rejected == [] and stats.fast == 5
+    top = max(ctx.store.read("Consent", f"c{i}").seq for i in range(5))  # type: ignore[union-attr]
+    assert ctx.store.log_marker("Consent") == (top, before[1] + 5)

@@ -9,12 +9,22 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from fhir_server.storage import ConcurrentWrite, SQLResourceStore, VersionConflict, open_store
+from fhir_server.storage import (
+    ConcurrentWrite,
+    MatchKey,
+    NewResource,
+    SQLResourceStore,
+    VersionConflict,
+    format_instant,
+    now_us,
+    open_store,
+)
 
 PG_URL = os.environ.get("FHIR_TEST_PG_URL")
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -237,3 +247,37 @@ def test_type_log_is_backfilled_for_a_store_older_than_it(store: SQLResourceStor
     assert store.log_marker("Consent") == (max(seqs), n)
     seq = _consent(store, "b9")
     assert store.log_marker("Consent") == (seq, n + 1)
+
+
+def _new(type_: str, id_: str, *keys: MatchKey, indexed: bool = True) -> NewResource:
+    body = {"resourceType": type_, "id": id_, "meta": {"versionId": "1", "lastUpdated": format_instant(now_us())}}
+    return NewResource(type_, id_, "PUT", now_us(), orjson.dumps(body), frozenset(keys), indexed)
+
+
+def test_insert_new_many_writes_what_put_writes_and_declines_what_it_cannot_decide(store: SQLResourceStore) -> None:
+    uid = MatchKey("masterIdentifier", "urn:ietf:rfc:3986", "urn:oid:1.2.3")
+    ins = MatchKey("identifier", "urn:oid:1.2.250.1.213.1.4.8", "1800275")
+    _put(store, "old", "Exists")
+    with store.unit() as unit:
+        unit.put("DocumentReference", "held", {"resourceType": "DocumentReference", "masterIdentifier": {
+            "system": uid.system, "value": uid.value}}, method="PUT")
+    twin = MatchKey("masterIdentifier", "urn:ietf:rfc:3986", "urn:oid:9")
+    items = [_new("Patient", "n1", ins), _new("Patient", "old"), _new("Patient", "n1"),
+             _new("DocumentReference", "d1", uid), _new("DocumentReference", "d2", twin),
+             _new("DocumentReference", "d3", twin), _new("Binary", "b1", indexed=False), _new("Consent", "c1")]
+    before = store.log_marker("Consent")
+    pending = {e.seq for e in store.outbox_pending(100)}
+    with store.unit() as unit:
+        out = unit.insert_new_many(items)
+    written = [(v.type, v.id) for v in out if v is not None]
+    # exists, repeated id, masterIdentifier held, masterIdentifier carried twice: left to put()
+    assert written == [("Patient", "n1"), ("Binary", "b1"), ("Consent", "c1")]
+    assert [v is None for v in out] == [False, True, True, True, True, True, False, False]
+    n1 = store.read("Patient", "n1")
+    assert n1 is not None and n1.version == 1 and n1.content == items[0].content
+    with store.unit() as unit:
+        assert unit.match("Patient", ("identifier",), ins.system, ins.value) == {"n1"}
+    queued = [(e.type, e.id) for e in store.outbox_pending(100) if e.seq not in pending]
+    assert queued == [("Patient", "n1"), ("Consent", "c1")]  # Binary: not indexed
+    c1 = out[-1]
+    assert c1 is not None and store.log_marker("Consent") == (c1.seq, before[1] + 1)

@@ -1,6 +1,15 @@
 """Store of record: every version of every resource, plus the index outbox."""
 
-from .base import ConcurrentWrite, OutboxEntry, ResourceStore, StoredVersion, VersionConflict, WriteUnit, version_number
+from .base import (
+    ConcurrentWrite,
+    NewResource,
+    OutboxEntry,
+    ResourceStore,
+    StoredVersion,
+    VersionConflict,
+    WriteUnit,
+    version_number,
+)
 from .keys import MatchKey, UniqueKeyViolation
 from .sql import SQLResourceStore, format_instant, now_us
 
@@ -15,6 +24,7 @@ def open_store(url: str) -> SQLResourceStore:
 __all__ = [
     "ConcurrentWrite",
     "MatchKey",
+    "NewResource",
     "OutboxEntry",
     "ResourceStore",
     "SQLResourceStore",

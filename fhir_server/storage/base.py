@@ -10,6 +10,8 @@ from typing import Any, Protocol
 
 from fhir_server.formats import numbers
 
+from .keys import MatchKey
+
 
 def version_number(text: str) -> int | None:
     """A version id as the store holds it: ASCII digits (no int('²')) that fit an INTEGER (no SQLite overflow)."""
@@ -48,6 +50,20 @@ class OutboxEntry:
     attempts: int
 
 
+@dataclass(frozen=True, slots=True)
+class NewResource:
+    """A resource its producer already stamped as version 1 (``meta.versionId`` "1", ``meta.lastUpdated`` =
+    ``last_updated_us``), with its match keys: what :meth:`WriteUnit.insert_new_many` writes in batches."""
+
+    type: str
+    id: str
+    method: str  # PUT (the client's id) | POST (a server id)
+    last_updated_us: int
+    content: bytes
+    keys: frozenset[MatchKey]
+    indexed: bool = True  # False for types Elasticsearch never holds (no outbox row)
+
+
 class VersionConflict(Exception):
     """``If-Match`` named another version than the current one."""
 
@@ -77,6 +93,8 @@ class WriteUnit(Protocol):
 
     def delete(self, type_: str, id_: str, *, if_match: int | None = None,
                indexed: bool = True) -> StoredVersion | None: ...
+
+    def insert_new_many(self, items: list[NewResource]) -> list[StoredVersion | None]: ...
 
     def current(self, type_: str, id_: str) -> StoredVersion | None: ...
 

@@ -20,6 +20,7 @@ PostgreSQL commits seqs out of order.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,13 +33,15 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from fhir_server.formats import numbers
 
-from .base import ConcurrentWrite, OutboxEntry, StoredVersion, VersionConflict
+from .base import ConcurrentWrite, NewResource, OutboxEntry, StoredVersion, VersionConflict
 from .keys import RULES_MARKER, RULES_VERSION, UNIQUE_ELEMENTS, MatchKey, UniqueKeyViolation, extract_keys, lock_id
 from .schema import index_error, match_key, metadata, outbox, resource, resource_version, type_log
 
 #: Types whose change log is kept in ``type_log`` (read on every professional's request by the Consent look-up).
 #: Each costs its writers one row update and serialises their commits: keep it to the types that need a marker.
 TRACKED_TYPES = frozenset({"Consent"})
+
+_SQL_IN = 500  # values per IN (...) list
 
 _V = resource_version
 _VERSION_COLS = (_V.c.seq, _V.c.type, _V.c.id, _V.c.version, _V.c.last_updated_us, _V.c.method, _V.c.deleted,
@@ -244,6 +247,65 @@ class SQLWriteUnit:
         stored = self._append(type_, id_, head.version + 1, "DELETE", None, now_us(), True, indexed)
         self._replace_keys(type_, id_, set(), True)
         return stored
+
+    def insert_new_many(self, items: list[NewResource]) -> list[StoredVersion | None]:
+        """Version 1 of each item whose id is new, one statement per table (the bulk load); None for the others.
+
+        Declined, for the caller to write in order through :meth:`put`: an id that exists or that an earlier
+        item takes, and a unique key (masterIdentifier) a current resource holds or several items carry (the
+        409 policy then decides which one wins). What is written is what ``put`` would write: version, head,
+        outbox row, match keys and the tracked types' log.
+        """
+        taken: set[tuple[str, str]] = set()
+        candidates: list[int] = []
+        by_type: dict[str, list[str]] = {}
+        for i, it in enumerate(items):
+            if (it.type, it.id) not in taken:
+                taken.add((it.type, it.id))
+                candidates.append(i)
+                by_type.setdefault(it.type, []).append(it.id)
+        existing: set[tuple[str, str]] = set()
+        for type_, ids in by_type.items():
+            for j in range(0, len(ids), _SQL_IN):
+                stmt = select(resource.c.id).where(resource.c.type == type_, resource.c.id.in_(ids[j:j + _SQL_IN]))
+                existing.update((type_, r.id) for r in self._conn.execute(stmt))
+
+        def unique_of(it: NewResource) -> list[tuple[str, str, str, str]]:
+            return [(it.type, k.element, k.system, k.value) for k in it.keys
+                    if k.element in UNIQUE_ELEMENTS.get(it.type, ())]
+
+        carried = Counter(u for i in candidates for u in unique_of(items[i]))
+        held: set[tuple[str, str, str, str]] = set()
+        for u in sorted(carried):
+            type_, element, system, value = u
+            self.lock_values(type_, [value])
+            if self.match(type_, (element,), system, value):
+                held.add(u)
+        keep = [items[i] for i in candidates if (items[i].type, items[i].id) not in existing
+                and not any(u in held or carried[u] > 1 for u in unique_of(items[i]))]
+        out: dict[tuple[str, str], StoredVersion] = {}
+        if keep:
+            try:
+                result = self._conn.execute(insert(_V).returning(_V.c.seq, sort_by_parameter_order=True), [
+                    {"type": it.type, "id": it.id, "version": 1, "last_updated_us": it.last_updated_us,
+                     "method": it.method, "deleted": False, "content": it.content} for it in keep])
+                seqs = [r.seq for r in result]
+                self._conn.execute(insert(resource), [{"type": it.type, "id": it.id, "version": 1, "seq": seq,
+                                                       "deleted": False} for it, seq in zip(keep, seqs, strict=True)])
+                if outbox_rows := [{"seq": seq, "type": it.type, "id": it.id, "attempts": 0}
+                                   for it, seq in zip(keep, seqs, strict=True) if it.indexed]:
+                    self._conn.execute(insert(outbox), outbox_rows)
+                if key_rows := [{"type": it.type, "id": it.id, "element": k.element, "system": k.system,
+                                 "value": k.value} for it in keep for k in it.keys]:
+                    self._conn.execute(insert(match_key), key_rows)
+            except IntegrityError as exc:  # an id created meanwhile by another transaction (PostgreSQL)
+                raise ConcurrentWrite(f"a resource of the batch was written concurrently: {exc.orig}") from exc
+            for it, seq in zip(keep, seqs, strict=True):
+                self._log(it.type, seq)
+                out[(it.type, it.id)] = StoredVersion(seq, it.type, it.id, 1, it.last_updated_us, it.method, False,
+                                                      it.content)
+        first = set(candidates)  # a repeated id's later items are declined: they are its next versions
+        return [out.get((it.type, it.id)) if i in first else None for i, it in enumerate(items)]
 
 
 class SQLResourceStore:
