@@ -98,7 +98,7 @@ def _existing_paths(raw: list[str]) -> list[Path] | None:
 
 def _load(settings: Settings, args: argparse.Namespace) -> int:
     from .context import ServerContext
-    from .loader import BulkStats, bulk_load, iter_resources, load
+    from .loader import BulkStats, bulk_load, load
 
     paths = _existing_paths(args.paths)
     if paths is None:
@@ -106,7 +106,7 @@ def _load(settings: Settings, args: argparse.Namespace) -> int:
     if not args.bulk and (args.no_validate or args.workers is not None):
         console.print("[red]--no-validate and --workers need --bulk[/]")
         return 2
-    total = _count_hint(paths) if args.bulk else sum(1 for _ in iter_resources(paths))
+    total = _count_hint(paths)  # parsing every file for an exact count would read the inputs twice
     stats = BulkStats()
     with elasticsearch(settings) as es_url:
         ctx = ServerContext.build(settings, es_url, start_indexer=not args.bulk)

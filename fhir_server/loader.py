@@ -9,7 +9,8 @@ references between loaded resources keep resolving. In a Bundle, an entry
 whose ``fullUrl`` is ``urn:uuid:X`` and whose resource has no id gets id X, and
 every ``urn:uuid:X`` reference in the Bundle is rewritten to ``Type/X``. A
 ``transaction`` Bundle goes through the transaction path instead
-(``load_transaction``): atomically, one file at a time.
+(``load_transaction``): atomically, one file at a time. Inputs are loaded in the
+order given (directory contents sorted), each file read and parsed once.
 
 :func:`bulk_load` is the fast path for large data sets (``fhir-server load --bulk``); see its docstring.
 """
@@ -80,29 +81,54 @@ def _bundle_resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:
     return [_rewrite_urns(e["resource"], urns) for e in entries]
 
 
-def iter_resources(paths: Iterable[Path]) -> Iterator[tuple[str, dict[str, Any] | None, str | None]]:
-    """(source label, resource or None, parse error or None) for every resource in ``paths``."""
+@dataclass(frozen=True, slots=True)
+class _Transaction:
+    """A ``transaction`` Bundle file: it goes through the transaction path, whole."""
+
+    source: str
+    bundle: dict[str, Any]
+
+
+#: One input resource: an ndjson line (parsed by whoever handles it: the bulk path's workers), a resource
+#: parsed from a ``.json`` file, or why the input has no resource.
+_Raw = bytes | dict[str, Any] | str
+
+
+def _inputs(paths: Iterable[Path]) -> Iterator[_Transaction | tuple[str, _Raw]]:
+    """Every input of ``paths`` in order (directories sorted), each file read and parsed once: a ``.json``
+    file is one transaction Bundle, the resources of another Bundle, or one resource."""
     for f in _files(paths):
         if f.suffix == ".ndjson":
             with f.open("rb") as fh:
                 for n, line in enumerate(fh, 1):
-                    if not line.strip():
-                        continue
-                    try:
-                        yield f"{f.name}:{n}", numbers.loads(line), None
-                    except orjson.JSONDecodeError as exc:
-                        yield f"{f.name}:{n}", None, f"malformed JSON: {exc}"
+                    if line.strip():
+                        yield f"{f.name}:{n}", line
             continue
         try:
             data = numbers.loads(f.read_bytes())
         except orjson.JSONDecodeError as exc:
-            yield f.name, None, f"malformed JSON: {exc}"
+            yield f.name, f"malformed JSON: {exc}"
             continue
         if isinstance(data, dict) and data.get("resourceType") == "Bundle":
+            if data.get("type") == "transaction":
+                yield _Transaction(f.name, data)
+                continue
             for i, res in enumerate(_bundle_resources(data)):
-                yield f"{f.name}#entry[{i}]", res, None
+                yield f"{f.name}#entry[{i}]", res
         else:
-            yield f.name, data, None
+            yield f.name, data if isinstance(data, dict) else "400 not a JSON object"
+
+
+def _resource(raw: _Raw) -> dict[str, Any] | str:
+    """The resource of an input, or why it has none."""
+    if isinstance(raw, bytes):
+        try:
+            raw = numbers.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return f"malformed JSON: {exc}"
+        if not isinstance(raw, dict):
+            return "400 not a JSON object"
+    return raw
 
 
 def _reason(status: object, diagnostics: str, expression: Iterable[str]) -> str:
@@ -117,18 +143,6 @@ def load_one(ctx: ServerContext, resource: dict[str, Any]) -> None:
         crud.update(ctx, type_, str(resource["id"]), resource, None)
     else:
         crud.create(ctx, type_, resource)
-
-
-def _transaction_bundle(f: Path) -> dict[str, Any] | None:
-    if f.suffix != ".json":
-        return None
-    try:
-        data = numbers.loads(f.read_bytes())
-    except orjson.JSONDecodeError:
-        return None
-    if isinstance(data, dict) and data.get("resourceType") == "Bundle" and data.get("type") == "transaction":
-        return data
-    return None
 
 
 def load_transaction(ctx: ServerContext, source: str, bundle: dict[str, Any], report: LoadReport) -> None:
@@ -165,21 +179,21 @@ def load_transaction(ctx: ServerContext, source: str, bundle: dict[str, Any], re
 
 
 def load(ctx: ServerContext, paths: Iterable[Path], *, on_progress: Any = None) -> LoadReport:
+    """Every input through the ordinary write path, in order; ``on_progress(source)`` after each resource
+    or transaction Bundle."""
     report = LoadReport()
-    plain: list[Path] = []
-    for f in _files(paths):
-        tx = _transaction_bundle(f)
-        if tx is None:
-            plain.append(f)
+    for item in _inputs(paths):
+        if isinstance(item, _Transaction):
+            load_transaction(ctx, item.source, item.bundle, report)
+            if on_progress is not None:
+                on_progress(item.source)
             continue
-        if on_progress is not None:
-            on_progress(f.name)
-        load_transaction(ctx, f.name, tx, report)
-    for source, resource, error in iter_resources(plain):
+        source, raw = item
         if on_progress is not None:
             on_progress(source)
-        if resource is None:
-            report.rejected.append((source, error or "unreadable"))
+        resource = _resource(raw)
+        if isinstance(resource, str):
+            report.rejected.append((source, resource))
             continue
         type_ = resource.get("resourceType")
         if not isinstance(type_, str) or get_type(type_) is None:
@@ -263,7 +277,7 @@ def _has_inline_data(resource: dict[str, Any]) -> bool:
         for c in contents)
 
 
-def _prepare_chunk(items: list[tuple[str, bytes | dict[str, Any]]], validate_: bool) -> _Chunk:
+def _prepare_chunk(items: list[tuple[str, _Raw]], validate_: bool) -> _Chunk:
     """Worker: parse, check, validate, stamp as version 1, extract match keys and the ES document."""
     from profiles import validate
 
@@ -274,16 +288,10 @@ def _prepare_chunk(items: list[tuple[str, bytes | dict[str, Any]]], validate_: b
     builder = _WORKER["builder"]
     out = _Chunk()
     for source, raw in items:
-        if isinstance(raw, bytes):
-            try:
-                raw = numbers.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                out.rejected.append((source, f"malformed JSON: {exc}"))
-                continue
-        if not isinstance(raw, dict):
-            out.rejected.append((source, "400 not a JSON object"))
+        res = _resource(raw)
+        if isinstance(res, str):
+            out.rejected.append((source, res))
             continue
-        res: dict[str, Any] = raw
         type_ = res.get("resourceType")
         rtype = get_type(type_) if isinstance(type_, str) else None
         if rtype is None or not isinstance(type_, str):
@@ -337,22 +345,17 @@ def _commit_batch(store: SQLResourceStore, prepared: list[_Prepared]) -> tuple[l
     return items, [p for p in prepared if id(p) not in written]
 
 
-def _raw_items(paths: list[Path]) -> Iterator[tuple[str, bytes | dict[str, Any]]]:
-    """(source, ndjson line bytes or parsed resource): ndjson lines are parsed by the workers."""
-    for f in paths:
-        if f.suffix == ".ndjson":
-            with f.open("rb") as fh:
-                for n, line in enumerate(fh, 1):
-                    if line.strip():
-                        yield f"{f.name}:{n}", line
-        else:
-            for source, res, error in iter_resources([f]):
-                yield source, (res if res is not None else (error or "unreadable").encode())
-
-
-def _chunks(items: Iterator[tuple[str, bytes | dict[str, Any]]], size: int) -> Iterator[list[Any]]:
-    chunk: list[Any] = []
-    for item in items:
+def _batches(inputs: Iterator[_Transaction | tuple[str, _Raw]], size: int) -> Iterator[list[tuple[str, _Raw]] |
+                                                                                 _Transaction]:
+    """Inputs in batches of ``size``; a transaction Bundle ends the batch before it and comes alone."""
+    chunk: list[tuple[str, _Raw]] = []
+    for item in inputs:
+        if isinstance(item, _Transaction):
+            if chunk:
+                yield chunk
+                chunk = []
+            yield item
+            continue
         chunk.append(item)
         if len(chunk) >= size:
             yield chunk
@@ -396,13 +399,6 @@ def bulk_load(ctx: ServerContext, paths: Iterable[Path], *, validate: bool = Tru
     t0 = time.perf_counter()
     stats = stats if stats is not None else BulkStats()
     report = LoadReport()
-    plain: list[Path] = []
-    for f in _files(paths):
-        tx = _transaction_bundle(f)
-        if tx is None:
-            plain.append(f)
-        else:
-            load_transaction(ctx, f.name, tx, report)
     settings = ctx.settings
     init_args = (settings.public_base, settings.validation_required_profiles, settings.validation_unknown_profile)
     n_workers = (os.cpu_count() or 1) if workers is None else workers
@@ -432,17 +428,22 @@ def bulk_load(ctx: ServerContext, paths: Iterable[Path], *, validate: bool = Tru
     try:
         with tuned_for_bulk(ctx.es, ctx.indices, sorted(searchable)), \
                 BulkIndexer(ctx.store, ctx.es, ctx.indices) as bulk:
-            if pool is None:
-                for chunk_items in _chunks(_raw_items(plain), batch):
-                    handle(_prepare_chunk(chunk_items, validate))
-            else:
-                inflight: deque[Future[_Chunk]] = deque()
-                for chunk_items in _chunks(_raw_items(plain), batch):
-                    inflight.append(pool.submit(_prepare_chunk, chunk_items, validate))
+            inflight: deque[Future[_Chunk]] = deque()
+            for work in _batches(_inputs(paths), batch):
+                if isinstance(work, _Transaction):  # in file order: what comes before it is written first
+                    while inflight:
+                        handle(inflight.popleft().result())
+                    load_transaction(ctx, work.source, work.bundle, report)
+                    if on_progress is not None:
+                        on_progress(1)
+                elif pool is None:
+                    handle(_prepare_chunk(work, validate))
+                else:
+                    inflight.append(pool.submit(_prepare_chunk, work, validate))
                     if len(inflight) > 2 * n_workers:
                         handle(inflight.popleft().result())
-                while inflight:
-                    handle(inflight.popleft().result())
+            while inflight:
+                handle(inflight.popleft().result())
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)

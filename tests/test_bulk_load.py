@@ -261,3 +261,45 @@ def test_bulk_load_moves_the_consent_log_marker(ctx: ServerContext, tmp_path: Pa
     assert report.rejected == [] and stats.fast == 5
     top = max(ctx.store.read("Consent", f"c{i}").seq for i in range(5))  # type: ignore[union-attr]
     assert ctx.store.log_marker("Consent") == (top, before[1] + 5)
+
+
+@pytest.mark.parametrize("bulk", [False, True])
+def test_json_files_are_read_once_and_loaded_in_order(ctx: ServerContext, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch, bulk: bool) -> None:
+    """A .json file is parsed once (transaction or not is decided on that parse), and inputs load in order:
+    the transaction Bundle after the plain file before it writes the next version."""
+    (tmp_path / "a-plain.json").write_bytes(orjson.dumps(_patients(1)[0]))
+    tx = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": _patients(1)[0] | {"gender": "female"}, "request": {"method": "PUT", "url": "Patient/p0"}}]}
+    (tmp_path / "b-tx.json").write_bytes(orjson.dumps(tx))
+    collection = {"resourceType": "Bundle", "type": "collection",
+                  "entry": [{"resource": r} for r in _patients(2, start=5)]}
+    (tmp_path / "c-collection.json").write_bytes(orjson.dumps(collection))
+    reads: list[str] = []
+    read_bytes = Path.read_bytes
+
+    def counted(self: Path) -> bytes:
+        reads.append(self.name)
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", counted)
+    report = bulk_load(ctx, [tmp_path], workers=0) if bulk else load(ctx, [tmp_path])
+    assert report.rejected == [] and report.loaded == 4
+    assert sorted(reads) == ["a-plain.json", "b-tx.json", "c-collection.json"]
+    p0 = ctx.store.read("Patient", "p0")
+    assert p0 is not None and p0.version == 2 and p0.resource()["gender"] == "female"
+
+
+def test_a_batch_colliding_with_another_writer_takes_the_ordinary_path(ctx: ServerContext, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from fhir_server.storage import ConcurrentWrite
+    from fhir_server.storage.sql import SQLWriteUnit
+
+    def collide(self: SQLWriteUnit, items: list[Any]) -> list[Any]:
+        raise ConcurrentWrite("an id of the batch was created meanwhile")
+
+    monkeypatch.setattr(SQLWriteUnit, "insert_new_many", collide)
+    stats = BulkStats()
+    report = bulk_load(ctx, [_ndjson(tmp_path / "a.ndjson", _patients(4))], workers=0, stats=stats)
+    assert report.rejected == [] and report.loaded == 4 and stats.slow == 4
+    assert len(_search_ids(ctx, "Patient", {"match_all": {}})) == 4
