@@ -23,7 +23,9 @@ from fhir_server.errors import Issue, bad_request
 from fhir_server.security.policy import AccessPolicy
 from search.params import reference
 from search.params.base import IndexContext
-from search.query import CompiledSearch, compile_search
+from search.query import CompiledSearch
+
+from .search_exec import policy_query
 
 MAX_INCLUDED = 1000
 MAX_ROUNDS = 4  # :iterate depth (each round follows one more hop)
@@ -107,19 +109,6 @@ def _forward(ctx: ServerContext, spec: IncludeSpec, pool: list[dict[str, Any]]) 
     return wanted
 
 
-def _policy_filter(ctx: ServerContext, source: str, policy: AccessPolicy | None) -> list[dict[str, Any]] | None:
-    """ES clauses of the principal's mandatory parameters on ``source``; None = nothing of it is visible."""
-    if policy is None:
-        return []
-    mandatory = policy.params(source)
-    if mandatory is None:
-        return None
-    clauses = [compile_search(ctx.search_parameters, source, mandatory, base_url=ctx.base_url, strict=True).query] \
-        if mandatory else []
-    exclusion = policy.exclusion_clause(ctx.search_parameters, ctx.base_url, source)  # Consent oppositions
-    return clauses + ([{"bool": {"must_not": [exclusion]}}] if exclusion is not None else [])
-
-
 def _reverse(ctx: ServerContext, spec: IncludeSpec, pool: list[dict[str, Any]],
              limit: int, policy: AccessPolicy | None) -> tuple[dict[str, set[str]], bool]:
     """Sources referring to the pool; ``True`` when more than ``limit`` exist."""
@@ -130,9 +119,6 @@ def _reverse(ctx: ServerContext, spec: IncludeSpec, pool: list[dict[str, Any]],
         by_type[res["resourceType"]].append(f"{res['resourceType']}/{res['id']}")
     sources = ctx.indices.searchable_types() if spec.source == "*" else [spec.source]
     for source in sources:
-        restrict = _policy_filter(ctx, source, policy)
-        if restrict is None:
-            continue
         known = ctx.search_parameters.for_type(source)
         codes = _ref_params(ctx, source, spec.param)
         clauses = []
@@ -145,10 +131,11 @@ def _reverse(ctx: ServerContext, spec: IncludeSpec, pool: list[dict[str, Any]],
                 clauses.append({"terms": {f"sp.{code}.ref": refs}})
         if not clauses:
             continue
+        query = policy_query(ctx, policy, source, {"bool": {"should": clauses, "minimum_should_match": 1}})
+        if query is None:  # the principal sees none of this type
+            continue
         resp = ctx.search_es.search(index=ctx.indices.alias(source), source=False, size=limit + 1, sort=[{"id": "asc"}],
-                             track_total_hits=False,
-                             query={"bool": {"should": clauses, "minimum_should_match": 1,
-                                             "filter": restrict}}).body
+                                    track_total_hits=False, query=query).body
         hits = resp["hits"]["hits"]
         if len(hits) > limit:
             truncated = True

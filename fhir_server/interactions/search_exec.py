@@ -35,6 +35,25 @@ def _no_result_params(compiled: CompiledSearch, params: list[tuple[str, str]]) -
                           params[0][0])
 
 
+def policy_query(ctx: ServerContext, policy: AccessPolicy | None, resource_type: str,
+                 query: dict[str, Any]) -> dict[str, Any] | None:
+    """``query`` restricted to what ``policy`` lets its principal see of ``resource_type``: ANDed with their
+    mandatory parameters and with the negation of their Consent exclusions. None: they see none of it.
+
+    The one place an inner query (chain, ``_has``, ``_revinclude``) takes the policy in, so none of them
+    can drift from the others."""
+    if policy is None:
+        return query
+    mandatory = policy.params(resource_type)
+    if mandatory is None:
+        return None
+    if mandatory:
+        required = compile_search(ctx.search_parameters, resource_type, mandatory, base_url=ctx.base_url,
+                                  strict=True).query
+        query = {"bool": {"filter": [query, required]}}
+    return policy.restrict(ctx.search_parameters, ctx.base_url, resource_type, query)
+
+
 class EsResolver:
     def __init__(self, ctx: ServerContext, policy: AccessPolicy | None = None) -> None:
         self.ctx = ctx
@@ -44,15 +63,13 @@ class EsResolver:
         return self.ctx.indices.searchable_types()
 
     def _query(self, resource_type: str, params: list[tuple[str, str]]) -> dict[str, Any]:
-        mandatory = self.policy.params(resource_type) if self.policy is not None else []
-        compiled = compile_search(self.ctx.search_parameters, resource_type, params + (mandatory or []),
-                                  base_url=self.ctx.base_url, strict=True, resolver=self)
-        if mandatory is None:  # validated above, but the principal sees none of this type
+        compiled = compile_search(self.ctx.search_parameters, resource_type, params, base_url=self.ctx.base_url,
+                                  strict=True, resolver=self)
+        query = policy_query(self.ctx, self.policy, resource_type, compiled.query)
+        if query is None:  # validated above, but the principal sees none of this type
             return match_nothing()
-        _no_result_params(compiled, params + mandatory)
-        if self.policy is not None:  # Consent oppositions (policy.AccessPolicy.excluded)
-            return self.policy.restrict(self.ctx.search_parameters, self.ctx.base_url, resource_type, compiled.query)
-        return compiled.query
+        _no_result_params(compiled, params)
+        return query
 
     def matching_ids(self, resource_type: str, params: list[tuple[str, str]]) -> list[str]:
         query = self._query(resource_type, params)
