@@ -227,9 +227,7 @@ def _subsumption(param: SearchParameter, direction: str, raw: str, name: str) ->
         if direction == "above":
             raise SearchError(":above needs a code", name)
         return term(field_name(param, "system"), system)
-    codes = subsumed(system, code, direction)
-    return any_of([{"terms": {field_name(param, "sys_code"): [f"{system}|{c}" for c in codes]}},
-                   {"terms": {field_name(param, "sys_code_ci"): [f"{system}|{c.lower()}" for c in codes]}}])
+    return _any_sys_code(param, [f"{system}|{c}" for c in subsumed(system, code, direction)])
 
 
 def _in(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
@@ -237,8 +235,14 @@ def _in(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
     codes = value_sets().get(url)
     if codes is None:
         raise SearchError(f"unknown value set {url!r}: :in/:not-in only know {len(value_sets())} value sets", name)
-    return any_of([{"terms": {field_name(param, "sys_code"): codes}},
-                   {"terms": {field_name(param, "sys_code_ci"): [_lower_code(c) for c in codes]}}])
+    return _any_sys_code(param, codes)
+
+
+def _any_sys_code(param: SearchParameter, system_codes: list[str]) -> dict[str, Any]:
+    """Any of ``system|code``, exactly or by the lower-cased copy (``:in`` and ``:below``/``:above`` both
+    expand to such a list, and both must treat case as a plain ``system|code`` does)."""
+    return any_of([{"terms": {field_name(param, "sys_code"): system_codes}},
+                   {"terms": {field_name(param, "sys_code_ci"): [_lower_code(c) for c in system_codes]}}])
 
 
 def _lower_code(system_code: str) -> str:
