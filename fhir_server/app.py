@@ -68,10 +68,11 @@ def create_app(build_context: Callable[[], ServerContext], settings: Settings | 
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         ctx = build_context()
         app.state.ctx = ctx
-        writer = AuditWriter(ctx.store, sync=settings.audit_sync) if settings.audit_enabled else None
+        writer = AuditWriter(ctx.store, settings.audit_journal, sync=settings.audit_sync,
+                             linger_s=settings.audit_linger_s) if settings.audit_enabled else None
         if writer is not None:
             writer.start()
-        app.state.audit = audit_box[0] = writer
+        app.state.audit = audit_box[0] = ctx.audit = writer
         try:
             yield
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from elasticsearch import Elasticsearch
 
@@ -15,6 +16,9 @@ from .index.indices import IndexManager
 from .index.reindex import reindex_type
 from .settings import Settings
 from .storage import SQLResourceStore, open_store
+
+if TYPE_CHECKING:
+    from .audit.writer import AuditWriter
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,7 @@ class ServerContext:
     indexer: Indexer
     search_parameters: SearchParameterRegistry
     request_es: Elasticsearch | None = None
+    audit: AuditWriter | None = None  # set by the app's lifespan when audit is on (readers wait for it)
 
     @property
     def search_es(self) -> Elasticsearch:

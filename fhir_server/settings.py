@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 
 class Settings(BaseSettings):
@@ -72,19 +73,34 @@ class Settings(BaseSettings):
     auth_token_url: str | None = None
 
     # Audit (fhir_server/audit): an AuditEvent per interaction. fail-closed holds each answer until its
-    # record is committed (and refuses it if the record cannot be written); async does not wait.
+    # record is in the audit journal (and refuses it if the record cannot be written); async does not wait.
     # Unset: on whenever authentication is on (there is an identity to trace), off with FHIR_AUTH=off.
     audit: Literal["on", "off"] | None = None
     audit_mode: Literal["fail-closed", "async"] = "fail-closed"
-    # normal: the answer waits for the record's commit, the flush to disk follows within ~0.2 s (a power cut
-    # can lose that much trail, a process crash nothing); full: the answer waits for the fsync too.
+    # normal: the answer waits for the journal append (survives a crash of the process), the journal is
+    # fdatasync'ed within ~0.2 s (a power cut can lose that much trail); full: the answer waits for it too.
     audit_sync: Literal["normal", "full"] = "normal"
+    # The journal's directory; unset: beside a SQLite store file (fhir.sqlite3 -> fhir-audit.journal/),
+    # else ./var/audit-journal. Node-local: each server process takes a slot of its own in it.
+    audit_journal_dir: Path | None = None
+    audit_linger_s: float = 0.1  # how long the journal may hold records before they are in the audit table
 
     @property
     def audit_enabled(self) -> bool:
         if self.audit is None:
             return self.auth == "jwt"
         return self.audit == "on"
+
+    @property
+    def audit_journal(self) -> Path:
+        """Where the audit journal lives (see ``audit_journal_dir``)."""
+        if self.audit_journal_dir is not None:
+            return self.audit_journal_dir
+        url = make_url(self.db_url)
+        if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+            db = Path(url.database)
+            return db.with_name(f"{db.stem}-audit.journal")
+        return Path("var") / "audit-journal"
 
     @property
     def public_base(self) -> str:

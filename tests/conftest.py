@@ -55,6 +55,7 @@ def make_settings(es_url: str, workdir: Path, **overrides: object) -> Settings:
         "es_url": es_url,
         "es_index_prefix": prefix,
         "port": es_node.free_port(),
+        "audit_journal_dir": workdir / "audit-journal",
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

@@ -1,6 +1,10 @@
 """The AuditEvent resources (IHE BALP "RESTful" events) of one audited request.
 
-Built in the writer thread from an :class:`AuditRecord`, which the request path fills cheaply.
+Two steps, split where the journal is: on the request path :func:`facts` reduces an
+:class:`AuditRecord` to the few JSON values the events need (the answered resource is read only for
+the patients it names, a Bundle only for its entries' summaries), cheap enough to run before every
+answer; off the request path :func:`build` turns those facts into AuditEvents (with a store look-up
+for a refused read, so the probed patient finds the attempt in their own listing).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class AuditRecord:
     address: str | None
     content: Any = None  # the resource answered or written (bytes or dict), when the route set it
     bundle: tuple[dict[str, Any], dict[str, Any]] | None = None  # (request, response) Bundles
+    location: str | None = None  # the answer's Location header (the id a create gave)
 
 
 def params_from_path(path: str) -> dict[str, str]:
@@ -127,46 +132,118 @@ def _load(content: Any) -> dict[str, Any] | None:
     return content if isinstance(content, dict) else None
 
 
-def _agent(rec: AuditRecord) -> dict[str, Any]:
+_RESOURCE_CODES = frozenset({"read", "vread", "create", "update", "patch", "delete"})
+
+
+def _who(p: Principal | None) -> dict[str, Any] | None:
+    if p is None:
+        return None
+    return {"sub": p.subject, "iss": next((v for k, v in p.claims if k == "iss"), None), "user": p.fhir_user,
+            "client": p.client_id, "patient": p.patient}
+
+
+def _target_of_location(location: str | None) -> str | None:
+    parts = [p for p in (location or "").split("/") if p]
+    if "_history" in parts:
+        parts = parts[:parts.index("_history")]
+    return "/".join(parts[-2:]) if len(parts) >= 2 else None
+
+
+def facts(rec: AuditRecord) -> dict[str, Any]:
+    """What the journal keeps of a request: JSON values only, everything :func:`build` needs."""
+    code = interaction(rec.method, rec.path, rec.path_params)
+    type_, id_ = rec.path_params.get("type"), rec.path_params.get("id")
+    target = f"{type_}/{id_}" if type_ and id_ else None
+    if target is None and rec.status < 400 and code == "create":
+        target = _target_of_location(rec.location)
+    patients: set[str] = set()
+    content = None
+    if rec.status < 400 and code in _RESOURCE_CODES and type_ in PATIENT_COMPARTMENT:
+        content = _load(rec.content)  # a Binary or a searchset is never parsed here
+        if content is not None and content.get("resourceType") == type_:
+            patients |= patients_of(content)
+            if target is None and isinstance(content.get("id"), str):
+                target = f"{type_}/{content['id']}"
+        else:
+            content = None
+    out: dict[str, Any] = {"t": rec.recorded_us, "code": code, "s": rec.status, "w": _who(rec.principal),
+                           "ip": rec.address, "tgt": target, "pts": sorted(patients)}
+    if content is None and target is not None and type_ in PATIENT_COMPARTMENT:
+        out["look"] = True  # refused, failed or bodiless: the writer reads whose record it is from the store
+    if type_:
+        out["type"] = type_
+    if code in ("search-type", "history-type", "history-system", "history-instance", "operation") or (
+            rec.query and code in ("update", "delete", "patch")):
+        out["q"] = rec.query
+    if code == "transaction" and rec.bundle is not None:
+        request, response = rec.bundle
+        kind = str(request.get("type") or "transaction")
+        out["code"] = kind if kind in ("transaction", "batch") else "transaction"
+        if rec.status < 400:
+            out["entries"] = _entry_facts(request, response)
+    return out
+
+
+def _entry_facts(request: dict[str, Any], response: dict[str, Any]) -> list[list[Any]]:
+    """[method, url, location, status, patients] of each Bundle entry."""
+    out: list[list[Any]] = []
+    for req_entry, resp_entry in zip(request.get("entry") or [], response.get("entry") or [], strict=False):
+        if not isinstance(req_entry, dict) or not isinstance(resp_entry, dict):
+            continue
+        req = req_entry.get("request") or {}
+        resp = resp_entry.get("response") or {}
+        patients: set[str] = set()
+        for res in (req_entry.get("resource"), resp_entry.get("resource")):
+            if isinstance(res, dict):
+                patients |= patients_of(res)
+        out.append([str(req.get("method", "")).upper(), str(req.get("url", "")), str(resp.get("location") or ""),
+                    str(resp.get("status", "0")), sorted(patients)])
+    return out
+
+
+def _agent(f: dict[str, Any]) -> dict[str, Any]:
     agent: dict[str, Any] = {"type": {"coding": [{"system": DCM, "code": "110153", "display": "Source Role ID"}]},
                              "requestor": True}
-    p = rec.principal
+    p = f.get("w")
     if p is None:
         agent["who"] = {"display": "anonymous"}
     else:
-        iss = dict(p.claims).get("iss")
-        who: dict[str, Any] = {"identifier": {"system": str(iss), "value": p.subject} if iss else
-                               {"value": p.subject}}
+        iss, user = p.get("iss"), p.get("user")
+        who: dict[str, Any] = {"identifier": {"system": str(iss), "value": p["sub"]} if iss else
+                               {"value": p["sub"]}}
         # a Patient agent is an identifier only: `patient=` must not match what a patient did to others
-        if p.fhir_user and not p.fhir_user.startswith("Patient/"):
-            who["reference"] = p.fhir_user
-        elif p.fhir_user:
-            who["display"] = p.fhir_user
+        if user and not user.startswith("Patient/"):
+            who["reference"] = user
+        elif user:
+            who["display"] = user
         agent["who"] = who
-        if p.client_id:
-            agent["altId"] = p.client_id
-    if rec.address:
-        agent["network"] = {"address": rec.address, "type": "2"}
+        if p.get("client"):
+            agent["altId"] = p["client"]
+    if f.get("ip"):
+        agent["network"] = {"address": f["ip"], "type": "2"}
     return agent
 
 
-def _event(rec: AuditRecord, code: str, status: int, entities: list[dict[str, Any]],
+def _event(f: dict[str, Any], agent: dict[str, Any], code: str, status: int, entities: list[dict[str, Any]],
            detail: str) -> dict[str, Any]:
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
         "type": EVENT_TYPE,
         "subtype": [{"system": INTERACTION_SYSTEM, "code": code}],
         "action": ACTIONS.get(code, "E"),
-        "recorded": format_instant(rec.recorded_us),
+        "recorded": format_instant(f["t"]),
         "outcome": outcome(status),
         "outcomeDesc": f"HTTP {status} {detail}".strip(),
-        "agent": [_agent(rec)],
-        "source": {"observer": {"display": "fhir-server"},
-                   "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}]},
+        "agent": [agent],
+        "source": SOURCE,
     }
     if entities:
         event["entity"] = entities
     return event
+
+
+SOURCE = {"observer": {"display": "fhir-server"},
+          "type": [{"system": SOURCE_TYPE, "code": "4", "display": "Application Server"}]}
 
 
 def _resource_entity(ref: str) -> dict[str, Any]:
@@ -188,72 +265,46 @@ def _entities(target: str | None, patients: set[str], query: str | None) -> list
     return out
 
 
-def build(rec: AuditRecord, lookup: Any = None) -> list[dict[str, Any]]:
-    """The AuditEvents of one request: one for the request, plus one per Bundle entry.
+def build(f: dict[str, Any], lookup: Any = None) -> list[dict[str, Any]]:
+    """The AuditEvents of one request's :func:`facts`: one for the request, plus one per Bundle entry.
 
-    ``lookup(type, id)`` gives the stored resource when the request did not carry it (denied or failed
+    ``lookup(type, id)`` gives the stored resource when the answer did not carry it (denied or failed
     reads), so the patient whose data was probed finds the attempt in their own listing.
     """
-    code = interaction(rec.method, rec.path, rec.path_params)
-    type_, id_ = rec.path_params.get("type"), rec.path_params.get("id")
-    target = f"{type_}/{id_}" if type_ and id_ else None
-    patients: set[str] = set()
-    content = _load(rec.content) if rec.status < 400 else None
-    if content is not None:
-        patients |= patients_of(content)
-        if target is None and isinstance(content.get("id"), str) and content.get("resourceType") == type_:
-            target = f"{type_}/{content['id']}"
-    elif target is not None and lookup is not None and type_ in PATIENT_COMPARTMENT:
-        stored = lookup(type_, id_)
+    code, status, type_ = str(f["code"]), int(f["s"]), f.get("type")
+    target: str | None = f.get("tgt")
+    patients: set[str] = set(f.get("pts") or ())
+    if f.get("look") and target is not None and lookup is not None:
+        stored = lookup(type_, target.partition("/")[2])
         if stored is not None:
             patients |= patients_of(stored)
-    query: str | None = None
-    if code in ("search-type", "history-type", "history-system", "history-instance", "operation") or (
-            rec.query and code in ("update", "delete", "patch")):
-        query = rec.query
-        patients |= patients_of_query(type_, rec.query)
-    if code == "search-type" and rec.principal is not None and rec.principal.patient:
-        patients.add(f"Patient/{rec.principal.patient}")  # the compartment filter named it
-    if code == "transaction" and rec.bundle is not None:
-        code = str(rec.bundle[0].get("type") or "transaction")
-        code = code if code in ("transaction", "batch") else "transaction"
-    events = [_event(rec, code, rec.status, _entities(target, patients, query), "")]
-    if rec.bundle is not None and rec.status < 400:
-        events += _entry_events(rec)
+    query: str | None = f.get("q")
+    if query is not None:
+        patients |= patients_of_query(type_, query)
+    who = f.get("w") or {}
+    if code == "search-type" and who.get("patient"):
+        patients.add(f"Patient/{who['patient']}")  # the compartment filter named it
+    agent = _agent(f)
+    events = [_event(f, agent, code, status, _entities(target, patients, query), "")]
+    for method, url, location, status_line, entry_patients in f.get("entries") or ():
+        events.append(_entry_event(f, agent, method, url, location, status_line, set(entry_patients)))
     return events
 
 
-def _entry_events(rec: AuditRecord) -> list[dict[str, Any]]:
-    request, response = rec.bundle or ({}, {})
-    out = []
-    for req_entry, resp_entry in zip(request.get("entry") or [], response.get("entry") or [], strict=False):
-        if not isinstance(req_entry, dict) or not isinstance(resp_entry, dict):
-            continue
-        req = req_entry.get("request") or {}
-        resp = resp_entry.get("response") or {}
-        method = str(req.get("method", "")).upper()
-        url = str(req.get("url", ""))
-        path, _, query = url.partition("?")
-        parts = [p for p in path.split("/") if p]
-        params = {"type": parts[0]} if parts else {}
-        if len(parts) > 1:
-            params["id"] = parts[1]
-        code = interaction(method, "/" + path, params)
-        location = str(resp.get("location") or "")
-        loc = [p for p in location.split("/") if p]
-        if "_history" in loc:
-            loc = loc[:loc.index("_history")]
-        target = "/".join(loc[-2:]) if len(loc) >= 2 else ("/".join(parts[:2]) if len(parts) > 1 else None)
-        patients = set()
-        for res in (req_entry.get("resource"), resp_entry.get("resource")):
-            if isinstance(res, dict):
-                patients |= patients_of(res)
-        if query:
-            patients |= patients_of_query(params.get("type"), query)
-        try:
-            status = int(str(resp.get("status", "0")).split()[0])
-        except ValueError:
-            status = 0
-        out.append(_event(rec, code, status, _entities(target, patients, query if method == "GET" else None),
-                          f"{method} {url}"))
-    return out
+def _entry_event(f: dict[str, Any], agent: dict[str, Any], method: str, url: str, location: str, status_line: str,
+                 patients: set[str]) -> dict[str, Any]:
+    path, _, query = url.partition("?")
+    parts = [p for p in path.split("/") if p]
+    params = {"type": parts[0]} if parts else {}
+    if len(parts) > 1:
+        params["id"] = parts[1]
+    code = interaction(method, "/" + path, params)
+    target = _target_of_location(location) or ("/".join(parts[:2]) if len(parts) > 1 else None)
+    if query:
+        patients |= patients_of_query(params.get("type"), query)
+    try:
+        status = int(status_line.split()[0])
+    except (ValueError, IndexError):
+        status = 0
+    return _event(f, agent, code, status, _entities(target, patients, query if method == "GET" else None),
+                  f"{method} {url}")

@@ -1,14 +1,15 @@
 """The ASGI hook: one :class:`AuditRecord` per request under the FHIR base, outcome included.
 
 Placed outside authentication so 401s are traced; the principal is read from the shared
-``scope["state"]`` after the inner middleware set it. In ``fail-closed`` mode the response start is
-held until the record is committed; if the commit fails the client gets a 500 OperationOutcome
-(never the answer without its trace).
+``scope["state"]`` after the inner middleware set it. The record is journalled when the response
+starts (:meth:`.writer.AuditWriter.record`, a file append on the event loop: no thread hand-off). In
+``fail-closed`` mode, if that fails the client gets a 500 OperationOutcome instead of the answer (never
+the answer without its trace); with ``FHIR_AUDIT_SYNC=full`` the answer also waits for the journal's
+next ``fdatasync``. In ``async`` mode a failure is logged and counted, and the answer goes out.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, Literal
 
@@ -42,7 +43,7 @@ class AuditMiddleware:
         self.writer_of = writer_of  # () -> AuditWriter | None: the writer lives in the lifespan
         self.mode = mode
 
-    def _record(self, scope: Scope, status: int) -> AuditRecord:
+    def _record(self, scope: Scope, status: int, location: str | None = None) -> AuditRecord:
         state = scope.get("state") or {}
         details = state.get(AUDIT_STATE) or {}
         client = scope.get("client")
@@ -52,8 +53,20 @@ class AuditMiddleware:
             path_params={k: str(v) for k, v in scope["path_params"].items()} if scope.get("path_params")
             else params_from_path(scope["path"]),
             principal=state.get("principal"), address=client[0] if client else None,
-            content=details.get("content"), bundle=details.get("bundle"),
+            content=details.get("content"), bundle=details.get("bundle"), location=location,
         )
+
+    async def _trace(self, writer: AuditWriter, record: AuditRecord) -> bool:
+        """Journal the record (and wait for the disk with sync=full); False when fail-closed must refuse."""
+        try:
+            pos = writer.record(record)
+            if writer.sync == "full":
+                await writer.durable(pos)
+        except Exception:
+            writer.failures += 1
+            log.exception("audit: the record of %s %s could not be journalled", record.method, record.path)
+            return self.mode != "fail-closed"
+        return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         writer: AuditWriter | None = self.writer_of() if scope["type"] == "http" else None
@@ -69,23 +82,22 @@ class AuditMiddleware:
                 return  # the body of an answer replaced by the audit failure
             if message["type"] == "http.response.start":
                 started = True
-                fut = writer.submit(self._record(scope, int(message["status"])))
-                if self.mode == "fail-closed":
-                    try:
-                        await asyncio.wrap_future(fut)
-                    except Exception:
-                        failed = True
-                        await _audit_failure(send)
-                        return
+                status = int(message["status"])
+                location = None
+                if status == 201:
+                    location = next((v.decode("latin-1") for k, v in message.get("headers") or ()
+                                     if k.lower() == b"location"), None)
+                if not await self._trace(writer, self._record(scope, status, location)):
+                    failed = True
+                    await _audit_failure(send)
+                    return
             await send(message)
 
         try:
             await self.app(scope, receive, audited_send)
         except Exception:
             if not started:  # answered 500 by the outer error handler: trace it, then let it answer
-                fut = writer.submit(self._record(scope, 500))
-                if self.mode == "fail-closed":
-                    await asyncio.wrap_future(fut)
+                await self._trace(writer, self._record(scope, 500))
             raise
 
 

@@ -1,7 +1,8 @@
 """``AuditEvent`` read and search, served by SQL from the audit table (never Elasticsearch).
 
-The trail is append-only, so a record is readable and searchable the moment its commit returns: a
-client that got an answer finds that answer's trace at once. The patient compartment comes in as the
+Each read or search first waits until the audit journal is applied up to where it was when the
+request came (:meth:`.writer.AuditWriter.wait_applied`): a client that got an answer finds that
+answer's trace at once. The patient compartment comes in as the
 ``patient`` parameter the access policy ANDs (``authz.search_params``); a Consent exclusion, if the
 policy has one, becomes a ``NOT EXISTS``; every hit passes ``policy.allows`` too.
 
@@ -184,9 +185,17 @@ def _exclusions(ctx: ServerContext, policy: AccessPolicy | None) -> list[str]:
     return out
 
 
+def _caught_up(ctx: ServerContext) -> None:
+    """Read-your-writes for the trail: what was journalled before this request is in the table."""
+    if ctx.audit is not None and not ctx.audit.wait_applied():
+        raise FHIRError(503, "transient", "The audit trail is being written; retry shortly",
+                        headers={"Retry-After": "1"})
+
+
 def search(ctx: ServerContext, raw_params: list[tuple[str, str]], *, strict: bool = False,
            policy: AccessPolicy | None = None) -> Result:
     """``raw_params`` already carry the policy's parameters (``authz.search_params``)."""
+    _caught_up(ctx)
     q, control, used = _parse(ctx, raw_params, strict)
     q.not_entities = _exclusions(ctx, policy)
     sort = control.get("_sort", "-date")
@@ -241,6 +250,7 @@ def search(ctx: ServerContext, raw_params: list[tuple[str, str]], *, strict: boo
 
 
 def read(ctx: ServerContext, id_: str) -> Result:
+    _caught_up(ctx)
     found = AuditLog.of(ctx.store.url).read(id_)
     if found is None:
         raise not_found(f"AuditEvent/{id_} is not known")

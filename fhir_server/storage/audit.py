@@ -4,33 +4,29 @@ Why not the versioned resource path: an AuditEvent is never updated, so a versio
 match keys, an outbox row and an Elasticsearch document per record were pure cost (about 3 ms and
 one fsync per request, then index load that every later search waited for). Here a record is one
 ``audit_event`` row plus one ``audit_ref`` row per entity/agent reference, inserted in batches by the
-audit writer, and read back by SQL only (``AuditEvent`` read and search, :mod:`fhir_server.audit.search`).
+audit writer from its journal (:mod:`fhir_server.audit.journal`), and read back by SQL only
+(``AuditEvent`` read and search, :mod:`fhir_server.audit.search`).
 
 Where: on PostgreSQL, the store's own database. On SQLite, a sibling file of the store
 (``fhir.sqlite3`` -> ``fhir-audit.sqlite3``, see :func:`audit_url`): SQLite has one write lock per file,
 and with the trail in the store's file every audit commit queued behind resource commits, paying the
 busy handler's sleeps (creates at 16 clients lost 40 % of their rate). Nothing needs the two in one
-transaction: a record is written after the interaction it traces, and fail-closed only needs it committed.
+transaction: a record is written after the interaction it traces.
 
-Durability (``sync``):
-
-- ``full``: every batch commit is flushed to disk before it returns (SQLite ``synchronous=FULL``,
-  PostgreSQL ``synchronous_commit=on``): an answered request's record survives a power cut.
-- ``normal`` (the default): the commit returns once the record is in the write-ahead log, not yet
-  flushed (SQLite WAL ``synchronous=NORMAL`` on the audit writer's own connection only, PostgreSQL
-  ``SET LOCAL synchronous_commit = off`` in the audit transaction only). The record is committed and
-  visible, and survives any crash of the server process; a power cut or kernel crash can lose the
-  records of the last flush interval. :meth:`AuditAppender.flush` bounds that interval on SQLite (a
-  passive checkpoint syncs the WAL; any resource write, always ``FULL``, syncs it too); PostgreSQL's
-  WAL writer flushes within ``3 * wal_writer_delay`` (600 ms by default). Resource writes keep their
-  own ``FULL``/``on`` durability: the setting is per connection / per transaction.
+Durability: the journal is the durable copy of a record until its rows are here, so these commits
+need not reach the disk (SQLite WAL ``synchronous=NORMAL`` on the writer's own connection,
+PostgreSQL ``SET LOCAL synchronous_commit = off`` in the audit transaction only; resource writes keep
+their ``FULL``/``on``). Each batch also records, in ``audit_journal``, how far in the journal it goes:
+rows and position commit or vanish together, so after a power cut the writer replays exactly what the
+table lost. Journal segments are deleted only after a commit made with full durability
+(:meth:`AuditAppender.append` with ``durable=True``) covers them. Inserts ignore rows already there
+(ids are derived from the journal position), so even a lost position cannot duplicate a record.
 """
 
 from __future__ import annotations
 
-import os
+import hashlib
 import threading
-import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,35 +35,32 @@ from typing import Any, Literal
 
 from sqlalchemy import (
     BigInteger,
+    Connection,
     Engine,
     String,
     and_,
     event,
     exists,
     func,
-    insert,
     literal,
     not_,
     or_,
     select,
-    text,
     tuple_,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql.elements import ColumnElement
 
-from .schema import audit_event, audit_ref, metadata
+from .schema import audit_event, audit_journal, audit_ref, metadata
 from .sql import make_engine
 
-Sync = Literal["normal", "full"]
+Sync = Literal["normal", "full"]  # the journal's: see fhir_server.audit.journal
 ENTITY = "e"
 AGENT = "a"
 
 _E = audit_event
 _R = audit_ref
-_INSERT_EVENT = (f"INSERT INTO {_E.name} (id, recorded_us, action, outcome, subtype, content) "
-                 "VALUES (?, ?, ?, ?, ?, ?)")
-_INSERT_REF = f"INSERT INTO {_R.name} (kind, reference, recorded_us, event_id) VALUES (?, ?, ?, ?)"
+_J = audit_journal
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,32 +76,16 @@ class AuditRow:
     refs: tuple[tuple[str, str], ...] = ()  # (ENTITY | AGENT, "Type/id")
 
 
-class _Ids:
-    """UUIDv7 ids, monotonic within the process (RFC 9562 method 1: a 12-bit counter within a
-    millisecond), so records of one request (a Bundle's entries) keep their order at equal times."""
+def audit_id(recorded_us: int, origin: bytes, index: int) -> str:
+    """A UUIDv8 (RFC 9562) derived from where a record comes from, so a replay gives it the same id.
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._last_ms = 0
-        self._counter = 0
-
-    def next(self) -> str:
-        with self._lock:
-            ms = time.time_ns() // 1_000_000
-            if ms <= self._last_ms:
-                self._counter += 1
-                if self._counter > 0xFFF:  # 4096 ids in one millisecond: borrow the next one
-                    self._last_ms, self._counter = self._last_ms + 1, 0
-                ms = self._last_ms
-            else:
-                self._last_ms, self._counter = ms, 0
-            counter = self._counter
-        rand = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
-        value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | counter << 64 | 0b10 << 62 | rand
-        return str(uuid.UUID(int=value))
-
-
-new_audit_id = _Ids().next
+    Layout: the millisecond of ``recorded_us`` (48 bits, so ids sort by time as UUIDv7 ones do), 50 bits
+    of a hash of ``origin`` (the journal slot and position: unique per request), then ``index`` (24
+    bits: the request's own AuditEvent is 0, its Bundle entries follow in order)."""
+    digest = int.from_bytes(hashlib.blake2b(origin, digest_size=8).digest(), "big")
+    value = ((recorded_us // 1000) & ((1 << 48) - 1)) << 80 | 0x8 << 76 | (digest >> 52) << 64 \
+        | 0b10 << 62 | (index & 0xFFFFFF) << 38 | (digest & ((1 << 38) - 1))
+    return str(uuid.UUID(int=value))
 
 
 def audit_url(store_url: str) -> str:
@@ -120,16 +97,16 @@ def audit_url(store_url: str) -> str:
     return url.set(database=str(db.with_name(f"{db.stem}-audit{db.suffix}"))).render_as_string(hide_password=False)
 
 
-def _audit_engine(store_url: str, sync: Sync | None = None) -> Engine:
-    """The trail's engine; with ``sync`` (the writer's), SQLite connections get that ``synchronous`` level."""
+def _audit_engine(store_url: str, relaxed: bool = False) -> Engine:
+    """The trail's engine; ``relaxed`` (the writer's): SQLite commits that do not wait for the disk."""
     engine = make_engine(audit_url(store_url))
-    if sync is not None and engine.dialect.name == "sqlite":
+    if relaxed and engine.dialect.name == "sqlite":
         @event.listens_for(engine, "connect")
         def _relaxed(dbapi_conn: Any, _record: Any) -> None:  # after make_engine's own (FULL)
             cur = dbapi_conn.cursor()
-            cur.execute(f"PRAGMA synchronous={'FULL' if sync == 'full' else 'NORMAL'}")
+            cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
-    metadata.create_all(engine, tables=[audit_event, audit_ref])  # idempotent (checkfirst)
+    metadata.create_all(engine, tables=[audit_event, audit_ref, audit_journal])  # idempotent (checkfirst)
     return engine
 
 
@@ -137,72 +114,65 @@ _READERS: dict[str, Engine] = {}
 _READERS_LOCK = threading.Lock()
 
 
+def _pragma(conn: Connection, setting: str) -> None:
+    """A SQLite PRAGMA on the DB-API connection: SQLAlchemy would begin a transaction first."""
+    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cur.execute(f"PRAGMA {setting}")
+    finally:
+        cur.close()
+
+
 class AuditAppender:
     """The writer's side: a dedicated engine, so the relaxed sync never reaches resource writes."""
 
-    def __init__(self, url: str, sync: Sync = "normal") -> None:
+    def __init__(self, url: str) -> None:
         """``url``: the store's URL (the trail's own location is derived from it by :func:`audit_url`)."""
-        self.sync = sync
-        self.engine = _audit_engine(url, sync)
+        self.engine = _audit_engine(url, relaxed=True)
         self.dialect = self.engine.dialect.name
+        p = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        self._insert_event = (f"INSERT INTO {_E.name} (id, recorded_us, action, outcome, subtype, content) "
+                              f"VALUES ({p}, {p}, {p}, {p}, {p}, {p}) ON CONFLICT DO NOTHING")
+        self._insert_ref = (f"INSERT INTO {_R.name} (kind, reference, recorded_us, event_id) "
+                            f"VALUES ({p}, {p}, {p}, {p}) ON CONFLICT DO NOTHING")
+        self._upsert_position = (f"INSERT INTO {_J.name} (slot, segment, byte_offset) VALUES ({p}, {p}, {p}) "
+                                 "ON CONFLICT (slot) DO UPDATE SET segment = excluded.segment, "
+                                 "byte_offset = excluded.byte_offset")
 
-    def append(self, rows: Sequence[AuditRow]) -> None:
-        """One transaction for the whole batch (one commit, at most one fsync)."""
-        if not rows:
-            return
-        if self.dialect == "sqlite":
-            self._append_sqlite(rows)
+    def trail(self) -> str:
+        """Which trail this is, without credentials (journal slots are bound to it)."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def position(self, slot: str) -> tuple[int, int] | None:
+        """How far the journal slot ``slot`` is applied, or None if it never was."""
+        with self.engine.connect() as conn:
+            row = conn.execute(select(_J.c.segment, _J.c.byte_offset).where(_J.c.slot == slot)).first()
+        return (int(row.segment), int(row.byte_offset)) if row else None
+
+    def append(self, rows: Sequence[AuditRow], slot: str | None = None, position: tuple[int, int] | None = None,
+               *, durable: bool = False) -> None:
+        """One transaction for the batch and, with ``slot``, the journal position it reaches; ``durable``:
+        this commit, and so every earlier one, is on disk when it returns."""
+        events = [(r.id, r.recorded_us, r.action, r.outcome, r.subtype, r.content) for r in rows]
+        refs = [(kind, ref, r.recorded_us, r.id) for r in rows for kind, ref in dict.fromkeys(r.refs)]
+        if not events and slot is None:
             return
         with self.engine.connect() as conn:
-            conn = conn.execution_options(sqlite_immediate=True)
-            with conn.begin():
-                if self.dialect == "postgresql" and self.sync == "normal":
-                    conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
-                conn.execute(insert(_E), [
-                    {"id": r.id, "recorded_us": r.recorded_us, "action": r.action, "outcome": r.outcome,
-                     "subtype": r.subtype, "content": r.content} for r in rows])
-                refs = [{"kind": kind, "reference": ref, "recorded_us": r.recorded_us, "event_id": r.id}
-                        for r in rows for kind, ref in dict.fromkeys(r.refs)]
-                if refs:
-                    conn.execute(insert(_R), refs)
-
-    def _append_sqlite(self, rows: Sequence[AuditRow]) -> None:
-        """The same inserts through the DB-API connection: at one record per commit, SQLAlchemy's
-        statement machinery was most of the cost of the request's trace."""
-        raw = self.engine.raw_connection()  # the pool's connection, configured by the connect listeners
-        try:
-            cur = raw.cursor()
-            cur.execute("BEGIN IMMEDIATE")
+            if durable and self.dialect == "sqlite":  # per connection, outside a transaction
+                _pragma(conn, "synchronous=FULL")
             try:
-                cur.executemany(_INSERT_EVENT, [(r.id, r.recorded_us, r.action, r.outcome, r.subtype, r.content)
-                                                for r in rows])
-                cur.executemany(_INSERT_REF, [(kind, ref, r.recorded_us, r.id)
-                                              for r in rows for kind, ref in dict.fromkeys(r.refs)])
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+                with conn.execution_options(sqlite_immediate=True).begin():
+                    if self.dialect == "postgresql" and not durable:
+                        conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+                    if events:
+                        conn.exec_driver_sql(self._insert_event, events)
+                    if refs:
+                        conn.exec_driver_sql(self._insert_ref, refs)
+                    if slot is not None and position is not None:
+                        conn.exec_driver_sql(self._upsert_position, (slot, position[0], position[1]))
             finally:
-                cur.close()
-        finally:
-            raw.close()
-
-    def flush(self) -> bool:
-        """Make every committed record durable (SQLite ``normal``: a passive checkpoint syncs the WAL).
-
-        False when the checkpoint could not complete (a reader or another checkpoint in the way): the
-        caller tries again later. PostgreSQL and ``full`` need nothing."""
-        if self.dialect != "sqlite" or self.sync == "full":
-            return True
-        raw = self.engine.raw_connection()
-        try:
-            cur = raw.cursor()
-            row = cur.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            cur.close()
-        finally:
-            raw.close()
-        busy, log, done = row if row else (1, -1, -1)
-        return not busy and log >= 0 and done == log
+                if durable and self.dialect == "sqlite":
+                    _pragma(conn, "synchronous=NORMAL")
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -117,6 +117,16 @@ audit_ref = Table(
     PrimaryKeyConstraint("kind", "reference", "recorded_us", "event_id", name="pk_audit_ref"),
 )
 
+audit_journal = Table(
+    "audit_journal",
+    metadata,
+    # one row per journal slot (fhir_server/audit/journal.py): how far its records are in audit_event,
+    # written in the transaction that inserts them, so a replay after a crash applies each record once
+    Column("slot", String(64), primary_key=True),  # the slot's own UUID (its directory may move)
+    Column("segment", BigInteger, nullable=False),  # the segment file number
+    Column("byte_offset", BigInteger, nullable=False),  # the end of the last applied record in it
+)
+
 type_log = Table(
     "type_log",
     metadata,

@@ -35,11 +35,13 @@ def srv(es_url: str, tmp_path_factory: pytest.TempPathFactory, issuer: DevIssuer
 
 
 def audit_count(srv: RunningServer) -> int:
+    assert srv.ctx.audit is not None and srv.ctx.audit.wait_applied()  # the journal is in the table
     return AuditLog.of(srv.ctx.store.url).total()
 
 
 def last_events(srv: RunningServer, n: int) -> list[dict[str, Any]]:
     """The last ``n`` records committed to the audit table, newest first."""
+    assert srv.ctx.audit is not None and srv.ctx.audit.wait_applied()
     return [orjson.loads(c) for c in AuditLog.of(srv.ctx.store.url).recent(n)]
 
 

@@ -13,6 +13,8 @@ from tests.harness import RunningServer, start_server
 
 
 def _count(srv: RunningServer) -> int:
+    if srv.ctx.audit is not None:
+        srv.ctx.audit.wait_applied()
     return AuditLog.of(srv.ctx.store.url).total()
 
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from fhir_server.audit import search as audit_search
 from fhir_server.errors import FHIRError
 from fhir_server.storage import open_store
-from fhir_server.storage.audit import ENTITY, AuditAppender, AuditRow, new_audit_id
+from fhir_server.storage.audit import ENTITY, AuditAppender, AuditRow, audit_id
 from search.params.date import parse_date_range
 
 BASE = "http://test/fhir"
@@ -33,14 +33,14 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> Any:
     appender = AuditAppender(url)
     rows = []
     for i, recorded in enumerate(RECORDED):
-        id_ = new_audit_id()
+        id_ = audit_id(_us(recorded), b"prop|%d" % i, 0)
         event = {"resourceType": "AuditEvent", "id": id_, "recorded": recorded.isoformat(), "action": "R",
                  "outcome": "0", "entity": [{"what": {"reference": f"Patient/{i % 3}"}}]}
         rows.append(AuditRow(id_, _us(recorded), "R", "0", "read", orjson.dumps(event),
                              ((ENTITY, f"Patient/{i % 3}"),)))
     appender.append(rows)
     appender.dispose()
-    return SimpleNamespace(store=store, base_url=BASE,
+    return SimpleNamespace(store=store, base_url=BASE, audit=None,
                            settings=SimpleNamespace(default_count=1000, max_count=1000))
 
 

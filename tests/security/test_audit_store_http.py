@@ -18,7 +18,7 @@ from sqlalchemy.engine import make_url
 from fhir_server.audit.search import PARAMS
 from fhir_server.audit.writer import AuditWriter, row_of
 from fhir_server.security.dev_issuer import DevIssuer
-from fhir_server.storage.audit import AGENT, ENTITY, AuditLog, audit_url, new_audit_id
+from fhir_server.storage.audit import AGENT, ENTITY, AuditLog, audit_id, audit_url
 from tests.harness import RunningServer
 from tests.security.support import client_for, create_as, start_secured
 
@@ -181,6 +181,7 @@ def test_capability_statement_is_truthful_for_audit_event(world: dict[str, Any])
 
 
 def test_records_are_neither_versioned_nor_indexed(srv: RunningServer, world: dict[str, Any]) -> None:
+    assert srv.ctx.audit is not None and srv.ctx.audit.wait_applied()
     assert AuditLog.of(srv.ctx.store.url).total() > 0
     assert srv.ctx.store.history_total("AuditEvent", None, since_us=None) == 0
     assert "AuditEvent" not in srv.ctx.indices.searchable_types()
@@ -199,7 +200,8 @@ def test_on_sqlite_the_trail_has_a_file_and_write_lock_of_its_own(srv: RunningSe
         try:
             before = AuditLog.of(srv.ctx.store.url).total()
             writer: AuditWriter = srv.uvicorn_server.config.app.state.audit  # type: ignore[union-attr]
-            writer.appender.append([row_of({"action": "R", "outcome": "0"}, 1_767_225_600_000_000)])
+            writer.appender.append([row_of({"action": "R", "outcome": "0"}, 1_767_225_600_000_000,
+                                           audit_id(1_767_225_600_000_000, b"lock-test", 0))])
             assert AuditLog.of(srv.ctx.store.url).total() == before + 1  # ...does not block the trail
         finally:
             cur.execute("ROLLBACK")
@@ -220,16 +222,21 @@ def test_relaxed_sync_stays_on_the_audit_connection(srv: RunningServer, world: d
         assert conn.execute(text("PRAGMA synchronous")).scalar_one() == 1  # NORMAL
     with srv.ctx.store.engine.connect() as conn:
         assert conn.execute(text("PRAGMA synchronous")).scalar_one() == 2  # FULL: resource writes unchanged
-    assert writer.appender.flush()  # an idle trail checkpoints (its WAL synced) at once
 
 
-def test_ids_keep_generation_order_and_rows_index_entities_and_agents() -> None:
-    ids = [new_audit_id() for _ in range(5000)]
+def test_ids_keep_request_order_and_rows_index_entities_and_agents() -> None:
+    """A request's AuditEvents (its own, then its Bundle entries') sort in order at one instant; ids of
+    other requests differ, and a replay of the same journal record gives the same ids."""
+    ids = [audit_id(1_700_000_000_000_000, b"slot|3|1200", i) for i in range(5000)]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert ids[0] == audit_id(1_700_000_000_000_000, b"slot|3|1200", 0)
+    others = {audit_id(1_700_000_000_000_000, b"slot|3|%d" % n, 0) for n in range(5000)}
+    assert len(others) == 5000
+    assert audit_id(1_700_000_000_000_000, b"x", 0) < audit_id(1_700_000_000_001_000, b"a", 0)  # time first
     event = {"resourceType": "AuditEvent", "action": "R", "outcome": "0", "subtype": [{"code": "read"}],
              "agent": [{"who": {"reference": "Practitioner/a"}}, {"who": {"display": "Patient/9"}}],
              "entity": [{"what": {"reference": "Patient/1"}}, {"query": "eA=="}]}
-    row = row_of(event, 1_700_000_000_000_000)
+    row = row_of(event, 1_700_000_000_000_000, ids[0])
     assert row.refs == ((ENTITY, "Patient/1"), (AGENT, "Practitioner/a"))
     stored = orjson.loads(row.content)
     assert list(stored)[:3] == ["resourceType", "id", "meta"] and stored["id"] == row.id
