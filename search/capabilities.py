@@ -45,14 +45,10 @@ def search_params(registry: SearchParameterRegistry, resource_type: str) -> list
 
 
 def search_includes(registry: SearchParameterRegistry, resource_type: str) -> list[str]:
-    refs = [c for c, p in registry.for_type(resource_type).items() if p.type == "reference" and p.supported]
-    return ["*", *(f"{resource_type}:{c}" for c in refs)]
+    return ["*", *(f"{resource_type}:{c}" for c in registry.reference_params(resource_type))]
 
 
 def search_revincludes(registry: SearchParameterRegistry, resource_type: str, served: Sequence[str]) -> list[str]:
-    out = []
-    for source in served:
-        for c, p in registry.for_type(source).items():
-            if p.type == "reference" and p.supported and (not p.target or resource_type in p.target):
-                out.append(f"{source}:{c}")
+    out = [f"{source}:{c}" for source in served for c, p in registry.reference_params(source).items()
+           if not p.target or resource_type in p.target]
     return ["*", *sorted(out)]

@@ -175,6 +175,7 @@ class SearchParameterRegistry:
     def __init__(self, definitions: list[dict[str, Any]]) -> None:
         self._definitions = list(definitions)
         self._by_type: dict[str, Mapping[str, SearchParameter]] = {}
+        self._references: dict[str, Mapping[str, SearchParameter]] = {}
 
     @classmethod
     def from_file(cls, path: Path) -> SearchParameterRegistry:
@@ -215,6 +216,18 @@ class SearchParameterRegistry:
 
     def get(self, resource_type: str, code: str) -> SearchParameter | None:
         return self.for_type(resource_type).get(code)
+
+    def reference_params(self, resource_type: str) -> Mapping[str, SearchParameter]:
+        """The supported reference parameters of ``resource_type``, by code (cached per type).
+
+        What ``_include``/``_revinclude`` (``*`` included) can follow and ``/metadata`` lists as
+        ``searchInclude``/``searchRevInclude``: one definition, so the two cannot disagree."""
+        found = self._references.get(resource_type)
+        if found is None:
+            found = MappingProxyType({c: p for c, p in self.for_type(resource_type).items()
+                                      if p.type == "reference" and p.supported})
+            self._references[resource_type] = found
+        return found
 
     def fingerprint(self, resource_type: str) -> str:
         """Hash of the indexed parameter set and extraction version, stored in the index ``_meta``.

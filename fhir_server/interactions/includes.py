@@ -78,9 +78,8 @@ def specs(ctx: ServerContext, type_: str, compiled: CompiledSearch) -> tuple[lis
 
 
 def _ref_params(ctx: ServerContext, source: str, param: str) -> list[str]:
-    if param != "*":
-        return [param]
-    return [c for c, p in ctx.search_parameters.for_type(source).items() if p.type == "reference" and p.supported]
+    """The reference parameters a spec follows on ``source``: the one it names, or all of them for ``*``."""
+    return [param] if param != "*" else list(ctx.search_parameters.reference_params(source))
 
 
 def _references(ctx: ServerContext, resource: dict[str, Any], codes: list[str]) -> list[str]:

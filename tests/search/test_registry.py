@@ -66,3 +66,13 @@ def test_fingerprint_stable_and_type_specific(registry: SearchParameterRegistry)
     )
     assert other.fingerprint("Patient") != fp
     assert other.fingerprint("Immunization") == registry.fingerprint("Immunization")
+
+
+def test_reference_params_are_the_supported_references(registry: SearchParameterRegistry) -> None:
+    """What includes follow and /metadata lists: every supported reference parameter, nothing else."""
+    for type_ in ("Patient", "DocumentReference", "Immunization", "List"):
+        expected = {c for c, p in registry.for_type(type_).items() if p.type == "reference" and p.supported}
+        assert set(registry.reference_params(type_)) == expected
+    assert {"subject", "patient", "author"} <= set(registry.reference_params("DocumentReference"))
+    assert "status" not in registry.reference_params("DocumentReference")
+    assert registry.reference_params("List") is registry.reference_params("List")  # computed once
