@@ -1,9 +1,10 @@
 """``_summary`` and ``_elements``: which top-level elements of a resource a search returns.
 
-The summary flags (``ElementDefinition.isSummary``) come from the ``fhir.resources`` models
-(generated from the R4 StructureDefinitions, R4B being identical for the served types), so
-they are not copied by hand.  Mandatory elements (min >= 1) are a small table instead: the
-models enforce several of them in validators rather than in the field definitions.
+Nothing is copied by hand. The summary flags (``ElementDefinition.isSummary``) come from the
+``fhir.resources`` models (generated from the R4 StructureDefinitions, R4B being identical for the
+served types). Mandatory elements (min >= 1), which every view keeps, come from the R4
+StructureDefinitions vendored for validation (``profiles/definitions/r4-core.json``): the models
+enforce several of them in validators rather than in the field definitions, so they cannot tell.
 
 Filtering is top-level only (the spec's "summary" view keeps whole summary elements), and a
 primitive's ``_element`` extension sibling follows its element.
@@ -12,7 +13,9 @@ primitive's ``_element`` extension sibling follows its element.
 from __future__ import annotations
 
 import importlib
+import json
 from functools import cache
+from importlib import resources
 from typing import Any
 
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
@@ -20,17 +23,30 @@ SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValu
 #: Always returned: the spec requires id and meta (which carries SUBSETTED) in every view.
 ALWAYS = frozenset({"resourceType", "id", "meta"})
 
-#: Top-level elements with min >= 1 (R4 StructureDefinitions); choice types by their stem.
-MANDATORY: dict[str, frozenset[str]] = {
-    "Patient": frozenset(),
-    "DocumentReference": frozenset({"status", "content"}),
-    "Immunization": frozenset({"status", "vaccineCode", "patient", "occurrence"}),
-    "List": frozenset({"status", "mode"}),
-    "Binary": frozenset({"contentType"}),
-    "Consent": frozenset({"status", "scope", "category"}),
-}
-
 _MODULES = {"DocumentReference": "documentreference"}
+
+
+@cache
+def _mandatory_by_type() -> dict[str, frozenset[str]]:
+    """Top-level elements with min >= 1 of every resource type in the vendored R4 definitions, read once.
+
+    Each type lists its elements as ``{"p": path, "n": min, ...}`` (inherited ones included), so the
+    top-level ones are the paths one step below the type; choice types are named by their stem."""
+    raw = json.loads(resources.files("profiles").joinpath("definitions/r4-core.json").read_bytes())["types"]
+    out: dict[str, frozenset[str]] = {}
+    for type_, definition in raw.items():
+        if definition.get("k") != "resource":
+            continue
+        prefix = f"{type_}."
+        out[type_] = frozenset(
+            e["p"].removeprefix(prefix).removesuffix("[x]") for e in definition["e"]
+            if e["p"].startswith(prefix) and "." not in e["p"].removeprefix(prefix) and e.get("n", 0) >= 1)
+    return out
+
+
+def mandatory_elements(resource_type: str) -> frozenset[str]:
+    """Top-level elements ``resource_type`` requires (min >= 1), which no view may drop (empty if unknown)."""
+    return _mandatory_by_type().get(resource_type, frozenset())
 
 
 @cache
@@ -63,7 +79,7 @@ def subset(resource: dict[str, Any], *, summary: str | None, elements: list[str]
     ``elements`` wins over ``summary`` when both are given.
     """
     rtype = resource.get("resourceType", "")
-    mandatory = MANDATORY.get(rtype, frozenset())
+    mandatory = mandatory_elements(rtype)
     if elements:
         keep = frozenset(elements) | ALWAYS | mandatory
         out = {k: v for k, v in resource.items() if _stem_matches(k, keep)}
