@@ -10,7 +10,10 @@ robustness run (``tests/robustness/``), which is why ids and query values carry 
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
+
+import orjson
 
 from fhir_server import __version__
 from fhir_server.audit import search as audit_search
@@ -190,8 +193,19 @@ def _history_params() -> list[dict[str, Any]]:
             {"name": "_since", "in": "query", "required": False, "schema": {"type": "string", "format": "date-time"}}]
 
 
+@lru_cache(maxsize=8)
+def openapi_json(registry: SearchParameterRegistry, base_url: str) -> bytes:
+    """The serialised description, what ``GET /openapi.json`` answers: built once per registry and base URL
+    (it depends on nothing else: the resource types and audit parameters are fixed at import)."""
+    return orjson.dumps(openapi_document(registry, base_url))
+
+
+@lru_cache(maxsize=8)
 def openapi_document(registry: SearchParameterRegistry, base_url: str) -> dict[str, Any]:
-    """The whole description; ``base_url`` is the public FHIR base (``FHIR_BASE_URL``)."""
+    """The whole description; ``base_url`` is the public FHIR base (``FHIR_BASE_URL``).
+
+    Built once per registry and base URL and shared between callers: read it, never modify it
+    (copy it first)."""
     types = list(RESOURCE_TYPES.values())
     paths: dict[str, Any] = {
         "/metadata": {"get": {"operationId": "capabilities", "tags": ["system"],

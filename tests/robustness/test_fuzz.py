@@ -10,10 +10,13 @@ import os
 from collections.abc import Iterator
 
 import httpx
+import orjson
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 
+from fhir_server.api.openapi import openapi_document, openapi_json
+from search.registry import SearchParameterRegistry
 from tests.harness import RunningServer
 from tests.robustness.fuzz import FuzzRequest, problem, problem_of, requests, seed, send
 
@@ -40,6 +43,16 @@ def test_openapi_lists_every_type_and_interaction(http: httpx.Client) -> None:
     assert doc["components"]["schemas"]["Patient"]["properties"]["resourceType"]["enum"] == ["Patient"]
     audit = {p["name"] for p in doc["paths"]["/AuditEvent"]["get"]["parameters"]}  # served from the audit table
     assert {"patient", "date", "agent", "_count"} <= audit and "post" not in doc["paths"]["/AuditEvent"]
+
+
+def test_openapi_is_built_once_per_registry_and_base() -> None:
+    """Derived from fixed registries only, so served as bytes built once (not rebuilt on every request)."""
+    registry = SearchParameterRegistry.load_default()
+    first = openapi_json(registry, "http://a.example/fhir")
+    assert openapi_json(registry, "http://a.example/fhir") is first
+    assert first == orjson.dumps(openapi_document(registry, "http://a.example/fhir"))
+    assert orjson.loads(openapi_json(registry, "http://b.example/fhir"))["servers"] == [
+        {"url": "http://b.example/fhir"}]
 
 
 @FUZZ_SETTINGS
