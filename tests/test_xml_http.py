@@ -288,3 +288,37 @@ def test_unknown_route_answers_in_the_requested_format(client: httpx.Client) -> 
     assert resp.status_code == 404
     assert resp.headers["Content-Type"].startswith("application/fhir+xml")
     assert b"<OperationOutcome" in resp.content
+
+
+def test_xml_search_parses_each_stored_resource_once(client: httpx.Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A searchset in XML: each stored resource is parsed once, by the writer (plain search) or by the search
+    that needed it (``_include``), never twice."""
+    from fhir_server.formats import numbers
+
+    family = f"Once{uuid.uuid4().hex[:8]}"
+    pid = client.post("/Patient", content=patient_xml(family), headers=SEND_XML).headers["location"].split("/")[-3]
+    doc = {"resourceType": "DocumentReference", "status": "current", "subject": {"reference": f"Patient/{pid}"},
+           "content": [{"attachment": {"contentType": "text/plain", "url": "http://example.org/doc.txt"}}]}
+    dids = [client.post("/DocumentReference", json=doc).json()["id"] for _ in range(3)]
+    client.get("/DocumentReference", params={"subject": f"Patient/{pid}"})  # indexed: the indexer parses no more
+    parsed: list[bytes] = []
+    loads = numbers.loads
+
+    def counting(raw: Any) -> Any:
+        parsed.append(bytes(raw) if not isinstance(raw, str) else raw.encode())
+        return loads(raw)
+
+    monkeypatch.setattr(numbers, "loads", counting)
+
+    def times(rid: str) -> int:
+        return sum(f'"id":"{rid}"'.encode() in raw for raw in parsed)
+
+    plain = {"subject": f"Patient/{pid}"}
+    for params in (plain, {**plain, "_include": "DocumentReference:subject"}):
+        parsed.clear()
+        found = xml_of(client.get("/DocumentReference", params={**params, "_format": "xml"}))
+        assert {e["resource"]["id"] for e in found["entry"] if e["search"]["mode"] == "match"} == set(dids)
+        assert [times(d) for d in dids] == [1, 1, 1], params
+        if "_include" in params:
+            assert [e["resource"]["id"] for e in found["entry"] if e["search"]["mode"] == "include"] == [pid]
+            assert times(pid) == 1

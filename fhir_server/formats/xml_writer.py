@@ -52,7 +52,9 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def _materialise(value: Any) -> Any:
-    """Search bundles carry stored resources as pre-serialised ``orjson.Fragment``s."""
+    """Search bundles carry stored resources as pre-serialised ``orjson.Fragment``s (for JSON, bytes copied as
+    they are): parsed here, once, the only parse such an entry gets (a search that parsed a resource for its own
+    needs, includes or ``_summary``, hands over the parsed form instead)."""
     if isinstance(value, orjson.Fragment):
         return numbers.loads(orjson.dumps(value))
     return value
