@@ -157,8 +157,11 @@ def facts(rec: AuditRecord) -> dict[str, Any]:
     if target is None and rec.status < 400 and code == "create":
         target = _target_of_location(rec.location)
     patients: set[str] = set()
-    content = None
-    if rec.status < 400 and code in _RESOURCE_CODES and type_ in PATIENT_COMPARTMENT:
+    content: Any = None
+    if rec.status < 400 and code in ("read", "vread") and type_ == "Patient" and id_ and rec.content is not None:
+        patients.add(f"Patient/{id_}")  # what patients_of would find, without parsing the answer
+        content = True
+    elif rec.status < 400 and code in _RESOURCE_CODES and type_ in PATIENT_COMPARTMENT:
         content = _load(rec.content)  # a Binary or a searchset is never parsed here
         if content is not None and content.get("resourceType") == type_:
             patients |= patients_of(content)
@@ -228,6 +231,8 @@ def _event(f: dict[str, Any], agent: dict[str, Any], code: str, status: int, ent
            detail: str) -> dict[str, Any]:
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
+        "id": None,  # set by the writer (writer.row_of), in this place: a resource's id and meta come first
+        "meta": None,
         "type": EVENT_TYPE,
         "subtype": [{"system": INTERACTION_SYSTEM, "code": code}],
         "action": ACTIONS.get(code, "E"),

@@ -39,8 +39,11 @@ _BUILD_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 def row_of(event: dict[str, Any], recorded_us: int, id_: str) -> AuditRow:
     """Give the event its id and meta, and extract the searchable columns."""
     meta = {"versionId": "1", "lastUpdated": event.get("recorded") or format_instant(recorded_us)}
-    event = {"resourceType": "AuditEvent", "id": id_, "meta": meta,
-             **{k: v for k, v in event.items() if k not in ("id", "meta")}}
+    if "id" in event and "meta" in event:  # built by events.build: the places are kept
+        event["id"], event["meta"] = id_, meta
+    else:
+        event = {"resourceType": "AuditEvent", "id": id_, "meta": meta,
+                 **{k: v for k, v in event.items() if k not in ("id", "meta")}}
     refs: list[tuple[str, str]] = []
     for entity in event.get("entity") or ():
         ref = (entity.get("what") or {}).get("reference")

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +84,8 @@ def audit_id(recorded_us: int, origin: bytes, index: int) -> str:
     digest = int.from_bytes(hashlib.blake2b(origin, digest_size=8).digest(), "big")
     value = ((recorded_us // 1000) & ((1 << 48) - 1)) << 80 | 0x8 << 76 | (digest >> 52) << 64 \
         | 0b10 << 62 | (index & 0xFFFFFF) << 38 | (digest & ((1 << 38) - 1))
-    return str(uuid.UUID(int=value))
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def audit_url(store_url: str) -> str:

@@ -1,0 +1,225 @@
+"""The audit journal: what a fail-closed answer waits for must reach the audit table exactly once,
+whatever happens to the process that wrote it (crash, torn tail, damaged line, lost position)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+from fhir_server.audit.events import AuditRecord
+from fhir_server.audit.journal import Journal, JournalReader, decode, encode, take_slot
+from fhir_server.audit.writer import AuditWriter
+from fhir_server.storage import open_store
+from fhir_server.storage.audit import AuditAppender, AuditLog
+from tests.conftest import make_settings
+from tests.harness import start_server
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _record(i: int, status: int = 200) -> AuditRecord:
+    return AuditRecord(recorded_us=1_767_225_600_000_000 + i, method="GET", path=f"/fhir/Patient/p{i}", query="",
+                       status=status, path_params={"type": "Patient", "id": f"p{i}"}, principal=None,
+                       address="127.0.0.1", content=orjson.dumps({"resourceType": "Patient", "id": f"p{i}"}))
+
+
+def _store_url(tmp: Path) -> str:
+    return f"sqlite:///{tmp / 'fhir.sqlite3'}"
+
+
+def _writer(tmp: Path, **kw: Any) -> AuditWriter:
+    writer = AuditWriter(open_store(_store_url(tmp)), tmp / "journal", **kw)
+    writer.start()
+    return writer
+
+
+def _trail_ids(tmp: Path) -> list[str]:
+    with AuditLog.of(_store_url(tmp)).engine.connect() as conn:
+        return [r[0] for r in conn.execute(text("SELECT id FROM audit_event ORDER BY recorded_us, id"))]
+
+
+def _crash_after_journalling(tmp: Path, n: int) -> None:
+    """A process journals ``n`` records and dies before its applier ran (its linger never ends)."""
+    code = textwrap.dedent(f"""
+        import os, sys
+        from pathlib import Path
+        sys.path.insert(0, {str(ROOT)!r})
+        from tests.security.test_audit_journal import _record, _store_url
+        from fhir_server.audit.writer import AuditWriter
+        from fhir_server.storage import open_store
+        tmp = Path({str(tmp)!r})
+        w = AuditWriter(open_store(_store_url(tmp)), tmp / "journal", linger_s=3600)
+        w.start()
+        for i in range({n}):
+            w.record(_record(i))
+        os._exit(0)  # no stop(): nothing applied, nothing synced, the slot lock dropped by the kernel
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=120)
+
+
+@given(st.binary(max_size=300).filter(lambda b: b"\n" not in b))
+def test_a_line_decodes_to_its_payload_and_any_flipped_byte_is_caught(payload: bytes) -> None:
+    line = encode(payload)
+    assert line.endswith(b"\n") and decode(line[:-1]) == payload
+    for i in range(len(line) - 1):
+        damaged = bytearray(line[:-1])
+        damaged[i] ^= 0x01
+        assert decode(bytes(damaged)) != payload or bytes(damaged) == line[:-1]
+
+
+def test_records_read_back_in_order_across_segments(tmp_path: Path) -> None:
+    slot = take_slot(tmp_path, "trail")
+    journal = Journal(slot, segment_bytes=1000)
+    payloads = [orjson.dumps({"n": i, "pad": "x" * (i % 50)}) for i in range(500)]
+    ends = [journal.append(p) for p in payloads]
+    assert ends == sorted(ends) and len(slot.segments()) > 10
+    reader = JournalReader(slot)
+    got: list[bytes] = []
+    pos = (0, 0)
+    while True:
+        records, pos = reader.read(pos, journal.end, 37)
+        if not records:
+            break
+        got += [p for _, p in records]
+        assert records[-1][0] == pos
+    assert got == payloads and pos == journal.end
+    journal.drop_before(journal.end[0])
+    assert slot.segments() == [journal.end[0]]
+    journal.close()
+    reader.close()
+    slot.release()
+
+
+def test_a_second_process_cannot_take_a_held_slot(tmp_path: Path) -> None:
+    held = take_slot(tmp_path, "trail")
+    other = take_slot(tmp_path, "trail")
+    assert held.path != other.path and held.id != other.id
+    foreign = take_slot(tmp_path, "another trail")  # slots of another trail are left alone
+    assert foreign.path not in (held.path, other.path)
+    for s in (held, other, foreign):
+        s.release()
+
+
+def test_a_crash_loses_nothing_journalled_and_a_restart_applies_it_once(tmp_path: Path) -> None:
+    _crash_after_journalling(tmp_path, 40)
+    assert not Path(tmp_path / "fhir-audit.sqlite3").exists() or _trail_ids(tmp_path) == []
+    writer = _writer(tmp_path)
+    assert writer.wait_applied(30)
+    first = _trail_ids(tmp_path)
+    assert len(first) == 40 and len(set(first)) == 40
+    writer.stop()
+    writer = _writer(tmp_path)  # a second start finds nothing more to apply
+    assert writer.wait_applied(30)
+    writer.stop()
+    assert _trail_ids(tmp_path) == first
+
+
+def test_a_lost_position_cannot_duplicate_records(tmp_path: Path) -> None:
+    writer = _writer(tmp_path)
+    for i in range(25):
+        writer.record(_record(i))
+    assert writer.wait_applied(30)
+    writer.stop()
+    before = _trail_ids(tmp_path)
+    with AuditAppender(_store_url(tmp_path)).engine.begin() as conn:  # as after restoring an older backup
+        conn.execute(text("DELETE FROM audit_journal"))
+    writer = _writer(tmp_path)
+    assert writer.wait_applied(30)
+    writer.stop()
+    assert _trail_ids(tmp_path) == before  # replayed from the start of the journal, ids derived: no copy
+
+
+def test_a_torn_tail_is_cut_and_a_damaged_line_skipped_without_stopping_the_trail(tmp_path: Path) -> None:
+    _crash_after_journalling(tmp_path, 10)
+    segment = next((tmp_path / "journal" / "slot-0").glob("*.log"))
+    data = bytearray(segment.read_bytes())
+    lines = data.split(b"\n")
+    lines[3] = lines[3][:20] + b"#" + lines[3][21:]  # a flipped byte in the 4th record
+    segment.write_bytes(b"\n".join(lines) + b'0000abcd {"t": 1, "co')  # and half a record at the end
+    writer = _writer(tmp_path)
+    assert writer.wait_applied(30)
+    assert writer._reader.damaged == 1
+    writer.record(_record(100))  # appends start after the cut
+    assert writer.wait_applied(30)
+    writer.stop()
+    assert len(_trail_ids(tmp_path)) == 10  # 9 survivors + the new one
+
+
+def test_a_dead_process_slot_is_applied_and_removed_by_the_next_start(tmp_path: Path) -> None:
+    held = take_slot(tmp_path / "journal", AuditAppender(_store_url(tmp_path)).trail())  # slot-0 is busy...
+    _crash_after_journalling(tmp_path, 15)  # ...so the crashing process journals into slot-1
+    assert (tmp_path / "journal" / "slot-1").is_dir()
+    held.release()
+    writer = _writer(tmp_path)  # takes slot-0, finds slot-1 orphaned
+    assert writer.slot is not None and writer.slot.path.name == "slot-0"
+    deadline = 50
+    while (tmp_path / "journal" / "slot-1").exists() and deadline:
+        writer.wait_applied(0.1)
+        deadline -= 1
+    writer.stop()
+    assert not (tmp_path / "journal" / "slot-1").exists()
+    assert len(_trail_ids(tmp_path)) == 15
+
+
+def test_applied_segments_are_deleted_and_the_rest_kept(tmp_path: Path) -> None:
+    writer = _writer(tmp_path, segment_bytes=2000, linger_s=0.01)
+    for i in range(300):
+        writer.record(_record(i))
+    assert writer.wait_applied(30)
+    writer.record(_record(1000))  # one more apply: the segments before the applied one are released
+    assert writer.wait_applied(30)
+    assert writer.slot is not None
+    segments = writer.slot.segments()
+    writer.stop()
+    assert len(segments) <= 2
+    assert len(_trail_ids(tmp_path)) == 301
+
+
+@pytest.mark.parametrize("mode", ["fail-closed", "async"])
+def test_a_journal_that_cannot_be_written_refuses_or_logs(es_url: str, tmp_path: Path, mode: str) -> None:
+    """A full disk, for real: the journal's descriptor is pointed at /dev/full."""
+    settings = make_settings(es_url, tmp_path, audit="on", audit_mode=mode)
+    with start_server(settings) as srv, httpx.Client(base_url=srv.base_url, timeout=30) as c:
+        assert c.get("/Patient/nobody").status_code == 404
+        writer = srv.ctx.audit
+        assert writer is not None and writer.journal is not None
+        full = os.open("/dev/full", os.O_WRONLY)
+        saved = os.dup(writer.journal._fd)
+        os.dup2(full, writer.journal._fd)
+        try:
+            resp = c.get("/Patient/nobody")
+            if mode == "fail-closed":
+                assert resp.status_code == 500 and "audit" in resp.json()["issue"][0]["diagnostics"]
+            else:
+                assert resp.status_code == 404
+            assert writer.failures == 1
+        finally:
+            os.dup2(saved, writer.journal._fd)
+            os.close(saved)
+            os.close(full)
+        assert c.get("/Patient/nobody").status_code == 404  # the disk is back: answers and trail resume
+        assert writer.wait_applied(30)
+        assert AuditLog.of(srv.ctx.store.url).total() == 2
+
+
+def test_sync_full_answers_after_the_journal_is_on_disk(es_url: str, tmp_path: Path) -> None:
+    settings = make_settings(es_url, tmp_path, audit="on", audit_sync="full")
+    with start_server(settings) as srv, httpx.Client(base_url=srv.base_url, timeout=30) as c:
+        for _ in range(5):
+            assert c.get("/Patient/nobody").status_code == 404
+        writer = srv.ctx.audit
+        assert writer is not None and writer.journal is not None
+        assert not writer.journal.dirty  # each answer waited for the fdatasync that covers it
+        assert writer.wait_applied(30)
+        assert AuditLog.of(srv.ctx.store.url).total() == 5
