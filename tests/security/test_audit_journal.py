@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 
 from fhir_server.audit.events import AuditRecord
 from fhir_server.audit.journal import Journal, JournalReader, decode, encode, take_slot
@@ -34,32 +36,52 @@ def _record(i: int, status: int = 200) -> AuditRecord:
                        address="127.0.0.1", content=orjson.dumps({"resourceType": "Patient", "id": f"p{i}"}))
 
 
-def _store_url(tmp: Path) -> str:
-    return f"sqlite:///{tmp / 'fhir.sqlite3'}"
+PG_URL = os.environ.get("FHIR_TEST_PG_URL")
 
 
-def _writer(tmp: Path, **kw: Any) -> AuditWriter:
-    writer = AuditWriter(open_store(_store_url(tmp)), tmp / "journal", **kw)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The store (and so the trail) of one test: a SQLite file, or a PostgreSQL schema of its own."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fhir.sqlite3'}"
+        return
+    if not PG_URL:
+        if os.environ.get("CI"):
+            pytest.fail("FHIR_TEST_PG_URL must be set in CI")
+        pytest.skip("FHIR_TEST_PG_URL not set")
+    schema = f"audit_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    sep = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    with admin.connect() as conn:
+        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()
+
+
+def _writer(url: str, tmp: Path, **kw: Any) -> AuditWriter:
+    writer = AuditWriter(open_store(url), tmp / "journal", **kw)
     writer.start()
     return writer
 
 
-def _trail_ids(tmp: Path) -> list[str]:
-    with AuditLog.of(_store_url(tmp)).engine.connect() as conn:
+def _trail_ids(url: str) -> list[str]:
+    with AuditLog.of(url).engine.connect() as conn:
         return [r[0] for r in conn.execute(text("SELECT id FROM audit_event ORDER BY recorded_us, id"))]
 
 
-def _crash_after_journalling(tmp: Path, n: int) -> None:
+def _crash_after_journalling(url: str, tmp: Path, n: int) -> None:
     """A process journals ``n`` records and dies before its applier ran (its linger never ends)."""
     code = textwrap.dedent(f"""
         import os, sys
         from pathlib import Path
         sys.path.insert(0, {str(ROOT)!r})
-        from tests.security.test_audit_journal import _record, _store_url
+        from tests.security.test_audit_journal import _record
         from fhir_server.audit.writer import AuditWriter
         from fhir_server.storage import open_store
         tmp = Path({str(tmp)!r})
-        w = AuditWriter(open_store(_store_url(tmp)), tmp / "journal", linger_s=3600)
+        w = AuditWriter(open_store({url!r}), tmp / "journal", linger_s=3600)
         w.start()
         for i in range({n}):
             w.record(_record(i))
@@ -111,57 +133,59 @@ def test_a_second_process_cannot_take_a_held_slot(tmp_path: Path) -> None:
         s.release()
 
 
-def test_a_crash_loses_nothing_journalled_and_a_restart_applies_it_once(tmp_path: Path) -> None:
-    _crash_after_journalling(tmp_path, 40)
-    assert not Path(tmp_path / "fhir-audit.sqlite3").exists() or _trail_ids(tmp_path) == []
-    writer = _writer(tmp_path)
+def test_a_crash_loses_nothing_journalled_and_a_restart_applies_it_once(store_url: str, tmp_path: Path) -> None:
+    _crash_after_journalling(store_url, tmp_path, 40)
+    assert _trail_ids(store_url) == []
+    writer = _writer(store_url, tmp_path)
     assert writer.wait_applied(30)
-    first = _trail_ids(tmp_path)
+    first = _trail_ids(store_url)
     assert len(first) == 40 and len(set(first)) == 40
     writer.stop()
-    writer = _writer(tmp_path)  # a second start finds nothing more to apply
+    writer = _writer(store_url, tmp_path)  # a second start finds nothing more to apply
     assert writer.wait_applied(30)
     writer.stop()
-    assert _trail_ids(tmp_path) == first
+    assert _trail_ids(store_url) == first
 
 
-def test_a_lost_position_cannot_duplicate_records(tmp_path: Path) -> None:
-    writer = _writer(tmp_path)
+def test_a_lost_position_cannot_duplicate_records(store_url: str, tmp_path: Path) -> None:
+    writer = _writer(store_url, tmp_path)
     for i in range(25):
         writer.record(_record(i))
     assert writer.wait_applied(30)
     writer.stop()
-    before = _trail_ids(tmp_path)
-    with AuditAppender(_store_url(tmp_path)).engine.begin() as conn:  # as after restoring an older backup
+    before = _trail_ids(store_url)
+    assert len(before) == 25
+    with AuditAppender(store_url).engine.begin() as conn:  # as after restoring an older backup
         conn.execute(text("DELETE FROM audit_journal"))
-    writer = _writer(tmp_path)
+    writer = _writer(store_url, tmp_path)
     assert writer.wait_applied(30)
     writer.stop()
-    assert _trail_ids(tmp_path) == before  # replayed from the start of the journal, ids derived: no copy
+    assert _trail_ids(store_url) == before  # replayed from the start of the journal, ids derived: no copy
 
 
 def test_a_torn_tail_is_cut_and_a_damaged_line_skipped_without_stopping_the_trail(tmp_path: Path) -> None:
-    _crash_after_journalling(tmp_path, 10)
+    url = f"sqlite:///{tmp_path / 'fhir.sqlite3'}"
+    _crash_after_journalling(url, tmp_path, 10)
     segment = next((tmp_path / "journal" / "slot-0").glob("*.log"))
     data = bytearray(segment.read_bytes())
     lines = data.split(b"\n")
     lines[3] = lines[3][:20] + b"#" + lines[3][21:]  # a flipped byte in the 4th record
     segment.write_bytes(b"\n".join(lines) + b'0000abcd {"t": 1, "co')  # and half a record at the end
-    writer = _writer(tmp_path)
+    writer = _writer(url, tmp_path)
     assert writer.wait_applied(30)
     assert writer._reader.damaged == 1
     writer.record(_record(100))  # appends start after the cut
     assert writer.wait_applied(30)
     writer.stop()
-    assert len(_trail_ids(tmp_path)) == 10  # 9 survivors + the new one
+    assert len(_trail_ids(url)) == 10  # 9 survivors + the new one
 
 
-def test_a_dead_process_slot_is_applied_and_removed_by_the_next_start(tmp_path: Path) -> None:
-    held = take_slot(tmp_path / "journal", AuditAppender(_store_url(tmp_path)).trail())  # slot-0 is busy...
-    _crash_after_journalling(tmp_path, 15)  # ...so the crashing process journals into slot-1
+def test_a_dead_process_slot_is_applied_and_removed_by_the_next_start(store_url: str, tmp_path: Path) -> None:
+    held = take_slot(tmp_path / "journal", AuditAppender(store_url).trail())  # slot-0 is busy...
+    _crash_after_journalling(store_url, tmp_path, 15)  # ...so the crashing process journals into slot-1
     assert (tmp_path / "journal" / "slot-1").is_dir()
     held.release()
-    writer = _writer(tmp_path)  # takes slot-0, finds slot-1 orphaned
+    writer = _writer(store_url, tmp_path)  # takes slot-0, finds slot-1 orphaned
     assert writer.slot is not None and writer.slot.path.name == "slot-0"
     deadline = 50
     while (tmp_path / "journal" / "slot-1").exists() and deadline:
@@ -169,11 +193,11 @@ def test_a_dead_process_slot_is_applied_and_removed_by_the_next_start(tmp_path: 
         deadline -= 1
     writer.stop()
     assert not (tmp_path / "journal" / "slot-1").exists()
-    assert len(_trail_ids(tmp_path)) == 15
+    assert len(_trail_ids(store_url)) == 15
 
 
-def test_applied_segments_are_deleted_and_the_rest_kept(tmp_path: Path) -> None:
-    writer = _writer(tmp_path, segment_bytes=2000, linger_s=0.01)
+def test_applied_segments_are_deleted_and_the_rest_kept(store_url: str, tmp_path: Path) -> None:
+    writer = _writer(store_url, tmp_path, segment_bytes=2000, linger_s=0.01)
     for i in range(300):
         writer.record(_record(i))
     assert writer.wait_applied(30)
@@ -183,7 +207,7 @@ def test_applied_segments_are_deleted_and_the_rest_kept(tmp_path: Path) -> None:
     segments = writer.slot.segments()
     writer.stop()
     assert len(segments) <= 2
-    assert len(_trail_ids(tmp_path)) == 301
+    assert len(_trail_ids(store_url)) == 301
 
 
 @pytest.mark.parametrize("mode", ["fail-closed", "async"])
