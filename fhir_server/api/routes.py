@@ -76,9 +76,8 @@ async def _check_current(request: Request, type_: str, interaction: str) -> None
     principal = authz.principal_of(request)
     if principal is None:
         return
-    current = await run_in_threadpool(_ctx(request).store.read, type_, request.path_params["id"])
-    if current is not None and not current.deleted:
-        await authz.check_visible_in(_ctx(request), principal, type_, current.content, interaction)
+    await authz.run(request, authz.check_current, _ctx(request), principal, type_, request.path_params["id"],
+                    interaction)
 
 
 def _if_match(request: Request) -> int | None:
@@ -102,7 +101,7 @@ def endpoint(fn: Callable[[Request], Awaitable[Result]], *, write: bool = False)
         fmt = "json"
         try:
             fmt = response_format(request)
-            await authz.prepare(request)  # the caller's Consent oppositions, before any check
+            authz.prepare(request)  # the slot for the caller's Consent oppositions, before any check
             result = await fn(request)
             audit_note(request.state, content=result.raw if result.raw is not None else result.body)
         except FHIRError as err:
@@ -134,8 +133,8 @@ async def _search_get(request: Request) -> Result:
     strict = prefer(request.headers.get("prefer")).get("handling") == "strict"
     principal = authz.principal_of(request)
     params = authz.search_params(principal, type_, _params(request))
-    return await run_in_threadpool(search.search, _ctx(request), type_, params, strict=strict,
-                                   policy=authz.search_policy(principal))
+    return await authz.run(request, search.search, _ctx(request), type_, params, strict=strict,
+                           policy=authz.search_policy(principal))
 
 
 async def _search_post(request: Request) -> Result:
@@ -149,8 +148,8 @@ async def _search_post(request: Request) -> Result:
     principal = authz.principal_of(request)
     params = authz.search_params(principal, type_, params)
     strict = prefer(request.headers.get("prefer")).get("handling") == "strict"
-    return await run_in_threadpool(search.search, _ctx(request), type_, params, strict=strict,
-                                   policy=authz.search_policy(principal))
+    return await authz.run(request, search.search, _ctx(request), type_, params, strict=strict,
+                           policy=authz.search_policy(principal))
 
 
 def _not_modified(request: Request, result: Result) -> bool:
@@ -175,8 +174,14 @@ def _not_modified(request: Request, result: Result) -> bool:
 async def _read(request: Request) -> Result:
     type_ = _type(request, "read")
     read = audit_search.read if type_ == "AuditEvent" else partial(crud.read, type_=type_)  # audit: own table
-    result = await run_in_threadpool(read, _ctx(request), id_=request.path_params["id"])
-    await authz.check_visible_in(_ctx(request), authz.principal_of(request), type_, result.raw)
+    ctx, principal, id_ = _ctx(request), authz.principal_of(request), request.path_params["id"]
+
+    def read_visible() -> Result:  # one hop: the read and its check (and the Consent look-up, authz.run)
+        result = read(ctx, id_=id_)
+        authz.check_stored(ctx, principal, type_, result.raw)
+        return result
+
+    result = await authz.run(request, read_visible)
     if _not_modified(request, result):
         return Result(304, None, result.version)
     return result
@@ -186,10 +191,15 @@ async def _vread(request: Request) -> Result:
     type_ = _type(request, "vread")
     p = request.path_params
     vread = audit_search.vread if type_ == "AuditEvent" else partial(crud.vread, type_=type_)
-    result = await run_in_threadpool(vread, _ctx(request), id_=p["id"], vid=p["vid"])
-    await _check_current(request, type_, "vread")
-    await authz.check_visible_in(_ctx(request), authz.principal_of(request), type_, result.raw, "vread")
-    return result
+    ctx, principal = _ctx(request), authz.principal_of(request)
+
+    def vread_visible() -> Result:  # one hop: the version, then the current one and the version checked
+        result = vread(ctx, id_=p["id"], vid=p["vid"])
+        authz.check_current(ctx, principal, type_, p["id"], "vread")
+        authz.check_stored(ctx, principal, type_, result.raw, "vread")
+        return result
+
+    return await authz.run(request, vread_visible)
 
 
 async def _update(request: Request) -> Result:
@@ -198,14 +208,13 @@ async def _update(request: Request) -> Result:
     resource = await read_resource(request, _ctx(request).settings.max_body_bytes)
     await _check_current(request, type_, "update")
     authz.check_writable(authz.principal_of(request), type_, resource, "update")
-    return await run_in_threadpool(crud.update, _ctx(request), type_, request.path_params["id"], resource, if_match)
+    return await authz.run(request, crud.update, _ctx(request), type_, request.path_params["id"], resource, if_match)
 
 
 async def _delete(request: Request) -> Result:
     type_ = _type(request, "delete")
     await _check_current(request, type_, "delete")
-    return await run_in_threadpool(crud.delete, _ctx(request), type_, request.path_params["id"],
-                                   _if_match(request))
+    return await authz.run(request, crud.delete, _ctx(request), type_, request.path_params["id"], _if_match(request))
 
 
 def _history_params(request: Request) -> dict[str, str]:
@@ -216,21 +225,25 @@ async def _history_system(request: Request) -> Result:
     principal = authz.principal_of(request)
     authz.require_any(principal, "history-system")
     keep = authz.history_keep(_ctx(request), principal, None, "history-system")  # only what the caller may see
-    return await run_in_threadpool(history.history, _ctx(request), None, None, _history_params(request), keep)
+    return await authz.run(request, history.history, _ctx(request), None, None, _history_params(request), keep)
 
 
 async def _history_type(request: Request) -> Result:
     type_ = _type(request, "history-type")
     keep = authz.history_keep(_ctx(request), authz.principal_of(request), type_, "history-type")
-    return await run_in_threadpool(history.history, _ctx(request), type_, None, _history_params(request), keep)
+    return await authz.run(request, history.history, _ctx(request), type_, None, _history_params(request), keep)
 
 
 async def _history_instance(request: Request) -> Result:
     type_ = _type(request, "history-instance")
-    await _check_current(request, type_, "history-instance")
-    result = await run_in_threadpool(history.history, _ctx(request), type_, request.path_params["id"],
-                                     _history_params(request))
-    return await authz.filter_history_in(_ctx(request), authz.principal_of(request), type_, result)
+    ctx, principal, id_ = _ctx(request), authz.principal_of(request), request.path_params["id"]
+
+    def visible_history() -> Result:  # one hop: the current version checked, the history, its filter
+        authz.check_current(ctx, principal, type_, id_, "history-instance")
+        result = history.history(ctx, type_, id_, _history_params(request))
+        return authz.filter_history_stored(ctx, principal, type_, result)
+
+    return await authz.run(request, visible_history)
 
 
 async def _validate_op(request: Request) -> Result:
@@ -249,8 +262,8 @@ async def _validate_op(request: Request) -> Result:
     if request.method == "POST" and has_body:
         body = await read_resource(request, _ctx(request).settings.max_body_bytes)
     q = request.query_params
-    return await run_in_threadpool(validate_op.validate, _ctx(request), type_, request.path_params.get("id"), body,
-                                   q.get("profile"), q.get("mode"))
+    return await authz.run(request, validate_op.validate, _ctx(request), type_, request.path_params.get("id"), body,
+                           q.get("profile"), q.get("mode"))
 
 
 async def _bundle(request: Request) -> Result:
@@ -258,8 +271,8 @@ async def _bundle(request: Request) -> Result:
     check_bundle(body, _ctx(request).settings)
     principal = authz.principal_of(request)  # each entry is authorised like its standalone request
     access = authz.BundleAccess(_ctx(request), principal) if principal is not None else None
-    result = await run_in_threadpool(bundle.process, _ctx(request), body,
-                                     prefer(request.headers.get("prefer")).get("return"), access)
+    result = await authz.run(request, bundle.process, _ctx(request), body,
+                             prefer(request.headers.get("prefer")).get("return"), access)
     audit_note(request.state, bundle=(body, result.body or {}))
     return result
 
@@ -272,19 +285,22 @@ async def _conditional_update(request: Request) -> Result:
     type_ = _type(request, "update")
     principal = authz.principal_of(request)
     resource = await read_resource(request, _ctx(request).settings.max_body_bytes)
-    authz.check_writable(principal, type_, resource, "update")
     # the matched resource is only known inside the write: the guard checks it there
     guard = authz.write_guard(principal, "update")
-    return await run_in_threadpool(lambda: bundle.single(_ctx(request), "PUT", type_, query=request.url.query,
-                                                         resource=resource, if_match=_if_match(request),
-                                                         guard=guard))
+
+    def update() -> Result:  # the content check needs the oppositions: in the hop that looks them up
+        authz.check_writable(principal, type_, resource, "update")
+        return bundle.single(_ctx(request), "PUT", type_, query=request.url.query, resource=resource,
+                             if_match=_if_match(request), guard=guard)
+
+    return await authz.run(request, update)
 
 
 async def _conditional_delete(request: Request) -> Result:
     type_ = _type(request, "delete")
     guard = authz.write_guard(authz.principal_of(request), "delete")
-    return await run_in_threadpool(lambda: bundle.single(_ctx(request), "DELETE", type_, query=request.url.query,
-                                                         if_match=_if_match(request), guard=guard))
+    return await authz.run(request, lambda: bundle.single(_ctx(request), "DELETE", type_, query=request.url.query,
+                                                          if_match=_if_match(request), guard=guard))
 
 
 async def _patch_body(request: Request) -> Any:
@@ -307,9 +323,9 @@ async def _patch(request: Request) -> Result:
     query = None if id_ is not None else request.url.query
     if isinstance(body, list) or _media(request) in patch.JSON_PATCH_TYPES:
         body = binary.make_binary("application/json-patch+json", numbers.dumps(body))
-    return await run_in_threadpool(lambda: bundle.single(_ctx(request), "PATCH", type_, id_=id_, query=query,
-                                                         resource=body, if_match=_if_match(request),
-                                                         guard=guard))
+    return await authz.run(request, lambda: bundle.single(_ctx(request), "PATCH", type_, id_=id_, query=query,
+                                                          resource=body, if_match=_if_match(request),
+                                                          guard=guard))
 
 
 _XML_ROOT = re.compile(rb"^(?:\s|<\?.*?\?>|<!--.*?-->)*<\s*([A-Za-z_][\w.:-]*)([^>]*)>", re.S)
@@ -334,22 +350,23 @@ async def _create_dispatch(request: Request) -> Result:
     media = _media(request)
     ctx = _ctx(request)
     principal = authz.principal_of(request)
+    raw_binary = False  # raw content (any media type) is created as-is: never a conditional create
     if type_ == "Binary" and media and media not in JSON_TYPES:
         raw = await read_body(request, ctx.settings.max_body_bytes)
-        if media not in XML_TYPES or not _is_fhir_xml(raw):
-            resource = binary.make_binary(media, raw)
-            authz.check_writable(principal, type_, resource, "create")
-            return await run_in_threadpool(crud.create, ctx, type_, resource)
-        resource = await parse_resource(media, raw)
+        raw_binary = media not in XML_TYPES or not _is_fhir_xml(raw)
+        resource = binary.make_binary(media, raw) if raw_binary else await parse_resource(media, raw)
     else:
         resource = await read_resource(request, ctx.settings.max_body_bytes)
-    authz.check_writable(principal, type_, resource, "create")
-    if_none_exist = request.headers.get("if-none-exist")
-    if not if_none_exist:
-        return await run_in_threadpool(crud.create, ctx, type_, resource)
+    if_none_exist = None if raw_binary else request.headers.get("if-none-exist")
     guard = authz.write_guard(principal, "create")  # a hidden resource never matches If-None-Exist
-    return await run_in_threadpool(lambda: bundle.single(ctx, "POST", type_, resource=resource,
-                                                         if_none_exist=if_none_exist, guard=guard))
+
+    def create() -> Result:  # the content check needs the oppositions: in the hop that looks them up
+        authz.check_writable(principal, type_, resource, "create")
+        if not if_none_exist:
+            return crud.create(ctx, type_, resource)
+        return bundle.single(ctx, "POST", type_, resource=resource, if_none_exist=if_none_exist, guard=guard)
+
+    return await authz.run(request, create)
 
 
 async def _read_dispatch(request: Request) -> Response:
@@ -358,7 +375,7 @@ async def _read_dispatch(request: Request) -> Response:
                                                                     request.headers.get("accept", "")):
         return await endpoint(_read)(request)
     try:
-        await authz.prepare(request)
+        authz.prepare(request)
         result = await _read(request)
     except FHIRError as err:
         return error_response(err)

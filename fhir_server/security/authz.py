@@ -3,15 +3,19 @@
 With authentication off there is no principal and every check passes. Searches (chains, ``_has``,
 ``_list``, ``_include``/``_revinclude`` included) are filtered by :class:`.policy.AccessPolicy`; history
 at every level keeps only the versions the principal may see; each batch or transaction entry is
-authorised like the equivalent standalone request (:class:`BundleAccess`). :func:`prepare` runs first on
-every request: it looks up the Consents that hide patients from a user-context token.
+authorised like the equivalent standalone request (:class:`BundleAccess`).
+
+Consent: :func:`prepare` runs first on every request and gives a user-context principal an empty
+:class:`.tokens.OppositionSlot`; the routes enter the thread pool through :func:`run`, whose first hop
+fills it (the look-up rides on the interaction's own hop, no hop of its own) before anything else runs
+there. A check that would need the oppositions before that raises (``policy.ConsentNotResolved``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import orjson
 from starlette.concurrency import run_in_threadpool
@@ -24,7 +28,7 @@ from fhir_server.storage import version_number
 from .binary_access import binary_visible
 from .consent import opposing_patients
 from .policy import AccessPolicy, mandatory_params, may_write, visible
-from .tokens import Principal
+from .tokens import OppositionSlot, Principal
 
 if TYPE_CHECKING:
     from fhir_server.context import ServerContext
@@ -40,18 +44,46 @@ def _forbidden(msg: str) -> FHIRError:
     return FHIRError(403, "forbidden", msg)
 
 
-async def prepare(request: Request) -> None:
-    """Before any check of the request: the patients whose Consent denies a user-context principal.
+P = ParamSpec("P")
+T = TypeVar("T")
 
-    Done once per request (off the event loop) and kept on the principal, so every later check, the
-    search executor's included, sees the same oppositions."""
+
+def prepare(request: Request) -> None:
+    """Before any check of the request: a user-context principal gets this request's own, empty, opposition
+    slot (no I/O here; :func:`run` fills it on the request's first thread-pool hop)."""
     principal = principal_of(request)
-    if principal is None or principal.opposed_by is not None or not any(
+    if principal is None or principal.oppositions is not None or not any(
             g.context == "user" for g in principal.scopes.grants):
         return
+    request.state.principal = dataclasses.replace(principal, oppositions=OppositionSlot())
+
+
+def resolve(ctx: ServerContext, principal: Principal | None) -> None:
+    """Fill the request's opposition slot if it is still empty (store reads: in a worker thread).
+
+    Called at the start of the request's first hop, so a Consent whose write returned 2xx before this
+    request began is seen (the store's Consent marker is read now, on this process or any other)."""
+    slot = principal.oppositions if principal is not None else None
+    if principal is not None and slot is not None and slot.patients is None:
+        slot.patients = opposing_patients(ctx, principal)
+
+
+async def run(request: Request, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """``fn(*args, **kwargs)`` in the thread pool, the request's Consent look-up first in the same hop.
+
+    Every route enters the thread pool through this, so the first hop resolves the oppositions and the
+    later ones (and the event loop, after the first) find them resolved: one hop per interaction, as for
+    a system token, instead of a hop for the look-up and another for the work."""
+    principal = principal_of(request)
+    if principal is None or principal.oppositions is None or principal.oppositions.patients is not None:
+        return await run_in_threadpool(fn, *args, **kwargs)
     ctx: ServerContext = request.app.state.ctx
-    opposed = await run_in_threadpool(opposing_patients, ctx, principal)
-    request.state.principal = dataclasses.replace(principal, opposed_by=opposed)
+
+    def looked_up() -> T:
+        resolve(ctx, principal)
+        return fn(*args, **kwargs)
+
+    return await run_in_threadpool(looked_up)
 
 
 def require(principal: Principal | None, resource_type: str, interaction: str) -> None:
@@ -82,25 +114,40 @@ def require_system(principal: Principal | None, resource_type: str, interaction:
 
 def check_visible(principal: Principal | None, resource_type: str, resource: dict[str, Any] | bytes | None,
                   interaction: str = "read") -> None:
-    """404 (not 403: existence is not revealed) when the principal may not see ``resource``."""
-    if principal is None or resource is None:
+    """404 (not 403: existence is not revealed) when the principal may not see ``resource`` (not a Binary).
+
+    A principal whose only context for the type is ``system`` sees all of it: the stored bytes are not
+    even parsed."""
+    if principal is None or resource is None or is_system(principal, resource_type, interaction):
         return
     data = orjson.loads(resource) if isinstance(resource, bytes) else resource
     if not visible(principal, data, interaction):
         raise not_found(f"{resource_type}/{data.get('id')} is not known")
 
 
-async def check_visible_in(ctx: ServerContext, principal: Principal | None, resource_type: str,
-                           resource: dict[str, Any] | bytes | None, interaction: str = "read") -> None:
-    """:func:`check_visible`, where a Binary follows its DocumentReference (a look-up: off the event loop)."""
-    if principal is None or resource is None:
+def check_stored(ctx: ServerContext, principal: Principal | None, resource_type: str,
+                 resource: dict[str, Any] | bytes | None, interaction: str = "read") -> None:
+    """:func:`check_visible`, where a Binary follows its DocumentReference (look-ups: in a worker thread,
+    inside the interaction's own hop)."""
+    if principal is None or resource is None or is_system(principal, resource_type, interaction):
         return
     if resource_type != "Binary":
         check_visible(principal, resource_type, resource, interaction)
         return
     data = orjson.loads(resource) if isinstance(resource, bytes) else resource
-    if not await run_in_threadpool(binary_visible, ctx, principal, data, interaction):
+    if not binary_visible(ctx, principal, data, interaction):
         raise not_found(f"Binary/{data.get('id')} is not known")
+
+
+def check_current(ctx: ServerContext, principal: Principal | None, resource_type: str, id_: str,
+                  interaction: str) -> None:
+    """Before changing or reading around a resource: 404 unless the caller may see its current version
+    (worker thread: a store read, and a Binary's look-ups)."""
+    if principal is None:
+        return
+    current = ctx.store.read(resource_type, id_)
+    if current is not None and not current.deleted:
+        check_stored(ctx, principal, resource_type, current.content, interaction)
 
 
 def search_params(principal: Principal | None, resource_type: str,
@@ -141,17 +188,32 @@ def check_writable(principal: Principal | None, resource_type: str, resource: di
         raise _forbidden(f"This {resource_type} is outside what the token may {interaction}")
 
 
-async def filter_history_in(ctx: ServerContext, principal: Principal | None, resource_type: str,
-                            result: Result) -> Result:
-    """:func:`filter_history`, where each Binary version follows its DocumentReference (or securityContext).
+def filter_history(principal: Principal | None, result: Result) -> Result:
+    """Drop history entries whose version the principal may not see (e.g. a version masked at the time)."""
+    if principal is None or result.body is None:
+        return result
+    entries = result.body.get("entry", [])
+    kept = [e for e in entries if "resource" not in e or visible(principal, e["resource"], "history-instance")]
+    if len(kept) != len(entries):
+        result.body.pop("total", None)  # a total would count what was withheld
+    result.body["entry"] = kept
+    return result
+
+
+def filter_history_stored(ctx: ServerContext, principal: Principal | None, resource_type: str,
+                          result: Result) -> Result:
+    """:func:`filter_history`, where each Binary version follows its DocumentReference (or securityContext);
+    in a worker thread (a Binary's look-ups), inside the history interaction's own hop.
 
     The current version is not enough: a deleted Binary's earlier versions still hold the content.
     """
     if principal is None or result.body is None or resource_type != "Binary":
         return filter_history(principal, result)
+    if is_system(principal, resource_type, "history-instance"):
+        return result
     entries = result.body.get("entry", [])
-    versions = [e for e in entries if "resource" in e and await run_in_threadpool(
-        binary_visible, ctx, principal, e["resource"], "history-instance")]
+    versions = [e for e in entries if "resource" in e and binary_visible(ctx, principal, e["resource"],
+                                                                         "history-instance")]
     if not versions:  # not even its deletions: the id itself is not revealed
         raise not_found("This Binary is not known")
     kept = [e for e in entries if "resource" not in e or any(e is v for v in versions)]
@@ -179,18 +241,6 @@ def history_keep(ctx: ServerContext, principal: Principal | None, resource_type:
         return _sees(ctx, principal, shown.type, shown.resource(), interaction)
 
     return keep
-
-
-def filter_history(principal: Principal | None, result: Result) -> Result:
-    """Drop history entries whose version the principal may not see (e.g. a version masked at the time)."""
-    if principal is None or result.body is None:
-        return result
-    entries = result.body.get("entry", [])
-    kept = [e for e in entries if "resource" not in e or visible(principal, e["resource"], "history-instance")]
-    if len(kept) != len(entries):
-        result.body.pop("total", None)  # a total would count what was withheld
-    result.body["entry"] = kept
-    return result
 
 
 class BundleAccess:

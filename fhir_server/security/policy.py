@@ -106,7 +106,7 @@ class ConsentNotResolved(RuntimeError):
 
 def opposed(principal: Principal) -> frozenset[str]:
     if principal.opposed_by is None:
-        raise ConsentNotResolved("the Consent look-up did not run for this request (authz.prepare)")
+        raise ConsentNotResolved("the Consent look-up did not run for this request (authz.prepare, authz.run)")
     return principal.opposed_by
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,20 @@ ALGORITHMS = ("RS256", "ES256")
 VERIFIED_TTL_S = 300
 #: Most verified tokens remembered (least recently used first out).
 VERIFIED_MAX = 4096
+
+
+class OppositionSlot:
+    """One request's answer to "which patients' Consent denies this user?" (consent.py), filled once.
+
+    Empty (None) until the request's first thread-pool hop fills it (``authz.run``): the look-up rides on
+    the interaction's own hop instead of paying one of its own. Every check after that, the search
+    executor's and a Bundle's entries included, reads the same answer through the principal. One per
+    request, never per token: the verifier shares a token's Principal between requests."""
+
+    __slots__ = ("patients",)
+
+    def __init__(self, patients: frozenset[str] | None = None) -> None:
+        self.patients: frozenset[str] | None = patients
 
 
 class AuthError(Exception):
@@ -45,9 +59,15 @@ class Principal:
     # identifiers of the user and their organisations (claims ``identifier`` and ``organization`` in
     # ``system|value`` form), e.g. an RPPS or FINESS number, matched by identifier-based Consent actors
     identifiers: tuple[str, ...] = ()
-    # patients whose active deny Consent names this user (see consent.py); None = not looked up yet, which
-    # the policy refuses to guess in user context
-    opposed_by: frozenset[str] | None = None
+    # this request's oppositions (authz.prepare gives each user-context request its own slot); not part of
+    # the principal's identity, so equality and hashing ignore it
+    oppositions: OppositionSlot | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def opposed_by(self) -> frozenset[str] | None:
+        """Patients whose active deny Consent names this user; None = not looked up (yet) for this request,
+        which the policy refuses to guess in user context."""
+        return None if self.oppositions is None else self.oppositions.patients
 
 
 class TokenVerifier:

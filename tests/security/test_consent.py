@@ -1,4 +1,4 @@
-"""Consent: the supported shape, the actor a token names, and what the policy hides (pure unit tests)."""
+"""Consent: the supported shape, the actor a token names, and what the policy hides (unit tests: no server)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from starlette.requests import Request
 
+from fhir_server.security import authz
 from fhir_server.security.consent import ActorKeys, actor_keys, opposition
 from fhir_server.security.dev_issuer import DevIssuer
 from fhir_server.security.policy import AccessPolicy, ConsentNotResolved, may_write, visible
 from fhir_server.security.scopes import ScopeSet
-from fhir_server.security.tokens import Principal, TokenVerifier
+from fhir_server.security.tokens import OppositionSlot, Principal, TokenVerifier
 from tests.security.test_leakage_http import RPPS, consent
 
 BASE = "http://fhir.example/fhir"
@@ -86,7 +88,8 @@ def test_token_claims_name_the_actor(issuer: DevIssuer) -> None:
 
 
 def _user(opposed: frozenset[str] | None) -> Principal:
-    return Principal("dr", ScopeSet.parse("user/*.cruds"), fhir_user="Practitioner/7", opposed_by=opposed)
+    return Principal("dr", ScopeSet.parse("user/*.cruds"), fhir_user="Practitioner/7",
+                     oppositions=OppositionSlot(opposed))
 
 
 def test_opposing_patients_compartment_is_hidden_from_the_user() -> None:
@@ -125,3 +128,30 @@ def test_only_patient_or_backend_writes_consent() -> None:
     assert may_write(_user(frozenset()), "Patient", "create")
     assert may_write(Principal("p", ScopeSet.parse("patient/Consent.cud"), patient="p"), "Consent", "create")
     assert may_write(Principal("svc", ScopeSet.parse("system/Consent.cud")), "Consent", "update")
+
+
+def test_each_request_gets_its_own_empty_slot_and_no_check_guesses() -> None:
+    """authz.prepare does no I/O: it gives the request a slot of its own (the verifier shares a token's
+    Principal between requests), and until the request's first hop fills it no user decision is made."""
+    token_principal = Principal("dr", ScopeSet.parse("user/*.cruds"), fhir_user="Practitioner/7")
+    requests = [Request({"type": "http", "state": {"principal": token_principal}}) for _ in range(2)]
+    for r in requests:
+        authz.prepare(r)
+    first, second = (authz.principal_of(r) for r in requests)
+    assert first is not None and second is not None
+    assert first.oppositions is not None and second.oppositions is not None
+    assert first.oppositions is not second.oppositions and token_principal.oppositions is None
+    assert first == token_principal  # the same caller: the slot is no part of who they are
+    with pytest.raises(ConsentNotResolved):
+        visible(first, {"resourceType": "Patient", "id": "p1"})
+    with pytest.raises(ConsentNotResolved):  # a check on the event loop before the first hop fails closed
+        authz.check_writable(first, "Patient", {"resourceType": "Patient", "id": "p1"}, "create")
+    first.oppositions.patients = frozenset({"p1"})  # what authz.resolve does in the first hop
+    assert not visible(first, {"resourceType": "Patient", "id": "p1"})
+    assert second.opposed_by is None  # the other request's slot is untouched
+    for who in (Principal("svc", ScopeSet.parse("system/*.cruds")),
+                Principal("p", ScopeSet.parse("patient/*.cruds"), patient="p")):
+        r = Request({"type": "http", "state": {"principal": who}})
+        authz.prepare(r)
+        assert authz.principal_of(r) is who  # no look-up to make: no slot, no cost
+

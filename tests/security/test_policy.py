@@ -4,18 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
+from fhir_server.errors import FHIRError
+from fhir_server.security.authz import check_visible
 from fhir_server.security.policy import TRE_A07, mandatory_params, visible
 from fhir_server.security.scopes import ScopeSet
-from fhir_server.security.tokens import Principal
+from fhir_server.security.tokens import OppositionSlot, Principal
 
 MISSPELT = TRE_A07.replace("StatutVisibilite", "StatusVisibilite")
 
 
 def principal(scopes: str, patient: str | None = None, fhir_user: str | None = None,
               opposed_by: frozenset[str] | None = frozenset()) -> Principal:
-    return Principal("sub", ScopeSet.parse(scopes), patient=patient, fhir_user=fhir_user, opposed_by=opposed_by)
+    return Principal("sub", ScopeSet.parse(scopes), patient=patient, fhir_user=fhir_user,
+                     oppositions=OppositionSlot(opposed_by))
 
 
 PATIENT = principal("patient/*.rs", patient="p1")
@@ -78,3 +82,12 @@ def test_least_privileged_context_wins() -> None:
     assert mandatory_params(both, "DocumentReference") == [
         ("subject", "Patient/p1"), ("security-label:not", f"{TRE_A07}|INVISIBLE_PATIENT")]
     assert visible(both, doc(subject="Patient/p2")) is False
+
+
+def test_a_system_token_sees_a_stored_resource_without_parsing_it() -> None:
+    check_visible(BACKEND, "DocumentReference", b"not even JSON")  # nothing to decide: never parsed
+    with pytest.raises(FHIRError):
+        check_visible(DOCTOR, "DocumentReference", orjson.dumps(doc(label="MASQUE_PS")))
+    mixed = principal("user/DocumentReference.rs system/DocumentReference.rs", fhir_user="Practitioner/d1")
+    with pytest.raises(FHIRError):  # a user scope for the type: the narrower context decides, so it is parsed
+        check_visible(mixed, "DocumentReference", orjson.dumps(doc(label="MASQUE_PS")))
