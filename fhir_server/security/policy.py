@@ -72,13 +72,8 @@ def _references(value: Any) -> list[str]:
     return []
 
 
-def in_patient_compartment(resource: dict[str, Any], patient_id: str) -> bool:
-    entry = PATIENT_COMPARTMENT.get(str(resource.get("resourceType")))
-    if entry is None:
-        return False
-    _, path = entry
-    if path == "id":
-        return resource.get("id") == patient_id
+def _compartment_references(resource: dict[str, Any], path: str) -> list[str]:
+    """The literal references at ``path`` (dot-separated elements, lists flattened) of ``resource``."""
     values: list[Any] = [resource]
     for step in path.split("."):
         nxt: list[Any] = []
@@ -86,17 +81,44 @@ def in_patient_compartment(resource: dict[str, Any], patient_id: str) -> bool:
             item = v.get(step) if isinstance(v, dict) else None
             nxt += item if isinstance(item, list) else [item] if item is not None else []
         values = nxt
-    target = f"Patient/{patient_id}"
-    return any(r == target or r.endswith("/" + target) for r in _references(values))
+    return _references(values)
 
 
-def _compartment_patients(resource: dict[str, Any], candidates: frozenset[str]) -> bool:
-    """Whether ``resource`` is in the compartment of one of ``candidates`` (patient ids)."""
-    if not candidates:
+def in_patient_compartment(resource: dict[str, Any], patient_id: str) -> bool:
+    entry = PATIENT_COMPARTMENT.get(str(resource.get("resourceType")))
+    if entry is None:
         return False
-    if resource.get("resourceType") == "Patient":
-        return resource.get("id") in candidates
-    return any(in_patient_compartment(resource, p) for p in candidates)
+    _, path = entry
+    if path == "id":
+        return resource.get("id") == patient_id
+    target = f"Patient/{patient_id}"
+    return any(r == target or r.endswith("/" + target) for r in _compartment_references(resource, path))
+
+
+def compartment_patients(resource: dict[str, Any]) -> set[str]:
+    """Ids of the patients whose compartment holds ``resource``, read once from its compartment element.
+
+    Equivalent to :func:`in_patient_compartment` for every id without a ``/`` (a FHIR id never has one),
+    but one walk of the resource however many patients it is tested against: the Consent check asks
+    "is it in any opposing patient's compartment?" on every resource a user sees."""
+    entry = PATIENT_COMPARTMENT.get(str(resource.get("resourceType")))
+    if entry is None:
+        return set()
+    _, path = entry
+    if path == "id":
+        rid = resource.get("id")
+        return {rid} if isinstance(rid, str) else set()
+    out = set()
+    for ref in _compartment_references(resource, path):
+        head, _, pid = ref.rpartition("/")  # "Patient/x" or ".../Patient/x"; never "Patient/x/_history/1"
+        if head == "Patient" or head.endswith("/Patient"):
+            out.add(pid)
+    return out
+
+
+def _in_compartment_of_any(resource: dict[str, Any], patients: frozenset[str]) -> bool:
+    """Whether ``resource`` is in the compartment of one of ``patients`` (ids; the request's oppositions)."""
+    return bool(patients) and not patients.isdisjoint(compartment_patients(resource))
 
 
 class ConsentNotResolved(RuntimeError):
@@ -164,7 +186,7 @@ def visible(principal: Principal, resource: dict[str, Any], interaction: str = "
         if (TRE_A07, hidden) in _labels(resource):
             return False
     # Consent: a user opposed by the patient sees nothing of their compartment
-    return not (ctx == "user" and _compartment_patients(resource, opposed(principal)))
+    return not (ctx == "user" and _in_compartment_of_any(resource, opposed(principal)))
 
 
 @dataclass(frozen=True)

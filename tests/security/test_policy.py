@@ -6,10 +6,18 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fhir_server.errors import FHIRError
 from fhir_server.security.authz import check_visible
-from fhir_server.security.policy import TRE_A07, mandatory_params, visible
+from fhir_server.security.policy import (
+    TRE_A07,
+    compartment_patients,
+    in_patient_compartment,
+    mandatory_params,
+    visible,
+)
 from fhir_server.security.scopes import ScopeSet
 from fhir_server.security.tokens import OppositionSlot, Principal
 
@@ -82,6 +90,35 @@ def test_least_privileged_context_wins() -> None:
     assert mandatory_params(both, "DocumentReference") == [
         ("subject", "Patient/p1"), ("security-label:not", f"{TRE_A07}|INVISIBLE_PATIENT")]
     assert visible(both, doc(subject="Patient/p2")) is False
+
+
+_IDS = st.text(alphabet="abP12-.", min_size=1, max_size=4)
+_REFS = st.one_of(
+    st.builds(lambda i: f"Patient/{i}", _IDS),
+    st.builds(lambda b, i: f"{b}/Patient/{i}", st.sampled_from(["http://h/fhir", "", "x"]), _IDS),
+    st.builds(lambda i: f"Patient/{i}/_history/2", _IDS),
+    st.builds(lambda t, i: f"{t}/{i}", st.sampled_from(["Group", "xPatient", "Practitioner"]), _IDS),
+    st.text(alphabet="Patien/1", max_size=12),
+)
+_VALUES = st.one_of(st.builds(lambda r: {"reference": r}, _REFS), st.none(), st.integers(), st.text(max_size=3))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["Patient", "DocumentReference", "Immunization", "List", "AuditEvent", "Consent", "Binary"]),
+       st.one_of(_VALUES, st.lists(_VALUES, max_size=3)), _IDS, st.frozensets(_IDS, max_size=4))
+def test_compartment_patients_agrees_with_in_patient_compartment(type_: str, value: Any, rid: str,
+                                                                candidates: frozenset[str]) -> None:
+    """The one-walk set the Consent check uses decides like testing each candidate (ids have no '/')."""
+    element = {"DocumentReference": "subject", "List": "subject", "Immunization": "patient",
+               "Consent": "patient", "Binary": "securityContext"}.get(type_)
+    resource: dict[str, Any] = {"resourceType": type_, "id": rid}
+    if type_ == "AuditEvent":
+        resource["entity"] = [{"what": v} for v in (value if isinstance(value, list) else [value])]
+    elif element is not None:
+        resource[element] = value
+    found = compartment_patients(resource)
+    for candidate in candidates | {rid}:
+        assert (candidate in found) is in_patient_compartment(resource, candidate)
 
 
 def test_a_system_token_sees_a_stored_resource_without_parsing_it() -> None:
