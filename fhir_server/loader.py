@@ -30,6 +30,7 @@ import orjson
 from .context import ServerContext
 from .errors import FHIRError
 from .formats import numbers
+from .index import workers as worker_pool
 from .index.bulk import IndexItem
 from .interactions import crud
 from .registry import get_type
@@ -259,17 +260,6 @@ class _Chunk:
     skipped: Counter[str] = field(default_factory=Counter)
 
 
-_WORKER: dict[str, Any] = {}
-
-
-def _init_worker(base_url: str, required: dict[str, list[str]], unknown_profile: str) -> None:
-    from search.extract import IndexDocumentBuilder
-    from search.registry import SearchParameterRegistry
-
-    _WORKER.update(builder=IndexDocumentBuilder(SearchParameterRegistry.load_default(), base_url=base_url),
-                   required=required, unknown_profile=unknown_profile)
-
-
 def _has_inline_data(resource: dict[str, Any]) -> bool:
     contents = resource.get("content")
     return resource.get("resourceType") == "DocumentReference" and isinstance(contents, list) and any(
@@ -285,7 +275,7 @@ def _prepare_chunk(items: list[tuple[str, _Raw]], validate_: bool) -> _Chunk:
     from .storage import format_instant, now_us
     from .storage.keys import extract_keys
 
-    builder = _WORKER["builder"]
+    builder = worker_pool.builder()
     out = _Chunk()
     for source, raw in items:
         res = _resource(raw)
@@ -302,7 +292,8 @@ def _prepare_chunk(items: list[tuple[str, _Raw]], validate_: bool) -> _Chunk:
             out.rejected.append((source, f"400 invalid id {id_!r} at {type_}.id"))
             continue
         if validate_:
-            issues = validate(res, required=_WORKER["required"], unknown_profile=_WORKER["unknown_profile"])
+            issues = validate(res, required=worker_pool.STATE["required"],
+                              unknown_profile=worker_pool.STATE["unknown_profile"])
             errors = [i for i in issues if i.severity in ("error", "fatal")]
             if errors:
                 out.rejected.append((source, _reason(422, errors[0].diagnostics, errors[0].expression)))
@@ -388,11 +379,8 @@ def bulk_load(ctx: ServerContext, paths: Iterable[Path], *, validate: bool = Tru
     the outbox holds the rest and the indexer applies it. Indices get ``refresh_interval: -1`` and
     no replicas meanwhile (see :func:`fhir_server.index.bulk.tuned_for_bulk`).
     """
-    import multiprocessing
-    import os
     import time
-    from collections import deque
-    from concurrent.futures import Future, ProcessPoolExecutor
+    from functools import partial
 
     from .index.bulk import BulkIndexer, tuned_for_bulk
 
@@ -401,52 +389,39 @@ def bulk_load(ctx: ServerContext, paths: Iterable[Path], *, validate: bool = Tru
     report = LoadReport()
     settings = ctx.settings
     init_args = (settings.public_base, settings.validation_required_profiles, settings.validation_unknown_profile)
-    n_workers = (os.cpu_count() or 1) if workers is None else workers
+    n_workers = worker_pool.default_count() if workers is None else workers
     searchable = set(ctx.indices.searchable_types())
-    pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                               initargs=init_args) if n_workers > 0 else None
-    if pool is None:
-        _init_worker(*init_args)
 
-    def handle(chunk: _Chunk) -> None:
-        report.rejected += chunk.rejected
-        report.skipped.update(chunk.skipped)
-        items, slow = _commit_batch(ctx.store, chunk.prepared)
-        bulk.submit(items)
-        report.loaded += len(chunk.prepared) - len(slow)
-        stats.fast += len(chunk.prepared) - len(slow)
-        for p in slow:  # after the batch commit, so a repeated id becomes its next version
-            try:
-                load_one(ctx, p.original())
-                report.loaded += 1
-                stats.slow += 1
-            except FHIRError as exc:
-                report.rejected.append((p.source, _reason(exc.status, exc.diagnostics, exc.expression)))
-        if on_progress is not None:
-            on_progress(len(chunk.prepared) + len(chunk.rejected) + sum(chunk.skipped.values()))
+    def handle(chunks: list[_Chunk]) -> None:
+        for chunk in chunks:
+            report.rejected += chunk.rejected
+            report.skipped.update(chunk.skipped)
+            items, slow = _commit_batch(ctx.store, chunk.prepared)
+            bulk.submit(items)
+            report.loaded += len(chunk.prepared) - len(slow)
+            stats.fast += len(chunk.prepared) - len(slow)
+            for p in slow:  # after the batch commit, so a repeated id becomes its next version
+                try:
+                    load_one(ctx, p.original())
+                    report.loaded += 1
+                    stats.slow += 1
+                except FHIRError as exc:
+                    report.rejected.append((p.source, _reason(exc.status, exc.diagnostics, exc.expression)))
+            if on_progress is not None:
+                on_progress(len(chunk.prepared) + len(chunk.rejected) + sum(chunk.skipped.values()))
 
-    try:
-        with tuned_for_bulk(ctx.es, ctx.indices, sorted(searchable)), \
-                BulkIndexer(ctx.store, ctx.es, ctx.indices) as bulk:
-            inflight: deque[Future[_Chunk]] = deque()
-            for work in _batches(_inputs(paths), batch):
-                if isinstance(work, _Transaction):  # in file order: what comes before it is written first
-                    while inflight:
-                        handle(inflight.popleft().result())
-                    load_transaction(ctx, work.source, work.bundle, report)
-                    if on_progress is not None:
-                        on_progress(1)
-                elif pool is None:
-                    handle(_prepare_chunk(work, validate))
-                else:
-                    inflight.append(pool.submit(_prepare_chunk, work, validate))
-                    if len(inflight) > 2 * n_workers:
-                        handle(inflight.popleft().result())
-            while inflight:
-                handle(inflight.popleft().result())
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
+    with tuned_for_bulk(ctx.es, ctx.indices, sorted(searchable)), BulkIndexer(ctx.store, ctx.es, ctx.indices) as bulk, \
+            worker_pool.Pipeline(partial(_prepare_chunk, validate_=validate), n_workers, worker_pool.init,
+                                 init_args) as pipe:
+        for work in _batches(_inputs(paths), batch):
+            if isinstance(work, _Transaction):  # in file order: what comes before it is written first
+                handle(pipe.drain())
+                load_transaction(ctx, work.source, work.bundle, report)
+                if on_progress is not None:
+                    on_progress(1)
+            else:
+                handle(pipe.submit(work))
+        handle(pipe.drain())
     stats.indexed_by_bulk = bulk.indexed
     stats.left_to_indexer = bulk.left_to_indexer
     stats.es_error = bulk.error

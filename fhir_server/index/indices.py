@@ -35,15 +35,23 @@ class IndexManager:
     def searchable_types(self) -> list[str]:
         return [rt.name for rt in RESOURCE_TYPES.values() if rt.searchable]
 
-    def create_physical(self, resource_type: str) -> str:
-        """A new empty physical index with the current mapping (not yet behind the alias)."""
+    def create_physical(self, resource_type: str, *, loading: bool = False) -> str:
+        """A new empty physical index with the current mapping (not yet behind the alias).
+
+        ``loading``: no refresh and no replica until :meth:`loaded` (a bulk copy writes faster without them).
+        """
         name = f"{self.alias(resource_type)}-{time.time_ns() // 1000}"
-        self.es.indices.create(
-            index=name,
-            settings=index_settings(self.settings.es_shards, self.settings.es_replicas),
-            mappings=index_mapping(self.registry, resource_type),
-        )
+        settings = index_settings(self.settings.es_shards, 0 if loading else self.settings.es_replicas)
+        if loading:
+            settings = {"index": {**settings["index"], "refresh_interval": "-1"}}
+        self.es.indices.create(index=name, settings=settings, mappings=index_mapping(self.registry, resource_type))
         return name
+
+    def loaded(self, name: str) -> None:
+        """The configured refresh and replicas of an index created ``loading``, and a refresh."""
+        self.es.indices.put_settings(index=name, settings={"index.refresh_interval": None,
+                                                           "index.number_of_replicas": self.settings.es_replicas})
+        self.es.indices.refresh(index=name)
 
     def physical(self, resource_type: str) -> list[str]:
         try:

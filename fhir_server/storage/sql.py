@@ -484,6 +484,13 @@ class SQLResourceStore:
             yield rows
             last_id = rows[-1].id
 
+    def count_current(self, type_: str) -> int:
+        """Current (not deleted) resources of a type: a count over its head rows, no content read."""
+        stmt = select(func.count()).select_from(resource).where(resource.c.type == type_,
+                                                                resource.c.deleted.is_(False))
+        with self.engine.connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
     def changed_since(self, seq: int) -> list[tuple[str, str]]:
         stmt = select(_V.c.type, _V.c.id).where(_V.c.seq > seq).distinct()
         with self.engine.connect() as conn:
