@@ -9,7 +9,7 @@ index scan at national scale.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -53,9 +53,14 @@ def entry(ctx: ServerContext, v: StoredVersion) -> dict[str, Any]:
 #: Most versions one page may read past when ``keep`` hides them (the page then ends early, with a next link).
 SCAN_BUDGET = 2000
 
+#: The caller's access policy on one batch of versions read from the log: a decision per version, in order.
+#: Given the whole batch, so look-ups it needs (the versions deletions deleted) are made once per batch;
+#: consumed lazily, so versions past a full page are never decided.
+Keep = Callable[[Sequence[StoredVersion]], Iterator[bool]]
+
 
 def _page(ctx: ServerContext, type_: str | None, id_: str | None, before: int | None, since: int | None,
-          count: int, keep: Callable[[StoredVersion], bool] | None) -> tuple[list[StoredVersion], int | None]:
+          count: int, keep: Keep | None) -> tuple[list[StoredVersion], int | None]:
     """Up to ``count`` versions older than ``before`` that ``keep`` accepts, and the cursor of the next page.
 
     Hidden versions are skipped while filling the page, so neither a page nor its links reveal them; at
@@ -66,10 +71,11 @@ def _page(ctx: ServerContext, type_: str | None, id_: str | None, before: int | 
     scanned, last_seq = 0, before
     while True:
         batch = ctx.store.history(type_, id_, before_seq=last_seq, since_us=since, count=count + 1)
+        decisions = keep(batch) if keep is not None else None
         for v in batch:
             last_seq = v.seq
             scanned += 1
-            if keep is None or keep(v):
+            if decisions is None or next(decisions):
                 kept.append(v)
                 if len(kept) > count:
                     return kept[:count], kept[count - 1].seq
@@ -80,7 +86,7 @@ def _page(ctx: ServerContext, type_: str | None, id_: str | None, before: int | 
 
 
 def history(ctx: ServerContext, type_: str | None, id_: str | None, params: dict[str, str],
-            keep: Callable[[StoredVersion], bool] | None = None) -> Result:
+            keep: Keep | None = None) -> Result:
     """``keep`` is the caller's access policy on each version (None: every version is shown)."""
     if id_ is not None and type_ is not None and ctx.store.read(type_, id_) is None:
         raise not_found(f"{type_}/{id_} is not known")

@@ -14,7 +14,7 @@ there. A check that would need the oppositions before that raises (``policy.Cons
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import orjson
@@ -222,23 +222,43 @@ def filter_history_stored(ctx: ServerContext, principal: Principal | None, resou
     return result
 
 
+VersionKey = tuple[str, str, int]  # (type, id, version)
+
+
+def _predecessors(ctx: ServerContext, batch: Sequence[StoredVersion]) -> dict[VersionKey, StoredVersion]:
+    """The versions the deletions of ``batch`` deleted, taken from the batch itself when it holds them
+    (a deletion soon after its update, the common case in a page of recent history), read from the
+    store otherwise (once per distinct version: the store has no multi-version read yet)."""
+    wanted = {(v.type, v.id, v.version - 1) for v in batch if (v.deleted or v.content is None) and v.version > 1}
+    if not wanted:
+        return {}
+    found = {key: v for v in batch if (key := (v.type, v.id, v.version)) in wanted}
+    for type_, id_, number in sorted(wanted - found.keys()):
+        previous = ctx.store.vread(type_, id_, number)
+        if previous is not None:
+            found[(type_, id_, number)] = previous
+    return found
+
+
 def history_keep(ctx: ServerContext, principal: Principal | None, resource_type: str | None,
-                 interaction: str) -> Callable[[StoredVersion], bool] | None:
-    """Which versions of a type or system history the principal may see (None: all, no filtering).
+                 interaction: str) -> Callable[[Sequence[StoredVersion]], Iterator[bool]] | None:
+    """Which versions of a type or system history the principal may see (None: all, no filtering), as a
+    batch filter (``history.Keep``): one store look-up per batch for the deletions, then one decision per
+    version, lazily (the page may fill before the batch ends).
 
     A deletion has no content: it is shown only if the version it deleted is, so an id the principal may
     not see never appears, not even as a deletion. A Binary follows its DocumentReference."""
     if principal is None or is_system(principal, resource_type or "*", interaction):
         return None
 
-    def keep(version: StoredVersion) -> bool:
-        shown = version
-        if version.deleted or version.content is None:
-            previous = ctx.store.vread(version.type, version.id, version.version - 1) if version.version > 1 else None
-            if previous is None or previous.deleted or previous.content is None:
-                return False
-            shown = previous
-        return _sees(ctx, principal, shown.type, shown.resource(), interaction)
+    def keep(batch: Sequence[StoredVersion]) -> Iterator[bool]:
+        previous = _predecessors(ctx, batch)
+        for version in batch:
+            shown: StoredVersion | None = version
+            if version.deleted or version.content is None:
+                shown = previous.get((version.type, version.id, version.version - 1))
+            yield (shown is not None and not shown.deleted and shown.content is not None
+                   and _sees(ctx, principal, shown.type, shown.resource(), interaction))
 
     return keep
 

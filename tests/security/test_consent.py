@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,9 +15,10 @@ from starlette.requests import Request
 from fhir_server.security import authz
 from fhir_server.security.consent import ActorKeys, actor_keys, opposition
 from fhir_server.security.dev_issuer import DevIssuer
-from fhir_server.security.policy import AccessPolicy, ConsentNotResolved, may_write, visible
+from fhir_server.security.policy import TRE_A07, AccessPolicy, ConsentNotResolved, may_write, visible
 from fhir_server.security.scopes import ScopeSet
 from fhir_server.security.tokens import OppositionSlot, Principal, TokenVerifier
+from fhir_server.storage import StoredVersion
 from tests.security.test_leakage_http import RPPS, consent
 
 BASE = "http://fhir.example/fhir"
@@ -155,3 +158,41 @@ def test_each_request_gets_its_own_empty_slot_and_no_check_guesses() -> None:
         authz.prepare(r)
         assert authz.principal_of(r) is who  # no look-up to make: no slot, no cost
 
+
+def _version(seq: int, id_: str, version: int, resource: dict[str, Any] | None) -> StoredVersion:
+    content = None if resource is None else orjson.dumps({"resourceType": "DocumentReference", "id": id_,
+                                                          **resource})
+    return StoredVersion(seq, "DocumentReference", id_, version, 0, "PUT", content is None, content)
+
+
+class _VersionStore:
+    def __init__(self, versions: list[StoredVersion]) -> None:
+        self.versions = {(v.type, v.id, v.version): v for v in versions}
+        self.vreads: list[tuple[str, int]] = []
+
+    def vread(self, type_: str, id_: str, version: int) -> StoredVersion | None:
+        self.vreads.append((id_, version))
+        return self.versions.get((type_, id_, version))
+
+
+def test_history_filter_reads_deleted_versions_once_per_batch() -> None:
+    """A deletion is shown only if the version it deleted is: taken from the batch when it is there,
+    read from the store otherwise (once each), and decided lazily."""
+    masked = {"securityLabel": [{"coding": [{"system": TRE_A07, "code": "MASQUE_PS"}]}]}
+    batch = [
+        _version(9, "d1", 2, None), _version(8, "d1", 1, {}),  # deletion and what it deleted, both here
+        _version(7, "d2", 3, None),  # deleted a masked version, kept in the store only
+        _version(6, "d3", 2, None),  # its version 1 is not found: never shown
+        _version(5, "d4", 1, masked),
+    ]
+    store = _VersionStore([_version(2, "d2", 2, masked)])
+    ctx = SimpleNamespace(store=store)
+    keep = authz.history_keep(ctx, _user(frozenset()), "DocumentReference", "history-type")  # type: ignore[arg-type]
+    assert keep is not None
+    assert list(keep(batch)) == [True, True, False, False, False]
+    assert store.vreads == [("d2", 2), ("d3", 1)]
+    store.vreads.clear()
+    decisions = keep(batch)
+    assert next(decisions) is True and store.vreads == [("d2", 2), ("d3", 1)]  # one look-up for the batch
+    assert authz.history_keep(ctx, Principal("svc", ScopeSet.parse("system/*.rs")),  # type: ignore[arg-type]
+                              "DocumentReference", "history-type") is None

@@ -45,7 +45,7 @@ def test_pages_hold_every_visible_version_once(shown: list[bool], count: int, bu
         before: int | None = None
         for _ in range(len(shown) + 2):  # every page advances: never more pages than versions
             page, before = history._page(ctx, None, None, before, None, count,  # type: ignore[arg-type]
-                                         lambda v: v.seq in visible)
+                                         lambda batch: (v.seq in visible for v in batch))
             assert len(page) <= count
             got += [v.seq for v in page]
             if before is None:

@@ -404,3 +404,36 @@ def test_malformed_entries_are_client_errors_for_every_token(srv: RunningServer,
             resp = c.post("/", json={"resourceType": "Bundle", "type": "transaction", "entry": [entry]},
                           headers=FHIR_JSON)
             assert 400 <= resp.status_code < 500, resp.text
+
+
+def test_type_history_shows_a_deletion_only_if_the_deleted_version_is_visible(
+        srv: RunningServer, issuer: DevIssuer, world: dict[str, Any]) -> None:
+    """Deletions carry no content: the filter looks at the version each one deleted, whether that version
+    is on the same history page (deleted just after an update) or only in the store (an older page)."""
+    w: World = world["w"]
+    masked = {"securityLabel": [{"coding": [{"system": TRE_A07, "code": "MASQUE_PS"}]}]}
+    docs: dict[str, str] = {}
+    for name, patient, extra in (("plain", world["p1"], {}), ("masked", world["p1"], masked),
+                                 ("opposing", world["p3"], {})):
+        body = {"resourceType": "DocumentReference", "status": "current",
+                "subject": {"reference": f"Patient/{patient}"}, "content": [{"attachment": {"url": "http://x/d"}}],
+                **extra}
+        docs[name] = w.create(body)
+        assert w.admin.put(f"/DocumentReference/{docs[name]}", json={**body, "id": docs[name], "status": "superseded"},
+                           headers=FHIR_JSON).status_code == 200
+    for _ in range(3):  # the deleted versions are now older than a 3-entry page
+        w.create({"resourceType": "DocumentReference", "status": "current", "content": [{"attachment": {"url": "x"}}],
+                  "subject": {"reference": f"Patient/{world['p1']}"}})
+    for name in docs:
+        assert w.admin.delete(f"/DocumentReference/{docs[name]}").status_code in (200, 204)
+    with client_for(srv, opposed_token(issuer)) as dr:
+        for count in ("3", "1000"):  # the deletions' versions on another page, then on the same one
+            seen: list[tuple[str, str]] = []
+            url: str | None = f"{srv.base_url}/DocumentReference/_history?_count={count}"
+            while url:
+                resp = dr.get(url)
+                assert resp.status_code == 200, resp.text
+                seen += [(e["fullUrl"].rsplit("/", 1)[-1], e["request"]["method"]) for e in resp.json()["entry"]]
+                url = next((link["url"] for link in resp.json()["link"] if link["relation"] == "next"), None)
+            assert (docs["plain"], "DELETE") in seen
+            assert not {i for i, _ in seen} & {docs["masked"], docs["opposing"]}, count
