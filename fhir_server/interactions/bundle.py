@@ -26,7 +26,6 @@ from urllib.parse import parse_qsl
 
 from fhir_server.context import ServerContext
 from fhir_server.errors import FHIRError, Issue, bad_request, conflict, not_found, operation_outcome
-from fhir_server.formats import numbers
 from fhir_server.registry import get_type
 from fhir_server.storage import (
     ConcurrentWrite,
@@ -71,6 +70,15 @@ class EntryAccess(Protocol):
 _INTERACTION = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
+@dataclass(frozen=True)
+class _Prevalidated:
+    """An entry validated before the store unit (:func:`_prevalidate`)."""
+
+    resource: dict[str, Any]  # its resource with references rewritten, as the unit writes it when the ids agree
+    body: dict[str, Any]  # what was validated: that resource with its id
+    issues: list[Issue]
+
+
 @dataclass
 class Entry:
     """One request entry and, once processed, its outcome."""
@@ -94,7 +102,7 @@ class Entry:
     issues: list[Issue] = field(default_factory=list)
     original: dict[str, Any] | None = None  # the resource as sent (each attempt rewrites from it)
     new_id: str = field(default_factory=lambda: crud.new_id())  # stable across retries
-    validated: tuple[bytes, list[Issue]] | None = None  # content validated outside the store unit
+    validated: _Prevalidated | None = None  # content validated outside the store unit
     # the caller's access policy on stored resources (None: unrestricted): what it may not see never matches
     guard: Callable[[dict[str, Any]], bool] | None = None
     access: EntryAccess | None = None
@@ -370,11 +378,6 @@ def _reference_resolver(unit: WriteUnit, pending: _Pending, entry: Entry) -> Any
 
 # -- execution -----------------------------------------------------------------------------------------
 
-def _indexed(type_: str) -> bool:
-    rt = get_type(type_)
-    return rt is not None and rt.searchable
-
-
 def _delete(ctx: ServerContext, unit: WriteUnit, entry: Entry, pending: _Pending) -> None:
     if entry.id is None:
         criteria = conditional.analyse(entry.type, entry.query or "", f"{entry.where}.request.url")
@@ -386,15 +389,22 @@ def _delete(ctx: ServerContext, unit: WriteUnit, entry: Entry, pending: _Pending
     entry.status = 204
     if entry.target is None:
         return
-    stored = unit.delete(entry.type, entry.target, if_match=entry.if_match, indexed=_indexed(entry.type))
+    stored = unit.delete(entry.type, entry.target, if_match=entry.if_match, indexed=crud.indexed(entry.type))
     pending.deleted.add((entry.type, entry.target))
     entry.stored = stored
 
 
+def _same_parts(validated: dict[str, Any], body: dict[str, Any]) -> bool:
+    """``body`` is ``validated`` rebuilt from the same parts: each top-level value the same object (strings:
+    equal), as when the unit writes the pre-validated rewrite. Neither serialises nor walks the content."""
+    return validated.keys() == body.keys() and all(
+        v is body[k] or (type(v) is str and type(body[k]) is str and v == body[k]) for k, v in validated.items())
+
+
 def _validated(ctx: ServerContext, entry: Entry, body: dict[str, Any]) -> list[Issue]:
     """Validation issues of ``body``, reusing the result of the pre-validation when the content is the same."""
-    if entry.validated is not None and entry.validated[0] == numbers.dumps(body):
-        return entry.validated[1]
+    if entry.validated is not None and _same_parts(entry.validated.body, body):
+        return entry.validated.issues
     return crud._validate(body, ctx.settings)
 
 
@@ -412,18 +422,20 @@ def _has_conditionals(entries: list[Entry]) -> bool:
     return any(e.if_none_exist or (e.query and e.method != "GET") or refs(e.resource) for e in entries)
 
 
-def _prevalidate(ctx: ServerContext, entries: list[Entry]) -> None:
+def _prevalidate(ctx: ServerContext, entries: list[Entry]) -> dict[str, str] | None:
     """Validate before taking the store's write lock, when identities do not depend on the store.
 
     Without conditional parts every id is known up front (POST: the entry's
-    new id, PUT: its url), so the rewritten content, and its validation, are
-    exactly what the unit will write; the unit then reuses the result (checked by
-    content). This keeps the validator, the costly part, out of the write lock.
+    new id, PUT and PATCH: their url), so the rewritten content, and its
+    validation, are exactly what the unit will write. Returns the fullUrl map
+    used (None: nothing validated); when the unit's map is the same, it writes
+    these rewritten resources and reuses their validation. This keeps the
+    validator, the costly part, out of the write lock.
     """
     if _has_conditionals(entries):
-        return
+        return None
     urls = {e.full_url: f"{e.type}/{e.new_id if e.method == 'POST' else e.id}" for e in entries
-            if e.full_url and e.method in ("POST", "PUT") and (e.method == "POST" or e.id)}
+            if e.full_url and e.method in ("POST", "PUT", "PATCH") and (e.method == "POST" or e.id)}
     for e in entries:
         if e.method not in ("POST", "PUT") or e.original is None:
             continue
@@ -432,7 +444,8 @@ def _prevalidate(ctx: ServerContext, entries: list[Entry]) -> None:
             res = _rewrite(e.original, urls, _dangling(e))
             body = {**{k: v for k, v in res.items() if k != "id"}, "id": target} if e.method == "POST" \
                 else {**res, "id": target}
-            e.validated = (numbers.dumps(body), crud._validate(body, ctx.settings))
+            e.validated = _Prevalidated(res, body, crud._validate(body, ctx.settings))
+    return urls
 
 
 def _dangling(entry: Entry) -> Any:
@@ -474,7 +487,7 @@ def _authorize(ctx: ServerContext, entry: Entry) -> None:
 
 def _write(ctx: ServerContext, unit: WriteUnit, entry: Entry) -> None:
     assert entry.target is not None and entry.resource is not None
-    type_, indexed = entry.type, _indexed(entry.type)
+    type_, indexed = entry.type, crud.indexed(entry.type)
     if entry.method == "POST":
         body = {k: v for k, v in entry.resource.items() if k != "id"}
         _check_content(entry, {**body, "id": entry.target})
@@ -538,7 +551,7 @@ def _read(ctx: ServerContext, unit: WriteUnit, entry: Entry) -> None:
 
 
 def _execute(ctx: ServerContext, unit: WriteUnit, entries: list[Entry],
-             general: dict[str, set[str]] | None = None) -> None:
+             general: dict[str, set[str]] | None = None, prevalidated: dict[str, str] | None = None) -> None:
     pending = _Pending(general=general or {})
     unit.lock_resources([(e.type, e.id) for e in entries if e.id and e.method in ("PUT", "PATCH", "DELETE")])
     for e in entries:  # DELETE first
@@ -562,8 +575,11 @@ def _execute(ctx: ServerContext, unit: WriteUnit, entries: list[Entry],
     urls: dict[str, str] = {e.full_url: f"{e.type}/{e.target}" for e in entries
                             if e.full_url and e.target and e.method in ("POST", "PUT", "PATCH")}
     to_write = [e for e in writes if e.status == 0]
+    reuse = prevalidated is not None and prevalidated == urls  # the same ids: the same rewritten content
     for e in to_write:
-        if e.method in ("POST", "PUT") and e.resource is not None:
+        if reuse and e.validated is not None:
+            e.resource = e.validated.resource
+        elif e.method in ("POST", "PUT") and e.resource is not None:
             with _at(e):
                 e.resource = _rewrite(e.resource, urls, _reference_resolver(unit, pending, e))
     supersede = mhd.check_provide_bundle(unit, entries)
@@ -622,7 +638,7 @@ def _run_transaction(ctx: ServerContext, entries: list[Entry]) -> None:
         with _at(e):
             _authorize(ctx, e)
     general = _general_criteria(ctx, entries)
-    _prevalidate(ctx, entries)
+    prevalidated = _prevalidate(ctx, entries)
     with conditional.locked(ctx, list(general)):
         for attempt in range(ATTEMPTS):
             for e in entries:
@@ -635,7 +651,7 @@ def _run_transaction(ctx: ServerContext, entries: list[Entry]) -> None:
                         found[key] = conditional.search_general(ctx, crit, where)
             try:
                 with ctx.store.unit() as unit:
-                    _execute(ctx, unit, entries, found)
+                    _execute(ctx, unit, entries, found, prevalidated)
                 return
             except ConcurrentWrite as exc:
                 if attempt == ATTEMPTS - 1:

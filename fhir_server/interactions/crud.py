@@ -57,10 +57,11 @@ def _check_type(type_: str, resource: dict[str, Any]) -> None:
         raise bad_request(f"resourceType '{actual}' does not match the URL type '{type_}'", "resourceType")
 
 
-def _indexed(type_: str) -> bool:
-    """Types Elasticsearch never holds (Binary) get no outbox row."""
+def indexed(type_: str) -> bool:
+    """Whether writes of ``type_`` get an outbox row: only registered searchable types have an index (Binary
+    and AuditEvent never do; nor does a type the server does not serve, which the indexer must not create)."""
     rt = get_type(type_)
-    return rt is None or rt.searchable
+    return rt is not None and rt.searchable
 
 
 def _unique_conflict(exc: UniqueKeyViolation) -> FHIRError:
@@ -83,7 +84,7 @@ def create(ctx: ServerContext, type_: str, resource: dict[str, Any]) -> Result:
     try:
         with ctx.store.unit() as unit:
             body = mhd.externalize_inline_data(unit, body)
-            stored = unit.put(type_, new_id(), body, method="POST", must_not_exist=True, indexed=_indexed(type_))
+            stored = unit.put(type_, new_id(), body, method="POST", must_not_exist=True, indexed=indexed(type_))
     except UniqueKeyViolation as exc:
         raise _unique_conflict(exc) from exc
     except ConcurrentWrite as exc:
@@ -142,7 +143,7 @@ def update(ctx: ServerContext, type_: str, id_: str, resource: dict[str, Any], i
     issues = _validate(resource, ctx.settings)
     try:
         with _write_errors(type_, id_, if_match), ctx.store.unit() as unit:
-            stored = unit.put(type_, id_, resource, method="PUT", if_match=if_match, indexed=_indexed(type_))
+            stored = unit.put(type_, id_, resource, method="PUT", if_match=if_match, indexed=indexed(type_))
     except UniqueKeyViolation as exc:
         raise _unique_conflict(exc) from exc
     ctx.indexer.notify()
@@ -153,7 +154,7 @@ def update(ctx: ServerContext, type_: str, id_: str, resource: dict[str, Any], i
 def delete(ctx: ServerContext, type_: str, id_: str, if_match: int | None) -> Result:
     """Logical delete; deleting an unknown or deleted resource succeeds without a new version."""
     with _write_errors(type_, id_, if_match), ctx.store.unit() as unit:
-        stored = unit.delete(type_, id_, if_match=if_match, indexed=_indexed(type_))
+        stored = unit.delete(type_, id_, if_match=if_match, indexed=indexed(type_))
     if stored is None:
         return Result(204)
     ctx.indexer.notify()
