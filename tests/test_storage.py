@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -121,24 +121,30 @@ def test_concurrent_updates_with_if_match_one_winner_per_version(store: SQLResou
     assert current is not None and current.version == 2
 
 
-def test_concurrent_unconditional_updates_never_lose_a_version(store: SQLResourceStore) -> None:
-    _put(store, "f", "Start")
+def _concurrently(write: Callable[[int, int], int], threads: int = 4, each: int = 5) -> list[int]:
+    """``write(thread, i)`` ``each`` times in each of ``threads`` threads, retried on ConcurrentWrite; the results."""
     done: list[int] = []
 
     def worker(n: int) -> None:
-        for _ in range(5):
+        for i in range(each):
             for _attempt in range(50):
                 try:
-                    done.append(_put(store, "f", f"W{n}"))
+                    done.append(write(n, i))
                     break
                 except ConcurrentWrite:
                     continue
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
-    for t in threads:
+    running = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for t in running:
         t.start()
-    for t in threads:
+    for t in running:
         t.join()
+    return done
+
+
+def test_concurrent_unconditional_updates_never_lose_a_version(store: SQLResourceStore) -> None:
+    _put(store, "f", "Start")
+    done = _concurrently(lambda n, _i: _put(store, "f", f"W{n}"))
     assert sorted(done) == list(range(2, 22))
     assert store.history_total("Patient", "f", since_us=None) == 21
 
@@ -217,22 +223,7 @@ def test_log_marker_sees_a_commit_below_the_highest_seq(store: SQLResourceStore)
 
 def test_log_marker_counts_concurrent_writers_exactly(store: SQLResourceStore) -> None:
     start = store.log_marker("Consent")
-    seqs: list[int] = []
-
-    def worker(n: int) -> None:
-        for i in range(5):
-            for _attempt in range(50):
-                try:
-                    seqs.append(_consent(store, f"w{n}-{i % 2}"))
-                    break
-                except ConcurrentWrite:
-                    continue
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    seqs = _concurrently(lambda n, i: _consent(store, f"w{n}-{i % 2}"))
     assert len(seqs) == 20
     assert store.log_marker("Consent") == (max(seqs), start[1] + 20)
 
