@@ -12,8 +12,11 @@ hits every configuration alike and the ratios stay fair.
 - ``auth+audit``: both, fail-closed, sync normal (what a production server runs by default)
 - ``auth+audit-full``: both, fail-closed, FHIR_AUDIT_SYNC=full (the answer waits for the fsync too)
 
-Printed: req/s and p50/p95 per configuration, and the ratio of req/s to ``off`` at the same workload and
-level (1.00 = free, 0.90 = 10 % fewer requests per second). The load runs in a spawned process.
+Printed: req/s and p50/p95 per configuration, the ratio of req/s to ``off`` at the same workload and
+level (1.00 = free, 0.90 = 10 % fewer requests per second), and the server's CPU time per request (user +
+system of the process that hosts the servers, all threads, measured around each slice: the clients run
+in a spawned process and Elasticsearch in its own) with its ratio to ``off``. On a shared machine the CPU
+ratio is the steadier figure: a neighbour's burst stretches wall time, not the work a request costs.
 
     .venv/bin/python bench/audit.py                       # 6 s per workload, configuration and level
     .venv/bin/python bench/audit.py --seconds 10 --rounds 5 --concurrency 1,16
@@ -25,6 +28,7 @@ import argparse
 import concurrent.futures
 import contextlib
 import multiprocessing
+import os
 import shutil
 import sys
 import tempfile
@@ -53,6 +57,12 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "auth+audit": {"auth": "jwt", "audit": "on", "audit_mode": "fail-closed", "audit_sync": "normal"},
     "auth+audit-full": {"auth": "jwt", "audit": "on", "audit_mode": "fail-closed", "audit_sync": "full"},
 }
+
+
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process (the servers), all threads."""
+    t = os.times()
+    return t.user + t.system
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,12 +117,15 @@ def main(argv: list[str] | None = None) -> int:
             for level in args.concurrency:
                 log(f"{name} x{level}: {args.rounds} round(s) of {args.seconds / args.rounds:g} s per configuration")
                 results = {label: LoadResult() for label in configs}
+                cpu = dict.fromkeys(configs, 0.0)
                 for round_ in range(args.rounds):
                     order = configs[round_ % len(configs):] + configs[:round_ % len(configs)]  # rotate who goes first
                     for label in order:
                         base, headers = bases[label]
+                        before = _cpu_s()
                         res = pool.submit(drive, base, ops, level, seconds=args.seconds / args.rounds, repeat=True,
                                           headers=headers).result()
+                        cpu[label] += _cpu_s() - before
                         total = results[label]
                         total.ok += res.ok
                         total.errors += res.errors
@@ -125,11 +138,15 @@ def main(argv: list[str] | None = None) -> int:
                         log(f"  {label}: {err}")
                     failed += res.errors
                     base_rate = results["off"].rate
+                    per_request = 1e6 * cpu[label] / res.ok if res.ok else float("nan")
+                    base_cpu = 1e6 * cpu["off"] / results["off"].ok if results["off"].ok else float("nan")
                     rows.append([name, level, label, res.ok, f"{res.rate:.1f}",
                                  f"{res.rate / base_rate:.2f}" if base_rate else "-",
-                                 f"{res.percentile_ms(0.5):.2f}", f"{res.percentile_ms(0.95):.2f}"])
+                                 f"{res.percentile_ms(0.5):.2f}", f"{res.percentile_ms(0.95):.2f}",
+                                 f"{per_request:.0f}", f"{per_request / base_cpu:.3f}"])
     print("\nCost of auth and audit per request (SQLite store of record, loopback HTTP, configurations interleaved)")
-    print_table(["workload", "clients", "config", "requests", "req/s", "vs off", "p50 ms", "p95 ms"], rows)
+    print_table(["workload", "clients", "config", "requests", "req/s", "vs off", "p50 ms", "p95 ms",
+                 "server CPU us/req", "CPU vs off"], rows)
     return 1 if failed else 0
 
 
