@@ -13,7 +13,7 @@ from search.registry import SearchParameterRegistry
 
 from .index.indexer import Indexer
 from .index.indices import IndexManager
-from .index.reindex import reindex_type
+from .index.reindex import reindex_types
 from .settings import Settings
 from .storage import SQLResourceStore, open_store
 
@@ -54,9 +54,10 @@ class ServerContext:
         indices.ensure_all()
         builder = IndexDocumentBuilder(registry, base_url=settings.public_base)
         indexer = Indexer(store, es, indices, builder, settings)
-        for type_ in indices.stale_types():  # parameter set changed: rebuild behind the alias before serving
-            log.warning("search parameters of %s changed: rebuilding its index (alias swap)", type_)
-            reindex_type(store, es, indices, builder, type_)
+        stale = indices.stale_types()
+        if stale:  # parameter set changed: rebuild behind the alias before serving (one worker pool for all)
+            log.warning("search parameters of %s changed: rebuilding their indexes (alias swap)", ", ".join(stale))
+            reindex_types(store, es, indices, builder, list(stale))
         if start_indexer:
             indexer.start()
         return cls(settings, store, es, indices, indexer, registry, request_es)
