@@ -106,6 +106,7 @@ class Entry:
     # the caller's access policy on stored resources (None: unrestricted): what it may not see never matches
     guard: Callable[[dict[str, Any]], bool] | None = None
     access: EntryAccess | None = None
+    trail_read: bool = False  # a GET of an AuditEvent: answered from the audit table after commit
 
     def __post_init__(self) -> None:
         if self.original is None:
@@ -117,6 +118,7 @@ class Entry:
 
     def reset(self) -> None:
         self.target, self.status, self.stored, self.body, self.issues = None, 0, None, None, []
+        self.trail_read = False
         self.resource = self.original
 
 
@@ -538,6 +540,9 @@ def _read(ctx: ServerContext, unit: WriteUnit, entry: Entry) -> None:
     type_, id_, vid = m.groups()
     if get_type(type_) is None:
         raise not_found(f"Resource type '{type_}' is not supported by this server")
+    if type_ == "AuditEvent":  # the audit trail's own table: read after commit, like a search
+        entry.type, entry.target, entry.vid, entry.status, entry.trail_read = type_, id_, vid, 200, True
+        return
     if vid is None:
         stored = unit.current(type_, id_)
     else:
@@ -660,7 +665,25 @@ def _run_transaction(ctx: ServerContext, entries: list[Entry]) -> None:
 
 # -- responses -----------------------------------------------------------------------------------------
 
+def _trail_read(ctx: ServerContext, entry: Entry) -> StoredVersion:
+    """An AuditEvent read or vread entry, checked by the caller's policy as the standalone read is."""
+    from fhir_server.audit import search as audit_search  # the audit package imports this layer
+
+    assert entry.target is not None
+    result = audit_search.read(ctx, entry.target) if entry.vid is None else \
+        audit_search.vread(ctx, entry.target, entry.vid)
+    assert result.version is not None
+    if entry.access is not None and not entry.access.guard("read")(result.version.resource()):
+        raise not_found(f"AuditEvent/{entry.target} is not known")
+    return result.version
+
+
 def _response_entry(ctx: ServerContext, entry: Entry, prefer_return: str) -> dict[str, Any]:
+    if entry.trail_read and entry.status == 200:
+        try:
+            entry.stored = _trail_read(ctx, entry)
+        except FHIRError as err:
+            return {"response": {"status": str(err.status), "outcome": err.outcome()}}
     if entry.method in ("GET", "HEAD") and entry.query is not None and entry.status == 200 and entry.target is None:
         try:
             params = parse_qsl(entry.query, keep_blank_values=True)

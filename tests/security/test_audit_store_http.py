@@ -160,6 +160,30 @@ def test_read_and_vread_follow_the_patient_compartment(world: dict[str, Any]) ->
     assert admin.delete(f"/AuditEvent/{own['id']}").status_code == 405
 
 
+@pytest.mark.parametrize("kind", ["batch", "transaction"])
+def test_read_and_vread_as_bundle_entries_follow_the_patient_compartment(world: dict[str, Any], kind: str) -> None:
+    admin: httpx.Client = world["admin"]
+    patient1: httpx.Client = world["patient1"]
+    own = _entries(admin.get("/AuditEvent", params={"entity": f"DocumentReference/{world['doc1']}", "_count": "1"}))[0]
+    other = _entries(admin.get("/AuditEvent", params={"entity": f"DocumentReference/{world['doc2']}",
+                                                      "agent": world["dr"]}))[0]
+    urls = [f"AuditEvent/{own['id']}", f"AuditEvent/{own['id']}/_history/1", f"AuditEvent/{own['id']}/_history/2",
+            f"AuditEvent/{other['id']}", "AuditEvent/unknown"]
+    bundle = {"resourceType": "Bundle", "type": kind,
+              "entry": [{"request": {"method": "GET", "url": u}} for u in urls]}
+    resp = patient1.post("/", json=bundle, headers=FHIR_JSON)
+    assert resp.status_code == 200, resp.text
+    entries = resp.json()["entry"]
+    assert [e["response"]["status"].split()[0] for e in entries] == ["200", "200", "404", "404", "404"]
+    assert entries[0]["resource"] == own and entries[1]["resource"] == own
+    assert entries[0]["response"]["etag"] == 'W/"1"'
+    hidden, unknown = entries[3], entries[4]  # a hidden record answers exactly as one that does not exist
+    assert "resource" not in hidden and "fullUrl" not in hidden
+    assert orjson.dumps(hidden).decode().replace(other["id"], "unknown") == orjson.dumps(unknown).decode()
+    admin_view = admin.post("/", json={**bundle, "entry": bundle["entry"][3:4]}, headers=FHIR_JSON).json()
+    assert admin_view["entry"][0]["resource"] == other
+
+
 def test_patient_sees_its_own_trail_and_the_probe_of_others_is_not_there(world: dict[str, Any]) -> None:
     patient1: httpx.Client = world["patient1"]
     mine = _entries(patient1.get("/AuditEvent", params={"_count": "1000"}))  # the compartment is implied
