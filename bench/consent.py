@@ -3,15 +3,19 @@
 One in-process server with ``FHIR_AUTH=jwt`` (audit off, to isolate the look-up), a fresh SQLite store and
 an index prefix of its own on the given Elasticsearch. It loads ``--patients`` Patients with one
 DocumentReference each and ``--consents`` deny Consents naming other practitioners, plus ``--opposing``
-naming the measured one. The same requests are then sent, interleaved in ``--rounds`` slices:
+naming the measured one. The same requests are then sent in ``--rounds`` rounds, ``system``, ``user`` and
+``opposed`` taking turns request by request (``miss`` in a slice of its own after them):
 
 - ``system``: a ``system/*.rs`` token (no look-up: the baseline),
-- ``user``: a ``user/*.rs`` token no Consent names (look-up, cache hit: one small store query),
+- ``user``: a ``user/*.rs`` token no Consent names (look-up, cache hit: one key read of the Consent marker),
 - ``opposed``: a ``user/*.rs`` token ``--opposing`` patients opposed (cache hit + exclusion clause),
-- ``miss``: like ``opposed``, but a Consent is written before each request (cache miss: barrier + ES look-up;
+- ``miss``: like ``opposed``, but a Consent about someone else is written before each request (the cache entry
+  catches up from the new Consent version in the store; a search also waits for that write to be indexed;
   the write itself is not timed).
 
-Printed: requests/s and p50 per token for a read and a search, and the ratio of requests/s to ``system``.
+Printed: requests/s and p50 per token for a read and a search, the ratio of requests/s to ``system`` and the
+p50 difference to it, with the load average before and after the measured phase (the client shares the
+server's process, so a busy neighbour shows up there: compare ratios of one run, not figures of two).
 
     .venv/bin/python bench/consent.py --es-url http://127.0.0.1:9200
 """
@@ -19,6 +23,7 @@ Printed: requests/s and p50 per token for a read and a search, and the ratio of 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -94,28 +99,42 @@ def main() -> int:
         workloads = {"read": lambda i: f"/DocumentReference/{docs[i % (len(docs) - args.opposing)]}",
                      "search": lambda i: "/DocumentReference?_count=10&status=current"}
         times: dict[tuple[str, str], list[float]] = {}
-        for _ in range(args.rounds):
-            for name, token in tokens.items():
-                with client(token) as c:
-                    for wl, path in workloads.items():
-                        bucket = times.setdefault((name, wl), [])
-                        for i in range(args.requests):
-                            if name == "miss":
-                                _post(admin, consent(patients[i % len(patients)], f"churn-{uuid.uuid4().hex}"))
-                            t0 = time.perf_counter()
-                            resp = c.get(path(i))
-                            bucket.append(time.perf_counter() - t0)
-                            assert resp.status_code == 200, resp.text
+        clients = {name: client(token) for name, token in tokens.items()}
+        steady = [n for n in tokens if n != "miss"]
+
+        def timed(name: str, wl: str, url: str) -> None:
+            t0 = time.perf_counter()
+            resp = clients[name].get(url)
+            times.setdefault((name, wl), []).append(time.perf_counter() - t0)
+            assert resp.status_code == 200, resp.text
+
+        load_before = os.getloadavg()
+        for wl, path in workloads.items():
+            for round_ in range(args.rounds):
+                order = steady[round_ % len(steady):] + steady[:round_ % len(steady)]
+                for i in range(args.requests):  # request by request in turns: a neighbour's burst hits all alike
+                    for name in order:
+                        timed(name, wl, path(i))
+                for i in range(args.requests):  # its own slice: its writes would make the others catch up
+                    _post(admin, consent(patients[i % len(patients)], f"churn-{uuid.uuid4().hex}"))
+                    timed("miss", wl, path(i))
                 admin.get("/Consent", params={"_summary": "count"})  # barrier: no indexing left for the next slice
+        for c in clients.values():
+            c.close()
+        load_after = os.getloadavg()
         print(f"{args.patients} patients, {args.consents + args.opposing} Consents, "
               f"{args.opposing} opposing the measured practitioner; {args.rounds}x{args.requests} requests each")
-        print(f"{'token':<9} {'workload':<8} {'req/s':>8} {'p50 ms':>8} {'vs system':>10}")
+        print("load average before: " + " ".join(f"{x:.2f}" for x in load_before)
+              + ", after: " + " ".join(f"{x:.2f}" for x in load_after))
+        print(f"{'token':<9} {'workload':<8} {'req/s':>8} {'p50 ms':>8} {'vs system':>10} {'p50 +ms':>8}")
         for wl in workloads:
             base = len(times[("system", wl)]) / sum(times[("system", wl)])
+            base_p50 = statistics.median(times[("system", wl)])
             for name in tokens:
                 t = times[(name, wl)]
-                rate = len(t) / sum(t)
-                print(f"{name:<9} {wl:<8} {rate:8.1f} {statistics.median(t) * 1000:8.2f} {rate / base:10.2f}")
+                rate, p50 = len(t) / sum(t), statistics.median(t)
+                print(f"{name:<9} {wl:<8} {rate:8.1f} {p50 * 1000:8.2f} {rate / base:10.2f} "
+                      f"{(p50 - base_p50) * 1000:+8.2f}")
     finally:
         srv.stop()
     return 0

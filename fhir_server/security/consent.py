@@ -18,7 +18,8 @@ The token names the actor (see :class:`.tokens.Principal`): ``fhirUser``, the ``
 (references or ``system|value`` identifiers) and the ``identifier`` claim (``system|value``).
 
 Read-your-writes: the Consents naming an actor are cached per process with the state of the store's
-Consent log they reflect (last position and number of versions, one indexed query per request). When the
+Consent log they reflect (last position and number of versions: ``store.log_marker``, one key read per
+request, made at the start of the request's first thread-pool hop, ``authz.run``). When the
 log has moved, the entry is brought up to date from the new Consent versions, read in the store (the newest
 version of each Consent decides); only when they cannot all be found that way (thousands of them, or a
 commit below the last position) does the look-up run again on the index, after the write barrier. Either
