@@ -14,7 +14,6 @@ from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
-import orjson
 from elasticsearch import ApiError, TransportError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -395,11 +394,10 @@ def _dispatch(table: dict[str, Handler]) -> Handler:
 
 
 async def _openapi(request: Request) -> Response:
-    from .openapi import openapi_document
+    from .openapi import openapi_json
 
     ctx = _ctx(request)
-    return Response(orjson.dumps(openapi_document(ctx.search_parameters, ctx.base_url)),
-                    media_type="application/json")
+    return Response(openapi_json(ctx.search_parameters, ctx.base_url), media_type="application/json")
 
 
 def build_routes() -> list[Any]:
