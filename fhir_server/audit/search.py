@@ -30,7 +30,7 @@ from fhir_server.storage.audit import AGENT, ENTITY, AuditLog, AuditQuery
 from search.errors import SearchError
 from search.params.date import parse_search_value, split_prefix
 
-from .events import INTERACTION_SYSTEM
+from .events import INTERACTION_SYSTEM, stored_event
 
 if TYPE_CHECKING:
     from fhir_server.context import ServerContext
@@ -225,10 +225,11 @@ def search(ctx: ServerContext, raw_params: list[tuple[str, str]], *, strict: boo
     entries = []
     withheld = False
     for id_, _, content in rows:
-        if policy is not None and not policy.allows(orjson.loads(content)):
+        event = stored_event(content, id_)
+        if policy is not None and not policy.allows(event):
             withheld = True  # defence in depth: the parameters should already have excluded it
             continue
-        entries.append({"fullUrl": f"{ctx.base_url}/AuditEvent/{id_}", "resource": orjson.Fragment(content),
+        entries.append({"fullUrl": f"{ctx.base_url}/AuditEvent/{id_}", "resource": event,
                         "search": {"mode": "match"}})
 
     base = f"{ctx.base_url}/AuditEvent"
@@ -255,8 +256,8 @@ def read(ctx: ServerContext, id_: str) -> Result:
     if found is None:
         raise not_found(f"AuditEvent/{id_} is not known")
     recorded_us, content = found
-    return Result(200, None, StoredVersion(0, "AuditEvent", id_, 1, recorded_us, "POST", False, content),
-                  raw=content)
+    event = orjson.dumps(stored_event(content, id_))
+    return Result(200, None, StoredVersion(0, "AuditEvent", id_, 1, recorded_us, "POST", False, event), raw=event)
 
 
 def vread(ctx: ServerContext, id_: str, vid: str) -> Result:

@@ -4,8 +4,8 @@
   a ``write()`` into the page cache. Fail-closed answers wait for this, nothing else (and, with
   ``sync="full"``, for the flusher's next ``fdatasync``: one per group of concurrent answers).
 - The applier thread tails the journal every ``linger_s`` (sooner when a reader waits or a backlog
-  builds up), builds the AuditEvents and inserts them with the journal position they reach, in one
-  transaction per ``max_batch`` records: a commit per batch instead of per request, and no thread
+  builds up), splits each record into its AuditEvents' facts and inserts them with the journal position
+  they reach, in one transaction per ``max_batch`` records: a commit per batch instead of per request, and no thread
   hand-off on the request path. At start it goes on from the position the table holds, so what a
   crash left in the journal is applied once; slots of processes that are gone are applied too.
 - The flusher thread ``fdatasync``s the journal within ``flush_interval_s`` of an append.
@@ -25,10 +25,10 @@ from typing import Any
 
 import orjson
 
-from fhir_server.storage import SQLResourceStore, format_instant
-from fhir_server.storage.audit import AGENT, ENTITY, AuditAppender, AuditRow, Sync, audit_id
+from fhir_server.storage import SQLResourceStore
+from fhir_server.storage.audit import AuditAppender, AuditRow, Sync, audit_id
 
-from .events import AuditRecord, build, facts
+from .events import AuditRecord, columns, event_facts, facts
 from .journal import SEGMENT_BYTES, Journal, JournalReader, Position, Slot, orphan_slots, take_slot
 
 log = logging.getLogger(__name__)
@@ -36,26 +36,10 @@ log = logging.getLogger(__name__)
 _BUILD_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
 
 
-def row_of(event: dict[str, Any], recorded_us: int, id_: str) -> AuditRow:
-    """Give the event its id and meta, and extract the searchable columns."""
-    meta = {"versionId": "1", "lastUpdated": event.get("recorded") or format_instant(recorded_us)}
-    if "id" in event and "meta" in event:  # built by events.build: the places are kept
-        event["id"], event["meta"] = id_, meta
-    else:
-        event = {"resourceType": "AuditEvent", "id": id_, "meta": meta,
-                 **{k: v for k, v in event.items() if k not in ("id", "meta")}}
-    refs: list[tuple[str, str]] = []
-    for entity in event.get("entity") or ():
-        ref = (entity.get("what") or {}).get("reference")
-        if isinstance(ref, str) and len(ref) <= 255:
-            refs.append((ENTITY, ref))
-    for agent in event.get("agent") or ():
-        ref = (agent.get("who") or {}).get("reference")
-        if isinstance(ref, str) and len(ref) <= 255:
-            refs.append((AGENT, ref))
-    subtype = str(((event.get("subtype") or [{}])[0]).get("code", ""))[:32]
-    return AuditRow(id_, recorded_us, str(event.get("action", "E")), str(event.get("outcome", "0")), subtype,
-                    orjson.dumps(event), tuple(refs))
+def row_of(ef: dict[str, Any], id_: str) -> AuditRow:
+    """The audit table's row of one AuditEvent's facts (:func:`.events.event_facts`)."""
+    action, outcome, subtype, refs = columns(ef)
+    return AuditRow(id_, int(ef["t"]), action, outcome, subtype, orjson.dumps(ef), refs)
 
 
 class AuditWriter:
@@ -171,9 +155,8 @@ class AuditWriter:
                 time.sleep(0)  # let a waiting request have the GIL: a batch is milliseconds of Python
             try:
                 f = orjson.loads(payload)
-                events = build(f, self._lookup)
                 origin = b"%s|%d|%d" % (slot.id.encode(), segment, offset)
-                rows += [row_of(e, f["t"], audit_id(f["t"], origin, i)) for i, e in enumerate(events)]
+                rows += [row_of(ef, audit_id(ef["t"], origin, i)) for i, ef in enumerate(event_facts(f, self._lookup))]
             except (orjson.JSONDecodeError, *_BUILD_ERRORS):  # a record no code can read: skipped, loudly
                 log.exception("audit: an unreadable journal record (slot %s, %d:%d) was skipped",
                               slot.path, segment, offset)

@@ -71,7 +71,7 @@ class AuditRow:
     action: str
     outcome: str
     subtype: str
-    content: bytes
+    content: bytes  # the AuditEvent's facts (fhir_server/audit/events.py), rendered as FHIR on read
     refs: tuple[tuple[str, str], ...] = ()  # (ENTITY | AGENT, "Type/id")
 
 
@@ -269,10 +269,11 @@ class AuditLog:
             row = conn.execute(select(_E.c.recorded_us, _E.c.content).where(_E.c.id == id_)).first()
         return (int(row.recorded_us), bytes(row.content)) if row else None
 
-    def recent(self, n: int) -> list[bytes]:
-        """The last ``n`` records committed, newest first (tests, operators)."""
+    def recent(self, n: int) -> list[tuple[str, bytes]]:
+        """(id, content) of the last ``n`` records committed, newest first (tests, operators)."""
         with self.engine.connect() as conn:
-            return [bytes(r.content) for r in conn.execute(select(_E.c.content).order_by(_E.c.seq.desc()).limit(n))]
+            return [(r.id, bytes(r.content)) for r in
+                    conn.execute(select(_E.c.id, _E.c.content).order_by(_E.c.seq.desc()).limit(n))]
 
     def total(self) -> int:
         with self.engine.connect() as conn:

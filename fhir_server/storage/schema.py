@@ -102,7 +102,7 @@ audit_event = Table(
     Column("action", String(1), nullable=False),
     Column("outcome", String(2), nullable=False),
     Column("subtype", String(32), nullable=False),  # restful-interaction code
-    Column("content", LargeBinary, nullable=False),  # the AuditEvent, JSON bytes
+    Column("content", LargeBinary, nullable=False),  # the AuditEvent's facts, JSON (rendered as FHIR on read)
     UniqueConstraint("id", name="uq_audit_event_id"),
     Index("ix_audit_event_recorded", "recorded_us", "id"),
 )

@@ -13,10 +13,9 @@ from functools import partial
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 
-from fhir_server.audit.events import interaction, patients_of_query
+from fhir_server.audit.events import interaction, patients_of_query, stored_event
 from fhir_server.security.dev_issuer import DevIssuer
 from fhir_server.storage.audit import AuditLog
 from tests.harness import RunningServer
@@ -42,7 +41,7 @@ def audit_count(srv: RunningServer) -> int:
 def last_events(srv: RunningServer, n: int) -> list[dict[str, Any]]:
     """The last ``n`` records committed to the audit table, newest first."""
     assert srv.ctx.audit is not None and srv.ctx.audit.wait_applied()
-    return [orjson.loads(c) for c in AuditLog.of(srv.ctx.store.url).recent(n)]
+    return [stored_event(c, id_) for id_, c in AuditLog.of(srv.ctx.store.url).recent(n)]
 
 
 @pytest.fixture(scope="module")

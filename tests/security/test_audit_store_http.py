@@ -12,9 +12,12 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from fhir_server.audit.events import stored_event
 from fhir_server.audit.search import PARAMS
 from fhir_server.audit.writer import AuditWriter, row_of
 from fhir_server.security.dev_issuer import DevIssuer
@@ -224,8 +227,8 @@ def test_on_sqlite_the_trail_has_a_file_and_write_lock_of_its_own(srv: RunningSe
         try:
             before = AuditLog.of(srv.ctx.store.url).total()
             writer: AuditWriter = srv.uvicorn_server.config.app.state.audit  # type: ignore[union-attr]
-            writer.appender.append([row_of({"action": "R", "outcome": "0"}, 1_767_225_600_000_000,
-                                           audit_id(1_767_225_600_000_000, b"lock-test", 0))])
+            ef = {"v": 1, "t": 1_767_225_600_000_000, "code": "read", "s": 200, "w": None, "tgt": None, "pts": []}
+            writer.appender.append([row_of(ef, audit_id(1_767_225_600_000_000, b"lock-test", 0))])
             assert AuditLog.of(srv.ctx.store.url).total() == before + 1  # ...does not block the trail
         finally:
             cur.execute("ROLLBACK")
@@ -257,11 +260,40 @@ def test_ids_keep_request_order_and_rows_index_entities_and_agents() -> None:
     others = {audit_id(1_700_000_000_000_000, b"slot|3|%d" % n, 0) for n in range(5000)}
     assert len(others) == 5000
     assert audit_id(1_700_000_000_000_000, b"x", 0) < audit_id(1_700_000_000_001_000, b"a", 0)  # time first
-    event = {"resourceType": "AuditEvent", "action": "R", "outcome": "0", "subtype": [{"code": "read"}],
-             "agent": [{"who": {"reference": "Practitioner/a"}}, {"who": {"display": "Patient/9"}}],
-             "entity": [{"what": {"reference": "Patient/1"}}, {"query": "eA=="}]}
-    row = row_of(event, 1_700_000_000_000_000, ids[0])
+    ef = {"v": 1, "t": 1_700_000_000_000_000, "code": "search-type", "s": 200, "ip": "10.0.0.1",
+          "w": {"sub": "dr", "iss": "https://idp", "user": "Practitioner/a", "client": None, "patient": None},
+          "tgt": None, "pts": ["Patient/1"], "q": "patient=1"}
+    row = row_of(ef, ids[0])
     assert row.refs == ((ENTITY, "Patient/1"), (AGENT, "Practitioner/a"))
-    stored = orjson.loads(row.content)
+    assert (row.action, row.outcome, row.subtype, row.recorded_us) == ("E", "0", "search-type", ef["t"])
+    stored = stored_event(row.content, row.id)
     assert list(stored)[:3] == ["resourceType", "id", "meta"] and stored["id"] == row.id
     assert stored["meta"] == {"versionId": "1", "lastUpdated": "2023-11-14T22:13:20.000000+00:00"}
+    assert stored["entity"][-1]["query"] == "cGF0aWVudD0x" and stored["agent"][0]["network"]["address"] == "10.0.0.1"
+    legacy = orjson.dumps({"resourceType": "AuditEvent", "id": "old", "action": "R"})  # rows of earlier versions
+    assert stored_event(legacy, "old") == orjson.loads(legacy)
+
+
+_REF = st.from_regex(r"(Patient|Practitioner|DocumentReference|Organization)/[a-z0-9]{1,8}", fullmatch=True)
+
+
+@given(code=st.sampled_from(["read", "search-type", "create", "update", "delete", "transaction", "batch",
+                             "operation", "vread", "capabilities", "unknown"]),
+       status=st.integers(100, 599), target=st.none() | _REF, patients=st.lists(_REF, max_size=4, unique=True),
+       user=st.none() | _REF, query=st.none() | st.text(max_size=40))
+def test_indexed_references_are_exactly_the_rendered_ones(code: str, status: int, target: str | None,
+                                                          patients: list[str], user: str | None,
+                                                          query: str | None) -> None:
+    """What ``patient=``, ``entity=`` and ``agent=`` find must be what the AuditEvent shows, no more, no less."""
+    ef: dict[str, Any] = {"v": 1, "t": 1_700_000_000_000_000, "code": code, "s": status, "ip": None,
+                          "w": None if user is None else {"sub": "s", "iss": None, "user": user},
+                          "tgt": target, "pts": sorted(patients)}
+    if query is not None:
+        ef["q"] = query
+    row = row_of(ef, "id-1")
+    event = stored_event(row.content, row.id)
+    shown = [(ENTITY, e["what"]["reference"]) for e in event.get("entity", []) if "what" in e]
+    shown += [(AGENT, a["who"]["reference"]) for a in event["agent"] if "reference" in a["who"]]
+    assert list(row.refs) == shown
+    assert row.action == event["action"] and row.outcome == event["outcome"]
+    assert row.subtype == event["subtype"][0]["code"]
