@@ -69,7 +69,8 @@ def create_app(build_context: Callable[[], ServerContext], settings: Settings | 
         ctx = build_context()
         app.state.ctx = ctx
         writer = AuditWriter(ctx.store, settings.audit_journal, sync=settings.audit_sync,
-                             linger_s=settings.audit_linger_s) if settings.audit_enabled else None
+                             applier=settings.audit_applier, linger_s=settings.audit_linger_s) \
+            if settings.audit_enabled else None
         if writer is not None:
             writer.start()
         app.state.audit = audit_box[0] = ctx.audit = writer

@@ -83,7 +83,12 @@ class Settings(BaseSettings):
     # The journal's directory; unset: beside a SQLite store file (fhir.sqlite3 -> fhir-audit.journal/),
     # else ./var/audit-journal. Node-local: each server process takes a slot of its own in it.
     audit_journal_dir: Path | None = None
-    audit_linger_s: float = 0.1  # how long the journal may hold records before they are in the audit table
+    # The applier that moves journalled records into the audit table: its own process (default; it does not
+    # share the GIL with the requests) or a thread of the server.
+    audit_applier: Literal["process", "thread"] = "process"
+    # How long the journal may hold records before they are in the audit table (AuditEvent reads and
+    # searches on this server wait for them anyway; other servers sharing a PostgreSQL trail see them then).
+    audit_linger_s: float = 0.5
 
     @property
     def audit_enabled(self) -> bool:

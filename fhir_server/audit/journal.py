@@ -2,17 +2,19 @@
 
 Why: a fail-closed answer must not leave before its audit record is safe, and at one client a
 database commit plus the hand-off to a writer thread and back (about 0.2-0.6 ms) was a fifth of a
-read. Appending one line to a file is a ``write()`` into the page cache (a microsecond): once it
-returns, the record survives any crash of the server process, as a SQLite ``synchronous=NORMAL``
-commit does. The applier (:mod:`.writer`) tails the journal into the audit table of the store of
-record in large transactions, and a flusher ``fdatasync``s it within ``flush_interval_s`` (or before
-the answer with ``FHIR_AUDIT_SYNC=full``). A crash loses nothing that was answered: at start the
-applier goes on from the position the audit table recorded with the last rows it inserted.
+read. Appending one line to a file mapped in memory is a copy into the page cache (a microsecond):
+once it is done, the record survives any crash of the server process, as a SQLite
+``synchronous=NORMAL`` commit does. The applier (:mod:`.applier`) tails the journal into the audit
+table of the store of record in large transactions, and a flusher ``fdatasync``s it within
+``flush_interval_s`` (or before the answer with ``FHIR_AUDIT_SYNC=full``). A crash loses nothing that
+was answered: at start the applier goes on from the position the audit table recorded with the last
+rows it inserted.
 
 Layout: ``<dir>/slot-<n>/`` per writing process (an ``flock``-ed ``lock`` file; ``slot.json`` with the
-slot's UUID and the trail it belongs to), holding segments ``<number>.log``. A line is
-``<crc32 of the payload, 8 hex digits> <payload>\\n``; the payload is compact JSON (orjson never writes
-a raw newline). Slots left by processes that are gone are replayed by the next process that starts.
+slot's UUID and the trail it belongs to), holding preallocated segments ``<number>.log`` whose records
+end at the first NUL byte. A line is ``<crc32 of the payload, 8 hex digits> <payload>\\n``; the payload
+is compact JSON (orjson never writes a raw newline nor a NUL). Slots left by processes that are gone
+are replayed by the next process that starts.
 """
 
 from __future__ import annotations
@@ -21,11 +23,13 @@ import contextlib
 import errno
 import fcntl
 import logging
+import mmap
 import os
 import threading
+import time
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -33,8 +37,9 @@ import orjson
 log = logging.getLogger(__name__)
 
 Position = tuple[int, int]  # (segment number, byte offset just past a record)
-SEGMENT_BYTES = 64 << 20
+SEGMENT_BYTES = 16 << 20  # about 60,000 records
 _READ_CHUNK = 1 << 20
+SUSPECT_S = 2.0  # how long a live line may fail its checksum before it is skipped as damaged
 _SUFFIX = ".log"
 
 
@@ -103,6 +108,24 @@ class Slot:
             return None
         return cls(path, meta["id"], fd)
 
+    @classmethod
+    def peek(cls, path: Path) -> Slot:
+        """A slot another process holds, for reading (the applier process of the writer holding it)."""
+        meta = orjson.loads((path / "slot.json").read_bytes())
+        return cls(path, str(meta["id"]), -1)
+
+    def drop_before(self, segment: int, durable: Callable[[], None]) -> bool:
+        """Delete the segments before ``segment`` (their records are applied), after ``durable()`` made
+        the audit table's copy of them survive a power cut. True when some were deleted."""
+        old = [n for n in self.segments() if n < segment]
+        if not old:
+            return False
+        durable()
+        for number in old:
+            self.segment_path(number).unlink(missing_ok=True)
+        _fsync_dir(self.path)
+        return True
+
     def segments(self) -> list[int]:
         return sorted(int(p.name.removesuffix(_SUFFIX)) for p in self.path.glob("*" + _SUFFIX)
                       if p.name.removesuffix(_SUFFIX).isdigit())
@@ -119,7 +142,8 @@ class Slot:
             (self.path / "lock").unlink(missing_ok=True)
             with contextlib.suppress(OSError):
                 self.path.rmdir()
-        os.close(self._lock_fd)
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
 
 
 def take_slot(directory: Path, trail: str) -> Slot:
@@ -150,6 +174,7 @@ class JournalReader:
         self.slot = slot
         self._fds: dict[int, int] = {}
         self.damaged = 0  # lines skipped because their checksum failed
+        self._suspect: tuple[Position, float] | None = None
 
     def _fd(self, segment: int) -> int:
         fd = self._fds.get(segment)
@@ -157,92 +182,160 @@ class JournalReader:
             fd = self._fds[segment] = os.open(self.slot.segment_path(segment), os.O_RDONLY)
         return fd
 
+    def _given_up(self, pos: Position) -> bool:
+        """Whether a line at the live tail has failed its check for long enough to be damage, not a copy
+        still under way (a write() of one line completes in microseconds)."""
+        now = time.monotonic()
+        if self._suspect is None or self._suspect[0] != pos:
+            self._suspect = (pos, now)
+            return False
+        return now - self._suspect[1] > SUSPECT_S
+
     def forget(self, below: int) -> None:
         for segment in [s for s in self._fds if s < below]:
             os.close(self._fds.pop(segment))
 
-    def read(self, start: Position, end: Position, max_records: int) -> tuple[list[tuple[Position, bytes]], Position]:
-        """Up to ``max_records`` payloads after ``start`` and not past ``end``, each with the position just
-        past it, and the position reached (past damaged lines too, which are logged and skipped)."""
+    def read(self, start: Position, end: Position | None,
+             max_records: int) -> tuple[list[tuple[Position, bytes]], Position]:
+        """Up to ``max_records`` payloads after ``start``, each with the position just past it, and the
+        position reached (past damaged lines too, which are logged and skipped).
+
+        ``end``: where the appending side says the records end (same process). None: whatever complete
+        lines the files hold now (another process appends): a line at the tail of the last segment that
+        does not check yet may still be being copied in, so reading stops before it and retries later.
+        A segment's records end at its first NUL byte (segments are preallocated) or its end."""
         segment, offset = start
         out: list[tuple[Position, bytes]] = []
-        while len(out) < max_records and (segment, offset) < end:
-            limit = end[1] if segment == end[0] else os.fstat(self._fd(segment)).st_size
-            if offset >= limit:
-                if segment >= end[0]:
-                    break
-                segment, offset = segment + 1, 0  # segments are numbered without gaps
+        last = end[0] if end is not None else max(self.slot.segments(), default=segment)
+        want = _READ_CHUNK
+        while len(out) < max_records:
+            fd = self._fd(segment)
+            limit = end[1] if end is not None and segment == end[0] else os.fstat(fd).st_size
+            live = segment >= last
+            chunk = os.pread(fd, min(want, limit - offset), offset) if offset < limit else b""
+            nul = chunk.find(b"\0")
+            data = chunk if nul < 0 else chunk[:nul]
+            complete = data.rfind(b"\n") + 1
+            if complete == 0 and nul < 0 and len(chunk) == want:  # one line longer than a chunk
+                want *= 4
                 continue
-            chunk = os.pread(self._fd(segment), min(_READ_CHUNK, limit - offset), offset)
-            if not chunk:
-                break
-            lines = chunk.split(b"\n")
-            if len(lines) == 1:  # one line longer than a chunk: read it whole
-                chunk = os.pread(self._fd(segment), limit - offset, offset)
-                lines = chunk.split(b"\n")
-            if len(lines) == 1:
-                raise OSError(errno.EIO, f"audit journal segment {segment} has no record end before byte {limit}")
-            for line in lines[:-1]:  # the last piece is the start of a line beyond this chunk (or b"")
-                offset += len(line) + 1
+            want = _READ_CHUNK
+            for line in data[:complete].split(b"\n")[:-1]:
                 payload = decode(line)
                 if payload is None:
+                    if end is None and live and not self._given_up((segment, offset)):
+                        return out, (segment, offset)  # maybe not fully copied in yet: next time
                     self.damaged += 1
                     log.error("audit journal %s: a damaged record at byte %d of segment %d was skipped",
-                              self.slot.path, offset - len(line) - 1, segment)
+                              self.slot.path, offset, segment)
+                    offset += len(line) + 1
                     continue
+                offset += len(line) + 1
                 out.append(((segment, offset), payload))
                 if len(out) >= max_records:
-                    break
+                    return out, (segment, offset)
+            if complete and nul < 0 and offset < limit:
+                continue  # more of this segment beyond the chunk
+            if live:
+                break  # the records end here for now
+            if len(data) > complete:
+                self.damaged += 1
+                log.error("audit journal %s: %d byte(s) without a record end at the tail of segment %d were "
+                          "skipped", self.slot.path, len(data) - complete, segment)
+            segment, offset = segment + 1, 0  # segments are numbered without gaps
         return out, (segment, offset)
 
     def close(self) -> None:
         self.forget(1 << 62)
 
 
-class Journal:
-    """The appending side of one slot. ``append`` is safe from any thread and never waits for a disk."""
+def _records_end(fd: int) -> tuple[int, int]:
+    """(end of the last complete line, end of the data) of a segment: data ends at its first NUL."""
+    size = os.fstat(fd).st_size
+    data_end, off = size, 0
+    while off < size:
+        chunk = os.pread(fd, min(_READ_CHUNK, size - off), off)
+        k = chunk.find(b"\0")
+        if k >= 0:
+            data_end = off + k
+            break
+        off += len(chunk)
+    back = data_end
+    while back > 0:
+        start = max(0, back - _READ_CHUNK)
+        cut = os.pread(fd, back - start, start).rfind(b"\n")
+        if cut >= 0:
+            return start + cut + 1, data_end
+        back = start
+    return 0, data_end
 
-    def __init__(self, slot: Slot, segment_bytes: int = SEGMENT_BYTES) -> None:
+
+class Journal:
+    """The appending side of one slot. ``append`` is safe from any thread and never waits for a disk.
+
+    Segments are preallocated (``posix_fallocate``: the disk space is reserved when the segment is made,
+    so a full disk fails a rotation, never a record half-written) and mapped in memory: an append is a
+    copy into the page cache under the GIL, with no system call. A ``write()`` would release the GIL and
+    take it back, a hand-off to whichever thread wanted it, which in the server cost a read several
+    times the copy itself."""
+
+    def __init__(self, slot: Slot, segment_bytes: int = SEGMENT_BYTES, *, open_segment: bool = True) -> None:
+        """``open_segment=False``: only repair the slot's tail and tell its :attr:`end` (an orphan's)."""
         self.slot = slot
         self.segment_bytes = segment_bytes
         self._lock = threading.Lock()
-        segments = slot.segments()
-        self.first = segments[0] if segments else 0
-        self._segment = segments[-1] if segments else 0
-        path = slot.segment_path(self._segment)
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        self._size = self._repair_tail()
-        if not segments:
-            _fsync_dir(slot.path)
         self.records = 0  # appended by this process
         self._dirty = False
         self.closed = False
+        self._fd = -1
+        self._mm: mmap.mmap | None = None
+        segments = slot.segments()
+        self._segment = segments[-1] if segments else -1
+        self._size = self._capacity = 0
+        if segments:
+            self._size = self._repair_tail(slot.segment_path(self._segment))
+        if not open_segment:
+            self.closed = True
+            return
+        self._open_next(segment_bytes)  # a process appends only to segments it created
 
-    def _repair_tail(self) -> int:
-        """Cut a line the previous process (or a power cut) left half-written: appends start on a line."""
-        size = os.fstat(self._fd).st_size
-        if size == 0:
-            return 0
-        rfd = os.open(self.slot.segment_path(self._segment), os.O_RDONLY)
+    @staticmethod
+    def _repair_tail(path: Path) -> int:
+        """Zero a line the previous process (or a power cut) left half-written; returns the records' end."""
+        fd = os.open(path, os.O_RDWR)
         try:
-            back = 0
-            while back < size:
-                back = min(size, back + _READ_CHUNK)
-                tail = os.pread(rfd, back, size - back)
-                cut = tail.rfind(b"\n")
-                if cut >= 0:
-                    good = size - back + cut + 1
-                    break
-            else:
-                good = 0
+            good, data_end = _records_end(fd)
+            if good != data_end:
+                log.warning("audit journal %s: %d byte(s) of a record cut short by a crash were dropped",
+                            path, data_end - good)
+                os.pwrite(fd, bytes(data_end - good), good)
+                os.fsync(fd)
         finally:
-            os.close(rfd)
-        if good != size:
-            log.warning("audit journal %s: %d byte(s) of a record cut short by a crash were dropped",
-                        self.slot.segment_path(self._segment), size - good)
-            os.ftruncate(self._fd, good)
-            os.fsync(self._fd)
+            os.close(fd)
         return good
+
+    def _open_next(self, size: int) -> None:
+        """Make, reserve and map the next segment, then switch to it (the old one synced first, so every
+        position before the current segment is on disk, which :meth:`sync` relies on). On failure (a full
+        disk), the current segment stays the one appended to."""
+        number = self._segment + 1
+        path = self.slot.segment_path(number)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, size)
+            mm = mmap.mmap(fd, size)
+            _fsync_dir(self.slot.path)
+            if self._mm is not None:
+                os.fdatasync(self._fd)
+        except BaseException:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
+        old_fd, old_mm = self._fd, self._mm
+        self._fd, self._mm, self._segment, self._size, self._capacity = fd, mm, number, 0, size
+        if old_mm is not None:
+            old_mm.close()
+            os.close(old_fd)
 
     @property
     def end(self) -> Position:
@@ -251,30 +344,17 @@ class Journal:
     def append(self, payload: bytes) -> Position:
         """Write one record; when this returns, the record survives a crash of this process."""
         line = encode(payload)
+        n = len(line)
         with self._lock:
-            if self.closed:
+            if self.closed or self._mm is None:
                 raise OSError(errno.EBADF, "the audit journal is closed")
-            if self._size >= self.segment_bytes:
-                self._rotate()
-            written = os.write(self._fd, line)
-            if written != len(line):  # a full disk can write part of it: take it back, fail the request
-                os.ftruncate(self._fd, self._size)
-                raise OSError(errno.ENOSPC, f"short write to the audit journal ({written} of {len(line)} bytes)")
-            self._size += written
+            if self._size + n > self._capacity:
+                self._open_next(max(self.segment_bytes, n))
+            self._mm[self._size:self._size + n] = line
+            self._size += n
             self.records += 1
             self._dirty = True
             return (self._segment, self._size)
-
-    def _rotate(self) -> None:
-        """Next segment (under the lock). The closed one is synced first, so every position before the
-        current segment is on disk, which :meth:`sync` relies on."""
-        os.fdatasync(self._fd)
-        os.close(self._fd)
-        self._segment += 1
-        self._fd = os.open(self.slot.segment_path(self._segment), os.O_WRONLY | os.O_CREAT | os.O_EXCL
-                           | os.O_APPEND, 0o600)
-        self._size = 0
-        _fsync_dir(self.slot.path)
 
     def sync(self) -> Position:
         """``fdatasync`` what was appended so far (off the request path); returns the position now durable."""
@@ -285,7 +365,7 @@ class Journal:
             reached = self.end
             self._dirty = False
         try:
-            os.fdatasync(fd)
+            os.fdatasync(fd)  # writes back the pages dirtied through the mapping too
         except BaseException:
             self._dirty = True
             raise
@@ -297,22 +377,13 @@ class Journal:
     def dirty(self) -> bool:
         return self._dirty
 
-    def drop_before(self, segment: int) -> None:
-        """Delete the segments before ``segment``: their records are durably in the audit table."""
-        removed = False
-        for number in self.slot.segments():
-            if number >= min(segment, self._segment):
-                break
-            self.slot.segment_path(number).unlink(missing_ok=True)
-            removed = True
-        if removed:
-            _fsync_dir(self.slot.path)
-        self.first = max(self.first, min(segment, self._segment))
-
     def close(self) -> None:
         with self._lock:
             if self.closed:
                 return
             self.closed = True
-            os.fsync(self._fd)
-            os.close(self._fd)
+            if self._mm is not None:
+                os.fsync(self._fd)
+                self._mm.close()
+                os.close(self._fd)
+                self._mm = None

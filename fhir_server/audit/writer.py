@@ -3,11 +3,13 @@
 - :meth:`AuditWriter.record` (request path): the request's :func:`.events.facts` as one journal line,
   a ``write()`` into the page cache. Fail-closed answers wait for this, nothing else (and, with
   ``sync="full"``, for the flusher's next ``fdatasync``: one per group of concurrent answers).
-- The applier thread tails the journal every ``linger_s`` (sooner when a reader waits or a backlog
-  builds up), splits each record into its AuditEvents' facts and inserts them with the journal position
-  they reach, in one transaction per ``max_batch`` records: a commit per batch instead of per request, and no thread
-  hand-off on the request path. At start it goes on from the position the table holds, so what a
-  crash left in the journal is applied once; slots of processes that are gone are applied too.
+- The applier (:mod:`.applier`; its own process by default, or a thread) tails the journal every
+  ``linger_s`` (sooner when a reader waits or a backlog builds up), splits each record into its
+  AuditEvents' facts and inserts them with the journal position they reach, in one transaction per
+  ``max_batch`` records: a commit per batch instead of per request, and no thread hand-off on the
+  request path. At start it goes on from the position the table holds, so what a crash left in the
+  journal is applied once; slots of processes that are gone are applied too. If the server process
+  dies, its applier process still applies everything journalled, then exits.
 - The flusher thread ``fdatasync``s the journal within ``flush_interval_s`` of an append.
 
 Readers of the trail (``AuditEvent`` read and search) call :meth:`AuditWriter.wait_applied` first: a
@@ -17,94 +19,88 @@ record is searchable as soon as the answer it traces has been sent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Literal
 
 import orjson
 
 from fhir_server.storage import SQLResourceStore
-from fhir_server.storage.audit import AuditAppender, AuditRow, Sync, audit_id
+from fhir_server.storage.audit import Sync
 
-from .events import AuditRecord, columns, event_facts, facts
-from .journal import SEGMENT_BYTES, Journal, JournalReader, Position, Slot, orphan_slots, take_slot
+from .applier import Applier, row_of
+from .events import AuditRecord, facts
+from .journal import SEGMENT_BYTES, Journal, Position, Slot, take_slot
 
 log = logging.getLogger(__name__)
 
-_BUILD_ERRORS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
-
-
-def row_of(ef: dict[str, Any], id_: str) -> AuditRow:
-    """The audit table's row of one AuditEvent's facts (:func:`.events.event_facts`)."""
-    action, outcome, subtype, refs = columns(ef)
-    return AuditRow(id_, int(ef["t"]), action, outcome, subtype, orjson.dumps(ef), refs)
+Mode = Literal["process", "thread"]
+__all__ = ["AuditWriter", "row_of"]
 
 
 class AuditWriter:
     def __init__(self, store: SQLResourceStore, journal_dir: Path, *, sync: Sync = "normal",
-                 linger_s: float = 0.1, max_batch: int = 512, flush_interval_s: float = 0.2,
-                 segment_bytes: int = SEGMENT_BYTES, wait_timeout_s: float = 10.0) -> None:
+                 applier: Mode = "process", linger_s: float = 0.5, max_batch: int = 1024,
+                 flush_interval_s: float = 0.2, segment_bytes: int = SEGMENT_BYTES,
+                 wait_timeout_s: float = 10.0) -> None:
         self.store = store
-        self.appender = AuditAppender(store.url)
         self.journal_dir = journal_dir
         self.sync = sync
+        self.mode = applier
         self.linger_s = linger_s
         self.max_batch = max_batch
         self.flush_interval_s = flush_interval_s
         self.segment_bytes = segment_bytes
         self.wait_timeout_s = wait_timeout_s
-        self.wake_bytes = 256 << 10  # a backlog this large wakes the applier before its linger ends
+        self.wake_bytes = 512 << 10  # a backlog this large wakes the applier before its linger ends
         self.slot: Slot | None = None
         self.journal: Journal | None = None
         self.applied: Position = (0, 0)
+        self.damaged = 0  # journal lines the applier skipped as damaged
         self._applied_cond = threading.Condition()
-        self._wake = threading.Event()
         self._stopping = threading.Event()
         self._sync_wanted = threading.Event()
         self._sync_lock = threading.Lock()
         self._sync_waiters: list[tuple[Position, asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
-        self._applier = threading.Thread(target=self._run, name="audit-applier", daemon=True)
         self._flusher = threading.Thread(target=self._flush_loop, name="audit-flusher", daemon=True)
+        self._runner: _ThreadApplier | _ProcessApplier | None = None
         self._running = False
         self.failures = 0  # records the request path could not journal (async mode only logs them)
-        self.apply_errors = 0  # failed attempts to apply the journal (retried: nothing is lost)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        self.slot = take_slot(self.journal_dir, self.appender.trail())
+        from fhir_server.storage.audit import AuditAppender
+
+        trail = AuditAppender(self.store.url)
+        try:
+            self.slot = take_slot(self.journal_dir, trail.trail())
+        finally:
+            trail.dispose()
         self.journal = Journal(self.slot, self.segment_bytes)
-        start = self.appender.position(self.slot.id)
-        end = self.journal.end
-        if start is None or start[0] < self.journal.first:
-            start = (self.journal.first, 0)
-        if start > end:
-            log.warning("audit: the trail is ahead of journal slot %s (%s > %s); its journal was lost or "
-                        "reset, nothing to replay", self.slot.path, start, end)
-            start = end
-        self.applied = start
-        self._reader = JournalReader(self.slot)
         self._running = True
-        self._applier.start()
+        self._runner = _ProcessApplier(self) if self.mode == "process" else _ThreadApplier(self)
+        self._runner.start()
         self._flusher.start()
 
     def stop(self) -> None:
-        """Refuse new records, apply everything journalled, sync it, then end the threads."""
+        """Refuse new records, sync the journal, let the applier apply all of it, then end the threads."""
         if not self._running:
             return
         self._running = False
+        assert self.journal is not None and self.slot is not None and self._runner is not None
         self._stopping.set()
-        self._wake.set()
         self._sync_wanted.set()
-        self._applier.join(timeout=60)
         self._flusher.join(timeout=30)
-        assert self.journal is not None and self.slot is not None
-        self.journal.close()
-        self._reader.close()
+        self.journal.close()  # synced: the applier reads a complete, durable journal
+        self._runner.stop()
         self.slot.release()
-        self.appender.dispose()
 
     # -- request path ---------------------------------------------------------------------------
 
@@ -115,8 +111,8 @@ class AuditWriter:
             raise RuntimeError("the audit writer is not running")
         pos = journal.append(orjson.dumps(facts(rec)))
         applied = self.applied
-        if pos[0] != applied[0] or pos[1] - applied[1] > self.wake_bytes:
-            self._wake.set()
+        if (pos[0] != applied[0] or pos[1] - applied[1] > self.wake_bytes) and self._runner is not None:
+            self._runner.wake()
         return pos
 
     async def durable(self, pos: Position) -> None:
@@ -132,115 +128,22 @@ class AuditWriter:
 
     def wait_applied(self, timeout_s: float | None = None) -> bool:
         """Block until every record journalled before the call is in the table (False on timeout)."""
-        if self.journal is None:
+        if self.journal is None or self._runner is None:
             return True
         target = self.journal.end
         with self._applied_cond:
             if self.applied >= target:
                 return True
-            self._wake.set()
+        self._runner.wake()
+        with self._applied_cond:
             return self._applied_cond.wait_for(lambda: self.applied >= target,
                                                self.wait_timeout_s if timeout_s is None else timeout_s)
 
-    # -- applier --------------------------------------------------------------------------------
-
-    def _lookup(self, type_: str, id_: str) -> dict[str, Any] | None:
-        stored = self.store.read(type_, id_)
-        return None if stored is None or stored.deleted else stored.resource()
-
-    def _rows(self, slot: Slot, records: list[tuple[Position, bytes]]) -> list[AuditRow]:
-        rows: list[AuditRow] = []
-        for n, ((segment, offset), payload) in enumerate(records, 1):
-            if n % 8 == 0:
-                time.sleep(0)  # let a waiting request have the GIL: a batch is milliseconds of Python
-            try:
-                f = orjson.loads(payload)
-                origin = b"%s|%d|%d" % (slot.id.encode(), segment, offset)
-                rows += [row_of(ef, audit_id(ef["t"], origin, i)) for i, ef in enumerate(event_facts(f, self._lookup))]
-            except (orjson.JSONDecodeError, *_BUILD_ERRORS):  # a record no code can read: skipped, loudly
-                log.exception("audit: an unreadable journal record (slot %s, %d:%d) was skipped",
-                              slot.path, segment, offset)
-        return rows
-
-    def _apply(self, slot: Slot, reader: JournalReader, start: Position, end: Position,
-               on_progress: Any = None) -> Position:
-        """Insert the records between ``start`` and ``end``; returns the position reached."""
-        pos = start
-        while pos < end:
-            records, reached = reader.read(pos, end, self.max_batch)
-            if reached == pos:
-                break
-            self.appender.append(self._rows(slot, records), slot.id, reached)
-            pos = reached
-            if on_progress is not None:
-                on_progress(pos)
-        return pos
-
-    def _advance(self, pos: Position) -> None:
+    def _advance(self, pos: Position, damaged: int) -> None:
         with self._applied_cond:
-            self.applied = pos
+            self.applied = max(self.applied, pos)
+            self.damaged = damaged
             self._applied_cond.notify_all()
-
-    def _release_segments(self) -> None:
-        """Delete fully applied segments, once a durable commit covers them."""
-        assert self.journal is not None and self.slot is not None
-        if self.applied[0] <= self.journal.first:
-            return
-        self.appender.append([], self.slot.id, self.applied, durable=True)
-        self.journal.drop_before(self.applied[0])
-        self._reader.forget(self.applied[0])
-
-    def _recover_orphans(self) -> None:
-        """Apply and remove the slots of processes that ended without applying all they journalled."""
-        assert self.slot is not None
-        for orphan in orphan_slots(self.journal_dir, self.appender.trail(), self.slot):
-            journal = Journal(orphan, self.segment_bytes)  # repairs a torn tail
-            reader = JournalReader(orphan)
-            try:
-                start = self.appender.position(orphan.id)
-                if start is None or start[0] < journal.first:
-                    start = (journal.first, 0)
-                end = journal.end
-                reached = self._apply(orphan, reader, min(start, end), end)
-                self.appender.append([], orphan.id, reached, durable=True)
-                log.info("audit: applied journal slot %s left by an earlier process", orphan.path)
-                journal.close()
-                reader.close()
-                orphan.release(remove=True)
-            except Exception:
-                journal.close()
-                reader.close()
-                orphan.release()
-                raise
-
-    def _run(self) -> None:
-        assert self.journal is not None and self.slot is not None
-        try:
-            self._recover_orphans()
-        except Exception:
-            self.apply_errors += 1
-            log.exception("audit: applying an orphan journal slot failed; it is retried at the next start")
-        backoff = 0.0
-        while True:
-            self._wake.wait(backoff or self.linger_s)
-            self._wake.clear()
-            stopping = self._stopping.is_set()
-            try:
-                self._apply(self.slot, self._reader, self.applied, self.journal.end, self._advance)
-                self._release_segments()
-                backoff = 0.0
-            except Exception:
-                self.apply_errors += 1
-                backoff = min(5.0, max(0.05, backoff * 2))
-                log.exception("audit: applying the journal to the trail failed (retried in %.2f s; the records "
-                              "stay in the journal)", backoff)
-                if stopping and self.apply_errors > 3:
-                    log.error("audit: stopping with records not yet in the trail; the next start applies them")
-                    return
-                continue
-            if stopping:
-                self.appender.append([], self.slot.id, self.applied, durable=True)
-                return
 
     # -- flusher --------------------------------------------------------------------------------
 
@@ -284,3 +187,131 @@ def _resolve(fut: asyncio.Future[None], exc: BaseException | None) -> None:
         fut.set_result(None)
     else:
         fut.set_exception(exc)
+
+
+class _ThreadApplier:
+    """The applier as a thread of the server (``FHIR_AUDIT_APPLIER=thread``): no process to start, but it
+    shares the GIL with the requests."""
+
+    def __init__(self, writer: AuditWriter) -> None:
+        self.writer = writer
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="audit-applier", daemon=True)
+        self.errors = 0
+
+    def start(self) -> None:
+        w = self.writer
+        assert w.slot is not None
+        self.applier = Applier(w.store.url, w.journal_dir, w.slot, max_batch=w.max_batch, store=w.store)
+        w._advance(self.applier.applied, 0)
+        self._thread.start()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._wake.set()
+        self._thread.join(timeout=60)
+        self.applier.close()
+
+    def _run(self) -> None:
+        w = self.writer
+        assert w.journal is not None
+        try:
+            self.applier.recover_orphans()
+        except Exception:
+            log.exception("audit: applying an orphan journal slot failed; it is retried at the next start")
+        backoff = 0.0
+        while True:
+            self._wake.wait(backoff or w.linger_s)
+            self._wake.clear()
+            stopping = not w._running
+            try:
+                self.applier.apply(w.journal.end, lambda pos: w._advance(pos, self.applier.damaged))
+                self.applier.release_segments()
+                backoff = 0.0
+            except Exception:
+                self.errors += 1
+                backoff = min(5.0, max(0.05, backoff * 2))
+                log.exception("audit: applying the journal to the trail failed (retried in %.2f s; the records "
+                              "stay in the journal)", backoff)
+                if stopping and self.errors > 3:
+                    log.error("audit: stopping with records not yet in the trail; the next start applies them")
+                    return
+                continue
+            if stopping:
+                self.applier.finish()
+                return
+
+
+class _ProcessApplier:
+    """The applier as a child process (:func:`.applier.main`), restarted if it dies while the server runs."""
+
+    def __init__(self, writer: AuditWriter) -> None:
+        self.writer = writer
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._stdin: IO[bytes] | None = None
+        self._reader: threading.Thread | None = None
+        self.restarts = 0
+
+    def start(self) -> None:
+        w = self.writer
+        assert w.slot is not None
+        root = str(Path(__file__).resolve().parents[2])  # this code's own tree, whatever sys.path says
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        proc = subprocess.Popen([sys.executable, "-m", "fhir_server.audit.applier"], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, env=env, close_fds=True)
+        assert proc.stdin is not None and proc.stdout is not None
+        config = {"store": w.store.url, "dir": str(w.journal_dir), "slot": str(w.slot.path),
+                  "max_batch": w.max_batch, "linger_s": w.linger_s}
+        proc.stdin.write(orjson.dumps(config) + b"\n")
+        proc.stdin.flush()
+        os.set_blocking(proc.stdin.fileno(), False)  # a wake never blocks the event loop
+        self._proc, self._stdin = proc, proc.stdin
+        self._reader = threading.Thread(target=self._follow, args=(proc,), name="audit-applier-reports",
+                                        daemon=True)
+        self._reader.start()
+
+    def wake(self) -> None:
+        stdin = self._stdin
+        if stdin is None:
+            return
+        with contextlib.suppress(BlockingIOError, BrokenPipeError, ValueError, OSError):
+            os.write(stdin.fileno(), b"w")  # a full pipe already holds a wake
+
+    def _follow(self, proc: subprocess.Popen[bytes]) -> None:
+        """Applied positions as the child reports them; if it dies while the server runs, start another."""
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            parts = line.split()
+            if len(parts) == 4 and parts[0] == b"applied":
+                self.writer._advance((int(parts[1]), int(parts[2])), int(parts[3]))
+        code = proc.wait()
+        if self.writer._running and proc is self._proc:
+            self.restarts += 1
+            log.error("audit: the applier process ended (exit %s) while the server runs; starting another", code)
+            time.sleep(min(5.0, 0.1 * self.restarts))
+            if self.writer._running:
+                self.start()
+
+    def stop(self) -> None:
+        """End of stdin: the child applies everything, commits durably and exits."""
+        proc, stdin = self._proc, self._stdin
+        self._stdin = None
+        if proc is None or stdin is None:
+            return
+        with contextlib.suppress(OSError):
+            stdin.close()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            log.error("audit: the applier process did not finish within 60 s; killed (the next start applies "
+                      "what it had not)")
+            proc.kill()
+            proc.wait()
+        if self._reader is not None:
+            self._reader.join(timeout=10)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None

@@ -4,9 +4,11 @@ whatever happens to the process that wrote it (crash, torn tail, damaged line, l
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +23,7 @@ from sqlalchemy import create_engine, text
 
 from fhir_server.audit.events import AuditRecord
 from fhir_server.audit.journal import Journal, JournalReader, decode, encode, take_slot
-from fhir_server.audit.writer import AuditWriter
+from fhir_server.audit.writer import AuditWriter, _ProcessApplier
 from fhir_server.storage import open_store
 from fhir_server.storage.audit import AuditAppender, AuditLog
 from tests.conftest import make_settings
@@ -71,17 +73,18 @@ def _trail_ids(url: str) -> list[str]:
         return [r[0] for r in conn.execute(text("SELECT id FROM audit_event ORDER BY recorded_us, id"))]
 
 
-def _crash_after_journalling(url: str, tmp: Path, n: int) -> None:
-    """A process journals ``n`` records and dies before its applier ran (its linger never ends)."""
+def _crash_after_journalling(url: str, tmp: Path, n: int, applier: str = "thread") -> None:
+    """A process journals ``n`` records and dies; with the applier as its thread, before that ran (its
+    linger never ends); as its process, that process outlives it."""
     code = textwrap.dedent(f"""
         import os, sys
         from pathlib import Path
         sys.path.insert(0, {str(ROOT)!r})
         from tests.security.test_audit_journal import _record
-        from fhir_server.audit.writer import AuditWriter
+        from fhir_server.audit.writer import AuditWriter, _ProcessApplier
         from fhir_server.storage import open_store
         tmp = Path({str(tmp)!r})
-        w = AuditWriter(open_store({url!r}), tmp / "journal", linger_s=3600)
+        w = AuditWriter(open_store({url!r}), tmp / "journal", applier={applier!r}, linger_s=3600)
         w.start()
         for i in range({n}):
             w.record(_record(i))
@@ -116,8 +119,10 @@ def test_records_read_back_in_order_across_segments(tmp_path: Path) -> None:
         got += [p for _, p in records]
         assert records[-1][0] == pos
     assert got == payloads and pos == journal.end
-    journal.drop_before(journal.end[0])
-    assert slot.segments() == [journal.end[0]]
+    durable: list[bool] = []
+    assert slot.drop_before(journal.end[0], durable=lambda: durable.append(True))
+    assert slot.segments() == [journal.end[0]] and durable == [True]  # the durable commit came first
+    assert not slot.drop_before(journal.end[0], durable=lambda: durable.append(True)) and durable == [True]
     journal.close()
     reader.close()
     slot.release()
@@ -147,6 +152,31 @@ def test_a_crash_loses_nothing_journalled_and_a_restart_applies_it_once(store_ur
     assert _trail_ids(store_url) == first
 
 
+def test_the_applier_process_outlives_a_crashed_server_and_applies_all_it_journalled(store_url: str,
+                                                                                    tmp_path: Path) -> None:
+    _crash_after_journalling(store_url, tmp_path, 30, applier="process")
+    deadline = time.monotonic() + 30
+    while len(_trail_ids(store_url)) < 30 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(_trail_ids(store_url)) == 30  # no new server started: the orphaned applier finished the job
+
+
+def test_a_killed_applier_process_is_replaced_and_nothing_is_lost(store_url: str, tmp_path: Path) -> None:
+    writer = _writer(store_url, tmp_path)
+    for i in range(20):
+        writer.record(_record(i))
+    assert writer.wait_applied(30)
+    runner = writer._runner
+    assert isinstance(runner, _ProcessApplier) and runner.pid not in (None, os.getpid())
+    os.kill(runner.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    for i in range(20, 45):
+        writer.record(_record(i))
+    assert writer.wait_applied(30)
+    assert runner.restarts == 1
+    writer.stop()
+    assert len(_trail_ids(store_url)) == 45
+
+
 def test_a_lost_position_cannot_duplicate_records(store_url: str, tmp_path: Path) -> None:
     writer = _writer(store_url, tmp_path)
     for i in range(25):
@@ -167,13 +197,19 @@ def test_a_torn_tail_is_cut_and_a_damaged_line_skipped_without_stopping_the_trai
     url = f"sqlite:///{tmp_path / 'fhir.sqlite3'}"
     _crash_after_journalling(url, tmp_path, 10)
     segment = next((tmp_path / "journal" / "slot-0").glob("*.log"))
-    data = bytearray(segment.read_bytes())
-    lines = data.split(b"\n")
+    data = segment.read_bytes()
+    end = data.index(b"\0")  # segments are preallocated: the records end at the first NUL
+    lines = data[:end].split(b"\n")
     lines[3] = lines[3][:20] + b"#" + lines[3][21:]  # a flipped byte in the 4th record
-    segment.write_bytes(b"\n".join(lines) + b'0000abcd {"t": 1, "co')  # and half a record at the end
+    torn = b"\n".join(lines) + b'0000abcd {"t": 1, "co'  # and half a record at the end
+    segment.write_bytes(torn + data[len(torn):])
+    slot = take_slot(tmp_path / "journal", AuditAppender(url).trail())
+    Journal(slot, open_segment=False)  # what a start does first (and then applies, and deletes the segment)
+    slot.release()
+    assert segment.read_bytes()[:len(torn)].rstrip(b"\0") == b"\n".join(lines)  # the torn record zeroed
     writer = _writer(url, tmp_path)
     assert writer.wait_applied(30)
-    assert writer._reader.damaged == 1
+    assert writer.damaged == 1
     writer.record(_record(100))  # appends start after the cut
     assert writer.wait_applied(30)
     writer.stop()
@@ -210,28 +246,51 @@ def test_applied_segments_are_deleted_and_the_rest_kept(store_url: str, tmp_path
     assert len(_trail_ids(store_url)) == 301
 
 
+def test_a_full_disk_fails_the_rotation_not_a_record(tmp_path: Path) -> None:
+    """For real: a child process whose files may not grow past 1 MB (RLIMIT_FSIZE) cannot reserve a
+    segment for a 2 MB record; the append raises, and the journal goes on in its current segment."""
+    code = textwrap.dedent(f"""
+        import resource, signal, sys
+        from pathlib import Path
+        sys.path.insert(0, {str(ROOT)!r})
+        from fhir_server.audit.journal import Journal, JournalReader, take_slot
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+        slot = take_slot(Path({str(tmp_path)!r}), "trail")
+        journal = Journal(slot, segment_bytes=256 << 10)
+        journal.append(b'{{"n":1}}')
+        try:
+            journal.append(b'"' + b"x" * (2 << 20) + b'"')
+        except OSError as exc:
+            print("refused", exc.errno)
+        journal.append(b'{{"n":2}}')
+        records, _ = JournalReader(slot).read((0, 0), journal.end, 10)
+        print("kept", [p.decode() for _, p in records])
+    """)
+    out = subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT, timeout=60, capture_output=True).stdout
+    assert out.decode().splitlines() == ["refused 27", "kept ['{\"n\":1}', '{\"n\":2}']"]  # 27: EFBIG
+
+
 @pytest.mark.parametrize("mode", ["fail-closed", "async"])
 def test_a_journal_that_cannot_be_written_refuses_or_logs(es_url: str, tmp_path: Path, mode: str) -> None:
-    """A full disk, for real: the journal's descriptor is pointed at /dev/full."""
+    """The next segment cannot be made (its file is already there): fail-closed refuses the answer, async
+    answers and counts the failure; once the file is gone, answers and trail resume."""
     settings = make_settings(es_url, tmp_path, audit="on", audit_mode=mode)
     with start_server(settings) as srv, httpx.Client(base_url=srv.base_url, timeout=30) as c:
         assert c.get("/Patient/nobody").status_code == 404
         writer = srv.ctx.audit
-        assert writer is not None and writer.journal is not None
-        full = os.open("/dev/full", os.O_WRONLY)
-        saved = os.dup(writer.journal._fd)
-        os.dup2(full, writer.journal._fd)
-        try:
-            resp = c.get("/Patient/nobody")
-            if mode == "fail-closed":
-                assert resp.status_code == 500 and "audit" in resp.json()["issue"][0]["diagnostics"]
-            else:
-                assert resp.status_code == 404
-            assert writer.failures == 1
-        finally:
-            os.dup2(saved, writer.journal._fd)
-            os.close(saved)
-            os.close(full)
+        assert writer is not None and writer.journal is not None and writer.slot is not None
+        journal = writer.journal
+        blocker = writer.slot.segment_path(journal.end[0] + 1)
+        blocker.write_bytes(b"")
+        journal._capacity = journal.end[1]  # the next record needs a new segment
+        resp = c.get("/Patient/nobody")
+        if mode == "fail-closed":
+            assert resp.status_code == 500 and "audit" in resp.json()["issue"][0]["diagnostics"]
+        else:
+            assert resp.status_code == 404
+        assert writer.failures == 1
+        blocker.unlink()
         assert c.get("/Patient/nobody").status_code == 404  # the disk is back: answers and trail resume
         assert writer.wait_applied(30)
         assert AuditLog.of(srv.ctx.store.url).total() == 2

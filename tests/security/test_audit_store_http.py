@@ -19,9 +19,9 @@ from sqlalchemy.engine import make_url
 
 from fhir_server.audit.events import stored_event
 from fhir_server.audit.search import PARAMS
-from fhir_server.audit.writer import AuditWriter, row_of
+from fhir_server.audit.writer import row_of
 from fhir_server.security.dev_issuer import DevIssuer
-from fhir_server.storage.audit import AGENT, ENTITY, AuditLog, audit_id, audit_url
+from fhir_server.storage.audit import AGENT, ENTITY, AuditAppender, AuditLog, audit_id, audit_url
 from tests.harness import RunningServer
 from tests.security.support import client_for, create_as, start_secured
 
@@ -226,9 +226,10 @@ def test_on_sqlite_the_trail_has_a_file_and_write_lock_of_its_own(srv: RunningSe
         cur.execute("BEGIN IMMEDIATE")
         try:
             before = AuditLog.of(srv.ctx.store.url).total()
-            writer: AuditWriter = srv.uvicorn_server.config.app.state.audit  # type: ignore[union-attr]
+            appender = AuditAppender(srv.ctx.store.url)  # what the applier writes with
             ef = {"v": 1, "t": 1_767_225_600_000_000, "code": "read", "s": 200, "w": None, "tgt": None, "pts": []}
-            writer.appender.append([row_of(ef, audit_id(1_767_225_600_000_000, b"lock-test", 0))])
+            appender.append([row_of(ef, audit_id(1_767_225_600_000_000, b"lock-test", 0))])
+            appender.dispose()
             assert AuditLog.of(srv.ctx.store.url).total() == before + 1  # ...does not block the trail
         finally:
             cur.execute("ROLLBACK")
@@ -244,9 +245,10 @@ def test_audit_url_of_stores() -> None:
 
 
 def test_relaxed_sync_stays_on_the_audit_connection(srv: RunningServer, world: dict[str, Any]) -> None:
-    writer: AuditWriter = srv.uvicorn_server.config.app.state.audit  # type: ignore[union-attr]
-    with writer.appender.engine.connect() as conn:
+    appender = AuditAppender(srv.ctx.store.url)  # what the applier writes with
+    with appender.engine.connect() as conn:
         assert conn.execute(text("PRAGMA synchronous")).scalar_one() == 1  # NORMAL
+    appender.dispose()
     with srv.ctx.store.engine.connect() as conn:
         assert conn.execute(text("PRAGMA synchronous")).scalar_one() == 2  # FULL: resource writes unchanged
 
