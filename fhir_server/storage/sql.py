@@ -315,6 +315,8 @@ class SQLResourceStore:
         self.url = url
         self.engine = make_engine(url)
         self.dialect = self.engine.dialect.name
+        p = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
+        self._marker_sql = f"SELECT seq, versions FROM {type_log.name} WHERE type = {p}"
 
     def create_schema(self) -> None:
         metadata.create_all(self.engine)
@@ -466,9 +468,19 @@ class SQLResourceStore:
         """
         if type_ not in TRACKED_TYPES:
             raise ValueError(f"{type_} has no change log (storage.sql.TRACKED_TYPES)")
-        with self.engine.connect() as conn:
-            row = conn.execute(select(type_log.c.seq, type_log.c.versions).where(type_log.c.type == type_)).first()
-        return (int(row.seq), int(row.versions)) if row is not None else (0, 0)
+        # every professional's request reads this: on the pool's DB-API connection, one statement and no
+        # transaction around it (SQLAlchemy's connect/begin/rollback made it ~100 us on SQLite; this, ~8 us)
+        raw = self.engine.raw_connection()
+        try:
+            cur = raw.cursor()
+            try:
+                cur.execute(self._marker_sql, (type_,))
+                row = cur.fetchone()
+            finally:
+                cur.close()
+        finally:
+            raw.close()  # back to the pool (PostgreSQL: rolled back there)
+        return (int(row[0]), int(row[1])) if row is not None else (0, 0)
 
     def iter_current(self, type_: str, batch: int) -> Iterator[list[StoredVersion]]:
         """Current non-deleted versions of a type, keyset-paged by id (constant memory)."""
