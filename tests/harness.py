@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 from elasticsearch import Elasticsearch
+from sqlalchemy import create_engine, text
 
 from fhir_server.app import create_app
 from fhir_server.context import ServerContext
@@ -81,3 +86,27 @@ def in_parallel(n: int, fn: Callable[[httpx.Client, int], Any], base_url: str) -
         t.join(timeout=180)
         assert not t.is_alive(), "a request never finished (deadlock?)"
     return results
+
+
+PG_URL = os.environ.get("FHIR_TEST_PG_URL")
+
+
+@contextlib.contextmanager
+def pg_schema_url(prefix: str) -> Iterator[str]:
+    """A PostgreSQL store URL on a fresh schema of its own, dropped afterwards (the storage tests empty the
+    default one). Skips without ``FHIR_TEST_PG_URL``, fails in CI: the PostgreSQL tests must run there."""
+    if not PG_URL:
+        if os.environ.get("CI"):
+            pytest.fail("FHIR_TEST_PG_URL must be set in CI")
+        pytest.skip("FHIR_TEST_PG_URL not set")
+    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+    sep = "&" if "?" in PG_URL else "?"
+    try:
+        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()

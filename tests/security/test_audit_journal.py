@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 
 from fhir_server.audit.events import AuditRecord
 from fhir_server.audit.journal import Journal, JournalReader, decode, encode, take_slot
@@ -27,7 +26,7 @@ from fhir_server.audit.writer import AuditWriter, _ProcessApplier
 from fhir_server.storage import open_store
 from fhir_server.storage.audit import AuditAppender, AuditLog
 from tests.conftest import make_settings
-from tests.harness import start_server
+from tests.harness import pg_schema_url, start_server
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,28 +37,14 @@ def _record(i: int, status: int = 200) -> AuditRecord:
                        address="127.0.0.1", content=orjson.dumps({"resourceType": "Patient", "id": f"p{i}"}))
 
 
-PG_URL = os.environ.get("FHIR_TEST_PG_URL")
-
-
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """The store (and so the trail) of one test: a SQLite file, or a PostgreSQL schema of its own."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'fhir.sqlite3'}"
         return
-    if not PG_URL:
-        if os.environ.get("CI"):
-            pytest.fail("FHIR_TEST_PG_URL must be set in CI")
-        pytest.skip("FHIR_TEST_PG_URL not set")
-    schema = f"audit_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    sep = "&" if "?" in PG_URL else "?"
-    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-    admin.dispose()
+    with pg_schema_url("audit") as url:
+        yield url
 
 
 def _writer(url: str, tmp: Path, **kw: Any) -> AuditWriter:

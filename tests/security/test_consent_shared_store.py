@@ -21,18 +21,16 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, text
 
 from fhir_server import es_node
 from fhir_server.security import authz
 from fhir_server.security.dev_issuer import DevIssuer
-from tests.harness import RunningServer
+from tests.harness import RunningServer, pg_schema_url
 from tests.security.support import client_for, create_as, start_secured
 from tests.security.test_leakage_http import consent
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 REPO = Path(__file__).resolve().parents[2]
-PG_URL = os.environ.get("FHIR_TEST_PG_URL")
 
 
 class OtherProcess:
@@ -78,26 +76,6 @@ class OtherProcess:
         self.log.close()
 
 
-@contextlib.contextmanager
-def _pg_schema_url() -> Iterator[str]:
-    """A store URL on a fresh PostgreSQL schema, dropped afterwards."""
-    if not PG_URL:
-        if os.environ.get("CI"):
-            pytest.fail("FHIR_TEST_PG_URL must be set in CI")
-        pytest.skip("FHIR_TEST_PG_URL not set")
-    schema = f"consent_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    sep = "&" if "?" in PG_URL else "?"
-    try:
-        yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
-
-
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def pair(request: pytest.FixtureRequest, es_url: str, tmp_path_factory: pytest.TempPathFactory,
          issuer: DevIssuer) -> Iterator[tuple[RunningServer, OtherProcess]]:
@@ -105,7 +83,7 @@ def pair(request: pytest.FixtureRequest, es_url: str, tmp_path_factory: pytest.T
     with contextlib.ExitStack() as stack:
         overrides: dict[str, Any] = {}
         if request.param == "postgresql":
-            overrides["db_url"] = stack.enter_context(_pg_schema_url())
+            overrides["db_url"] = stack.enter_context(pg_schema_url("consent"))
         srv = stack.enter_context(start_secured(es_url, workdir, issuer, **overrides))
         other = OtherProcess(srv, issuer, workdir)
         stack.callback(other.stop)
