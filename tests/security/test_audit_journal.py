@@ -153,7 +153,7 @@ def test_a_killed_applier_process_is_replaced_and_nothing_is_lost(store_url: str
     assert writer.wait_applied(30)
     runner = writer._runner
     assert isinstance(runner, _ProcessApplier) and runner.pid not in (None, os.getpid())
-    os.kill(runner.pid, signal.SIGKILL)  # type: ignore[arg-type]
+    os.kill(runner.pid, signal.SIGKILL)
     for i in range(20, 45):
         writer.record(_record(i))
     assert writer.wait_applied(30)
