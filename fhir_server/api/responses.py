@@ -106,12 +106,14 @@ def binary_response(result: Result) -> Response:
     from fhir_server.interactions.binary import raw_content
 
     v = result.version
-    resource = result.body if result.body is not None else orjson.loads(result.raw or b"{}")
-    content_type, content = raw_content(resource)
     headers = dict(result.headers)
     if v is not None:
         headers["ETag"] = f'W/"{v.version}"'
         headers["Last-Modified"] = format_datetime(v.last_updated, usegmt=True)
+    if result.status == 304:  # a conditional read the client's copy satisfies: no body
+        return Response(None, status_code=304, headers=headers)
+    resource = result.body if result.body is not None else orjson.loads(result.raw or b"{}")
+    content_type, content = raw_content(resource)
     if isinstance(resource.get("securityContext"), dict) and resource["securityContext"].get("reference"):
         headers["X-Security-Context"] = resource["securityContext"]["reference"]
     return Response(content, status_code=result.status, headers=headers, media_type=content_type)

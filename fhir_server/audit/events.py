@@ -189,14 +189,20 @@ def facts(rec: AuditRecord) -> dict[str, Any]:
     return out
 
 
+def plain_facts(rec: AuditRecord) -> dict[str, Any]:
+    """The facts of a request without anything read from its bodies (when :func:`facts` failed)."""
+    return {"t": rec.recorded_us, "code": "unknown", "s": rec.status, "w": _who(rec.principal), "ip": rec.address,
+            "tgt": None, "pts": [], "d": f"{rec.method} {rec.path}"}
+
+
 def _entry_facts(request: dict[str, Any], response: dict[str, Any]) -> list[list[Any]]:
     """[method, url, location, status, patients] of each Bundle entry."""
     out: list[list[Any]] = []
     for req_entry, resp_entry in zip(request.get("entry") or [], response.get("entry") or [], strict=False):
         if not isinstance(req_entry, dict) or not isinstance(resp_entry, dict):
             continue
-        req = req_entry.get("request") or {}
-        resp = resp_entry.get("response") or {}
+        req, resp = req_entry.get("request"), resp_entry.get("response")
+        req, resp = (req if isinstance(req, dict) else {}), (resp if isinstance(resp, dict) else {})
         patients: set[str] = set()
         for res in (req_entry.get("resource"), resp_entry.get("resource")):
             if isinstance(res, dict):
@@ -286,6 +292,8 @@ def event_facts(f: dict[str, Any], lookup: Any = None) -> list[dict[str, Any]]:
     first = {**shared, "code": code, "s": status, "tgt": target, "pts": sorted(patients)}
     if query is not None:
         first["q"] = query
+    if f.get("d"):
+        first["d"] = f["d"]
     out = [first]
     for method, url, location, status_line, entry_patients in f.get("entries") or ():
         out.append(_entry_facts_of(shared, method, url, location, status_line, set(entry_patients)))

@@ -35,7 +35,7 @@ from fhir_server.storage import SQLResourceStore
 from fhir_server.storage.audit import Sync
 
 from .applier import Applier, row_of
-from .events import AuditRecord, facts
+from .events import AuditRecord, facts, plain_facts
 from .journal import SEGMENT_BYTES, Journal, Position, Slot, take_slot
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,12 @@ class AuditWriter:
         journal = self.journal
         if not self._running or journal is None:
             raise RuntimeError("the audit writer is not running")
-        pos = journal.append(orjson.dumps(facts(rec)))
+        try:
+            f = facts(rec)
+        except Exception:  # never fail a request over the summary of its body: trace it plainly
+            log.exception("audit: the facts of %s %s could not be read; recorded without them", rec.method, rec.path)
+            f = plain_facts(rec)
+        pos = journal.append(orjson.dumps(f))
         applied = self.applied
         if (pos[0] != applied[0] or pos[1] - applied[1] > self.wake_bytes) and self._runner is not None:
             self._runner.wake()

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import httpx
 import pytest
+
+from tests.conftest import make_settings
+from tests.harness import start_server
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
@@ -72,3 +78,29 @@ def test_json_nested_deeper_than_orjson_writes_is_400(client: httpx.Client, path
 def test_non_ascii_digits_in_count_of_store_pages_are_400(client: httpx.Client, path: str) -> None:
     """``'²'.isdigit()`` is true and ``int('²')`` raises: the audit trail's ``_count`` lacked the ASCII check."""
     _outcome(client.get(path, params={"_count": "²"}), 400)
+
+
+def test_a_conditional_read_of_a_binary_satisfied_by_the_client_copy_is_304(client: httpx.Client) -> None:
+    client.put("Binary/f1", json={"resourceType": "Binary", "id": "f1", "contentType": "text/plain",
+                                  "data": "aGVsbG8="}, headers=FHIR_JSON)
+    for headers in ({"If-None-Match": "*"}, {"If-None-Match": 'W/"1"'},
+                    {"If-Modified-Since": "Fri, 01 Jan 2100 00:00:00 GMT"}):
+        for resp in (client.get("Binary/f1", headers=headers), client.head("Binary/f1", headers=headers)):
+            assert resp.status_code == 304 and resp.content == b"" and resp.headers["etag"] == 'W/"1"', resp.text
+    assert client.get("Binary/f1").content == b"hello"
+
+
+@pytest.fixture(scope="module")
+def audited(es_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    with start_server(make_settings(es_url, Path(tmp_path_factory.mktemp("audited")), audit="on")) as srv, \
+            httpx.Client(base_url=srv.base_url, timeout=30) as c:
+        yield c
+
+
+@pytest.mark.parametrize("entry", ['{"fullUrl": "1e309", "request": 6.6e16}', '{"request": [1], "resource": 3}',
+                                   '{"request": {"method": 7, "url": []}, "response": "x"}'])
+def test_hostile_batch_entries_are_traced_not_500_with_audit_on(audited: httpx.Client, entry: str) -> None:
+    body = '{"resourceType": "Bundle", "type": "batch", "entry": [[], ' + entry + "]}"
+    resp = audited.post("/", content=body, headers=FHIR_JSON)
+    assert resp.status_code < 500, resp.text
+
