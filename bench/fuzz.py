@@ -4,6 +4,7 @@ Two generators, both hypothesis-driven: the FHIR-shaped hostile requests of ``te
 (resources with wrong types, deep nesting, huge strings, unicode; Bundles; JSON/FHIRPath patches; XML;
 search queries with modifiers, prefixes, chains, ``_has``) on every endpoint, and schemathesis cases from
 ``/openapi.json`` for each operation. The oracle is the CI one: no 5xx, every 4xx an OperationOutcome.
+The server runs with audit on (fail-closed), so each request's audit facts are read from what was sent.
 Exits 1 when anything broke it, after printing each offending request.
 
     .venv/bin/python bench/fuzz.py --es-url http://127.0.0.1:9200            # 10,000 requests
@@ -64,7 +65,7 @@ def main() -> int:
         return settings(max_examples=n, deadline=None, database=None, phases=[Phase.generate],
                         suppress_health_check=list(HealthCheck))
 
-    with Environment(args) as env, env.server("fuzz") as base_url, \
+    with Environment(args) as env, env.server("fuzz", audit="on") as base_url, \
             httpx.Client(base_url=base_url, timeout=120) as client:
         seed_data(client)
         n_schema = int(args.requests * args.schema_share)

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 from fhir_server.api.openapi import openapi_document, openapi_json
 from search.registry import SearchParameterRegistry
-from tests.harness import RunningServer
+from tests.conftest import make_settings
+from tests.harness import RunningServer, start_server
 from tests.robustness.fuzz import FuzzRequest, problem, problem_of, requests, seed, send
 
 EXAMPLES = int(os.environ.get("FHIR_FUZZ_EXAMPLES", "150"))
@@ -27,8 +28,15 @@ FUZZ_SETTINGS = settings(max_examples=EXAMPLES, deadline=None, database=None,
 
 
 @pytest.fixture(scope="module")
-def http(server: RunningServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.base_url, timeout=60) as c:
+def audited(es_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """Audit on, fail-closed: the audit facts of every generated request are read on the request path too."""
+    with start_server(make_settings(es_url, tmp_path_factory.mktemp("fuzz"), audit="on")) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def http(audited: RunningServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=audited.base_url, timeout=60) as c:
         seed(c)
         yield c
 
