@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from fhir_server.security.policy import PATIENT_COMPARTMENT
+from fhir_server.security.policy import PATIENT_COMPARTMENT, compartment_patients
 from fhir_server.security.tokens import Principal
 from fhir_server.storage.audit import AGENT, ENTITY
 from fhir_server.storage.sql import format_instant
@@ -89,26 +89,11 @@ def outcome(status: int) -> str:
 
 
 def patients_of(resource: dict[str, Any]) -> set[str]:
-    """``Patient/x`` references placing a resource in a patient compartment (policy's one element)."""
-    type_ = resource.get("resourceType")
-    if type_ == "Patient":
-        return {f"Patient/{resource['id']}"} if isinstance(resource.get("id"), str) else set()
-    entry = PATIENT_COMPARTMENT.get(str(type_))
-    if entry is None or type_ == "AuditEvent":
+    """``Patient/x`` of the patients whose compartment holds a resource (the access policy's own reading);
+    none for an AuditEvent, which is about what it records, not in whose compartment it is stored."""
+    if resource.get("resourceType") == "AuditEvent":
         return set()
-    values: list[Any] = [resource]
-    for step in entry[1].split("."):
-        nxt: list[Any] = []
-        for v in values:
-            item = v.get(step) if isinstance(v, dict) else None
-            nxt += item if isinstance(item, list) else [item] if item is not None else []
-        values = nxt
-    out = set()
-    for v in values:
-        ref = v.get("reference") if isinstance(v, dict) else None
-        if isinstance(ref, str) and "Patient/" in ref:
-            out.add("Patient/" + ref.rsplit("Patient/", 1)[1].split("/")[0])
-    return out
+    return {f"Patient/{p}" for p in compartment_patients(resource)}
 
 
 def patients_of_query(type_: str | None, query: str) -> set[str]:

@@ -84,23 +84,13 @@ def _compartment_references(resource: dict[str, Any], path: str) -> list[str]:
     return _references(values)
 
 
-def in_patient_compartment(resource: dict[str, Any], patient_id: str) -> bool:
-    entry = PATIENT_COMPARTMENT.get(str(resource.get("resourceType")))
-    if entry is None:
-        return False
-    _, path = entry
-    if path == "id":
-        return resource.get("id") == patient_id
-    target = f"Patient/{patient_id}"
-    return any(r == target or r.endswith("/" + target) for r in _compartment_references(resource, path))
-
-
 def compartment_patients(resource: dict[str, Any]) -> set[str]:
     """Ids of the patients whose compartment holds ``resource``, read once from its compartment element.
 
-    Equivalent to :func:`in_patient_compartment` for every id without a ``/`` (a FHIR id never has one),
-    but one walk of the resource however many patients it is tested against: the Consent check asks
-    "is it in any opposing patient's compartment?" on every resource a user sees."""
+    A reference names patient ``x`` when it is ``Patient/x`` or ends in ``/Patient/x``, with or without a
+    ``/_history/n`` (the search index drops it too: a versioned subject is that patient's record). One walk
+    of the resource however many patients it is tested against: the Consent check asks "is it in any
+    opposing patient's compartment?" on every resource a user sees."""
     entry = PATIENT_COMPARTMENT.get(str(resource.get("resourceType")))
     if entry is None:
         return set()
@@ -110,10 +100,14 @@ def compartment_patients(resource: dict[str, Any]) -> set[str]:
         return {rid} if isinstance(rid, str) else set()
     out = set()
     for ref in _compartment_references(resource, path):
-        head, _, pid = ref.rpartition("/")  # "Patient/x" or ".../Patient/x"; never "Patient/x/_history/1"
-        if head == "Patient" or head.endswith("/Patient"):
+        head, _, pid = ref.partition("/_history/")[0].rpartition("/")
+        if pid and (head == "Patient" or head.endswith("/Patient")):
             out.add(pid)
     return out
+
+
+def in_patient_compartment(resource: dict[str, Any], patient_id: str) -> bool:
+    return patient_id in compartment_patients(resource)
 
 
 def _in_compartment_of_any(resource: dict[str, Any], patients: frozenset[str]) -> bool:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from fhir_server.errors import FHIRError
 from fhir_server.security.authz import check_visible
 from fhir_server.security.policy import (
+    PATIENT_COMPARTMENT,
     TRE_A07,
     compartment_patients,
     in_patient_compartment,
@@ -20,6 +21,7 @@ from fhir_server.security.policy import (
 )
 from fhir_server.security.scopes import ScopeSet
 from fhir_server.security.tokens import OppositionSlot, Principal
+from search.params.reference import parse_reference
 
 MISSPELT = TRE_A07.replace("StatutVisibilite", "StatusVisibilite")
 
@@ -106,19 +108,44 @@ _VALUES = st.one_of(st.builds(lambda r: {"reference": r}, _REFS), st.none(), st.
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(["Patient", "DocumentReference", "Immunization", "List", "AuditEvent", "Consent", "Binary"]),
        st.one_of(_VALUES, st.lists(_VALUES, max_size=3)), _IDS, st.frozensets(_IDS, max_size=4))
-def test_compartment_patients_agrees_with_in_patient_compartment(type_: str, value: Any, rid: str,
-                                                                candidates: frozenset[str]) -> None:
-    """The one-walk set the Consent check uses decides like testing each candidate (ids have no '/')."""
+def test_compartment_patients_reads_references_as_the_search_index_does(type_: str, value: Any, rid: str,
+                                                                       candidates: frozenset[str]) -> None:
+    """The policy's compartment is the search index's: a relative reference names patient ``x`` exactly when
+    the reference parser of search/ reads it as ``Patient`` ``x`` (a ``/_history/n`` dropped); ``.../Patient/x``
+    of any base counts too (hiding more, never less). ``in_patient_compartment`` decides from the same set."""
     element = {"DocumentReference": "subject", "List": "subject", "Immunization": "patient",
                "Consent": "patient", "Binary": "securityContext"}.get(type_)
     resource: dict[str, Any] = {"resourceType": type_, "id": rid}
+    values = value if isinstance(value, list) else [value]
     if type_ == "AuditEvent":
-        resource["entity"] = [{"what": v} for v in (value if isinstance(value, list) else [value])]
+        resource["entity"] = [{"what": v} for v in values]
     elif element is not None:
         resource[element] = value
+    expected: set[str] = set()
+    if type_ == "Patient":
+        expected = {rid}
+    elif type_ in PATIENT_COMPARTMENT:  # a Binary is in no compartment (it follows its DocumentReference)
+        for v in values:
+            ref = v.get("reference") if isinstance(v, dict) else None
+            if not isinstance(ref, str):
+                continue
+            _, rtype, local = parse_reference(ref, None)
+            if local is not None:
+                expected |= {local} if rtype == "Patient" else set()
+            elif (tail := ref.partition("/_history/")[0]).rpartition("/")[0].endswith("/Patient"):
+                expected.add(tail.rpartition("/")[2])
     found = compartment_patients(resource)
+    assert {p for p in found if "/" not in p} == {p for p in expected if "/" not in p}
     for candidate in candidates | {rid}:
         assert (candidate in found) is in_patient_compartment(resource, candidate)
+
+
+def test_a_versioned_subject_is_in_that_patients_compartment() -> None:
+    """``Patient/p1/_history/2`` is p1's record: the patient sees it, a practitioner p1 opposes does not."""
+    versioned = doc(subject="Patient/p1/_history/2")
+    assert visible(PATIENT, versioned) and visible(DOCTOR, versioned)
+    assert not visible(principal("user/*.cruds", fhir_user="Practitioner/d1", opposed_by=frozenset({"p1"})),
+                       versioned)
 
 
 def test_a_system_token_sees_a_stored_resource_without_parsing_it() -> None:
