@@ -7,27 +7,22 @@ Design (issue 6, "Audit"):
   the token, entities (the resource touched, the patient when known, the query of a search), action,
   outcome with the HTTP status, time.
 - **Where**: the append-only ``audit_event`` table of the store of record (:mod:`fhir_server.storage.audit`):
-  one row per AuditEvent (time, action, outcome, subtype, the JSON) plus one ``audit_ref`` row per entity
-  and agent reference, keyed by (reference, time) so ``AuditEvent?patient=`` is one index range scan. No
-  versions, no match keys, no outbox, no Elasticsearch: AuditEvent read and search are answered by SQL
-  (:mod:`.search`), so a record is searchable as soon as it is committed and audit adds no index load
-  that other searches would wait for. The patient compartment filter of
-  :mod:`fhir_server.security.policy` applies unchanged (its ``patient`` parameter, ``allows`` per hit).
-  A patient's own accesses are found through ``entity``; the agent of a patient-context token is written
-  as an identifier (not a ``Patient`` reference), so ``patient=`` never matches a record only because
-  that patient *performed* it (e.g. a denied probe of someone else's data).
-- **How, cheaply**: :class:`.writer.AuditWriter`, a background thread doing *group commit*: records from
-  concurrent requests are batched into one transaction. The request path only captures a small record;
-  building the resources is done by the writer thread.
-- **Durability** (``FHIR_AUDIT_MODE``): ``fail-closed`` (default) holds the response until its record is
-  committed, so an answered request always has its trace; if the record cannot be written the client gets
-  a 500 OperationOutcome instead of the answer (a write that already committed stays committed: the
-  failure is about the trace, never silent). ``async`` answers at once and only logs write failures.
-  ``FHIR_AUDIT_SYNC``: ``normal`` (default) — committed means in the write-ahead log (survives any crash
-  of the server process), flushed to disk by a second thread within ~0.2 s, off the request path (a power
-  cut can lose that last fraction of a second of trail); ``full`` — the answer also waits for the fsync
-  (one per batch). Resource writes are not affected: the relaxed setting lives on the audit writer's own
-  connection (SQLite) or transaction (PostgreSQL ``synchronous_commit``).
+  one row per AuditEvent (time, action, outcome, subtype, the event's facts) plus one ``audit_ref`` row per
+  entity and agent reference, keyed by (reference, time) so ``AuditEvent?patient=`` is one index range
+  scan. No versions, no match keys, no outbox, no Elasticsearch: AuditEvent read and search are answered
+  by SQL (:mod:`.search`), rendered as FHIR on read (:func:`.events.render`). The patient compartment
+  filter of :mod:`fhir_server.security.policy` applies unchanged (its ``patient`` parameter, ``allows``
+  per hit). The agent of a patient-context token is written as an identifier (not a ``Patient``
+  reference), so ``patient=`` never matches a record only because that patient *performed* it.
+- **How, cheaply**: the request path reduces the request to its facts and appends them to a local
+  journal (:mod:`.journal`, a copy into a memory-mapped file); an applier (:mod:`.applier`, its own
+  process by default) moves journalled records into the table in large transactions, with the journal
+  position they reach, so a crash is replayed exactly once (:mod:`.writer` ties them together).
+- **Durability** (``FHIR_AUDIT_MODE``): ``fail-closed`` (default) answers only once the record is in the
+  journal, and answers 500 instead if it cannot be (a write that already committed stays committed: the
+  failure is about the trace, never silent); ``async`` answers anyway and logs it. ``FHIR_AUDIT_SYNC``:
+  ``normal`` (default), the journal survives any crash of the server process and is fdatasync'ed within
+  ~0.2 s; ``full``, the answer also waits for that (one per group of concurrent answers).
 - **Cost, measured**: see ``bench/audit.py`` and the README (figures as ratios to auth and audit off,
   configurations interleaved in one run).
 - **Hook**: an ASGI middleware (:mod:`.middleware`) outside authentication, so 401s are traced too; routes

@@ -48,18 +48,24 @@ class Applier:
     """Applies one journal slot (and the slots dead processes left) to the audit table of a store."""
 
     def __init__(self, store_url: str, journal_dir: Path, slot: Slot, *, max_batch: int = 512,
-                 store: SQLResourceStore | None = None) -> None:
+                 linger_s: float = 0.5, store: SQLResourceStore | None = None) -> None:
         self.store_url = store_url
         self.journal_dir = journal_dir
         self.slot = slot
         self.max_batch = max_batch
+        self.linger_s = linger_s
         self.appender = AuditAppender(store_url)
         self._store = store  # for the look-ups of refused reads; opened on first need
         self.reader = JournalReader(slot)
+        self.applied: Position = self._start_of(slot)
+
+    def _start_of(self, slot: Slot) -> Position:
+        """Where applying ``slot`` starts: the position the table stored, or the slot's first segment when
+        none is stored or the segments it names are gone."""
         segments = slot.segments()
-        start = self.appender.position(slot.id)
         first = segments[0] if segments else 0
-        self.applied: Position = start if start is not None and start[0] >= first else (first, 0)
+        start = self.appender.position(slot.id)
+        return start if start is not None and start[0] >= first else (first, 0)
 
     @property
     def damaged(self) -> int:
@@ -122,13 +128,8 @@ class Applier:
             journal = Journal(orphan, open_segment=False)  # repairs a torn tail
             reader = JournalReader(orphan)
             try:
-                segments = orphan.segments()
-                start = self.appender.position(orphan.id)
-                first = segments[0] if segments else 0
-                if start is None or start[0] < first:
-                    start = (first, 0)
                 end = journal.end
-                reached = self._apply_slot(orphan, reader, min(start, end), end)
+                reached = self._apply_slot(orphan, reader, min(self._start_of(orphan), end), end)
                 self.appender.append([], orphan.id, reached, durable=True)
                 log.info("audit: applied journal slot %s left by an earlier process", orphan.path)
                 reader.close()
@@ -137,6 +138,36 @@ class Applier:
                 reader.close()
                 orphan.release()
                 raise
+
+    def serve(self, wait: Callable[[float], bool], end: Callable[[], Position | None],
+              on_progress: Callable[[Position], None]) -> bool:
+        """The applier's loop, as a thread of the server or as its own process: orphans first, then after
+        each ``wait(timeout)`` (woken early, or the timeout; True once the server stops) everything up to
+        ``end()``. Returns True when it stopped with all of it applied and durably committed."""
+        try:
+            self.recover_orphans()
+        except Exception:
+            log.exception("audit: applying an orphan journal slot failed; it is retried at the next start")
+        on_progress(self.applied)
+        stopping, errors, backoff = False, 0, 0.0
+        while True:
+            stopping = wait(backoff or self.linger_s) or stopping
+            try:
+                self.apply(end(), on_progress)
+                self.release_segments()
+                backoff = 0.0
+            except Exception:
+                errors += 1
+                backoff = min(5.0, max(0.05, backoff * 2))
+                log.exception("audit: applying the journal failed (retried in %.2f s; the records stay in the "
+                              "journal)", backoff)
+                if stopping and errors > 3:
+                    log.error("audit: stopping with records not yet in the trail; the next start applies them")
+                    return False
+                continue
+            if stopping:
+                self.finish()
+                return True
 
     def close(self) -> None:
         self.reader.close()
@@ -153,43 +184,31 @@ def _report(applier: Applier) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
+class _Stdin:
+    """The server's side of the pipe: a byte wakes the applier, its end says the server stops."""
+
+    def __init__(self) -> None:
+        self.fd = sys.stdin.fileno()
+        self.ended = False
+
+    def wait(self, timeout: float) -> bool:
+        if self.ended:  # select would no longer wait
+            time.sleep(timeout)
+        elif select.select([self.fd], [], [], timeout)[0] and not os.read(self.fd, 4096):
+            self.ended = True
+        return self.ended
+
+
 def main() -> int:
     """The applier process (see the module docstring)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s audit-applier: %(message)s")
     cfg = orjson.loads(sys.stdin.buffer.readline())
-    slot = Slot.peek(Path(cfg["slot"]))
-    applier = Applier(cfg["store"], Path(cfg["dir"]), slot, max_batch=int(cfg["max_batch"]))
-    linger = float(cfg["linger_s"])
-    try:
-        applier.recover_orphans()
-    except Exception:
-        log.exception("applying an orphan journal slot failed; it is retried at the next start")
+    applier = Applier(cfg["store"], Path(cfg["dir"]), Slot.peek(Path(cfg["slot"])), max_batch=int(cfg["max_batch"]),
+                      linger_s=float(cfg["linger_s"]))
+    done = applier.serve(_Stdin().wait, lambda: None, lambda _pos: _report(applier))
     _report(applier)
-    stdin = sys.stdin.fileno()
-    stopping, errors, backoff = False, 0, 0.0
-    while True:
-        ready, _, _ = select.select([stdin], [], [], backoff or linger)
-        if ready and not os.read(stdin, 4096):
-            stopping = True  # the server is stopping (or gone): apply everything, then exit
-        try:
-            applier.apply(None, lambda _pos: _report(applier))
-            applier.release_segments()
-            backoff = 0.0
-        except Exception:
-            errors += 1
-            backoff = min(5.0, max(0.05, backoff * 2))
-            log.exception("applying the journal failed (retried in %.2f s; the records stay in the journal)", backoff)
-            if stopping:
-                if errors > 3:
-                    log.error("stopping with records not yet in the trail; the next start applies them")
-                    return 1
-                time.sleep(backoff)  # stdin is at its end: select no longer waits
-            continue
-        if stopping:
-            applier.finish()
-            _report(applier)
-            applier.close()
-            return 0
+    applier.close()
+    return 0 if done else 1
 
 
 if __name__ == "__main__":

@@ -144,21 +144,20 @@ def facts(rec: AuditRecord) -> dict[str, Any]:
     if target is None and rec.status < 400 and code == "create":
         target = _target_of_location(rec.location)
     patients: set[str] = set()
-    content: Any = None
+    answered = False  # whose record it is was read from the answer
     if rec.status < 400 and code in ("read", "vread") and type_ == "Patient" and id_ and rec.content is not None:
         patients.add(f"Patient/{id_}")  # what patients_of would find, without parsing the answer
-        content = True
+        answered = True
     elif rec.status < 400 and code in _RESOURCE_CODES and type_ in PATIENT_COMPARTMENT:
         content = _load(rec.content)  # a Binary or a searchset is never parsed here
         if content is not None and content.get("resourceType") == type_:
             patients |= patients_of(content)
+            answered = True
             if target is None and isinstance(content.get("id"), str):
                 target = f"{type_}/{content['id']}"
-        else:
-            content = None
     out: dict[str, Any] = {"t": rec.recorded_us, "code": code, "s": rec.status, "w": _who(rec.principal),
                            "ip": rec.address, "tgt": target, "pts": sorted(patients)}
-    if content is None and target is not None and type_ in PATIENT_COMPARTMENT:
+    if not answered and target is not None and type_ in PATIENT_COMPARTMENT:
         out["look"] = True  # refused, failed or bodiless: the writer reads whose record it is from the store
     if type_:
         out["type"] = type_

@@ -284,7 +284,6 @@ class Journal:
         self.slot = slot
         self.segment_bytes = segment_bytes
         self._lock = threading.Lock()
-        self.records = 0  # appended by this process
         self._dirty = False
         self.closed = False
         self._fd = -1
@@ -352,7 +351,6 @@ class Journal:
                 self._open_next(max(self.segment_bytes, n))
             self._mm[self._size:self._size + n] = line
             self._size += n
-            self.records += 1
             self._dirty = True
             return (self._segment, self._size)
 

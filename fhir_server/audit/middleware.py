@@ -20,7 +20,6 @@ from fhir_server.errors import FHIRError
 from fhir_server.storage.sql import now_us
 
 from .events import AuditRecord, params_from_path
-from .journal import Position
 from .writer import AuditWriter
 
 log = logging.getLogger(__name__)
@@ -57,26 +56,17 @@ class AuditMiddleware:
             content=details.get("content"), bundle=details.get("bundle"), location=location,
         )
 
-    def _journal(self, writer: AuditWriter, record: AuditRecord) -> Position | None:
-        """Journal the record (synchronously: a file append, no await); None when that failed."""
+    async def _trace(self, writer: AuditWriter, record: AuditRecord) -> bool:
+        """Journal the record (and wait for the disk with sync=full); False when fail-closed must refuse."""
         try:
-            return writer.record(record)
+            pos = writer.record(record)
+            if writer.sync == "full":
+                await writer.durable(pos)
         except Exception:
             writer.failures += 1
             log.exception("audit: the record of %s %s could not be journalled", record.method, record.path)
-            return None
-
-    async def _trace(self, writer: AuditWriter, record: AuditRecord) -> bool:
-        """Journal the record (and wait for the disk with sync=full); False when fail-closed must refuse."""
-        pos = self._journal(writer, record)
-        if pos is not None and writer.sync == "full":
-            try:
-                await writer.durable(pos)
-            except Exception:
-                writer.failures += 1
-                log.exception("audit: the journal could not be synced for %s %s", record.method, record.path)
-                pos = None
-        return pos is not None or self.mode != "fail-closed"
+            return self.mode != "fail-closed"
+        return True
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         writer: AuditWriter | None = self.writer_of() if scope["type"] == "http" else None
@@ -97,9 +87,7 @@ class AuditMiddleware:
                 if status == 201:
                     location = next((v.decode("latin-1") for k, v in message.get("headers") or ()
                                      if k.lower() == b"location"), None)
-                record = self._record(scope, status, location)
-                if not (await self._trace(writer, record) if writer.sync == "full" else
-                        self._journal(writer, record) is not None or self.mode != "fail-closed"):
+                if not await self._trace(writer, self._record(scope, status, location)):
                     failed = True
                     await _audit_failure(send)
                     return

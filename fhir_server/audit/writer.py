@@ -32,16 +32,15 @@ from typing import IO, Literal
 import orjson
 
 from fhir_server.storage import SQLResourceStore
-from fhir_server.storage.audit import Sync
+from fhir_server.storage.audit import Sync, trail_of
 
-from .applier import Applier, row_of
+from .applier import Applier
 from .events import AuditRecord, facts, plain_facts
 from .journal import SEGMENT_BYTES, Journal, Position, Slot, take_slot
 
 log = logging.getLogger(__name__)
 
 Mode = Literal["process", "thread"]
-__all__ = ["AuditWriter", "row_of"]
 
 
 class AuditWriter:
@@ -76,13 +75,7 @@ class AuditWriter:
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        from fhir_server.storage.audit import AuditAppender
-
-        trail = AuditAppender(self.store.url)
-        try:
-            self.slot = take_slot(self.journal_dir, trail.trail())
-        finally:
-            trail.dispose()
+        self.slot = take_slot(self.journal_dir, trail_of(self.store.url))
         self.journal = Journal(self.slot, self.segment_bytes)
         self._running = True
         self._runner = _ProcessApplier(self) if self.mode == "process" else _ThreadApplier(self)
@@ -202,12 +195,12 @@ class _ThreadApplier:
         self.writer = writer
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="audit-applier", daemon=True)
-        self.errors = 0
 
     def start(self) -> None:
         w = self.writer
         assert w.slot is not None
-        self.applier = Applier(w.store.url, w.journal_dir, w.slot, max_batch=w.max_batch, store=w.store)
+        self.applier = Applier(w.store.url, w.journal_dir, w.slot, max_batch=w.max_batch, linger_s=w.linger_s,
+                               store=w.store)
         w._advance(self.applier.applied, 0)
         self._thread.start()
 
@@ -219,34 +212,16 @@ class _ThreadApplier:
         self._thread.join(timeout=60)
         self.applier.close()
 
+    def _wait(self, timeout: float) -> bool:
+        self._wake.wait(timeout)
+        self._wake.clear()
+        return not self.writer._running
+
     def _run(self) -> None:
         w = self.writer
         assert w.journal is not None
-        try:
-            self.applier.recover_orphans()
-        except Exception:
-            log.exception("audit: applying an orphan journal slot failed; it is retried at the next start")
-        backoff = 0.0
-        while True:
-            self._wake.wait(backoff or w.linger_s)
-            self._wake.clear()
-            stopping = not w._running
-            try:
-                self.applier.apply(w.journal.end, lambda pos: w._advance(pos, self.applier.damaged))
-                self.applier.release_segments()
-                backoff = 0.0
-            except Exception:
-                self.errors += 1
-                backoff = min(5.0, max(0.05, backoff * 2))
-                log.exception("audit: applying the journal to the trail failed (retried in %.2f s; the records "
-                              "stay in the journal)", backoff)
-                if stopping and self.errors > 3:
-                    log.error("audit: stopping with records not yet in the trail; the next start applies them")
-                    return
-                continue
-            if stopping:
-                self.applier.finish()
-                return
+        journal = w.journal
+        self.applier.serve(self._wait, lambda: journal.end, lambda pos: w._advance(pos, self.applier.damaged))
 
 
 class _ProcessApplier:

@@ -97,6 +97,11 @@ def audit_url(store_url: str) -> str:
     return url.set(database=str(db.with_name(f"{db.stem}-audit{db.suffix}"))).render_as_string(hide_password=False)
 
 
+def trail_of(store_url: str) -> str:
+    """Which trail the store at ``store_url`` has, without credentials (journal slots are bound to it)."""
+    return make_url(audit_url(store_url)).render_as_string(hide_password=True)
+
+
 def _audit_engine(store_url: str, relaxed: bool = False) -> Engine:
     """The trail's engine; ``relaxed`` (the writer's): SQLite commits that do not wait for the disk."""
     engine = make_engine(audit_url(store_url))
@@ -128,6 +133,7 @@ class AuditAppender:
 
     def __init__(self, url: str) -> None:
         """``url``: the store's URL (the trail's own location is derived from it by :func:`audit_url`)."""
+        self.url = url
         self.engine = _audit_engine(url, relaxed=True)
         self.dialect = self.engine.dialect.name
         p = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
@@ -140,8 +146,7 @@ class AuditAppender:
                                  "byte_offset = excluded.byte_offset")
 
     def trail(self) -> str:
-        """Which trail this is, without credentials (journal slots are bound to it)."""
-        return self.engine.url.render_as_string(hide_password=True)
+        return trail_of(self.url)
 
     def position(self, slot: str) -> tuple[int, int] | None:
         """How far the journal slot ``slot`` is applied, or None if it never was."""

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from fhir_server.audit.applier import row_of
 from fhir_server.audit.events import stored_event
 from fhir_server.audit.search import PARAMS
-from fhir_server.audit.writer import row_of
 from fhir_server.security.dev_issuer import DevIssuer
 from fhir_server.storage.audit import AGENT, ENTITY, AuditAppender, AuditLog, audit_id, audit_url
 from tests.harness import RunningServer
