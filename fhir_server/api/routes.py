@@ -70,6 +70,17 @@ def _type(request: Request, interaction: str) -> str:
     return name
 
 
+async def _with_current(request: Request, type_: str, interaction: str, work: Callable[[], Result]) -> Result:
+    """``work()`` after the check that the caller may see the resource's current version, in one hop."""
+    ctx, principal, id_ = _ctx(request), authz.principal_of(request), request.path_params["id"]
+
+    def checked() -> Result:
+        authz.check_current(ctx, principal, type_, id_, interaction)
+        return work()
+
+    return await authz.run(request, checked)
+
+
 async def _check_current(request: Request, type_: str, interaction: str) -> None:
     """Before changing a resource: the caller must be able to see its current version."""
     principal = authz.principal_of(request)
@@ -205,15 +216,19 @@ async def _update(request: Request) -> Result:
     type_ = _type(request, "update")
     if_match = _if_match(request)
     resource = await read_resource(request, _ctx(request).settings.max_body_bytes)
-    await _check_current(request, type_, "update")
-    authz.check_writable(authz.principal_of(request), type_, resource, "update")
-    return await authz.run(request, crud.update, _ctx(request), type_, request.path_params["id"], resource, if_match)
+    ctx, principal, id_ = _ctx(request), authz.principal_of(request), request.path_params["id"]
+
+    def update() -> Result:
+        authz.check_writable(principal, type_, resource, "update")
+        return crud.update(ctx, type_, id_, resource, if_match)
+
+    return await _with_current(request, type_, "update", update)
 
 
 async def _delete(request: Request) -> Result:
     type_ = _type(request, "delete")
-    await _check_current(request, type_, "delete")
-    return await authz.run(request, crud.delete, _ctx(request), type_, request.path_params["id"], _if_match(request))
+    return await _with_current(request, type_, "delete",  # If-Match read after the check, as before
+                               lambda: crud.delete(_ctx(request), type_, request.path_params["id"], _if_match(request)))
 
 
 def _history_params(request: Request) -> dict[str, str]:
@@ -316,15 +331,15 @@ async def _patch(request: Request) -> Result:
     type_ = _type(request, "patch")
     body = await _patch_body(request)
     id_ = request.path_params.get("id")
-    if id_ is not None:
-        await _check_current(request, type_, "patch")
     guard = authz.write_guard(authz.principal_of(request), "patch")  # conditional match and patched result
     query = None if id_ is not None else request.url.query
     if isinstance(body, list) or _media(request) in patch.JSON_PATCH_TYPES:
         body = binary.make_binary("application/json-patch+json", numbers.dumps(body))
-    return await authz.run(request, lambda: bundle.single(_ctx(request), "PATCH", type_, id_=id_, query=query,
-                                                          resource=body, if_match=_if_match(request),
-                                                          guard=guard))
+    def work() -> Result:  # If-Match read after the check of the current version
+        return bundle.single(_ctx(request), "PATCH", type_, id_=id_, query=query, resource=body,
+                             if_match=_if_match(request), guard=guard)
+
+    return await (_with_current(request, type_, "patch", work) if id_ is not None else authz.run(request, work))
 
 
 _XML_ROOT = re.compile(rb"^(?:\s|<\?.*?\?>|<!--.*?-->)*<\s*([A-Za-z_][\w.:-]*)([^>]*)>", re.S)

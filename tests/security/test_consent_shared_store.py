@@ -159,3 +159,32 @@ def test_a_professionals_read_takes_one_thread_hop(pair: tuple[RunningServer, Ot
         hops.clear()
         assert c.get(f"/DocumentReference/{doc}").status_code == status
         assert len(hops) == 1, hops
+
+
+def test_a_professionals_update_and_delete_take_one_thread_hop(pair: tuple[RunningServer, OtherProcess],
+                                                               issuer: DevIssuer,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The current-version check, the content check and the write share the Consent look-up's hop."""
+    srv, _ = pair
+    tag = uuid.uuid4().hex[:8]
+    admin = client_for(srv, issuer.mint("backend", "system/*.cruds"))
+    p, q = (create_as(admin, {"resourceType": "Patient", "name": [{"family": f"Hop{tag}"}]}) for _ in range(2))
+    open_doc, opposed_doc = _doc(admin, p), _doc(admin, q)
+    create_as(admin, consent(q, {"reference": f"Practitioner/{tag}"}))
+    hops: list[str] = []
+    real = authz.run_in_threadpool
+
+    async def counting(fn: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(fn, "__name__", repr(fn)))
+        return await real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(authz, "run_in_threadpool", counting)
+    dr = client_for(srv, issuer.mint(f"dr-{tag}", "user/*.cruds", fhir_user=f"Practitioner/{tag}"))
+    for doc, status in ((open_doc, 200), (opposed_doc, 404)):
+        body = {**admin.get(f"/DocumentReference/{doc}").json(), "description": "edited"}
+        hops.clear()
+        assert dr.put(f"/DocumentReference/{doc}", json=body, headers=FHIR_JSON).status_code == status
+        assert len(hops) == 1, hops
+        hops.clear()
+        assert dr.delete(f"/DocumentReference/{doc}").status_code == (204 if status == 200 else 404)
+        assert len(hops) == 1, hops
