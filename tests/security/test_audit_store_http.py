@@ -145,12 +145,19 @@ def test_unknown_parameters_are_ignored_unless_strict(world: dict[str, Any]) -> 
     assert strict.status_code == 400 and strict.json()["issue"][0]["expression"] == ["site"]
 
 
-def test_read_and_vread_follow_the_patient_compartment(world: dict[str, Any]) -> None:
+def _own_and_other(world: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A record in patient 1's compartment (their document read) and one in patient 2's (the practitioner's)."""
     admin: httpx.Client = world["admin"]
-    patient1: httpx.Client = world["patient1"]
     own = _entries(admin.get("/AuditEvent", params={"entity": f"DocumentReference/{world['doc1']}", "_count": "1"}))[0]
     other = _entries(admin.get("/AuditEvent", params={"entity": f"DocumentReference/{world['doc2']}",
                                                       "agent": world["dr"]}))[0]
+    return own, other
+
+
+def test_read_and_vread_follow_the_patient_compartment(world: dict[str, Any]) -> None:
+    admin: httpx.Client = world["admin"]
+    patient1: httpx.Client = world["patient1"]
+    own, other = _own_and_other(world)
     resp = patient1.get(f"/AuditEvent/{own['id']}")
     assert resp.status_code == 200 and resp.json() == own
     assert resp.headers["etag"] == 'W/"1"'
@@ -167,9 +174,7 @@ def test_read_and_vread_follow_the_patient_compartment(world: dict[str, Any]) ->
 def test_read_and_vread_as_bundle_entries_follow_the_patient_compartment(world: dict[str, Any], kind: str) -> None:
     admin: httpx.Client = world["admin"]
     patient1: httpx.Client = world["patient1"]
-    own = _entries(admin.get("/AuditEvent", params={"entity": f"DocumentReference/{world['doc1']}", "_count": "1"}))[0]
-    other = _entries(admin.get("/AuditEvent", params={"entity": f"DocumentReference/{world['doc2']}",
-                                                      "agent": world["dr"]}))[0]
+    own, other = _own_and_other(world)
     urls = [f"AuditEvent/{own['id']}", f"AuditEvent/{own['id']}/_history/1", f"AuditEvent/{own['id']}/_history/2",
             f"AuditEvent/{other['id']}", "AuditEvent/unknown"]
     bundle = {"resourceType": "Bundle", "type": kind,

@@ -136,10 +136,10 @@ def test_a_consent_applies_to_the_next_request_on_another_process(
     assert reader.get(f"/DocumentReference/{doc}").status_code == 200
 
 
-def test_a_professionals_read_takes_one_thread_hop(pair: tuple[RunningServer, OtherProcess], issuer: DevIssuer,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """The Consent look-up rides on the read's own hop (authz.run), and that hop still sees the oppositions."""
-    srv, _ = pair
+def _hop_world(srv: RunningServer, issuer: DevIssuer, monkeypatch: pytest.MonkeyPatch
+               ) -> tuple[httpx.Client, str, str, str, list[str]]:
+    """(admin, an open document, a document whose patient opposes practitioner ``tag``, ``tag``, the hops:
+    the name of each function authz sends to the thread pool from now on)."""
     tag = uuid.uuid4().hex[:8]
     admin = client_for(srv, issuer.mint("backend", "system/*.cruds"))
     p, q = (create_as(admin, {"resourceType": "Patient", "name": [{"family": f"Hop{tag}"}]}) for _ in range(2))
@@ -153,6 +153,14 @@ def test_a_professionals_read_takes_one_thread_hop(pair: tuple[RunningServer, Ot
         return await real(fn, *args, **kwargs)
 
     monkeypatch.setattr(authz, "run_in_threadpool", counting)
+    return admin, open_doc, opposed_doc, tag, hops
+
+
+def test_a_professionals_read_takes_one_thread_hop(pair: tuple[RunningServer, OtherProcess], issuer: DevIssuer,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Consent look-up rides on the read's own hop (authz.run), and that hop still sees the oppositions."""
+    srv, _ = pair
+    _, open_doc, opposed_doc, tag, hops = _hop_world(srv, issuer, monkeypatch)
     dr = client_for(srv, issuer.mint(f"dr-{tag}", "user/*.rs", fhir_user=f"Practitioner/{tag}"))
     backend = client_for(srv, issuer.mint("svc", "system/*.rs"))
     for c, doc, status in ((dr, open_doc, 200), (dr, opposed_doc, 404), (backend, opposed_doc, 200)):
@@ -166,19 +174,7 @@ def test_a_professionals_update_and_delete_take_one_thread_hop(pair: tuple[Runni
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """The current-version check, the content check and the write share the Consent look-up's hop."""
     srv, _ = pair
-    tag = uuid.uuid4().hex[:8]
-    admin = client_for(srv, issuer.mint("backend", "system/*.cruds"))
-    p, q = (create_as(admin, {"resourceType": "Patient", "name": [{"family": f"Hop{tag}"}]}) for _ in range(2))
-    open_doc, opposed_doc = _doc(admin, p), _doc(admin, q)
-    create_as(admin, consent(q, {"reference": f"Practitioner/{tag}"}))
-    hops: list[str] = []
-    real = authz.run_in_threadpool
-
-    async def counting(fn: Any, *args: Any, **kwargs: Any) -> Any:
-        hops.append(getattr(fn, "__name__", repr(fn)))
-        return await real(fn, *args, **kwargs)
-
-    monkeypatch.setattr(authz, "run_in_threadpool", counting)
+    admin, open_doc, opposed_doc, tag, hops = _hop_world(srv, issuer, monkeypatch)
     dr = client_for(srv, issuer.mint(f"dr-{tag}", "user/*.cruds", fhir_user=f"Practitioner/{tag}"))
     for doc, status in ((open_doc, 200), (opposed_doc, 404)):
         body = {**admin.get(f"/DocumentReference/{doc}").json(), "description": "edited"}
