@@ -7,7 +7,8 @@ slices per configuration, the configurations taking turns, so a neighbour's burs
 hits every configuration alike and the ratios stay fair.
 
 - ``off``: FHIR_AUTH=off, FHIR_AUDIT=off (the baseline)
-- ``audit``: audit on, fail-closed, FHIR_AUDIT_SYNC=normal (commit before the answer, fsync just after)
+- ``audit``: audit on, fail-closed, FHIR_AUDIT_SYNC=normal (the answer waits for the journal append)
+- ``audit-thread``: the same with the applier as a thread of the server (FHIR_AUDIT_APPLIER=thread)
 - ``auth``: bearer tokens (FHIR_AUTH=jwt, a development issuer), audit off
 - ``auth+audit``: both, fail-closed, sync normal (what a production server runs by default)
 - ``auth+audit-full``: both, fail-closed, FHIR_AUDIT_SYNC=full (the answer waits for the fsync too)
@@ -54,6 +55,8 @@ from bench._common import (
 CONFIGS: dict[str, dict[str, Any]] = {
     "off": {"auth": "off", "audit": "off"},
     "audit": {"auth": "off", "audit": "on", "audit_mode": "fail-closed", "audit_sync": "normal"},
+    "audit-thread": {"auth": "off", "audit": "on", "audit_mode": "fail-closed", "audit_sync": "normal",
+                     "audit_applier": "thread"},
     "auth": {"auth": "jwt", "audit": "off"},
     "auth+audit": {"auth": "jwt", "audit": "on", "audit_mode": "fail-closed", "audit_sync": "normal"},
     "auth+audit-full": {"auth": "jwt", "audit": "on", "audit_mode": "fail-closed", "audit_sync": "full"},
@@ -94,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                                                                     "and level (split into --rounds slices)")
     parser.add_argument("--rounds", type=int, default=3, help="slices per configuration, taken in turns")
     parser.add_argument("--patients", type=int, default=50, help="Patients loaded for the read workload")
-    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated subset of " + ", ".join(CONFIGS))
+    parser.add_argument("--configs", default=",".join(c for c in CONFIGS if c != "audit-thread"),
+                        help="comma-separated subset of " + ", ".join(CONFIGS))
     args = parser.parse_args(argv)
     if args.url:
         parser.error("bench/audit.py starts its own servers (one per configuration); --url is not supported")
