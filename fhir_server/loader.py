@@ -32,7 +32,7 @@ from .errors import FHIRError
 from .formats import numbers
 from .index import workers as worker_pool
 from .index.bulk import IndexItem
-from .interactions import crud
+from .interactions import bundle
 from .registry import get_type
 from .storage import ConcurrentWrite, NewResource, SQLResourceStore
 
@@ -141,9 +141,9 @@ def _reason(status: object, diagnostics: str, expression: Iterable[str]) -> str:
 def load_one(ctx: ServerContext, resource: dict[str, Any]) -> None:
     type_ = str(resource.get("resourceType"))
     if resource.get("id"):
-        crud.update(ctx, type_, str(resource["id"]), resource, None)
+        bundle.single(ctx, "PUT", type_, id_=str(resource["id"]), resource=resource)
     else:
-        crud.create(ctx, type_, resource)
+        bundle.single(ctx, "POST", type_, resource=resource)
 
 
 def load_transaction(ctx: ServerContext, source: str, bundle: dict[str, Any], report: LoadReport) -> None:
@@ -219,7 +219,7 @@ def load(ctx: ServerContext, paths: Iterable[Path], *, on_progress: Any = None) 
 # - Elasticsearch gets the documents of committed batches only (index.bulk.BulkIndexer), and an outbox
 #   row is deleted once its document is acknowledged: with Elasticsearch down nothing accepted is lost,
 #   the indexer applies the remaining rows later.
-# Resources the batch path cannot decide alone take the ordinary path (crud.update/create): ids that
+# Resources the batch path cannot decide alone take the ordinary path (bundle.single): ids that
 # already exist (a new version of an existing resource), a masterIdentifier already held or repeated in
 # the batch (409 policy), an id repeated in the batch (all three declined by insert_new_many), inline
 # attachment data (ITI-105 externalisation).

@@ -70,26 +70,6 @@ def _type(request: Request, interaction: str) -> str:
     return name
 
 
-async def _with_current(request: Request, type_: str, interaction: str, work: Callable[[], Result]) -> Result:
-    """``work()`` after the check that the caller may see the resource's current version, in one hop."""
-    ctx, principal, id_ = _ctx(request), authz.principal_of(request), request.path_params["id"]
-
-    def checked() -> Result:
-        authz.check_current(ctx, principal, type_, id_, interaction)
-        return work()
-
-    return await authz.run(request, checked)
-
-
-async def _check_current(request: Request, type_: str, interaction: str) -> None:
-    """Before changing a resource: the caller must be able to see its current version."""
-    principal = authz.principal_of(request)
-    if principal is None:
-        return
-    await authz.run(request, authz.check_current, _ctx(request), principal, type_, request.path_params["id"],
-                    interaction)
-
-
 def _if_match(request: Request) -> int | None:
     raw = request.headers.get("if-match")
     if raw is None:
@@ -187,7 +167,12 @@ async def _read(request: Request) -> Result:
     ctx, principal, id_ = _ctx(request), authz.principal_of(request), request.path_params["id"]
 
     def read_visible() -> Result:  # one hop: the read and its check (and the Consent look-up, authz.run)
-        result = read(ctx, id_=id_)
+        try:
+            result = read(ctx, id_=id_)
+        except FHIRError as err:
+            if err.status == 410:  # the deletion of a resource the caller could not see: unknown to them
+                authz.check_current(ctx, principal, type_, id_, "read")
+            raise
         authz.check_stored(ctx, principal, type_, result.raw)
         return result
 
@@ -203,32 +188,40 @@ async def _vread(request: Request) -> Result:
     vread = audit_search.vread if type_ == "AuditEvent" else partial(crud.vread, type_=type_)
     ctx, principal = _ctx(request), authz.principal_of(request)
 
-    def vread_visible() -> Result:  # one hop: the version, then the current one and the version checked
-        result = vread(ctx, id_=p["id"], vid=p["vid"])
-        authz.check_current(ctx, principal, type_, p["id"], "vread")
-        authz.check_stored(ctx, principal, type_, result.raw, "vread")
+    def vread_visible() -> Result:  # one hop: the resource's visibility, then the version, checked too
+        try:
+            authz.check_current(ctx, principal, type_, p["id"], "vread")  # before revealing any version
+            result = vread(ctx, id_=p["id"], vid=p["vid"])
+            authz.check_stored(ctx, principal, type_, result.raw, "vread")
+        except FHIRError as err:
+            if err.status != 404:
+                raise
+            # one answer for an unknown id, an unknown version and a hidden one
+            raise not_found(f"{type_}/{p['id']}/_history/{p['vid']} is not known") from None
         return result
 
     return await authz.run(request, vread_visible)
+
+
+def _access(request: Request) -> authz.BundleAccess | None:
+    return authz.access(_ctx(request), authz.principal_of(request))
+
+
+async def _write(request: Request, method: str, type_: str, **kwargs: Any) -> Result:
+    """Every write goes through the transaction path (``bundle.single``), its access checks included."""
+    return await authz.run(request, bundle.single, _ctx(request), method, type_, access=_access(request), **kwargs)
 
 
 async def _update(request: Request) -> Result:
     type_ = _type(request, "update")
     if_match = _if_match(request)
     resource = await read_resource(request, _ctx(request).settings.max_body_bytes)
-    ctx, principal, id_ = _ctx(request), authz.principal_of(request), request.path_params["id"]
-
-    def update() -> Result:
-        authz.check_writable(principal, type_, resource, "update")
-        return crud.update(ctx, type_, id_, resource, if_match)
-
-    return await _with_current(request, type_, "update", update)
+    return await _write(request, "PUT", type_, id_=request.path_params["id"], resource=resource, if_match=if_match)
 
 
 async def _delete(request: Request) -> Result:
     type_ = _type(request, "delete")
-    return await _with_current(request, type_, "delete",  # If-Match read after the check, as before
-                               lambda: crud.delete(_ctx(request), type_, request.path_params["id"], _if_match(request)))
+    return await _write(request, "DELETE", type_, id_=request.path_params["id"], if_match=_if_match(request))
 
 
 def _history_params(request: Request) -> dict[str, str]:
@@ -269,24 +262,25 @@ async def _validate_op(request: Request) -> Result:
         type_ = name  # e.g. an ITI-65 Bundle: validated, never stored, so no type registration needed
     else:
         type_ = _type(request, "read")
-    if "id" in request.path_params:
-        await _check_current(request, type_, "read")  # no verdict on what the caller may not see
     body = None
     has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
     if request.method == "POST" and has_body:
         body = await read_resource(request, _ctx(request).settings.max_body_bytes)
     q = request.query_params
-    return await authz.run(request, validate_op.validate, _ctx(request), type_, request.path_params.get("id"), body,
-                           q.get("profile"), q.get("mode"))
+    access = _access(request)
+    ctx = _ctx(request)
+    # no verdict on what the caller may not see: a hidden instance answers as an unknown one
+    sees = None if access is None else (lambda r: access.sees(type_, r, "read", ctx.store.read))
+    return await authz.run(request, validate_op.validate, ctx, type_, request.path_params.get("id"), body,
+                           q.get("profile"), q.get("mode"), sees)
 
 
 async def _bundle(request: Request) -> Result:
     body = await read_resource(request, _ctx(request).settings.max_body_bytes)
     check_bundle(body, _ctx(request).settings)
-    principal = authz.principal_of(request)  # each entry is authorised like its standalone request
-    access = authz.BundleAccess(_ctx(request), principal) if principal is not None else None
+    # each entry is authorised like its standalone request, by the same access object
     result = await authz.run(request, bundle.process, _ctx(request), body,
-                             prefer(request.headers.get("prefer")).get("return"), access)
+                             prefer(request.headers.get("prefer")).get("return"), _access(request))
     audit_note(request.state, bundle=(body, result.body or {}))
     return result
 
@@ -297,24 +291,14 @@ def _media(request: Request) -> str:
 
 async def _conditional_update(request: Request) -> Result:
     type_ = _type(request, "update")
-    principal = authz.principal_of(request)
     resource = await read_resource(request, _ctx(request).settings.max_body_bytes)
-    # the matched resource is only known inside the write: the guard checks it there
-    guard = authz.write_guard(principal, "update")
-
-    def update() -> Result:  # the content check needs the oppositions: in the hop that looks them up
-        authz.check_writable(principal, type_, resource, "update")
-        return bundle.single(_ctx(request), "PUT", type_, query=request.url.query, resource=resource,
-                             if_match=_if_match(request), guard=guard)
-
-    return await authz.run(request, update)
+    return await _write(request, "PUT", type_, query=request.url.query, resource=resource,
+                        if_match=_if_match(request))
 
 
 async def _conditional_delete(request: Request) -> Result:
     type_ = _type(request, "delete")
-    guard = authz.write_guard(authz.principal_of(request), "delete")
-    return await authz.run(request, lambda: bundle.single(_ctx(request), "DELETE", type_, query=request.url.query,
-                                                          if_match=_if_match(request), guard=guard))
+    return await _write(request, "DELETE", type_, query=request.url.query, if_match=_if_match(request))
 
 
 async def _patch_body(request: Request) -> Any:
@@ -331,15 +315,10 @@ async def _patch(request: Request) -> Result:
     type_ = _type(request, "patch")
     body = await _patch_body(request)
     id_ = request.path_params.get("id")
-    guard = authz.write_guard(authz.principal_of(request), "patch")  # conditional match and patched result
     query = None if id_ is not None else request.url.query
     if isinstance(body, list) or _media(request) in patch.JSON_PATCH_TYPES:
         body = binary.make_binary("application/json-patch+json", numbers.dumps(body))
-    def work() -> Result:  # If-Match read after the check of the current version
-        return bundle.single(_ctx(request), "PATCH", type_, id_=id_, query=query, resource=body,
-                             if_match=_if_match(request), guard=guard)
-
-    return await (_with_current(request, type_, "patch", work) if id_ is not None else authz.run(request, work))
+    return await _write(request, "PATCH", type_, id_=id_, query=query, resource=body, if_match=_if_match(request))
 
 
 _XML_ROOT = re.compile(rb"^(?:\s|<\?.*?\?>|<!--.*?-->)*<\s*([A-Za-z_][\w.:-]*)([^>]*)>", re.S)
@@ -363,7 +342,6 @@ async def _create_dispatch(request: Request) -> Result:
     type_ = _type(request, "create")
     media = _media(request)
     ctx = _ctx(request)
-    principal = authz.principal_of(request)
     raw_binary = False  # raw content (any media type) is created as-is: never a conditional create
     if type_ == "Binary" and media and media not in JSON_TYPES:
         raw = await read_body(request, ctx.settings.max_body_bytes)
@@ -372,15 +350,7 @@ async def _create_dispatch(request: Request) -> Result:
     else:
         resource = await read_resource(request, ctx.settings.max_body_bytes)
     if_none_exist = None if raw_binary else request.headers.get("if-none-exist")
-    guard = authz.write_guard(principal, "create")  # a hidden resource never matches If-None-Exist
-
-    def create() -> Result:  # the content check needs the oppositions: in the hop that looks them up
-        authz.check_writable(principal, type_, resource, "create")
-        if not if_none_exist:
-            return crud.create(ctx, type_, resource)
-        return bundle.single(ctx, "POST", type_, resource=resource, if_none_exist=if_none_exist, guard=guard)
-
-    return await authz.run(request, create)
+    return await _write(request, "POST", type_, resource=resource, if_none_exist=if_none_exist or None)
 
 
 async def _read_dispatch(request: Request) -> Response:

@@ -51,17 +51,34 @@ _CONDITIONAL_REF = re.compile(r"^([A-Z][A-Za-z]+)\?(.+)$")
 _LITERAL = re.compile(r"^([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/([A-Za-z0-9\-.]{1,64}))?$")
 
 
+#: reads one resource as the check needs it: the store's committed state, or a write unit's own view
+Reader = Callable[[str, str], StoredVersion | None]
+
+
 class EntryAccess(Protocol):
     """The caller's access policy, applied to each entry as to the equivalent standalone request.
 
-    The HTTP layer passes one in (``security.authz.BundleAccess``), so this module stays free of security."""
+    The HTTP layer passes one in (``security.authz.BundleAccess``), so this module stays free of security.
+    Every write, standalone or in a Bundle, runs through :func:`_execute`, which asks it about each stored
+    resource the write would change, match or reference, inside the store unit: a resource it may not see is
+    treated exactly as one that does not exist."""
 
     def authorize(self, type_: str, interaction: str, id_: str | None, vid: str | None,
                   resource: dict[str, Any] | None) -> None:
-        """Before the entry runs, on committed state: 403 without a scope, 404 for a hidden target."""
+        """Before the entry runs: 403 without a scope for the type and interaction."""
+
+    def sees(self, type_: str, resource: dict[str, Any], interaction: str, read: Reader) -> bool:
+        """Whether the caller may see this stored resource (``read``: for a Binary's ``securityContext``)."""
+
+    def may_write(self, type_: str, resource: dict[str, Any], interaction: str) -> bool:
+        """Whether content the caller writes stays within what it may see."""
+
+    def chooses_ids(self, type_: str) -> bool:
+        """Whether the caller may create with an id of its choice (update-as-create): only a caller who sees
+        every resource of the type, else "hidden" and "unknown" would answer differently."""
 
     def guard(self, interaction: str) -> Callable[[dict[str, Any]], bool]:
-        """Whether a stored resource may be matched, or a written one is within what the caller may see."""
+        """Whether a stored resource (not a Binary) may be seen: :meth:`sees` without a reader."""
 
     def search(self, type_: str, params: list[tuple[str, str]]) -> Result:
         """A GET search entry, filtered like the caller's own search."""
@@ -103,8 +120,7 @@ class Entry:
     original: dict[str, Any] | None = None  # the resource as sent (each attempt rewrites from it)
     new_id: str = field(default_factory=lambda: crud.new_id())  # stable across retries
     validated: _Prevalidated | None = None  # content validated outside the store unit
-    # the caller's access policy on stored resources (None: unrestricted): what it may not see never matches
-    guard: Callable[[dict[str, Any]], bool] | None = None
+    # the caller's access policy (None: unrestricted): what it may not see never matches, nor is changed
     access: EntryAccess | None = None
     trail_read: bool = False  # a GET of an AuditEvent: answered from the audit table after commit
 
@@ -150,7 +166,7 @@ def _at(entry: Entry) -> Iterator[None]:
     except FHIRError as err:
         raise _located(err, entry) from err
     except UniqueKeyViolation as exc:
-        plain = crud._unique_conflict(exc)
+        plain = crud.unique_conflict(exc, show_holder=entry.access is None)
         raise _located(plain, entry) from plain
     except VersionConflict as exc:
         plain = FHIRError(412, "conflict", f"If-Match names version {entry.if_match} but the current "
@@ -287,15 +303,55 @@ def _match(unit: WriteUnit, pending: _Pending, crit: conditional.Criteria) -> se
     return in_store | pending.match(type_, criteria)
 
 
-def _guarded(unit: WriteUnit, entry: Entry, type_: str, ids: set[str]) -> set[str]:
+def _allowed(unit: WriteUnit, entry: Entry, type_: str, resource: dict[str, Any], interaction: str) -> bool:
+    """Whether the entry's caller may see this resource (read inside the unit: a Binary's ``securityContext``
+    may be a document of the same transaction)."""
+    return entry.access is None or entry.access.sees(type_, resource, interaction, unit.current)
+
+
+#: what a stored id is to the caller: the same answer for a resource hidden from them as for an unknown id
+ABSENT, CURRENT, DELETED = "absent", "current", "deleted"
+
+
+def _state(unit: WriteUnit, entry: Entry, type_: str, id_: str, interaction: str) -> str:
+    """:data:`ABSENT` (unknown, or hidden from the caller: the two must look alike), :data:`CURRENT` (a
+    current version the caller sees) or :data:`DELETED` (deleted, and the version it deleted the caller saw).
+
+    A resource's visibility is its last content's: a deleted one hidden from the caller stays unknown to
+    them, so they can neither re-create it nor learn that it existed."""
+    cur = unit.current(type_, id_)
+    if cur is None:
+        return ABSENT
+    if not cur.deleted and cur.content is not None:
+        return CURRENT if _allowed(unit, entry, type_, cur.resource(), interaction) else ABSENT
+    if entry.access is None:
+        return DELETED
+    last = unit.vread(type_, id_, cur.version - 1) if cur.version > 1 else None
+    if last is None or last.deleted or last.content is None:
+        return ABSENT
+    return DELETED if _allowed(unit, entry, type_, last.resource(), interaction) else ABSENT
+
+
+def _creatable(entry: Entry, type_: str, id_: str) -> None:
+    """An update that would create ``type_/id_`` (update-as-create): only for a caller who sees the whole type.
+
+    Anyone else gets the answer an unknown id gets, whether the id is unknown or hidden from them:
+    creating it would reveal that a hidden one does not exist, refusing only hidden ids that it does."""
+    if entry.access is not None and not entry.access.chooses_ids(type_):
+        raise not_found(f"{type_}/{id_} is not known (this token updates existing resources; POST creates)")
+
+
+def _guarded(unit: WriteUnit, entry: Entry, type_: str, ids: set[str], interaction: str | None = None) -> set[str]:
     """Matches the caller may see: a resource hidden from them is never matched, as if it did not exist
     (so a conditional write neither changes it nor reveals it through 412/200 versus 201/204)."""
-    if entry.guard is None:
+    if entry.access is None:
         return ids
+    interaction = interaction or _INTERACTION[entry.method]
     kept = set()
     for i in ids:
         current = unit.current(type_, i)
-        if current is None or current.deleted or current.content is None or entry.guard(current.resource()):
+        if current is None or current.deleted or current.content is None or _allowed(
+                unit, entry, type_, current.resource(), interaction):
             kept.add(i)  # None: written earlier by this Bundle itself
     return kept
 
@@ -319,6 +375,8 @@ def _resolve_identity(ctx: ServerContext, unit: WriteUnit, entry: Entry, pending
         entry.target = entry.new_id
     elif entry.id is not None:
         entry.target = entry.id
+        if entry.method == "PUT" and _state(unit, entry, type_, entry.id, "update") == ABSENT:
+            _creatable(entry, type_, entry.id)
     else:
         criteria = conditional.analyse(type_, entry.query or "", f"{entry.where}.request.url")
         found = _one(_guarded(unit, entry, type_, _match(unit, pending, criteria)), type_, f"'{entry.url}'")
@@ -328,7 +386,16 @@ def _resolve_identity(ctx: ServerContext, unit: WriteUnit, entry: Entry, pending
                 raise not_found(f"No {type_} matches '{entry.url}'")
             entry.target = found
         elif found is None:
-            entry.target = rid if isinstance(rid, str) and rid else entry.new_id
+            if isinstance(rid, str) and rid:  # http.html#cond-update: no match, an id given
+                state = _state(unit, entry, type_, rid, "update")
+                if state == CURRENT:
+                    raise conflict(f"No {type_} matches '{entry.url}' and {type_}/{rid} already exists",
+                                   f"{type_}.id")
+                if state == ABSENT:
+                    _creatable(entry, type_, rid)
+                entry.target = rid
+            else:
+                entry.target = entry.new_id
         elif rid not in (None, found):
             raise bad_request(f"The resource id '{rid}' differs from the matched {type_}/{found}", f"{type_}.id")
         else:
@@ -369,7 +436,7 @@ def _reference_resolver(unit: WriteUnit, pending: _Pending, entry: Entry) -> Any
         if get_type(type_) is None:
             raise not_found(f"Conditional reference '{ref}': type {type_} is not served here")
         criteria = conditional.analyse(type_, m.group(2), entry.where)
-        ids = _match(unit, pending, criteria)
+        ids = _guarded(unit, entry, type_, _match(unit, pending, criteria), "search-type")  # a search, filtered
         if not ids:
             raise not_found(f"Conditional reference '{ref}' matches no {type_}")
         found = _one(ids, type_, f"Conditional reference '{ref}'")
@@ -388,6 +455,12 @@ def _delete(ctx: ServerContext, unit: WriteUnit, entry: Entry, pending: _Pending
                             entry.type, f"'{entry.url}'")
     else:
         entry.target = entry.id
+        if entry.access is not None and _state(unit, entry, entry.type, entry.id, "delete") == ABSENT:
+            # hidden answers as unknown: nothing deleted (204), and If-Match fails as on no resource
+            entry.status = 204
+            if entry.if_match is not None:
+                raise VersionConflict(None)
+            return
     entry.status = 204
     if entry.target is None:
         return
@@ -460,10 +533,11 @@ def _dangling(entry: Entry) -> Any:
 
 
 def _check_content(entry: Entry, body: dict[str, Any]) -> None:
-    """What a Bundle entry writes (references rewritten) must stay within what the caller may see."""
-    if entry.access is not None and entry.guard is not None and not entry.guard(body):
-        raise FHIRError(403, "forbidden",
-                        f"This {entry.type} is outside what the token may {_INTERACTION[entry.method]}")
+    """What an entry writes (references rewritten, its id assigned) must stay within what the caller may see."""
+    interaction = _INTERACTION[entry.method]
+    if entry.access is not None and not entry.access.may_write(entry.type, body, interaction):
+        verb = "patched" if entry.method == "PATCH" else "written"
+        raise FHIRError(403, "forbidden", f"The {verb} {entry.type} would be outside what the token may {interaction}")
 
 
 def _authorize(ctx: ServerContext, entry: Entry) -> None:
@@ -494,30 +568,44 @@ def _write(ctx: ServerContext, unit: WriteUnit, entry: Entry) -> None:
         body = {k: v for k, v in entry.resource.items() if k != "id"}
         _check_content(entry, {**body, "id": entry.target})
         entry.issues = _validated(ctx, entry, {**body, "id": entry.target})
-        body = mhd.externalize_inline_data(unit, body)  # ITI-105 inline data -> Binary
-        entry.stored = unit.put(type_, entry.target, body, method="POST", must_not_exist=True, indexed=indexed)
+        # ITI-105 inline data -> a Binary bound to this document
+        body = mhd.externalize_inline_data(unit, body, f"{type_}/{entry.target}")
+        entry.stored = _put(unit, entry, body, method="POST", must_not_exist=True, indexed=indexed)
         entry.status = 201
         return
     if entry.method == "PUT":
         body = {**entry.resource, "id": entry.target}
         _check_content(entry, body)
         entry.issues = _validated(ctx, entry, body)
-        entry.stored = unit.put(type_, entry.target, body, method="PUT", if_match=entry.if_match, indexed=indexed)
+        entry.stored = _put(unit, entry, body, method="PUT", if_match=entry.if_match, indexed=indexed)
         entry.status = 201 if entry.stored.version == 1 else 200
         return
-    current = unit.current(type_, entry.target)  # PATCH
-    if current is None or current.deleted:
-        raise not_found(f"{type_}/{entry.target} is not known") if current is None else FHIRError(
+    state = _state(unit, entry, type_, entry.target, "patch")  # PATCH
+    if state != CURRENT:
+        raise not_found(f"{type_}/{entry.target} is not known") if state == ABSENT else FHIRError(
             410, "deleted", f"{type_}/{entry.target} was deleted")
+    current = unit.current(type_, entry.target)
+    assert current is not None
     if entry.if_match is not None and entry.if_match != current.version:
         raise VersionConflict(current.version)
     patched = patch.apply_patch(current.resource(), entry.resource, "")
-    if entry.guard is not None and not entry.guard(patched):
-        raise FHIRError(403, "forbidden", f"The patched {type_} would be outside what the token may patch")
+    _check_content(entry, patched)
     entry.issues = crud._validate(patched, ctx.settings)
-    entry.stored = unit.put(type_, entry.target, patched, method="PATCH", if_match=current.version,
-                            indexed=indexed)
+    entry.stored = _put(unit, entry, patched, method="PATCH", if_match=current.version, indexed=indexed)
     entry.status = 200
+
+
+def _put(unit: WriteUnit, entry: Entry, body: dict[str, Any], **kwargs: Any) -> StoredVersion:
+    """``unit.put`` of the entry's target; a unique key held by another resource is a 409 that names the
+    holder only when the caller may see it."""
+    assert entry.target is not None
+    try:
+        return unit.put(entry.type, entry.target, body, **kwargs)
+    except UniqueKeyViolation as exc:
+        holder = unit.current(exc.type, exc.holder_id)
+        shown = holder is not None and holder.content is not None and _allowed(
+            unit, entry, exc.type, holder.resource(), "read")
+        raise crud.unique_conflict(exc, shown) from exc
 
 
 def _read(ctx: ServerContext, unit: WriteUnit, entry: Entry) -> None:
@@ -543,20 +631,35 @@ def _read(ctx: ServerContext, unit: WriteUnit, entry: Entry) -> None:
     if type_ == "AuditEvent":  # the audit trail's own table: read after commit, like a search
         entry.type, entry.target, entry.vid, entry.status, entry.trail_read = type_, id_, vid, 200, True
         return
+    unknown = not_found(f"{type_}/{id_}{'/_history/' + vid if vid else ''} is not known")
+    interaction = "vread" if vid else "read"
+    if _state(unit, entry, type_, id_, interaction) == ABSENT:
+        raise unknown  # unknown, or hidden from the caller: one answer
     if vid is None:
         stored = unit.current(type_, id_)
     else:
         number = version_number(vid)
         stored = unit.vread(type_, id_, number) if number is not None else None
-    if stored is None:
-        raise not_found(f"{type_}/{id_}{'/_history/' + vid if vid else ''} is not known")
+    if stored is None or (stored.content is not None and not _allowed(unit, entry, type_, stored.resource(),
+                                                                      interaction)):
+        raise unknown
     if stored.deleted:
         raise FHIRError(410, "deleted", f"{type_}/{id_} was deleted")
     entry.type, entry.target, entry.stored, entry.status = type_, id_, stored, 200
 
 
+def _sees(unit: WriteUnit, entries: list[Entry]) -> mhd.Sees:
+    """The Bundle's access policy on stored versions, read inside ``unit`` (every entry has the same one)."""
+    access = next((e.access for e in entries if e.access is not None), None)
+    if access is None:
+        return lambda stored, interaction: True
+    return lambda stored, interaction: stored.content is not None and access.sees(
+        stored.type, stored.resource(), interaction, unit.current)
+
+
 def _execute(ctx: ServerContext, unit: WriteUnit, entries: list[Entry],
-             general: dict[str, set[str]] | None = None, prevalidated: dict[str, str] | None = None) -> None:
+             general: dict[str, set[str]] | None = None, prevalidated: dict[str, str] | None = None,
+             document_rules: bool = True) -> None:
     pending = _Pending(general=general or {})
     unit.lock_resources([(e.type, e.id) for e in entries if e.id and e.method in ("PUT", "PATCH", "DELETE")])
     for e in entries:  # DELETE first
@@ -587,10 +690,16 @@ def _execute(ctx: ServerContext, unit: WriteUnit, entries: list[Entry],
         elif e.method in ("POST", "PUT") and e.resource is not None:
             with _at(e):
                 e.resource = _rewrite(e.resource, urls, _reference_resolver(unit, pending, e))
-    supersede = mhd.check_provide_bundle(unit, entries)
+    sees = _sees(unit, entries)
+    mhd.bind_binaries(to_write, ctx.base_url)
+    supersede = mhd.check_provide_bundle(unit, entries, sees) if document_rules else []
     for e in to_write:
         with _at(e):
             _write(ctx, unit, e)
+    written = {e.target for e in to_write if e.type == "Binary" and e.target}
+    for e in to_write:
+        if e.type == "DocumentReference" and e.method in ("POST", "PUT"):
+            mhd.bind_stored(unit, e, ctx.base_url, sees, written)
     for where, doc_id in supersede:
         mhd.supersede(unit, doc_id, where)
     for e in entries:
@@ -638,7 +747,9 @@ def _general_criteria(ctx: ServerContext, entries: list[Entry]) -> dict[str, tup
     return out
 
 
-def _run_transaction(ctx: ServerContext, entries: list[Entry]) -> None:
+def _run_transaction(ctx: ServerContext, entries: list[Entry], document_rules: bool = True) -> None:
+    """``document_rules``: the ITI-65 checks and replacements (``mhd.check_provide_bundle``); a plain
+    standalone create or update has never been an ITI-65 submission and keeps its resource as sent."""
     for e in entries:
         with _at(e):
             _authorize(ctx, e)
@@ -656,7 +767,7 @@ def _run_transaction(ctx: ServerContext, entries: list[Entry]) -> None:
                         found[key] = conditional.search_general(ctx, crit, where)
             try:
                 with ctx.store.unit() as unit:
-                    _execute(ctx, unit, entries, found, prevalidated)
+                    _execute(ctx, unit, entries, found, prevalidated, document_rules)
                 return
             except ConcurrentWrite as exc:
                 if attempt == ATTEMPTS - 1:
@@ -744,31 +855,44 @@ def process(ctx: ServerContext, bundle: dict[str, Any], prefer_return: str | Non
             access: EntryAccess | None = None) -> Result:
     """POST [base] with a batch or transaction Bundle; ``access``: the caller's policy for each entry."""
     kind, entries = parse_bundle(ctx, bundle)
-    if access is not None:
-        for e in entries:
-            e.access = access
-            if e.method in _INTERACTION:
-                e.guard = access.guard(_INTERACTION[e.method])
+    for e in entries:
+        e.access = access
     if kind == "transaction" and (bundle.get("meta") or {}).get("profile"):
         crud._validate(bundle, ctx.settings)  # e.g. the PDSm provide-bundle profile (closed entry slicing)
     mode = (prefer_return or "representation").lower()
     return transaction(ctx, entries, mode) if kind == "transaction" else batch(ctx, entries, mode)
 
 
+def _check_standalone(method: str, type_: str, id_: str | None, resource: dict[str, Any]) -> None:
+    """The body must be of the URL's type; a PUT's body carries the URL's id (http.html#update)."""
+    actual = resource.get("resourceType")
+    if actual != type_:
+        raise bad_request(f"resourceType '{actual}' does not match the URL type '{type_}'", "resourceType")
+    if method == "PUT" and id_ is not None:
+        rid = resource.get("id")
+        if rid is None:
+            raise bad_request(f"The resource has no id: PUT {type_}/{id_} needs {type_}.id = '{id_}'", f"{type_}.id")
+        if rid != id_:
+            raise bad_request(f"Resource id '{rid}' must equal the URL id '{id_}'", f"{type_}.id")
+
+
 def single(ctx: ServerContext, method: str, type_: str, *, id_: str | None = None, query: str | None = None,
            resource: dict[str, Any] | None = None, if_match: int | None = None,
-           if_none_exist: str | None = None, guard: Callable[[dict[str, Any]], bool] | None = None) -> Result:
-    """One conditional create/update/delete or a PATCH, through the transaction path (same matching rules).
+           if_none_exist: str | None = None, access: EntryAccess | None = None) -> Result:
+    """One create, update, delete or patch (plain or conditional): a one-entry transaction, so every write
+    takes the same path and the same access checks as a Bundle entry.
 
-    ``guard`` is the caller's access policy: resources it rejects are never matched (see :func:`_guarded`).
-
-    Errors keep their plain form (no ``Bundle.entry`` prefix): the request was not a Bundle.
+    ``access`` is the caller's policy (None: unrestricted). Errors keep their plain form (no
+    ``Bundle.entry`` prefix): the request was not a Bundle.
     """
+    if resource is not None and method in ("POST", "PUT"):
+        _check_standalone(method, type_, id_, resource)
     url = type_ + (f"/{id_}" if id_ else "") + (f"?{query}" if query else "")
     entry = Entry(0, method, url, type_, id=id_, query=query, resource=resource, if_match=if_match,
-                  if_none_exist=if_none_exist, guard=guard)
+                  if_none_exist=if_none_exist, access=access)
     try:
-        _run_transaction(ctx, [entry])
+        _run_transaction(ctx, [entry], document_rules=query is not None or if_none_exist is not None
+                         or method == "PATCH")
     except FHIRError as err:
         cause = err.__cause__
         raise (cause if isinstance(cause, FHIRError) else err) from None

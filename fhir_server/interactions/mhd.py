@@ -25,15 +25,19 @@ the validation engine's job, reached through ``crud._validate``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from fhir_server.errors import FHIRError, conflict, not_found
-from fhir_server.storage import WriteUnit
+from fhir_server.storage import StoredVersion, WriteUnit
 
 from . import binary, crud
 
 if TYPE_CHECKING:
     from .bundle import Entry
+
+#: whether the caller may see a stored version, for an interaction (the Bundle's access policy)
+Sees = Callable[[StoredVersion, str], bool]
 
 SUBMISSION_SET = "submissionset"
 FOLDER = "folder"
@@ -68,25 +72,41 @@ def check_attachment(attachment: dict[str, Any], content: bytes, where: str) -> 
                        f"{binary.sha1_b64(content)})", f"{where}.hash")
 
 
-def _binary_bytes(unit: WriteUnit, url: str, in_bundle: dict[str, Entry], where: str) -> bytes | None:
+def _binary_bytes(unit: WriteUnit, url: str, in_bundle: dict[str, Entry], where: str, sees: Sees) -> bytes | None:
     if not url.startswith("Binary/"):
         return None  # external or absolute URL: not ours to check
     entry = in_bundle.get(url)
     if entry is not None and entry.resource is not None:
         return binary.decode_data(entry.resource.get("data"), f"Bundle.entry[{entry.index}].resource.data")
     stored = unit.current("Binary", url.removeprefix("Binary/"))
-    if stored is None or stored.deleted:
+    if stored is None or stored.deleted or stored.content is None or not sees(stored, "read"):
+        # a Binary the caller may not read is as unknown: its size and hash are not checked (nor revealed)
         raise not_found(f"{where}: attachment.url '{url}' names no Binary", f"{where}.url")
     return binary.raw_content(stored.resource())[1]
 
 
-def check_provide_bundle(unit: WriteUnit, entries: list[Entry]) -> list[tuple[str, str]]:
-    """Check the document-sharing rules; returns (where, id) of DocumentReferences the server must supersede."""
+def _replaced(unit: WriteUnit, old_id: str, in_bundle: dict[str, Entry], sees: Sees) -> dict[str, Any] | None:
+    """The document a ``replaces`` names, as the caller may see it: written by this Bundle, or stored."""
+    entry = in_bundle.get(old_id)
+    if entry is not None and entry.resource is not None:
+        return entry.resource
+    old = unit.current("DocumentReference", old_id)
+    if old is None or old.deleted or old.content is None or not sees(old, "update"):
+        return None  # unknown, or hidden from the caller: the same answer
+    return old.resource()
+
+
+def check_provide_bundle(unit: WriteUnit, entries: list[Entry], sees: Sees) -> list[tuple[str, str]]:
+    """Check the document-sharing rules; returns (where, id) of DocumentReferences the server must supersede.
+
+    ``sees``: the caller's policy. A stored Binary or replaced document it may not see is answered as an
+    unknown one, so these rules reveal nothing of what the caller could not read."""
     writes = [e for e in entries if e.method in ("POST", "PUT") and e.resource is not None and e.target]
     binaries = {f"Binary/{e.target}": e for e in writes if e.type == "Binary"}
     patched = {e.target for e in entries if e.type == "DocumentReference" and e.method in ("PATCH", "PUT")}
     lists = [e for e in writes if list_kind(e.resource or {}) is not None]
     docs = [e for e in writes if e.type == "DocumentReference" and e.status == 0]
+    written_docs = {e.target: e for e in writes if e.type == "DocumentReference" and e.target}
     supersede: list[tuple[str, str]] = []
     for e in docs:
         res, where = e.resource or {}, f"Bundle.entry[{e.index}].resource"
@@ -95,7 +115,7 @@ def check_provide_bundle(unit: WriteUnit, entries: list[Entry]) -> list[tuple[st
             url = att.get("url") if isinstance(att, dict) else None
             if isinstance(url, str):
                 awhere = f"{where}.content[{j}].attachment"
-                data = _binary_bytes(unit, url, binaries, awhere)
+                data = _binary_bytes(unit, url, binaries, awhere, sees)
                 if data is not None and isinstance(att, dict):
                     check_attachment(att, data, awhere)
         subject = _ref(res.get("subject"))
@@ -111,11 +131,11 @@ def check_provide_bundle(unit: WriteUnit, entries: list[Entry]) -> list[tuple[st
             if not target or not target.startswith("DocumentReference/"):
                 raise _invalid(f"{rwhere}: a replaced document is referenced as DocumentReference/id", rwhere)
             old_id = target.removeprefix("DocumentReference/")
-            old = unit.current("DocumentReference", old_id)
-            if old is None or old.deleted:
+            old = _replaced(unit, old_id, written_docs, sees)
+            if old is None:
                 raise not_found(f"{rwhere}: the replaced {target} is not known", rwhere)
-            if old.resource().get("status") != "current":
-                raise conflict(f"{rwhere}: {target} is '{old.resource().get('status')}', only a current "
+            if old.get("status") != "current":
+                raise conflict(f"{rwhere}: {target} is '{old.get('status')}', only a current "
                                "document can be replaced", rwhere)
             if old_id not in patched:
                 supersede.append((rwhere, old_id))
@@ -131,8 +151,9 @@ def supersede(unit: WriteUnit, doc_id: str, where: str) -> None:
              if_match=old.version)
 
 
-def externalize_inline_data(unit: WriteUnit, resource: dict[str, Any]) -> dict[str, Any]:
-    """ITI-105: move each ``attachment.data`` into a Binary written in ``unit``; returns the new resource."""
+def externalize_inline_data(unit: WriteUnit, resource: dict[str, Any], owner: str) -> dict[str, Any]:
+    """ITI-105: move each ``attachment.data`` into a Binary written in ``unit``, its ``securityContext`` the
+    document ``owner`` (``DocumentReference/id``) that brought it; returns the new resource."""
     contents = resource.get("content")
     if resource.get("resourceType") != "DocumentReference" or not isinstance(contents, list):
         return resource
@@ -150,9 +171,61 @@ def externalize_inline_data(unit: WriteUnit, resource: dict[str, Any]) -> dict[s
         check_attachment(att, data, where)
         content_type = att.get("contentType") or "application/octet-stream"
         bin_id = crud.new_id()
-        unit.put("Binary", bin_id, binary.make_binary(str(content_type), data), method="POST",
-                 must_not_exist=True, indexed=False)
+        unit.put("Binary", bin_id, {**binary.make_binary(str(content_type), data),
+                                    "securityContext": {"reference": owner}},
+                 method="POST", must_not_exist=True, indexed=False)
         new_att = {k: v for k, v in att.items() if k != "data"}
         new_att.update(url=f"Binary/{bin_id}", size=len(data), hash=binary.sha1_b64(data))
         new_contents.append({**content, "attachment": new_att})
     return {**resource, "content": new_contents}
+
+
+# -- which document a Binary belongs to (security/binary_access.py reads it) -------------------------------
+
+def attachment_binaries(doc: dict[str, Any], base_url: str) -> list[str]:
+    """Ids of the Binaries of this server a DocumentReference's ``content.attachment.url`` names, in order."""
+    out: list[str] = []
+    for content in doc.get("content") or []:
+        att = content.get("attachment") if isinstance(content, dict) else None
+        url = att.get("url") if isinstance(att, dict) else None
+        if not isinstance(url, str):
+            continue
+        local = url[len(base_url) + 1:] if url.startswith(base_url + "/") else url
+        if local.startswith("Binary/") and local.count("/") == 1 and local[7:] and local[7:] not in out:
+            out.append(local[7:])
+    return out
+
+
+def bind_binaries(entries: list[Entry], base_url: str) -> None:
+    """Each Binary this transaction writes without a ``securityContext`` gets the first DocumentReference of
+    the Bundle (in entry order) whose attachment names it: the document that brought it (ITI-65)."""
+    binaries = {e.target: e for e in entries if e.type == "Binary" and e.method in ("POST", "PUT")
+                and e.status == 0 and e.target and e.resource is not None and "securityContext" not in e.resource}
+    if not binaries:
+        return
+    for doc in sorted(entries, key=lambda e: e.index):
+        if doc.type != "DocumentReference" or doc.method not in ("POST", "PUT") or doc.resource is None:
+            continue
+        for bin_id in attachment_binaries(doc.resource, base_url):
+            b = binaries.pop(bin_id, None)
+            if b is not None and b.resource is not None:
+                b.resource = {**b.resource, "securityContext": {"reference": f"DocumentReference/{doc.target}"}}
+
+
+def bind_stored(unit: WriteUnit, doc: Entry, base_url: str, sees: Sees, written: set[str]) -> None:
+    """A stored Binary with no ``securityContext`` that a document names is bound to it, when the writer may
+    read that Binary (a backend: nobody else may read an unbound one). A later document never rebinds a
+    bound Binary, so pointing a document at someone else's content never makes it readable."""
+    if doc.resource is None or doc.target is None:
+        return
+    for bin_id in attachment_binaries(doc.resource, base_url):
+        if bin_id in written:
+            continue  # written by this Bundle: bound by bind_binaries
+        stored = unit.current("Binary", bin_id)
+        if stored is None or stored.deleted or stored.content is None:
+            continue
+        resource = stored.resource()
+        if "securityContext" in resource or not sees(stored, "read"):
+            continue
+        unit.put("Binary", bin_id, {**resource, "securityContext": {"reference": f"DocumentReference/{doc.target}"}},
+                 method="PUT", if_match=stored.version, indexed=False)

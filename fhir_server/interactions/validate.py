@@ -8,6 +8,7 @@ The same engine as the write path, with the same server policy (required profile
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fhir_server.context import ServerContext
@@ -46,8 +47,19 @@ def _parameters(body: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None
 
 
 def validate(ctx: ServerContext, type_: str, id_: str | None, body: dict[str, Any] | None,
-             query_profile: str | None = None, query_mode: str | None = None) -> Result:
+             query_profile: str | None = None, query_mode: str | None = None,
+             sees: Callable[[dict[str, Any]], bool] | None = None) -> Result:
+    """``sees``: the caller's policy on the stored instance; one it may not see is answered as an unknown id."""
     resource: dict[str, Any] | None = body
+
+    def stored_instance() -> dict[str, Any] | None:
+        assert id_ is not None
+        stored = ctx.store.read(type_, id_)
+        if stored is None or stored.deleted or stored.content is None:
+            return None
+        current = stored.resource()
+        return current if sees is None or sees(current) else None
+
     profile, mode = query_profile, query_mode
     if body is not None and body.get("resourceType") == "Parameters" and type_ != "Parameters":
         resource, p_profile, p_mode = _parameters(body)
@@ -59,16 +71,14 @@ def validate(ctx: ServerContext, type_: str, id_: str | None, body: dict[str, An
     if mode == "delete":
         if id_ is None:
             raise bad_request("mode=delete needs an instance: POST [type]/[id]/$validate", "mode")
-        stored = ctx.store.read(type_, id_)
-        if stored is None or stored.deleted:
+        if stored_instance() is None:
             issues.append(Issue("warning", "not-found", f"{type_}/{id_} does not exist; deleting it would do "
                                                         "nothing"))
         return _outcome(issues)
     if resource is None and id_ is not None:
-        stored = ctx.store.read(type_, id_)
-        if stored is None or stored.deleted:
+        resource = stored_instance()
+        if resource is None:
             raise not_found(f"{type_}/{id_} is not known")
-        resource = stored.resource()
     if resource is None:
         raise bad_request("$validate needs a resource: in the body, or as the 'resource' parameter")
     if resource.get("resourceType") != type_:

@@ -23,7 +23,6 @@ from starlette.requests import Request
 
 from fhir_server.errors import FHIRError, not_found
 from fhir_server.interactions.result import Result
-from fhir_server.storage import version_number
 
 from .binary_access import binary_visible
 from .consent import opposing_patients
@@ -141,13 +140,15 @@ def check_stored(ctx: ServerContext, principal: Principal | None, resource_type:
 
 def check_current(ctx: ServerContext, principal: Principal | None, resource_type: str, id_: str,
                   interaction: str) -> None:
-    """Before changing or reading around a resource: 404 unless the caller may see its current version
-    (worker thread: a store read, and a Binary's look-ups)."""
+    """Before reading around a resource: 404 unless the caller may see it, as its current version shows it
+    or, once deleted, the version the deletion deleted (worker thread: store reads, a Binary's look-ups)."""
     if principal is None:
         return
-    current = ctx.store.read(resource_type, id_)
-    if current is not None and not current.deleted:
-        check_stored(ctx, principal, resource_type, current.content, interaction)
+    shown = ctx.store.read(resource_type, id_)
+    if shown is not None and (shown.deleted or shown.content is None):
+        shown = ctx.store.vread(resource_type, id_, shown.version - 1) if shown.version > 1 else None
+    if shown is not None and not shown.deleted and shown.content is not None:
+        check_stored(ctx, principal, resource_type, shown.content, interaction)
 
 
 def search_params(principal: Principal | None, resource_type: str,
@@ -169,23 +170,9 @@ def _sees(ctx: ServerContext, principal: Principal, resource_type: str, resource
     return visible(principal, resource, interaction)
 
 
-def write_guard(principal: Principal | None, interaction: str) -> Callable[[dict[str, Any]], bool] | None:
-    """The check a conditional write applies to the stored resources it matches (None: unrestricted)."""
-    if principal is None:
-        return None
-    return lambda resource: visible(principal, resource, interaction)
-
-
 def search_policy(principal: Principal | None) -> AccessPolicy | None:
     """What the search executor ANDs to its inner queries and includes (None: no authentication)."""
     return None if principal is None else AccessPolicy(principal)
-
-
-def check_writable(principal: Principal | None, resource_type: str, resource: dict[str, Any],
-                   interaction: str) -> None:
-    """403 when the principal could not see what it is writing (e.g. a patient writing another's data)."""
-    if principal is not None and not visible(principal, resource, interaction):
-        raise _forbidden(f"This {resource_type} is outside what the token may {interaction}")
 
 
 def filter_history(principal: Principal | None, result: Result) -> Result:
@@ -264,44 +251,35 @@ def history_keep(ctx: ServerContext, principal: Principal | None, resource_type:
 
 
 class BundleAccess:
-    """The principal's policy for each batch or transaction entry (``bundle.EntryAccess``).
+    """The principal's policy for every write and every Bundle entry (``bundle.EntryAccess``): one object,
+    so a standalone request and the same request as a Bundle entry are decided by the same code.
 
-    Every entry is authorised like the equivalent standalone request: scopes per type and interaction
-    (403), the stored resource it reads or changes must be visible (404, checked on committed state
-    before the store transaction, so a Binary's look-ups never run under the write lock), what it writes
-    must stay visible (403), conditional matches skip hidden resources, and GET searches carry the
-    policy's parameters and clauses."""
+    Scopes are checked before the entry runs (403); everything about stored resources is asked by the
+    write path inside its store unit: a resource the principal may not see is never changed, matched,
+    referenced, reported or re-created, and answers exactly as an unknown id. What the principal writes
+    must stay visible to it (403); searches carry the policy's parameters and clauses."""
 
     def __init__(self, ctx: ServerContext, principal: Principal) -> None:
         self.ctx = ctx
         self.principal = principal
-
-    def _check_stored(self, type_: str, id_: str, vid: str | None, interaction: str) -> None:
-        current = self.ctx.store.read(type_, id_)
-        versions = [current]
-        number = None if vid is None else version_number(vid)
-        if number is not None:  # (a vid that is no version number is answered 404 when the entry runs)
-            versions.append(self.ctx.store.vread(type_, id_, number))
-        for v in versions:
-            if v is not None and not v.deleted and v.content is not None and not _sees(
-                    self.ctx, self.principal, type_, v.resource(), interaction):
-                raise not_found(f"{type_}/{id_} is not known")
 
     def authorize(self, type_: str, interaction: str, id_: str | None, vid: str | None,
                   resource: dict[str, Any] | None) -> None:
         require(self.principal, type_, interaction)
         if interaction == "search-type" and mandatory_params(self.principal, type_) is None:
             raise _forbidden(f"The token's scopes do not grant search on {type_}")
-        if id_ is not None:
-            self._check_stored(type_, id_, vid, interaction)
-        # an ITI-65 replacement supersedes the document it names: that one must be visible too (the
-        # resource is the client's, not validated yet: anything malformed is left to the validator)
-        relates = (resource or {}).get("relatesTo") if type_ == "DocumentReference" else None
-        for rel in relates if isinstance(relates, list) else []:
-            target = rel.get("target") if isinstance(rel, dict) else None
-            ref = target.get("reference") if isinstance(target, dict) else None
-            if isinstance(ref, str) and ref.startswith("DocumentReference/") and ref.count("/") == 1:
-                self._check_stored("DocumentReference", ref.split("/", 1)[1], None, "update")
+
+    def sees(self, type_: str, resource: dict[str, Any], interaction: str,
+             read: Callable[[str, str], StoredVersion | None]) -> bool:
+        if type_ == "Binary":
+            return binary_visible(self.ctx, self.principal, resource, interaction, read)
+        return visible(self.principal, resource, interaction)
+
+    def may_write(self, type_: str, resource: dict[str, Any], interaction: str) -> bool:
+        return visible(self.principal, resource, interaction)
+
+    def chooses_ids(self, type_: str) -> bool:
+        return is_system(self.principal, type_, "update")
 
     def guard(self, interaction: str) -> Callable[[dict[str, Any]], bool]:
         return lambda resource: visible(self.principal, resource, interaction)
@@ -311,3 +289,8 @@ class BundleAccess:
 
         return search.search(self.ctx, type_, search_params(self.principal, type_, params),
                              policy=search_policy(self.principal))
+
+
+def access(ctx: ServerContext, principal: Principal | None) -> BundleAccess | None:
+    """The access object every write and Bundle entry of the request is decided by (None: no authentication)."""
+    return None if principal is None else BundleAccess(ctx, principal)

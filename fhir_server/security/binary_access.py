@@ -1,61 +1,64 @@
-"""Who may download a Binary (ITI-68): it follows the resource that gives it meaning.
+"""Who may download a Binary (ITI-68): it follows the resource that legitimately holds it.
 
-A Binary carries no subject and no security label of its own, so in patient and user context it is
-visible only when
+A Binary carries no subject and no security label of its own. binary.html gives it ``securityContext``,
+"a proxy of the security sensitivity": in patient and user context a Binary is visible only when its
+``securityContext`` names a resource the principal may see. ``system`` context sees every Binary its
+scopes allow.
 
-- its ``securityContext`` names a resource the principal may see (binary.html#security), or
-- a DocumentReference the principal may see points to it: ``content.attachment.url`` (search
-  parameter ``location``) equal to ``Binary/{id}`` or its absolute form on this server.
-
-Otherwise it is answered 404, like any resource the principal may not see: the masked document's
-content is as invisible as the document.  ``system`` context sees every Binary its scopes allow.
+The server fills ``securityContext`` when a document brings its content (``interactions/binding.py``):
+the DocumentReference written in the same transaction (ITI-65), the one whose inline data became the
+Binary (ITI-105), or the first document a system writer points at an unbound Binary. A DocumentReference
+written later by anyone else never changes who may read the content: a practitioner cannot make a masked
+document's content readable by pointing a document of their own at it (the rule this replaces: "any
+visible DocumentReference pointing at it", which did exactly that).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-from fhir_server.context import ServerContext
+from fhir_server.storage import StoredVersion
 from search.params.reference import parse_reference
-from search.query import compile_search
 
-from .policy import AccessPolicy, mandatory_params, visible
+from .policy import visible
 from .tokens import Principal
 
+if TYPE_CHECKING:
+    from fhir_server.context import ServerContext
 
-def _security_context_visible(ctx: ServerContext, principal: Principal, binary: dict[str, Any]) -> bool:
-    ref = (binary.get("securityContext") or {}).get("reference")
+#: how the check reads the resource named by ``securityContext``: the store, or a write unit (which sees
+#: the writes of its own transaction)
+Reader = Callable[[str, str], StoredVersion | None]
+
+
+def security_context(binary: dict[str, Any], base_url: str) -> tuple[str, str] | None:
+    """(type, id) named by ``Binary.securityContext`` (relative, or absolute on this server), else None."""
+    raw = binary.get("securityContext")
+    ref = raw.get("reference") if isinstance(raw, dict) else None
     if not isinstance(ref, str):
-        return False
-    _, rtype, rid = parse_reference(ref, ctx.base_url)
-    if not rtype or not rid:
-        return False
-    stored = ctx.store.read(rtype, rid)
-    if stored is None or stored.deleted or stored.content is None:
-        return False
-    return visible(principal, stored.resource(), "read")
+        return None
+    norm, rtype, rid = parse_reference(ref, base_url)
+    if not rtype or not rid or "/" in rid or "://" in norm:
+        return None
+    return rtype, rid
 
 
-def _referenced_by_visible_document(ctx: ServerContext, principal: Principal, binary_id: str) -> bool:
-    mandatory = mandatory_params(principal, "DocumentReference", "read")
-    if mandatory is None:
-        return False
-    urls = f"Binary/{binary_id},{ctx.base_url}/Binary/{binary_id}"
-    query = compile_search(ctx.search_parameters, "DocumentReference", [("location", urls), *mandatory],
-                           base_url=ctx.base_url, strict=True).query
-    query = AccessPolicy(principal).restrict(ctx.search_parameters, ctx.base_url, "DocumentReference", query)
-    ctx.indexer.wait_until_indexed()  # a document written just before its content is downloaded
-    resp = ctx.search_es.search(index=ctx.indices.alias("DocumentReference"), query=query, size=0,
-                         track_total_hits=1, terminate_after=1).body
-    return bool(resp["hits"]["total"]["value"])
+def binary_visible(ctx: ServerContext, principal: Principal, binary: dict[str, Any], interaction: str,
+                   read: Reader | None = None) -> bool:
+    """Whether the principal may see this Binary (read, vread, history, downloads, writes' targets).
 
-
-def binary_visible(ctx: ServerContext, principal: Principal, binary: dict[str, Any], interaction: str) -> bool:
-    """Whether the principal may see this Binary (read, vread, history, downloads)."""
+    ``read``: where the ``securityContext`` target is read (default: the store's committed state; a
+    write unit passes its own reads)."""
     contexts = principal.scopes.contexts_for("Binary", interaction)
     if not contexts:
         return False
     if contexts == {"system"}:
         return True
-    return (_security_context_visible(ctx, principal, binary)
-            or _referenced_by_visible_document(ctx, principal, str(binary.get("id"))))
+    target = security_context(binary, ctx.base_url)
+    if target is None:
+        return False  # bound to nothing: only a backend may read it
+    stored = (read or ctx.store.read)(*target)
+    if stored is None or stored.deleted or stored.content is None:
+        return False
+    return visible(principal, stored.resource(), "read")

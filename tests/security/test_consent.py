@@ -147,8 +147,9 @@ def test_each_request_gets_its_own_empty_slot_and_no_check_guesses() -> None:
     assert first == token_principal  # the same caller: the slot is no part of who they are
     with pytest.raises(ConsentNotResolved):
         visible(first, {"resourceType": "Patient", "id": "p1"})
-    with pytest.raises(ConsentNotResolved):  # a check on the event loop before the first hop fails closed
-        authz.check_writable(first, "Patient", {"resourceType": "Patient", "id": "p1"}, "create")
+    with pytest.raises(ConsentNotResolved):  # a write's check before the first hop fails closed
+        authz.BundleAccess(None, first).may_write("Patient", {"resourceType": "Patient", "id": "p1"},  # type: ignore[arg-type]
+                                                  "create")
     first.oppositions.patients = frozenset({"p1"})  # what authz.resolve does in the first hop
     assert not visible(first, {"resourceType": "Patient", "id": "p1"})
     assert second.opposed_by is None  # the other request's slot is untouched

@@ -182,5 +182,5 @@ def test_a_professionals_update_and_delete_take_one_thread_hop(pair: tuple[Runni
         assert dr.put(f"/DocumentReference/{doc}", json=body, headers=FHIR_JSON).status_code == status
         assert len(hops) == 1, hops
         hops.clear()
-        assert dr.delete(f"/DocumentReference/{doc}").status_code == (204 if status == 200 else 404)
+        assert dr.delete(f"/DocumentReference/{doc}").status_code == 204  # hidden: as an unknown id, unchanged
         assert len(hops) == 1, hops
