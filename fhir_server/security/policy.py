@@ -241,7 +241,9 @@ class AuditView:
     def hidden_documents(self) -> list[tuple[str, str]] | None:
         """DocumentReference search parameters designating the documents whose records the SQL drops: the
         patient's own ``INVISIBLE_PATIENT`` ones. The record is dropped, not shown without its entity: that a
-        professional read something of theirs they may not know of would already be a hint."""
+        professional read something of theirs they may not know of would already be a hint. Known gap: the
+        index holds current documents only, so once such a document is deleted its earlier records show again
+        (its id, never its content)."""
         if self.context != "patient":
             return None
         labels = ",".join(f"{system}|{INVISIBLE_TO_PATIENT}" for system in TRE_A07_ALIASES)

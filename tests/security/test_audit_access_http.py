@@ -155,6 +155,8 @@ def test_a_patient_listing_names_no_other_patient_query_address_or_hidden_docume
     resp = patient_a.get("/AuditEvent", params={"_count": "1000", "_total": "accurate"})
     mine = _entries(resp)
     assert resp.json()["total"] == len(mine)
+    count = patient_a.get("/AuditEvent", params={"_summary": "count"}).json()["total"]
+    assert count == len(mine) + 1  # and the record of that listing (a patient's search is in their compartment)
     ids = {e["id"] for e in mine}
     # the professional's search touched A and B: it is there, without B and without the query
     assert world["dr_search"]["id"] in ids and world["b_probe"]["id"] in ids
