@@ -2,9 +2,13 @@
 
 Each read or search first waits until the audit journal is applied up to where it was when the
 request came (:meth:`.writer.AuditWriter.wait_applied`): a client that got an answer finds that
-answer's trace at once. The patient compartment comes in as the
-``patient`` parameter the access policy ANDs (``authz.search_params``); a Consent exclusion, if the
-policy has one, becomes a ``NOT EXISTS``; every hit passes ``policy.allows`` too.
+answer's trace at once.
+
+Who reads what is :func:`fhir_server.security.policy.audit_view`, applied here on every path (read, vread,
+search, counts, pages; Bundle entries come through :func:`read` and :func:`search` too): its restriction is
+ANDed in SQL (an agent or patient reference, ``NOT EXISTS`` for the Consent exclusions and the patient's hidden
+documents), so nothing it hides is counted or paged over; each kept record is rendered through its
+redaction, and passes ``policy.allows`` too (defence in depth). A hidden record reads as an unknown one.
 
 Supported: ``_id``, ``date`` (and ``_lastUpdated``, the same instant) with every prefix, ``patient``,
 ``entity``, ``agent`` (references: ``Type/id``, a bare id for ``patient``, or an absolute URL on this
@@ -34,7 +38,8 @@ from .events import INTERACTION_SYSTEM, stored_event
 
 if TYPE_CHECKING:
     from fhir_server.context import ServerContext
-    from fhir_server.security.policy import AccessPolicy
+    from fhir_server.security.policy import AccessPolicy, AuditView
+    from fhir_server.security.tokens import Principal
 
 SP = "http://hl7.org/fhir/SearchParameter/"
 ACTION_SYSTEM = "http://hl7.org/fhir/audit-event-action"
@@ -163,26 +168,61 @@ def _parse(ctx: ServerContext, params: list[tuple[str, str]], strict: bool) -> t
         else:
             values = _tokens(base, value)
             {"_id": q.ids, "action": q.actions, "outcome": q.outcomes, "subtype": q.subtypes}[base].append(values)
-    if q.refs:  # drive the query from one patient reference when there is one: the narrowest index range
-        q.refs.sort(key=lambda g: (len(g[1]) != 1, g[0] != ENTITY, not g[1][0].startswith("Patient/")))
     return q, control, used
+
+
+def _drive(q: AuditQuery) -> None:
+    """Drive the query from one patient reference when there is one: the narrowest index range."""
+    q.refs.sort(key=lambda g: (len(g[1]) != 1, g[0] != ENTITY, not g[1][0].startswith("Patient/")))
 
 
 def _count(ctx: ServerContext, raw: str | None) -> int:
     return page_size(raw, ctx.settings.default_count, ctx.settings.max_count)
 
 
-def _exclusions(ctx: ServerContext, policy: AccessPolicy | None) -> list[str]:
-    """References whose records the policy hides beyond its parameters (Consent), when it has any."""
-    excluded = getattr(policy, "excluded", None)
-    if excluded is None:
-        return []
-    out: list[str] = []
-    for name, value in excluded("AuditEvent"):
-        if name.partition(":")[0] != "patient":  # never guess: an unknown exclusion refuses the search
-            raise FHIRError(500, "exception", "The access policy excludes records by an unsupported parameter")
-        out += [r for r in _refs(ctx, "patient", value) if r != _NEVER]
-    return out
+def _view(principal: Principal | None, interaction: str) -> AuditView | None:
+    """The caller's view of the trail (None: authentication off, all of it); 403 when it grants no record,
+    whatever the id or the query (the answer then tells nothing of the trail)."""
+    if principal is None:
+        return None
+    from fhir_server.security.policy import audit_view  # the security package imports the audit events
+
+    view = audit_view(principal, interaction)
+    if view is None:
+        raise FHIRError(403, "forbidden", f"The token's scopes do not grant {interaction} on AuditEvent (in user "
+                                          "context only a scope naming AuditEvent does, for the user's own requests)")
+    return view
+
+
+def _hidden_documents(ctx: ServerContext, params: list[tuple[str, str]]) -> list[str]:
+    """``DocumentReference/<id>`` of the documents designated by ``params``, from the search index."""
+    from fhir_server.interactions.search_exec import EsResolver  # the interaction layer imports this module
+
+    ctx.indexer.wait_until_indexed()  # a label set before this request hides its records already
+    try:
+        ids = EsResolver(ctx).matching_ids("DocumentReference", params)
+    except SearchError as exc:  # never answer without the exclusion: refuse instead
+        raise FHIRError(500, "too-costly", "Too many documents are hidden from this patient to list "
+                                           "the accesses to their record") from exc
+    return [f"DocumentReference/{i}" for i in ids]
+
+
+def _restrict(ctx: ServerContext, view: AuditView | None, q: AuditQuery) -> None:
+    """AND the view's restriction to ``q``: the SQL decides which records the caller reads and counts."""
+    if view is not None and view.agent is not None:
+        # a refused request's patients were looked up by the server and are not shown to the professional
+        # (``AuditView.redact``): a patient filter matches only the requests that succeeded
+        if any(kind == ENTITY and any(v.startswith("Patient/") for v in values) for kind, values in q.refs):
+            q.outcomes.append(["0"])
+        q.refs.append((AGENT, [view.agent]))
+    if view is not None and view.patient is not None:
+        q.refs.append((ENTITY, [f"Patient/{view.patient}"]))
+    if view is not None:
+        q.not_entities += [f"Patient/{p}" for p in sorted(view.excluded_patients())]
+        hidden = view.hidden_documents()
+        if hidden is not None:
+            q.not_entities += _hidden_documents(ctx, hidden)
+    _drive(q)
 
 
 def _caught_up(ctx: ServerContext) -> None:
@@ -194,10 +234,12 @@ def _caught_up(ctx: ServerContext) -> None:
 
 def search(ctx: ServerContext, raw_params: list[tuple[str, str]], *, strict: bool = False,
            policy: AccessPolicy | None = None) -> Result:
-    """``raw_params`` already carry the policy's parameters (``authz.search_params``)."""
+    """``raw_params``: the client's (``authz.search_params`` adds none for AuditEvent); ``policy``: the caller's,
+    whose audit view (``policy.audit_view``) this search applies in its SQL."""
+    view = _view(None if policy is None else policy.principal, "search-type")
     _caught_up(ctx)
     q, control, used = _parse(ctx, raw_params, strict)
-    q.not_entities = _exclusions(ctx, policy)
+    _restrict(ctx, view, q)
     sort = control.get("_sort", "-date")
     if sort not in ("date", "-date", "_lastUpdated", "-_lastUpdated"):
         raise bad_request(f"AuditEvent sorts by date or -date only, got '{sort}'", "_sort")
@@ -225,7 +267,7 @@ def search(ctx: ServerContext, raw_params: list[tuple[str, str]], *, strict: boo
     entries = []
     withheld = False
     for id_, _, content in rows:
-        event = stored_event(content, id_)
+        event = stored_event(content, id_) if view is None else view.redact(stored_event(content, id_))
         if policy is not None and not policy.allows(event):
             withheld = True  # defence in depth: the parameters should already have excluded it
             continue
@@ -250,19 +292,27 @@ def search(ctx: ServerContext, raw_params: list[tuple[str, str]], *, strict: boo
     return Result(200, bundle)
 
 
-def read(ctx: ServerContext, id_: str) -> Result:
+def read(ctx: ServerContext, id_: str, principal: Principal | None = None, interaction: str = "read") -> Result:
+    """One record, if the caller's view has it (the same SQL restriction as a search): a hidden record
+    answers as an unknown one."""
+    view = _view(principal, interaction)
     _caught_up(ctx)
-    found = AuditLog.of(ctx.store.url).read(id_)
+    within = None
+    if view is not None:
+        within = AuditQuery()
+        _restrict(ctx, view, within)
+    found = AuditLog.of(ctx.store.url).read(id_, within)
     if found is None:
         raise not_found(f"AuditEvent/{id_} is not known")
     recorded_us, content = found
-    event = orjson.dumps(stored_event(content, id_))
+    rendered = stored_event(content, id_)
+    event = orjson.dumps(rendered if view is None else view.redact(rendered))
     return Result(200, None, StoredVersion(0, "AuditEvent", id_, 1, recorded_us, "POST", False, event), raw=event)
 
 
-def vread(ctx: ServerContext, id_: str, vid: str) -> Result:
+def vread(ctx: ServerContext, id_: str, vid: str, principal: Principal | None = None) -> Result:
     """An AuditEvent has one version, ``1``."""
-    result = read(ctx, id_)
+    result = read(ctx, id_, principal, "vread")
     if vid != "1":
         raise not_found(f"AuditEvent/{id_} has no version {vid}")
     return result

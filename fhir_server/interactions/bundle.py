@@ -781,8 +781,11 @@ def _trail_read(ctx: ServerContext, entry: Entry) -> StoredVersion:
     from fhir_server.audit import search as audit_search  # the audit package imports this layer
 
     assert entry.target is not None
-    result = audit_search.read(ctx, entry.target) if entry.vid is None else \
-        audit_search.vread(ctx, entry.target, entry.vid)
+    principal = getattr(entry.access, "principal", None)  # the caller's view applies in the audit SQL
+    if entry.access is not None and principal is None:  # an access policy with no principal: never guess
+        raise not_found(f"AuditEvent/{entry.target} is not known")
+    result = audit_search.read(ctx, entry.target, principal) if entry.vid is None else \
+        audit_search.vread(ctx, entry.target, entry.vid, principal)
     assert result.version is not None
     if entry.access is not None and not entry.access.guard("read")(result.version.resource()):
         raise not_found(f"AuditEvent/{entry.target} is not known")

@@ -22,6 +22,11 @@ Rules:
 - Consent is written only by the patient themself (patient context, own compartment) or a ``system/``
   token: a professional cannot lift an opposition.
 - ``system/`` context (backend services) sees everything its scopes allow.
+- **Audit trail** (``AuditEvent``): who reads which record, and what of it, is :func:`audit_view` alone
+  (the SQL restriction and the rendering both come from it): ``system/`` all; ``user/`` only with a scope
+  naming ``AuditEvent`` (``user/*.rs`` does not grant the trail), and then only the records of the
+  professional's own requests; ``patient/`` (a wildcard grants it) the accesses to their own record,
+  redacted of what others did beyond who and when.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .scopes import INTERACTION_PERMISSION
 from .tokens import Principal
 
 if TYPE_CHECKING:
@@ -147,7 +153,12 @@ def _context(principal: Principal, resource_type: str, interaction: str) -> str 
 
 def mandatory_params(principal: Principal, resource_type: str, interaction: str = "search-type") -> list[
         tuple[str, str]] | None:
-    """Search parameters ANDed to the principal's searches on ``resource_type``; None = no access at all."""
+    """Search parameters ANDed to the principal's searches on ``resource_type``; None = no access at all.
+
+    AuditEvent: none, the audit search applies :func:`audit_view` itself (an agent restriction is the token's
+    ``fhirUser`` as written, which need not be a search parameter value of this server)."""
+    if resource_type == AUDIT_EVENT:
+        return None if audit_view(principal, interaction) is None else []
     ctx = _context(principal, resource_type, interaction)
     if ctx is None:
         return None
@@ -169,6 +180,9 @@ def mandatory_params(principal: Principal, resource_type: str, interaction: str 
 def visible(principal: Principal, resource: dict[str, Any], interaction: str = "read") -> bool:
     """Whether the principal may see this resource (the same rules as :func:`mandatory_params`)."""
     type_ = str(resource.get("resourceType"))
+    if type_ == AUDIT_EVENT:
+        view = audit_view(principal, interaction)
+        return view is not None and view.shows(resource)
     ctx = _context(principal, type_, interaction)
     if ctx is None:
         return False
@@ -181,6 +195,140 @@ def visible(principal: Principal, resource: dict[str, Any], interaction: str = "
             return False
     # Consent: a user opposed by the patient sees nothing of their compartment
     return not (ctx == "user" and _in_compartment_of_any(resource, opposed(principal)))
+
+
+AUDIT_EVENT = "AuditEvent"
+# what of an AuditEvent a patient is shown (everything else, e.g. a future element, is left out)
+_PATIENT_EVENT_KEYS = ("resourceType", "id", "meta", "type", "subtype", "action", "recorded", "outcome",
+                       "outcomeDesc", "agent", "source", "entity")
+WITHHELD = {"display": "not disclosed"}
+
+
+def _patient_of(ref: Any) -> str | None:
+    """The patient id a reference names (``Patient/x`` or ``.../Patient/x``), else None."""
+    if not isinstance(ref, str):
+        return None
+    head, _, pid = ref.partition("/_history/")[0].rpartition("/")
+    return pid if pid and (head == "Patient" or head.endswith("/Patient")) else None
+
+
+def _what(entity: Any) -> str | None:
+    what = entity.get("what") if isinstance(entity, dict) else None
+    ref = what.get("reference") if isinstance(what, dict) else None
+    return ref if isinstance(ref, str) else None
+
+
+@dataclass(frozen=True)
+class AuditView:
+    """Which audit records one principal reads, and what of each (:func:`audit_view`).
+
+    ``agent`` / ``patient``: the SQL keeps only the records whose ``agent.who`` is that reference (a
+    professional's own requests) or whose ``entity.what`` names ``Patient/<patient>`` (the accesses to a
+    patient's record). :meth:`excluded_patients` and :meth:`hidden_documents` name what the SQL drops besides;
+    :meth:`redact` is what the caller is shown of a record the SQL kept; :meth:`shows` the check of one
+    rendered record (read, defence in depth) that agrees with both."""
+
+    context: str  # "system" | "user" | "patient"
+    principal: Principal
+    agent: str | None = None
+    patient: str | None = None
+
+    def excluded_patients(self) -> frozenset[str]:
+        """Patients whose records a professional never reads, even of their own requests: those who opposed
+        them (Consent; the audit trail is in the patient's compartment). Asked once the look-up ran."""
+        return opposed(self.principal) if self.context == "user" else frozenset()
+
+    def hidden_documents(self) -> list[tuple[str, str]] | None:
+        """DocumentReference search parameters designating the documents whose records the SQL drops: the
+        patient's own ``INVISIBLE_PATIENT`` ones. The record is dropped, not shown without its entity: that a
+        professional read something of theirs they may not know of would already be a hint. Known gap: the
+        index holds current documents only, so once such a document is deleted its earlier records show again
+        (its id, never its content)."""
+        if self.context != "patient":
+            return None
+        labels = ",".join(f"{system}|{INVISIBLE_TO_PATIENT}" for system in TRE_A07_ALIASES)
+        return [("subject", f"Patient/{self.patient}"), ("security-label", labels)]
+
+    def redact(self, event: dict[str, Any]) -> dict[str, Any]:
+        """What the caller is shown of a record the SQL let through."""
+        if self.context == "patient":
+            return self._for_patient(event)
+        if self.context == "user" and event.get("outcome") != "0":
+            # a refused or failed request's patients were looked up by the server (whose document was probed):
+            # the professional is shown what they sent, not what it would have revealed
+            entities = [e for e in event.get("entity") or [] if _patient_of(_what(e)) is None]
+            out = {k: v for k, v in event.items() if k != "entity"}
+            return {**out, "entity": entities} if entities else out
+        return event
+
+    def shows(self, event: dict[str, Any]) -> bool:
+        """Whether a rendered (redacted) record is one :func:`audit_view` lets the caller read."""
+        if self.context == "patient":
+            return self.patient is not None and self.patient in compartment_patients(event)
+        if self.context == "user":
+            agents = [a.get("who") for a in event.get("agent") or [] if isinstance(a, dict)]
+            return any(isinstance(w, dict) and w.get("reference") == self.agent for w in agents) and \
+                not _in_compartment_of_any(event, self.excluded_patients())
+        return True
+
+    def _for_patient(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Who (a professional's reference; no address, identifier or application), when, what of their own
+        record; never another patient's id, a query (a professional's search may name other patients) or a
+        Bundle entry's URL (``outcomeDesc`` is cut to the HTTP status)."""
+        out = {k: event[k] for k in _PATIENT_EVENT_KEYS if k in event}
+        if isinstance(out.get("outcomeDesc"), str):
+            out["outcomeDesc"] = " ".join(out["outcomeDesc"].split()[:2])
+        out["agent"] = [self._agent_for_patient(a) for a in event.get("agent") or [] if isinstance(a, dict)]
+        entities = [{k: e[k] for k in ("what", "type", "role") if k in e} for e in event.get("entity") or []
+                    if self._patient_sees(_what(e))]
+        out.pop("entity", None)
+        if entities:
+            out["entity"] = entities
+        return out
+
+    def _patient_sees(self, ref: str | None) -> bool:
+        """Their own Patient, or a resource of a compartment type (theirs: the record is in their compartment
+        and the SQL dropped those of the documents hidden from them); no query, no other patient."""
+        if ref is None:
+            return False
+        pid = _patient_of(ref)
+        if pid is not None:
+            return pid == self.patient
+        type_, _, id_ = ref.partition("/")
+        return type_ in PATIENT_COMPARTMENT and bool(id_) and "/" not in id_
+
+    def _agent_for_patient(self, agent: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {k: agent[k] for k in ("type", "requestor") if k in agent}
+        who = agent.get("who")
+        who = who if isinstance(who, dict) else {}
+        ref, display = who.get("reference"), who.get("display")
+        if isinstance(ref, str) and _patient_of(ref) is None:
+            out["who"] = {"reference": ref}  # the professional
+        elif _patient_of(ref) == self.patient or _patient_of(display) == self.patient or display == "anonymous":
+            out["who"] = {"display": str(display or ref)}
+        else:
+            out["who"] = WITHHELD  # another patient, or a backend: not theirs to know
+        return out
+
+
+def audit_view(principal: Principal, interaction: str = "search-type") -> AuditView | None:
+    """The principal's view of the audit trail for ``interaction``; None: no record at all (403).
+
+    The narrowest context that grants it decides, as for every type. A ``user/`` grant counts only when it
+    names ``AuditEvent``: the trail says who looked at which patient, which ``user/*.rs`` (a professional's
+    everyday scope) must not open; even then a professional reads only the records whose agent is their
+    ``fhirUser`` (their own requests), so a token without one (or naming a Patient) reads nothing."""
+    permission = INTERACTION_PERMISSION.get(interaction)
+    contexts = {g.context for g in principal.scopes.grants if permission is not None
+                and g.allows(AUDIT_EVENT, permission) and (g.context != "user" or g.resource_type == AUDIT_EVENT)}
+    if "patient" in contexts:
+        return AuditView("patient", principal, patient=principal.patient) if principal.patient else None
+    if "user" in contexts:
+        user = principal.fhir_user
+        if not user or _patient_of(user) is not None:
+            return None
+        return AuditView("user", principal, agent=user)
+    return AuditView("system", principal) if "system" in contexts else None
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -268,10 +268,15 @@ class AuditLog:
         with self.engine.connect() as conn:
             return int(conn.execute(stmt).scalar_one())
 
-    def read(self, id_: str) -> tuple[int, bytes] | None:
-        """(recorded_us, content) of one AuditEvent."""
+    def read(self, id_: str, within: AuditQuery | None = None) -> tuple[int, bytes] | None:
+        """(recorded_us, content) of one AuditEvent; with ``within``, only if it matches that query too (the
+        caller's restriction, so a record they may not read is as absent as an unknown one)."""
+        if within is None:
+            stmt = select(_E.c.recorded_us, _E.c.content).where(_E.c.id == id_)
+        else:
+            stmt, _, _ = self._filtered(replace(within, ids=[*within.ids, [id_]]), _E.c.recorded_us, _E.c.content)
         with self.engine.connect() as conn:
-            row = conn.execute(select(_E.c.recorded_us, _E.c.content).where(_E.c.id == id_)).first()
+            row = conn.execute(stmt.limit(1)).first()
         return (int(row.recorded_us), bytes(row.content)) if row else None
 
     def recent(self, n: int) -> list[tuple[str, bytes]]:

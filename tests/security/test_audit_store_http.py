@@ -154,10 +154,18 @@ def _own_and_other(world: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     return own, other
 
 
+def _as_patient(world: dict[str, Any], event: dict[str, Any]) -> dict[str, Any]:
+    """``event`` as patient 1 is shown it in their own listing (redacted: see test_audit_access_http.py)."""
+    shown = _entries(world["patient1"].get("/AuditEvent", params={"_id": event["id"]}))
+    assert [e["id"] for e in shown] == [event["id"]]
+    return shown[0]
+
+
 def test_read_and_vread_follow_the_patient_compartment(world: dict[str, Any]) -> None:
     admin: httpx.Client = world["admin"]
     patient1: httpx.Client = world["patient1"]
     own, other = _own_and_other(world)
+    own = _as_patient(world, own)
     resp = patient1.get(f"/AuditEvent/{own['id']}")
     assert resp.status_code == 200 and resp.json() == own
     assert resp.headers["etag"] == 'W/"1"'
@@ -175,6 +183,7 @@ def test_read_and_vread_as_bundle_entries_follow_the_patient_compartment(world: 
     admin: httpx.Client = world["admin"]
     patient1: httpx.Client = world["patient1"]
     own, other = _own_and_other(world)
+    own = _as_patient(world, own)
     urls = [f"AuditEvent/{own['id']}", f"AuditEvent/{own['id']}/_history/1", f"AuditEvent/{own['id']}/_history/2",
             f"AuditEvent/{other['id']}", "AuditEvent/unknown"]
     bundle = {"resourceType": "Bundle", "type": kind,

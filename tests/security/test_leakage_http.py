@@ -108,8 +108,8 @@ def world(srv: RunningServer, issuer: DevIssuer) -> dict[str, Any]:
     return out
 
 
-def opposed_token(issuer: DevIssuer) -> str:
-    return issuer.mint("dr-opposed", "user/*.cruds", fhir_user="Practitioner/opposed",
+def opposed_token(issuer: DevIssuer, *scopes: str) -> str:
+    return issuer.mint("dr-opposed", " ".join(("user/*.cruds", *scopes)), fhir_user="Practitioner/opposed",
                        extra={"identifier": f"{RPPS}|810000000042", "organization": "Organization/clinic"})
 
 
@@ -233,11 +233,14 @@ def test_opposed_practitioner_sees_nothing_of_the_opposing_patients(srv: Running
             assert resp.json()["total"] == 0
             resp = c.get("/Patient", params={"_id": hidden["patient"], "_revinclude": "Consent:patient"})
             assert not resp.json().get("entry")
-            # nor who accessed their record (the audit trail is in their compartment)
-            for extra in ({}, {"_summary": "count"}):
-                resp = c.get("/AuditEvent", params={"patient": f"Patient/{hidden['patient']}", **extra})
-                assert resp.status_code == 200 and not resp.json().get("entry"), resp.text
-                assert resp.json().get("total", 0) == 0, resp.text
+            # nor who accessed their record (the audit trail is in their compartment): user/*.rs does not open
+            # the trail, and with a scope that does, not even their own searches naming the patient show
+            assert c.get("/AuditEvent", params={"patient": f"Patient/{hidden['patient']}"}).status_code == 403
+            with client_for(srv, opposed_token(issuer, "user/AuditEvent.rs")) as auditor:
+                for extra in ({}, {"_summary": "count"}):
+                    resp = auditor.get("/AuditEvent", params={"patient": f"Patient/{hidden['patient']}", **extra})
+                    assert resp.status_code == 200 and not resp.json().get("entry"), resp.text
+                    assert resp.json().get("total", 0) == 0, resp.text
             _assert_hidden(responses, hidden, world, hidden["patient"], hidden["immunization"], hidden["list"])
         # the opposition itself is in the patient's compartment: invisible too, and out of reach
         assert c.get(f"/Consent/{world['consent']}").status_code == 404
@@ -250,7 +253,8 @@ def test_opposed_practitioner_sees_nothing_of_the_opposing_patients(srv: Running
         assert c.get(f"/DocumentReference/{world['own']['doc']}").status_code == 200
         assert c.get(f"/Binary/{world['own']['binary']}").content.decode() == world["own"]["secret"]
     # another practitioner, not opposed, sees the record: the probes above are meaningful
-    with client_for(srv, issuer.mint("dr-other", "user/*.cruds", fhir_user="Practitioner/other")) as c:
+    with client_for(srv, issuer.mint("dr-other", "user/*.cruds user/AuditEvent.rs",
+                                     fhir_user="Practitioner/other")) as c:
         assert c.get(f"/DocumentReference/{world['opposing']['doc']}").status_code == 200
         assert c.get(f"/Patient/{world['p3']}").status_code == 200
         found = c.get("/DocumentReference", params={"_id": world["opposing"]["doc"], "_summary": "count"})
