@@ -52,6 +52,7 @@ def node_figures(es: Any, prefix: str) -> tuple[int, int, int]:
 
 
 def flood(base_url: str, sort: str, seconds: float, clients: int, follow: float, served: list[int]) -> None:
+    lock = threading.Lock()
     params = {"_count": "1", **({"_sort": sort} if sort else {})}
     stop = time.monotonic() + seconds
 
@@ -60,11 +61,12 @@ def flood(base_url: str, sort: str, seconds: float, clients: int, follow: float,
         with httpx.Client(base_url=base_url, timeout=60) as c:
             while time.monotonic() < stop:
                 page = c.get("/Patient", params=params).json()
-                served[0] += 1
                 nxt = next((lk["url"] for lk in page.get("link", []) if lk["relation"] == "next"), None)
-                if nxt and rng.random() < follow:
-                    c.get(nxt)
-                    served[0] += 1
+                followed = bool(nxt) and rng.random() < follow
+                if followed:
+                    c.get(str(nxt))
+                with lock:
+                    served[0] += 1 + followed
 
     threads = [threading.Thread(target=loop, args=(i,), daemon=True) for i in range(clients)]
     for t in threads:
