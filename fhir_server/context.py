@@ -13,6 +13,7 @@ from search.registry import SearchParameterRegistry
 
 from .index.indexer import Indexer
 from .index.indices import IndexManager
+from .index.pits import PitPool
 from .index.reindex import reindex_types
 from .settings import Settings
 from .storage import SQLResourceStore, open_store
@@ -31,6 +32,7 @@ class ServerContext:
     indices: IndexManager
     indexer: Indexer
     search_parameters: SearchParameterRegistry
+    pits: PitPool
     request_es: Elasticsearch | None = None
     audit: AuditWriter | None = None  # set by the app's lifespan when audit is on (readers wait for it)
 
@@ -60,9 +62,12 @@ class ServerContext:
             reindex_types(store, es, indices, builder, list(stale))
         if start_indexer:
             indexer.start()
-        return cls(settings, store, es, indices, indexer, registry, request_es)
+        pits = PitPool(request_es, limit=settings.search_pit_max, per_client=settings.search_pit_max_per_client,
+                       keep_alive_s=settings.search_pit_keep_alive_s, call_timeout_s=settings.es_search_timeout_s)
+        return cls(settings, store, es, indices, indexer, registry, pits, request_es)
 
     def close(self) -> None:
+        self.pits.close_all()
         self.indexer.stop()
         self.es.close()
         self.store.dispose()

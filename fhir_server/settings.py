@@ -51,6 +51,11 @@ class Settings(BaseSettings):
     max_count: int = 1000
     history_default_count: int = 50
     search_consistency_timeout_s: float = 10.0  # how long a search waits for pending writes to be indexed
+    # Points-in-time (snapshots) of paging on a sort other than the id (fhir_server/index/pits.py): at most
+    # this many open in the process and for one client; past them, pages are read without a snapshot
+    search_pit_max: int = 100
+    search_pit_max_per_client: int = 8
+    search_pit_keep_alive_s: int = 120  # idle time between two pages before the snapshot is dropped
 
     # Validation (profiles/): profiles every resource of a type must conform to, e.g.
     # FHIR_VALIDATION_REQUIRED_PROFILES='{"DocumentReference": ["https://interop.esante.gouv.fr/ig/fhir/pdsm/StructureDefinition/pdsm-comprehensive-document-reference"]}'

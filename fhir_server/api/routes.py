@@ -114,6 +114,15 @@ def _params(request: Request) -> list[tuple[str, str]]:
     return list(request.query_params.multi_items())
 
 
+def _client(request: Request) -> str:
+    """Who a search's point-in-time is charged to: the token's subject, else the peer address (behind a
+    proxy, every anonymous client is one: the per-client cap then acts as a second global one)."""
+    principal = authz.principal_of(request)
+    if principal is not None:
+        return f"sub:{principal.subject}"
+    return f"ip:{request.client.host}" if request.client is not None else "ip:"
+
+
 async def _metadata(request: Request) -> Result:
     return await run_in_threadpool(capabilities.metadata, _ctx(request))
 
@@ -124,7 +133,7 @@ async def _search_get(request: Request) -> Result:
     principal = authz.principal_of(request)
     params = authz.search_params(principal, type_, _params(request))
     return await authz.run(request, search.search, _ctx(request), type_, params, strict=strict,
-                           policy=authz.search_policy(principal))
+                           policy=authz.search_policy(principal), client=_client(request))
 
 
 async def _search_post(request: Request) -> Result:
@@ -139,7 +148,7 @@ async def _search_post(request: Request) -> Result:
     params = authz.search_params(principal, type_, params)
     strict = prefer(request.headers.get("prefer")).get("handling") == "strict"
     return await authz.run(request, search.search, _ctx(request), type_, params, strict=strict,
-                           policy=authz.search_policy(principal))
+                           policy=authz.search_policy(principal), client=_client(request))
 
 
 def _not_modified(request: Request, result: Result) -> bool:

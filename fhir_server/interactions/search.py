@@ -4,14 +4,18 @@ Elasticsearch returns ids only (``_source: false``); resources come from the
 store of record by primary key, so a search never serves a version the store
 does not hold and the index stays small.
 
-Paging: the first page is a plain sorted search asking one hit more than
-``_count``; when there is a next page a point-in-time is opened and the
-``next`` link carries it with the ``search_after`` values of the last hit.
-Later pages read that snapshot, so concurrent writes never duplicate or skip
-rows, and depth is unbounded (no from/size, no 10,000 window). When the
-point-in-time has expired (idle > keep-alive) the cursor still works without
-the snapshot: same order, same position, current data. A ``prev`` link reads
-the same order backwards (reversed sort, ``search_after`` the page's first hit).
+Paging is keyset paging: each page is a sorted search asking one hit more than ``_count``,
+``search_after`` the sort values of the previous page's last hit; the sort always ends with the
+unique ``id``, so depth is unbounded (no from/size, no 10,000 window), a link never expires and
+every resource that matches all along the traversal and keeps its sort values is on exactly one
+page, whatever is written meanwhile. Sorted on the id alone (the default), that is every resource
+that matches all along: no snapshot is needed, and none is taken. Sorted on anything else, a
+resource whose sort values change could move across the cursor (skipped or seen twice), so the
+``next`` link of such a search carries a point-in-time (:mod:`fhir_server.index.pits`) and later
+pages read that snapshot, as long as the process and the client are within their caps and the
+client comes back within the keep-alive; otherwise they read current data, same order, same
+position. The PIT is closed when the last page is served. A ``prev`` link reads the same order
+backwards (reversed sort, ``search_after`` the page's first hit).
 
 Chains, ``_has`` and ``_list`` are resolved by :mod:`.search_exec`;
 ``_include``/``_revinclude`` by :mod:`.includes`; ``_summary``/``_elements``
@@ -39,7 +43,6 @@ from .paging import decode_cursor, encode_cursor
 from .result import Result
 from .search_exec import EsResolver
 
-PIT_KEEP_ALIVE = "10m"
 TOTAL_EXACT_UP_TO = 10_000
 # Parameters of the HTTP layer, never search parameters
 _TRANSPORT_PARAMS = {"_format", "_pretty", "_cursor"}
@@ -62,12 +65,37 @@ def _count(ctx: ServerContext, compiled: CompiledSearch) -> int:
 
 
 def _run(ctx: ServerContext, alias: str, body: dict[str, Any], cursor: dict[str, Any]) -> dict[str, Any]:
-    if cursor.get("pit"):
-        try:
-            return ctx.search_es.search(**body, pit={"id": cursor["pit"], "keep_alive": PIT_KEEP_ALIVE}).body
-        except NotFoundError:
-            cursor.pop("pit", None)  # snapshot expired: continue on current data, same order
+    """The page, through the cursor's snapshot when it is a live one of this process on ``alias`` (else
+    ``pit`` leaves the cursor: current data, same order, same position)."""
+    pit = cursor.pop("pit", None)
+    if isinstance(pit, str):
+        with ctx.pits.reading(pit, alias) as ours:
+            if ours:
+                try:
+                    resp = ctx.search_es.search(**body, pit={"id": pit, "keep_alive": ctx.pits.keep_alive}).body
+                    cursor["pit"] = pit
+                    return resp
+                except NotFoundError:
+                    ctx.pits.forget(pit)  # expired in Elasticsearch
     return ctx.search_es.search(index=alias, **body).body
+
+
+def _moves(sort: list[Any]) -> bool:
+    """Whether a resource can change places in ``sort`` (a snapshot then keeps pages exact): not when it
+    is on the id alone, which never changes."""
+    return any("id" not in clause for clause in sort)
+
+
+def _snapshot(ctx: ServerContext, alias: str, pit: str | None, client: str, *, more: bool, backwards: bool,
+              moves: bool) -> str | None:
+    """The point-in-time the links carry: the page's own, closed once the last page is served; or, when
+    there are more pages in a sort where resources can move, a new one within the caps."""
+    if pit is not None and not more and not backwards:
+        ctx.pits.close(pit)
+        return None
+    if pit is None and more and moves:
+        return ctx.pits.open(alias, client)
+    return pit
 
 
 def _entry(ctx: ServerContext, resource: Any, type_: str, id_: str, mode: str) -> dict[str, Any]:
@@ -75,9 +103,10 @@ def _entry(ctx: ServerContext, resource: Any, type_: str, id_: str, mode: str) -
 
 
 def search(ctx: ServerContext, type_: str, raw_params: list[tuple[str, str]], *, strict: bool = False,
-           policy: AccessPolicy | None = None) -> Result:
+           policy: AccessPolicy | None = None, client: str = "") -> Result:
     """``raw_params`` already carry the policy's parameters for ``type_`` (see ``authz.search_params``);
-    ``policy`` filters what the executor searches or reads besides: chains, ``_has``, ``_list``, includes."""
+    ``policy`` filters what the executor searches or reads besides: chains, ``_has``, ``_list``, includes.
+    ``client`` is who a point-in-time opened for the paging is charged to (its cap)."""
     if type_ == "AuditEvent":  # the audit trail is served from its own SQL table
         from fhir_server.audit import search as audit_search
 
@@ -151,13 +180,16 @@ def search(ctx: ServerContext, type_: str, raw_params: list[tuple[str, str]], *,
     self_query = urlencode([(k, str(count)) if k == "_count" else (k, v) for k, v in compiled.self_params])
     base = f"{ctx.base_url}/{type_}"
     links = [{"relation": "self", "url": f"{base}?{self_query}" if self_query else base}]
+    pit = _snapshot(ctx, alias, cursor.get("pit"), client, more=bool(hits) and more, backwards=backwards,
+                    moves=_moves(compiled.sort))
     if has_next or has_prev:
-        pit = cursor.get("pit") or ctx.search_es.open_point_in_time(index=alias, keep_alive=PIT_KEEP_ALIVE).body["id"]
         sep = "&" if self_query else ""
         width = len(compiled.sort)
         for relation, at, direction, wanted in (("next", -1, "next", has_next), ("previous", 0, "prev", has_prev)):
             if wanted:  # both imply a non-empty page
-                state = {"sa": hits[at]["sort"][:width], "pit": pit, "total": total, "dir": direction}
+                state = {"sa": hits[at]["sort"][:width], "total": total, "dir": direction}
+                if pit is not None:
+                    state["pit"] = pit
                 links.append({"relation": relation, "url": f"{base}?{self_query}{sep}_cursor={encode_cursor(state)}"})
 
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset",
