@@ -267,6 +267,10 @@ def test_raw_binary_download_keeps_its_accept(http: httpx.Client) -> None:
     bid = http.post("/Binary", content=b"a,b\n1,2\n", headers={"Content-Type": "text/csv"}).json()["id"]
     raw = http.get(f"/Binary/{bid}", headers={"Accept": "text/csv"})
     assert raw.status_code == 200 and raw.content == b"a,b\n1,2\n" and "accept" in _vary(raw)
+    pdf = b"%PDF-1.4 " + bytes(range(256)) * 20  # a compressed format: not gzipped again
+    bid = http.post("/Binary", content=pdf, headers={"Content-Type": "application/pdf"}).json()["id"]
+    raw = http.get(f"/Binary/{bid}", headers={"Accept": "application/pdf", "Accept-Encoding": "gzip"})
+    assert raw.content == pdf and "content-encoding" not in raw.headers
 
 
 def test_versions_operation(http: httpx.Client) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import orjson
 from starlette.datastructures import Headers
-from starlette.middleware.gzip import GZipResponder
+from starlette.middleware.gzip import DEFAULT_EXCLUDED_CONTENT_TYPES, GZipResponder
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fhir_server.errors import FHIRError, bad_request
@@ -27,6 +27,8 @@ _WBITS: dict[str, Callable[[bytes], int]] = {
     and (head[0] << 8 | head[1]) % 31 == 0 else -zlib.MAX_WBITS,
 }
 ACCEPTED = "gzip, deflate"
+# already compressed: gzipping them again costs CPU for nothing (raw Binary downloads, ITI-68)
+NOT_GZIPPED = (*DEFAULT_EXCLUDED_CONTENT_TYPES, "application/pdf")
 
 
 def codings(header: str) -> list[str]:
@@ -186,6 +188,7 @@ class ResponseCompressionMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and self.minimum_size > 0 \
                 and accepts_gzip(Headers(scope=scope).get("accept-encoding", "")):
-            await GZipResponder(self.app, self.minimum_size, compresslevel=6)(scope, receive, send)
+            await GZipResponder(self.app, self.minimum_size, compresslevel=6,
+                                exclude_content_types=NOT_GZIPPED)(scope, receive, send)
             return
         await self.app(scope, receive, send)
