@@ -15,9 +15,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .api.content import error_format
+from .api.cors import cors_middleware
+from .api.encoding import RequestDecodingMiddleware, ResponseCompressionMiddleware
 from .api.limits import RequestLimitsMiddleware
+from .api.negotiation import NegotiationMiddleware, versions
 from .api.responses import error_response, es_error_response
-from .api.routes import build_routes
+from .api.routes import build_routes, endpoint
 from .audit.middleware import AuditMiddleware
 from .audit.writer import AuditWriter
 from .context import ServerContext
@@ -83,13 +86,21 @@ def create_app(build_context: Callable[[], ServerContext], settings: Settings | 
 
     smart_routes = [Route(path, smart_config, methods=["GET"])
                     for path in ("/fhir/.well-known/smart-configuration", "/.well-known/smart-configuration")]
+    # before /fhir/{type}, which would take "$versions" for a type
+    versions_route = Route("/fhir/$versions", endpoint(versions), methods=["GET"])
     return Starlette(
-        routes=[*smart_routes, *build_routes()],
-        middleware=[Middleware(AuditMiddleware, writer_of=lambda: audit_box[0],
+        routes=[*smart_routes, versions_route, *build_routes()],
+        # outermost first: CORS answers preflights before authentication and decorates every inner answer
+        middleware=[*cors_middleware(settings),
+                    Middleware(ResponseCompressionMiddleware, minimum_size=settings.gzip_min_bytes),
+                    Middleware(NegotiationMiddleware),
+                    Middleware(AuditMiddleware, writer_of=lambda: audit_box[0],
                                mode=settings.audit_mode),
                     Middleware(RequestLimitsMiddleware, max_url_bytes=settings.max_url_bytes,
                                max_query_params=settings.max_query_params),
-                    Middleware(AuthenticationMiddleware, verifier=verifier)],
+                    Middleware(AuthenticationMiddleware, verifier=verifier),
+                    # after authentication: nothing is inflated for an unauthenticated caller
+                    Middleware(RequestDecodingMiddleware, max_body_bytes=settings.max_body_bytes)],
         lifespan=lifespan,
         exception_handlers={
             HTTPException: _http_error,

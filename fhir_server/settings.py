@@ -36,7 +36,12 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8080
     base_url: str | None = None  # public base for absolute links; default http://host:port/fhir
-    max_body_bytes: int = 20 * 1024 * 1024
+    max_body_bytes: int = 20 * 1024 * 1024  # after decoding a gzip/deflate body too (api/encoding.py)
+    gzip_min_bytes: int = 1024  # answers at least this large are gzipped when the client accepts it; 0: never
+    # Browser apps (api/cors.py): allowed origins, comma-separated ("https://app.example,https://b.example"),
+    # or "*" for any; empty (default): CORS off. Credentials (cookies, TLS client certificates) only with a list.
+    cors_origins: str = ""
+    cors_credentials: bool = False
     # Request-shape limits (fhir_server/api/limits.py): past them a clear OperationOutcome, never a slow request
     max_url_bytes: int = 8192  # 414
     max_query_params: int = 100  # URL query or POST _search form pairs: 400 too-costly

@@ -15,8 +15,9 @@ JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhi
 XML_TYPES = {"application/fhir+xml", "application/xml", "application/xml+fhir", "text/xml"}
 FORMAT_ALIASES = {"json": "json", "application/json": "json", "application/fhir+json": "json",
                   "xml": "xml", "text/xml": "xml", "application/xml": "xml", "application/fhir+xml": "xml",
-                  "application/json+fhir": "json", "application/xml+fhir": "xml",
-                  "html": "json", "text/html": "json"}
+                  "application/json+fhir": "json", "application/xml+fhir": "xml"}
+HTML_TYPES = {"text/html", "application/xhtml+xml"}  # a browser's first choice: no HTML rendering here
+FHIR_VERSION = "4.0"  # the major.minor of the fhirVersion media type parameter (http.html#version-parameter)
 MAX_DEPTH = 64
 
 
@@ -27,29 +28,50 @@ def _media_type(header: str) -> str:
 def _accept_format(media: str) -> str | None:
     if media in ("*/*", "application/*"):
         return "any"
-    if media in JSON_TYPES or media == "text/html" or media.endswith("+json"):
+    if media in HTML_TYPES:
+        return "html"
+    if media in JSON_TYPES or media.endswith("+json"):
         return "json"
     if media in XML_TYPES or media.endswith("+xml"):
         return "xml"
     return None
 
 
-def _quality(part: str) -> float:
+def _params(part: str) -> dict[str, str]:
+    """The parameters of one media type or range, names lower-cased: ``q``, ``fhirVersion``..."""
+    out: dict[str, str] = {}
     for param in part.split(";")[1:]:
         key, _, value = param.partition("=")
-        if key.strip().lower() == "q":
-            try:
-                return float(value.strip())
-            except ValueError:
-                return 0.0
-    return 1.0
+        out.setdefault(key.strip().lower(), value.strip().strip('"'))
+    return out
+
+
+def _quality(params: dict[str, str]) -> float:
+    try:
+        q = float(params.get("q", "1"))
+    except ValueError:
+        return 0.0
+    return min(q, 1.0) if q > 0 else 0.0
+
+
+def fhir_version_ok(params: dict[str, str]) -> bool:
+    """No ``fhirVersion`` parameter, or R4's (``4.0``; a patch release ``4.0.1`` is the same version)."""
+    version = params.get("fhirversion")
+    return version is None or version == FHIR_VERSION or version.startswith(FHIR_VERSION + ".")
+
+
+def _not_acceptable(accept: str) -> FHIRError:
+    return FHIRError(406, "not-supported", f"None of Accept '{accept}' can be served: this server answers "
+                     f"application/fhir+json or application/fhir+xml, FHIR version {FHIR_VERSION}")
 
 
 def response_format(request: Request) -> str:
     """``json`` or ``xml``, or raise 406: ``_format`` wins over ``Accept`` (http.html#mime-type).
 
-    In ``Accept`` the highest q-value wins, the first listed among equals. With no preference (no ``Accept``,
-    ``*/*``) the answer is in the format of the request body, else JSON.
+    In ``Accept`` the highest q-value wins, the first listed among equals; a type whose ``fhirVersion`` is not
+    R4's does not count. With no preference (no ``Accept``, ``*/*``) the answer is in the format of the request
+    body, else JSON. A browser listing ``text/html`` first gets that default when it accepts anything else
+    (``*/*``); an ``Accept`` with nothing this server can write (``text/csv``, ``text/html`` alone) is a 406.
     """
     fmt = request.query_params.get("_format")
     if fmt is not None:
@@ -58,13 +80,21 @@ def response_format(request: Request) -> str:
         if chosen is None:
             raise FHIRError(406, "not-supported", f"Unsupported _format '{fmt}'", ("_format",))
         return chosen
+    accept = request.headers.get("accept", "")
     best: tuple[float, str] | None = None
-    for part in request.headers.get("accept", "").split(","):
+    servable = False
+    for part in accept.split(","):
+        params = _params(part)
         found = _accept_format(_media_type(part))
-        q = _quality(part)
-        if found is not None and q > 0 and (best is None or q > best[0]):
+        q = _quality(params)
+        if found is None or q <= 0 or not fhir_version_ok(params):
+            continue
+        servable = servable or found != "html"
+        if best is None or q > best[0]:
             best = (q, found)
-    if best is not None and best[1] != "any":
+    if accept.strip() and not servable:
+        raise _not_acceptable(accept)
+    if best is not None and best[1] in ("json", "xml"):
         return best[1]
     return "xml" if _media_type(request.headers.get("content-type", "")) in XML_TYPES else "json"
 
@@ -92,7 +122,13 @@ def depth_ok(value: Any, limit: int = MAX_DEPTH) -> bool:
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The raw body, or 413 as soon as it exceeds ``max_bytes`` (never buffered beyond the limit)."""
+    """The raw body, or 413 as soon as it exceeds ``max_bytes`` (never buffered beyond the limit).
+
+    A body declared in another FHIR version (``Content-Type: application/fhir+json; fhirVersion=3.0``) is a 415.
+    """
+    ctype = request.headers.get("content-type", "")
+    if not fhir_version_ok(_params(ctype)):
+        raise FHIRError(415, "not-supported", f"Content-Type '{ctype}' is not FHIR version {FHIR_VERSION}")
     declared = request.headers.get("content-length")
     if declared and declared.isascii() and declared.isdigit() and int(declared) > max_bytes:
         raise FHIRError(413, "too-costly", f"Body larger than {max_bytes} bytes")

@@ -56,6 +56,8 @@ def capability_statement(ctx: ServerContext) -> dict[str, Any]:
         "mode": "server",
         "resource": resources,
         "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+        "operation": [{"name": "versions",
+                       "definition": "http://hl7.org/fhir/OperationDefinition/CapabilityStatement-versions"}],
     }
     security = capability_security(ctx.settings)
     if security is not None:
