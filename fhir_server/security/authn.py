@@ -20,7 +20,7 @@ from .tokens import AuthError, TokenVerifier, bearer_token
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PATHS = frozenset({"/fhir/metadata", "/fhir/.well-known/smart-configuration",
+PUBLIC_PATHS = frozenset({"/fhir/metadata", "/fhir/$versions", "/fhir/.well-known/smart-configuration",
                           "/.well-known/smart-configuration"})
 
 
