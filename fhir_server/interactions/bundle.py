@@ -497,7 +497,7 @@ def _has_conditionals(entries: list[Entry]) -> bool:
     return any(e.if_none_exist or (e.query and e.method != "GET") or refs(e.resource) for e in entries)
 
 
-def _prevalidate(ctx: ServerContext, entries: list[Entry]) -> dict[str, str] | None:
+def _prevalidate(ctx: ServerContext, entries: list[Entry], rewrite: bool = True) -> dict[str, str] | None:
     """Validate before taking the store's write lock, when identities do not depend on the store.
 
     Without conditional parts every id is known up front (POST: the entry's
@@ -507,7 +507,7 @@ def _prevalidate(ctx: ServerContext, entries: list[Entry]) -> dict[str, str] | N
     these rewritten resources and reuses their validation. This keeps the
     validator, the costly part, out of the write lock.
     """
-    if _has_conditionals(entries):
+    if rewrite and _has_conditionals(entries):
         return None
     urls = {e.full_url: f"{e.type}/{e.new_id if e.method == 'POST' else e.id}" for e in entries
             if e.full_url and e.method in ("POST", "PUT", "PATCH") and (e.method == "POST" or e.id)}
@@ -516,7 +516,7 @@ def _prevalidate(ctx: ServerContext, entries: list[Entry]) -> dict[str, str] | N
             continue
         target = e.new_id if e.method == "POST" else e.id
         with _at(e):
-            res = _rewrite(e.original, urls, _dangling(e))
+            res = _rewrite(e.original, urls, _dangling(e)) if rewrite else e.original
             body = {**{k: v for k, v in res.items() if k != "id"}, "id": target} if e.method == "POST" \
                 else {**res, "id": target}
             e.validated = _Prevalidated(res, body, crud._validate(body, ctx.settings))
@@ -659,7 +659,7 @@ def _sees(unit: WriteUnit, entries: list[Entry]) -> mhd.Sees:
 
 def _execute(ctx: ServerContext, unit: WriteUnit, entries: list[Entry],
              general: dict[str, set[str]] | None = None, prevalidated: dict[str, str] | None = None,
-             document_rules: bool = True) -> None:
+             transaction_rules: bool = True) -> None:
     pending = _Pending(general=general or {})
     unit.lock_resources([(e.type, e.id) for e in entries if e.id and e.method in ("PUT", "PATCH", "DELETE")])
     for e in entries:  # DELETE first
@@ -687,12 +687,12 @@ def _execute(ctx: ServerContext, unit: WriteUnit, entries: list[Entry],
     for e in to_write:
         if reuse and e.validated is not None:
             e.resource = e.validated.resource
-        elif e.method in ("POST", "PUT") and e.resource is not None:
+        elif e.method in ("POST", "PUT") and e.resource is not None and transaction_rules:
             with _at(e):
                 e.resource = _rewrite(e.resource, urls, _reference_resolver(unit, pending, e))
     sees = _sees(unit, entries)
     mhd.bind_binaries(to_write, ctx.base_url)
-    supersede = mhd.check_provide_bundle(unit, entries, sees) if document_rules else []
+    supersede = mhd.check_provide_bundle(unit, entries, sees) if transaction_rules else []
     for e in to_write:
         with _at(e):
             _write(ctx, unit, e)
@@ -708,7 +708,7 @@ def _execute(ctx: ServerContext, unit: WriteUnit, entries: list[Entry],
                 _read(ctx, unit, e)
 
 
-def _conditional_urls(entries: list[Entry]) -> Iterator[tuple[Entry, str, str, str]]:
+def _conditional_urls(entries: list[Entry], references: bool = True) -> Iterator[tuple[Entry, str, str, str]]:
     """(entry, type, criteria, where) of every conditional part of the Bundle: ifNoneExist, conditional
     update/patch/delete urls and conditional references."""
     def refs(node: Any) -> Iterator[str]:
@@ -727,7 +727,7 @@ def _conditional_urls(entries: list[Entry]) -> Iterator[tuple[Entry, str, str, s
             yield e, e.type, e.if_none_exist, "If-None-Exist"
         if e.method in ("PUT", "PATCH", "DELETE") and e.id is None and e.query is not None:
             yield e, e.type, e.query, f"{e.where}.request.url"
-        if e.method in ("POST", "PUT"):
+        if e.method in ("POST", "PUT") and references:
             for ref in refs(e.original):
                 m = _CONDITIONAL_REF.match(ref)
                 assert m is not None
@@ -735,10 +735,11 @@ def _conditional_urls(entries: list[Entry]) -> Iterator[tuple[Entry, str, str, s
                     yield e, m.group(1), m.group(2), e.where
 
 
-def _general_criteria(ctx: ServerContext, entries: list[Entry]) -> dict[str, tuple[Entry, conditional.Criteria, str]]:
+def _general_criteria(ctx: ServerContext, entries: list[Entry],
+                      references: bool = True) -> dict[str, tuple[Entry, conditional.Criteria, str]]:
     """General (non-identifier) criteria of the Bundle by lock key, checked now (400 before any write)."""
     out: dict[str, tuple[Entry, conditional.Criteria, str]] = {}
-    for e, type_, query, where in _conditional_urls(entries):
+    for e, type_, query, where in _conditional_urls(entries, references):
         with _at(e):
             crit = conditional.analyse(type_, query, where)
             if crit.fast is None and crit.key not in out:
@@ -747,14 +748,15 @@ def _general_criteria(ctx: ServerContext, entries: list[Entry]) -> dict[str, tup
     return out
 
 
-def _run_transaction(ctx: ServerContext, entries: list[Entry], document_rules: bool = True) -> None:
-    """``document_rules``: the ITI-65 checks and replacements (``mhd.check_provide_bundle``); a plain
-    standalone create or update has never been an ITI-65 submission and keeps its resource as sent."""
+def _run_transaction(ctx: ServerContext, entries: list[Entry], transaction_rules: bool = True) -> None:
+    """``transaction_rules``: references resolved (fullUrls, conditional references) and the ITI-65 checks and
+    replacements (``mhd.check_provide_bundle``). A plain standalone create or update is neither a transaction
+    nor an ITI-65 submission: its resource is written as sent (the access checks apply all the same)."""
     for e in entries:
         with _at(e):
             _authorize(ctx, e)
-    general = _general_criteria(ctx, entries)
-    prevalidated = _prevalidate(ctx, entries)
+    general = _general_criteria(ctx, entries, transaction_rules)
+    prevalidated = _prevalidate(ctx, entries, transaction_rules)
     with conditional.locked(ctx, list(general)):
         for attempt in range(ATTEMPTS):
             for e in entries:
@@ -767,7 +769,7 @@ def _run_transaction(ctx: ServerContext, entries: list[Entry], document_rules: b
                         found[key] = conditional.search_general(ctx, crit, where)
             try:
                 with ctx.store.unit() as unit:
-                    _execute(ctx, unit, entries, found, prevalidated, document_rules)
+                    _execute(ctx, unit, entries, found, prevalidated, transaction_rules)
                 return
             except ConcurrentWrite as exc:
                 if attempt == ATTEMPTS - 1:
@@ -894,7 +896,7 @@ def single(ctx: ServerContext, method: str, type_: str, *, id_: str | None = Non
     entry = Entry(0, method, url, type_, id=id_, query=query, resource=resource, if_match=if_match,
                   if_none_exist=if_none_exist, access=access)
     try:
-        _run_transaction(ctx, [entry], document_rules=query is not None or if_none_exist is not None
+        _run_transaction(ctx, [entry], transaction_rules=query is not None or if_none_exist is not None
                          or method == "PATCH")
     except FHIRError as err:
         cause = err.__cause__
