@@ -45,7 +45,7 @@ class ServerContext:
 
     @classmethod
     def build(cls, settings: Settings, es_url: str, *, start_indexer: bool = True) -> ServerContext:
-        store = open_store(settings.db_url)
+        store = open_store(settings.db_url, busy_timeout_s=settings.db_busy_timeout_s)
         es = Elasticsearch(es_url, request_timeout=settings.es_timeout_s, retry_on_timeout=True, max_retries=2)
         # what a search waits for: one bounded call, then 503 + Retry-After (writes, indexer, loads keep `es`)
         request_es = es.options(request_timeout=settings.es_search_timeout_s, max_retries=0, retry_on_timeout=False)

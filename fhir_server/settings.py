@@ -18,6 +18,8 @@ class Settings(BaseSettings):
 
     # Store of record
     db_url: str = Field(default="sqlite:///./var/fhir.sqlite3", description="SQLAlchemy URL of the store")
+    # SQLite: how long a write waits for the store's lock held by another connection or process; beyond: 503
+    db_busy_timeout_s: float = Field(default=30.0, ge=0)
 
     # Elasticsearch: unset means "the managed local node"
     es_url: str | None = None
