@@ -15,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .api.content import error_format
+from .api.headers import NoSniffMiddleware
 from .api.limits import RequestLimitsMiddleware
 from .api.responses import error_response, es_error_response
 from .api.routes import build_routes
@@ -85,7 +86,8 @@ def create_app(build_context: Callable[[], ServerContext], settings: Settings | 
                     for path in ("/fhir/.well-known/smart-configuration", "/.well-known/smart-configuration")]
     return Starlette(
         routes=[*smart_routes, *build_routes()],
-        middleware=[Middleware(AuditMiddleware, writer_of=lambda: audit_box[0],
+        middleware=[Middleware(NoSniffMiddleware),
+                    Middleware(AuditMiddleware, writer_of=lambda: audit_box[0],
                                mode=settings.audit_mode),
                     Middleware(RequestLimitsMiddleware, max_url_bytes=settings.max_url_bytes,
                                max_query_params=settings.max_query_params),
