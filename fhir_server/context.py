@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from elasticsearch import Elasticsearch
@@ -43,6 +44,16 @@ class ServerContext:
     def base_url(self) -> str:
         return self.settings.public_base
 
+    @cached_property
+    def cursor_key(self) -> bytes:
+        """MAC key of the page cursors (:mod:`.interactions.paging`): ``FHIR_CURSOR_SECRET``, else the store's."""
+        from .interactions.paging import configured_key, derive_key
+
+        secret = self.settings.cursor_secret
+        if secret is not None and secret.get_secret_value():
+            return configured_key(secret.get_secret_value())
+        return derive_key(self.store.secret("cursor"))
+
     @classmethod
     def build(cls, settings: Settings, es_url: str, *, start_indexer: bool = True) -> ServerContext:
         store = open_store(settings.db_url, busy_timeout_s=settings.db_busy_timeout_s)
@@ -58,9 +69,11 @@ class ServerContext:
         if stale:  # parameter set changed: rebuild behind the alias before serving (one worker pool for all)
             log.warning("search parameters of %s changed: rebuilding their indexes (alias swap)", ", ".join(stale))
             reindex_types(store, es, indices, builder, list(stale))
+        ctx = cls(settings, store, es, indices, indexer, registry, request_es)
+        ctx.cursor_key  # noqa: B018 - at start: a too short FHIR_CURSOR_SECRET stops the server, not a request
         if start_indexer:
             indexer.start()
-        return cls(settings, store, es, indices, indexer, registry, request_es)
+        return ctx
 
     def close(self) -> None:
         self.indexer.stop()

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     es_search_timeout_s: float = 10.0  # one Elasticsearch call of a request; beyond: 503 + Retry-After
 
     # Search / paging
+    # Key of the page cursors' MAC (>= 16 characters); unset: a random secret kept in the store, shared by every
+    # process of that store. Set it to rotate (cursors issued before then answer 400).
+    cursor_secret: SecretStr | None = None
     default_count: int = 20
     max_count: int = 1000
     history_default_count: int = 50

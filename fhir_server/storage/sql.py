@@ -19,6 +19,7 @@ PostgreSQL commits seqs out of order.
 
 from __future__ import annotations
 
+import secrets
 import sqlite3
 import time
 from collections import Counter
@@ -36,7 +37,7 @@ from fhir_server.formats import numbers
 
 from .base import ConcurrentWrite, NewResource, OutboxEntry, StoreBusy, StoredVersion, VersionConflict
 from .keys import RULES_MARKER, RULES_VERSION, UNIQUE_ELEMENTS, MatchKey, UniqueKeyViolation, extract_keys, lock_id
-from .schema import index_error, match_key, metadata, outbox, resource, resource_version, type_log
+from .schema import index_error, match_key, metadata, outbox, resource, resource_version, server_secret, type_log
 
 #: Types whose change log is kept in ``type_log`` (read on every professional's request by the Consent look-up).
 #: Each costs its writers one row update and serialises their commits: keep it to the types that need a marker.
@@ -393,6 +394,20 @@ class SQLResourceStore:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def secret(self, name: str) -> bytes:
+        """The store's random secret ``name`` (32 bytes), created on first use: every process sharing the store
+        reads the same one, whichever created it (insert-if-absent, then read)."""
+        stmt = select(server_secret.c.value).where(server_secret.c.name == name)
+        with self.engine.connect() as conn:
+            value = conn.execute(stmt).scalar()
+        if value is None:
+            dialect = postgresql if self.dialect == "postgresql" else sqlite
+            with self._write_conn() as conn:
+                conn.execute(dialect.insert(server_secret).values(name=name, value=secrets.token_hex(32))
+                             .on_conflict_do_nothing(index_elements=[server_secret.c.name]))
+                value = conn.execute(stmt).scalar_one()
+        return bytes.fromhex(value)
 
     @contextmanager
     def _write_conn(self) -> Iterator[Connection]:
