@@ -17,6 +17,7 @@ from starlette.routing import Route
 from .api.content import error_format
 from .api.cors import cors_middleware
 from .api.encoding import RequestDecodingMiddleware, ResponseCompressionMiddleware
+from .api.headers import NoSniffMiddleware
 from .api.limits import RequestLimitsMiddleware
 from .api.negotiation import NegotiationMiddleware, versions
 from .api.responses import error_response, es_error_response
@@ -92,6 +93,7 @@ def create_app(build_context: Callable[[], ServerContext], settings: Settings | 
         routes=[*smart_routes, versions_route, *build_routes()],
         # outermost first: CORS answers preflights before authentication and decorates every inner answer
         middleware=[*cors_middleware(settings),
+                    Middleware(NoSniffMiddleware),
                     Middleware(ResponseCompressionMiddleware, minimum_size=settings.gzip_min_bytes),
                     Middleware(NegotiationMiddleware),
                     Middleware(AuditMiddleware, writer_of=lambda: audit_box[0],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from typing import TYPE_CHECKING
 
 from elasticsearch import Elasticsearch
@@ -45,9 +46,19 @@ class ServerContext:
     def base_url(self) -> str:
         return self.settings.public_base
 
+    @cached_property
+    def cursor_key(self) -> bytes:
+        """MAC key of the page cursors (:mod:`.interactions.paging`): ``FHIR_CURSOR_SECRET``, else the store's."""
+        from .interactions.paging import configured_key, derive_key
+
+        secret = self.settings.cursor_secret
+        if secret is not None and secret.get_secret_value():
+            return configured_key(secret.get_secret_value())
+        return derive_key(self.store.secret("cursor"))
+
     @classmethod
     def build(cls, settings: Settings, es_url: str, *, start_indexer: bool = True) -> ServerContext:
-        store = open_store(settings.db_url)
+        store = open_store(settings.db_url, busy_timeout_s=settings.db_busy_timeout_s)
         es = Elasticsearch(es_url, request_timeout=settings.es_timeout_s, retry_on_timeout=True, max_retries=2)
         # what a search waits for: one bounded call, then 503 + Retry-After (writes, indexer, loads keep `es`)
         request_es = es.options(request_timeout=settings.es_search_timeout_s, max_retries=0, retry_on_timeout=False)
@@ -60,11 +71,13 @@ class ServerContext:
         if stale:  # parameter set changed: rebuild behind the alias before serving (one worker pool for all)
             log.warning("search parameters of %s changed: rebuilding their indexes (alias swap)", ", ".join(stale))
             reindex_types(store, es, indices, builder, list(stale))
-        if start_indexer:
-            indexer.start()
         pits = PitPool(request_es, limit=settings.search_pit_max, per_client=settings.search_pit_max_per_client,
                        keep_alive_s=settings.search_pit_keep_alive_s, call_timeout_s=settings.es_search_timeout_s)
-        return cls(settings, store, es, indices, indexer, registry, pits, request_es)
+        ctx = cls(settings, store, es, indices, indexer, registry, pits, request_es)
+        ctx.cursor_key  # noqa: B018 - at start: a too short FHIR_CURSOR_SECRET stops the server, not a request
+        if start_indexer:
+            indexer.start()
+        return ctx
 
     def close(self) -> None:
         self.pits.close_all()

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -18,6 +18,8 @@ class Settings(BaseSettings):
 
     # Store of record
     db_url: str = Field(default="sqlite:///./var/fhir.sqlite3", description="SQLAlchemy URL of the store")
+    # SQLite: how long a write waits for the store's lock held by another connection or process; beyond: 503
+    db_busy_timeout_s: float = Field(default=30.0, ge=0)
 
     # Elasticsearch: unset means "the managed local node"
     es_url: str | None = None
@@ -52,6 +54,9 @@ class Settings(BaseSettings):
     es_search_timeout_s: float = 10.0  # one Elasticsearch call of a request; beyond: 503 + Retry-After
 
     # Search / paging
+    # Key of the page cursors' MAC (>= 16 characters); unset: a random secret kept in the store, shared by every
+    # process of that store. Set it to rotate (cursors issued before then answer 400).
+    cursor_secret: SecretStr | None = None
     default_count: int = 20
     max_count: int = 1000
     history_default_count: int = 50

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from email.utils import format_datetime
 from typing import Any
 
@@ -101,12 +102,35 @@ def es_error_response(request: Request, exc: Exception) -> Response:
                                     headers={"Retry-After": "5"}), fmt=fmt)
 
 
+#: A media type a header may carry as is: ``type/subtype`` tokens, then ``; name=value`` parameters (no CR/LF, no
+#: control character). Anything else a client stored is served as ``application/octet-stream``.
+_TOKEN = r"[A-Za-z0-9!#$&^_.+-]+"
+_MEDIA_TYPE = re.compile(rf'{_TOKEN}/{_TOKEN}(?:[ \t]*;[ \t]*{_TOKEN}=(?:{_TOKEN}|"[ !#-\[\]-~]*"))*')
+
+#: Headers of every raw Binary answer: the bytes are a client's, possibly HTML, SVG or XHTML with script. Never
+#: sniffed, never allowed to run or load anything (sandbox: a unique origin, no scripts, even if opened in a
+#: browser tab), and a download rather than a page of this server's origin (stored XSS).
+BINARY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "default-src 'none'; sandbox",
+}
+
+
+def safe_media_type(content_type: str) -> str:
+    """``content_type`` when a header can carry it unchanged, else ``application/octet-stream``."""
+    return content_type if _MEDIA_TYPE.fullmatch(content_type) else "application/octet-stream"
+
+
 def binary_response(result: Result) -> Response:
-    """ITI-68 / binary.html: a Binary read answered with its own bytes and media type."""
+    """ITI-68 / binary.html: a Binary read answered with its own bytes and media type, as a download that can
+    neither be sniffed into another type nor run script in the server's origin (see :data:`BINARY_HEADERS`)."""
     from fhir_server.interactions.binary import raw_content
 
     v = result.version
     headers = dict(result.headers)
+    headers.update(BINARY_HEADERS)
+    name = v.id if v is not None else "content"  # ids are [A-Za-z0-9.-]: safe in a quoted filename
+    headers["Content-Disposition"] = f'attachment; filename="Binary-{name}"'
     if v is not None:
         headers["ETag"] = f'W/"{v.version}"'
         headers["Last-Modified"] = format_datetime(v.last_updated, usegmt=True)
@@ -116,4 +140,4 @@ def binary_response(result: Result) -> Response:
     content_type, content = raw_content(resource)
     if isinstance(resource.get("securityContext"), dict) and resource["securityContext"].get("reference"):
         headers["X-Security-Context"] = resource["securityContext"]["reference"]
-    return Response(content, status_code=result.status, headers=headers, media_type=content_type)
+    return Response(content, status_code=result.status, headers=headers, media_type=safe_media_type(content_type))

@@ -27,7 +27,7 @@ from urllib.parse import urlencode
 import orjson
 
 from fhir_server.errors import FHIRError, bad_request, not_found
-from fhir_server.interactions.paging import decode_cursor, encode_cursor, page_size
+from fhir_server.interactions.paging import decode_cursor, encode_cursor, invalid_cursor, is_int, page_size, scope_of
 from fhir_server.interactions.result import Result
 from fhir_server.storage import StoredVersion, format_instant, now_us
 from fhir_server.storage.audit import AGENT, ENTITY, AuditLog, AuditQuery
@@ -251,14 +251,16 @@ def search(ctx: ServerContext, raw_params: list[tuple[str, str]], *, strict: boo
     if total_mode not in ("none", "estimate", "accurate"):
         raise bad_request(f"_total must be none, estimate or accurate, got '{total_mode}'", "_total")
     count = 0 if summary == "count" else _count(ctx, control.get("_count"))
+    self_params = [(k, str(count)) if k == "_count" else (k, v) for k, v in used]
+    scope = scope_of("audit", self_params)
     cursor_raw = next((v for k, v in raw_params if k == "_cursor"), None)
     if cursor_raw is not None:
-        state = decode_cursor(cursor_raw)
+        state = decode_cursor(ctx.cursor_key, scope, cursor_raw)
         t, i = state.get("t"), state.get("i")
-        if not isinstance(t, int) or not -(1 << 62) < t < 1 << 62 or not isinstance(i, str) or not 0 < len(i) <= 64 \
-                or "\x00" in i:
-            raise bad_request("Invalid page cursor", "_cursor")
-        q.after = (state["t"], state["i"])
+        if state.keys() != {"t", "i"} or not is_int(t, -(1 << 62) + 1, 1 << 62) or not isinstance(i, str) \
+                or not 0 < len(i) <= 64 or "\x00" in i:
+            raise invalid_cursor()
+        q.after = (t, i)
 
     log = AuditLog.of(ctx.store.url)
     rows = log.search(q, count + 1) if count else []
@@ -275,12 +277,11 @@ def search(ctx: ServerContext, raw_params: list[tuple[str, str]], *, strict: boo
                         "search": {"mode": "match"}})
 
     base = f"{ctx.base_url}/AuditEvent"
-    self_params = [(k, str(count)) if k == "_count" else (k, v) for k, v in used]
     query = urlencode(self_params)
     links = [{"relation": "self", "url": f"{base}?{query}" if query else base}]
     if more and rows:
         last_id, last_t, _ = rows[-1]
-        cursor = encode_cursor({"t": last_t, "i": last_id})
+        cursor = encode_cursor(ctx.cursor_key, scope, {"t": last_t, "i": last_id})
         links.append({"relation": "next", "url": f"{base}?{query}{'&' if query else ''}_cursor={cursor}"})
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset",
                               "meta": {"lastUpdated": format_instant(now_us())}}

@@ -18,7 +18,7 @@ from fhir_server.context import ServerContext
 from fhir_server.errors import bad_request, not_found
 from fhir_server.storage import StoredVersion, format_instant, now_us
 
-from .paging import decode_cursor, encode_cursor, page_size
+from .paging import decode_cursor, encode_cursor, invalid_cursor, is_int, page_size, scope_of
 from .result import Result
 
 _KNOWN = {"_count", "_since", "_at", "_cursor", "_format", "_pretty"}
@@ -85,6 +85,14 @@ def _page(ctx: ServerContext, type_: str | None, id_: str | None, before: int | 
             return kept, last_seq
 
 
+def _before(state: dict[str, Any]) -> int:
+    """The log position of a decoded cursor: a seq the store can hold (a 64-bit key), nothing else."""
+    before = state.get("before")
+    if state.keys() != {"before"} or not is_int(before, 1, 1 << 63):
+        raise invalid_cursor()
+    return before
+
+
 def history(ctx: ServerContext, type_: str | None, id_: str | None, params: dict[str, str],
             keep: Keep | None = None) -> Result:
     """``keep`` is the caller's access policy on each version (None: every version is shown)."""
@@ -92,17 +100,16 @@ def history(ctx: ServerContext, type_: str | None, id_: str | None, params: dict
         raise not_found(f"{type_}/{id_} is not known")
     count = _count(ctx, params.get("_count"))
     since = _parse_since(params["_since"]) if "_since" in params else None
-    before = None
-    if "_cursor" in params:
-        before = int(decode_cursor(params["_cursor"]).get("before", 0)) or None
-    versions, next_before = _page(ctx, type_, id_, before, since, count, keep)
     path = "/".join(p for p in (type_, id_) if p)
+    scope = scope_of(f"history:{path}", ())  # a position in the log: bound to the level, not to _count or _since
+    before = _before(decode_cursor(ctx.cursor_key, scope, params["_cursor"])) if "_cursor" in params else None
+    versions, next_before = _page(ctx, type_, id_, before, since, count, keep)
     base = f"{ctx.base_url}/{path}/_history" if path else f"{ctx.base_url}/_history"
     kept = [(k, v) for k, v in params.items() if k in _KNOWN and k != "_cursor"]
     self_params = kept + ([("_cursor", params["_cursor"])] if "_cursor" in params else [])
     links = [{"relation": "self", "url": base + ("?" + urlencode(self_params) if self_params else "")}]
     if next_before is not None:
-        token = encode_cursor({"before": next_before})
+        token = encode_cursor(ctx.cursor_key, scope, {"before": next_before})
         links.append({"relation": "next", "url": base + "?" + urlencode([*kept, ("_cursor", token)])})
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",

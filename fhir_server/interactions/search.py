@@ -24,6 +24,7 @@ by :mod:`search.summary`.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 from urllib.parse import urlencode
 
@@ -39,7 +40,7 @@ from search.query import CompiledSearch, SearchError, compile_search, reverse_so
 from search.summary import subset
 
 from . import includes
-from .paging import decode_cursor, encode_cursor
+from .paging import decode_cursor, encode_cursor, invalid_cursor, is_int, scope_of
 from .result import Result
 from .search_exec import EsResolver
 
@@ -98,6 +99,31 @@ def _snapshot(ctx: ServerContext, alias: str, pit: str | None, client: str, *, m
     return pit
 
 
+def _sort_value(value: Any) -> bool:
+    """A ``search_after`` value Elasticsearch returned: a string, a finite number within 64 bits, a bool, null."""
+    if value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return -(1 << 63) <= value < 1 << 64  # unsigned_long sorts reach 2^64 - 1
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, str) and len(value) <= 32_766  # Lucene's longest term (bytes >= characters)
+
+
+def _cursor_state(state: dict[str, Any], width: int) -> dict[str, Any]:
+    """A decoded search cursor, checked value by value (400 ``_cursor`` otherwise): even a validly signed one
+    may come from another version of the server, and none may reach Elasticsearch as an odd value."""
+    sa, pit, total, direction = state.get("sa"), state.get("pit"), state.get("total"), state.get("dir")
+    if (not state.keys() <= {"sa", "pit", "total", "dir"}
+            or not (isinstance(sa, list) and len(sa) == width and all(map(_sort_value, sa)))
+            or not (pit is None or (isinstance(pit, str) and 0 < len(pit) <= 6000 and pit.isascii()
+                                    and pit.isprintable()))
+            or not (total is None or is_int(total, 0, 1 << 53))
+            or direction not in ("next", "prev")):
+        raise invalid_cursor()
+    return state
+
+
 def _entry(ctx: ServerContext, resource: Any, type_: str, id_: str, mode: str) -> dict[str, Any]:
     return {"fullUrl": f"{ctx.base_url}/{type_}/{id_}", "resource": resource, "search": {"mode": mode}}
 
@@ -111,7 +137,7 @@ def search(ctx: ServerContext, type_: str, raw_params: list[tuple[str, str]], *,
         from fhir_server.audit import search as audit_search
 
         return audit_search.search(ctx, raw_params, strict=strict, policy=policy)
-    cursor = decode_cursor(v) if (v := next((v for k, v in raw_params if k == "_cursor"), None)) else {}
+    token = next((v for k, v in raw_params if k == "_cursor"), None)
     params = [(k, v) for k, v in raw_params if k not in _TRANSPORT_PARAMS]
     alias = ctx.indices.alias(type_)
     ctx.indexer.wait_until_indexed()  # before compiling: chains and _has read the index too
@@ -119,6 +145,10 @@ def search(ctx: ServerContext, type_: str, raw_params: list[tuple[str, str]], *,
     if policy is not None:  # Consent: excluded by a clause, not parameters (links must not name the patients)
         compiled.query = policy.restrict(ctx.search_parameters, ctx.base_url, type_, compiled.query)
     count = _count(ctx, compiled)
+    # the links' parameters (the policy's included): a cursor, and the total it carries, is this query's only
+    self_params = [(k, str(count)) if k == "_count" else (k, v) for k, v in compiled.self_params]
+    scope = scope_of(f"search:{type_}", self_params)
+    cursor = _cursor_state(decode_cursor(ctx.cursor_key, scope, token), len(compiled.sort)) if token else {}
     backwards = cursor.get("dir") == "prev"
 
     only_count = compiled.summary == "count" or count == 0
@@ -177,7 +207,7 @@ def search(ctx: ServerContext, type_: str, raw_params: list[tuple[str, str]], *,
         entries.append({"resource": operation_outcome(included.issues), "search": {"mode": "outcome"}})
 
     # the self link shows the page size actually used (a _count above the maximum is capped)
-    self_query = urlencode([(k, str(count)) if k == "_count" else (k, v) for k, v in compiled.self_params])
+    self_query = urlencode(self_params)
     base = f"{ctx.base_url}/{type_}"
     links = [{"relation": "self", "url": f"{base}?{self_query}" if self_query else base}]
     pit = _snapshot(ctx, alias, cursor.get("pit"), client, more=bool(hits) and more, backwards=backwards,
@@ -190,7 +220,8 @@ def search(ctx: ServerContext, type_: str, raw_params: list[tuple[str, str]], *,
                 state = {"sa": hits[at]["sort"][:width], "total": total, "dir": direction}
                 if pit is not None:
                     state["pit"] = pit
-                links.append({"relation": relation, "url": f"{base}?{self_query}{sep}_cursor={encode_cursor(state)}"})
+                token = encode_cursor(ctx.cursor_key, scope, state)
+                links.append({"relation": relation, "url": f"{base}?{self_query}{sep}_cursor={token}"})
 
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset",
                               "meta": {"lastUpdated": format_instant(now_us())}}

@@ -5,6 +5,7 @@ from .base import (
     NewResource,
     OutboxEntry,
     ResourceStore,
+    StoreBusy,
     StoredVersion,
     VersionConflict,
     WriteUnit,
@@ -14,9 +15,9 @@ from .keys import MatchKey, UniqueKeyViolation
 from .sql import SQLResourceStore, format_instant, now_us
 
 
-def open_store(url: str) -> SQLResourceStore:
+def open_store(url: str, *, busy_timeout_s: float = 30.0) -> SQLResourceStore:
     """The store for a SQLAlchemy URL (``sqlite:///...`` or ``postgresql+psycopg://...``)."""
-    store = SQLResourceStore(url)
+    store = SQLResourceStore(url, busy_timeout_s=busy_timeout_s)
     store.create_schema()
     return store
 
@@ -28,6 +29,7 @@ __all__ = [
     "OutboxEntry",
     "ResourceStore",
     "SQLResourceStore",
+    "StoreBusy",
     "StoredVersion",
     "UniqueKeyViolation",
     "VersionConflict",

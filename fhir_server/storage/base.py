@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from fhir_server.errors import FHIRError
 from fhir_server.formats import numbers
 
 from .keys import MatchKey
@@ -74,6 +75,18 @@ class VersionConflict(Exception):
 
 class ConcurrentWrite(Exception):
     """Another transaction wrote the same resource at the same time."""
+
+
+class StoreBusy(FHIRError):
+    """The store's write lock stayed taken past the busy timeout (another process or a long transaction holds it).
+
+    Not a conflict with another write of the same data (409 :class:`ConcurrentWrite`): this write never started
+    and may simply be retried, so 503 + ``Retry-After``. A :class:`FHIRError`, so every layer that answers errors
+    (single interactions, batch entries, transactions) answers it without knowing the store."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(503, "transient", f"The store is busy ({detail}); retry shortly",
+                         headers={"Retry-After": "1"})
 
 
 class WriteUnit(Protocol):

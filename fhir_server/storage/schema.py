@@ -14,6 +14,7 @@
 - ``audit_event`` / ``audit_ref``: the audit trail (``fhir_server/audit``), append-only, one row per
   AuditEvent, never versioned nor indexed in Elasticsearch; ``audit_ref`` holds the entity and agent
   references with the time, so ``AuditEvent?patient=`` is one index range scan (``storage/audit.py``).
+- ``server_secret``: random secrets shared by the processes of one store (the page cursors' MAC key).
 """
 
 from __future__ import annotations
@@ -135,4 +136,13 @@ type_log = Table(
     Column("type", String(64), primary_key=True),
     Column("seq", BigInteger, nullable=False),  # highest seq of a committed version of the type
     Column("versions", BigInteger, nullable=False),  # versions committed (counted from the row's creation)
+)
+
+server_secret = Table(
+    "server_secret",
+    metadata,
+    # random secrets of the store, created on first use (``SQLResourceStore.secret``): every process sharing the
+    # store reads the same one (e.g. the key of the page cursors when FHIR_CURSOR_SECRET is unset)
+    Column("name", String(64), primary_key=True),
+    Column("value", String(128), nullable=False),  # hex
 )

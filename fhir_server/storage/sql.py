@@ -19,6 +19,8 @@ PostgreSQL commits seqs out of order.
 
 from __future__ import annotations
 
+import secrets
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -33,9 +35,9 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from fhir_server.formats import numbers
 
-from .base import ConcurrentWrite, NewResource, OutboxEntry, StoredVersion, VersionConflict
+from .base import ConcurrentWrite, NewResource, OutboxEntry, StoreBusy, StoredVersion, VersionConflict
 from .keys import RULES_MARKER, RULES_VERSION, UNIQUE_ELEMENTS, MatchKey, UniqueKeyViolation, extract_keys, lock_id
-from .schema import index_error, match_key, metadata, outbox, resource, resource_version, type_log
+from .schema import index_error, match_key, metadata, outbox, resource, resource_version, server_secret, type_log
 
 #: Types whose change log is kept in ``type_log`` (read on every professional's request by the Consent look-up).
 #: Each costs its writers one row update and serialises their commits: keep it to the types that need a marker.
@@ -61,6 +63,20 @@ def _row_to_version(row: Any) -> StoredVersion:
     )
 
 
+#: SQLite's answers when the lock it waited for (busy timeout) stayed taken; PostgreSQL's ``lock_not_available``
+#: (55P03: a ``lock_timeout`` or ``NOWAIT`` expired).
+_SQLITE_BUSY = ("database is locked", "database table is locked", "database is busy")
+_PG_LOCK_NOT_AVAILABLE = "55P03"
+
+
+def lock_unavailable(exc: OperationalError) -> bool:
+    """Whether ``exc`` says a lock could not be had in time, as opposed to a conflict with another write."""
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) == _PG_LOCK_NOT_AVAILABLE:
+        return True
+    return isinstance(orig, sqlite3.OperationalError) and str(orig).lower().startswith(_SQLITE_BUSY)
+
+
 def now_us() -> int:
     return time.time_ns() // 1000
 
@@ -71,12 +87,13 @@ def format_instant(us: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{micros:06d}+00:00"
 
 
-def _sqlite_engine(url: str) -> Engine:
+def _sqlite_engine(url: str, busy_timeout_s: float) -> Engine:
     db = make_url(url).database
     if db and db != ":memory:":
         Path(db).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=8,
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": busy_timeout_s}, pool_size=8,
                            max_overflow=16)
+    busy_ms = max(0, int(busy_timeout_s * 1000))
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -84,7 +101,7 @@ def _sqlite_engine(url: str) -> Engine:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")  # an acknowledged write survives a power cut
-        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute(f"PRAGMA busy_timeout={busy_ms}")  # how long a writer waits for the lock before StoreBusy
         cur.close()
 
     @event.listens_for(engine, "begin")
@@ -95,9 +112,10 @@ def _sqlite_engine(url: str) -> Engine:
     return engine
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, busy_timeout_s: float = 30.0) -> Engine:
+    """``busy_timeout_s``: SQLite only, how long a connection waits for a lock another one holds."""
     if url.startswith("sqlite"):
-        return _sqlite_engine(url)
+        return _sqlite_engine(url, busy_timeout_s)
     return create_engine(url, pool_size=16, max_overflow=16, pool_pre_ping=True)
 
 
@@ -311,9 +329,9 @@ class SQLWriteUnit:
 class SQLResourceStore:
     """See :class:`fhir_server.storage.base.ResourceStore`."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, busy_timeout_s: float = 30.0) -> None:
         self.url = url
-        self.engine = make_engine(url)
+        self.engine = make_engine(url, busy_timeout_s)
         self.dialect = self.engine.dialect.name
         p = "?" if self.engine.dialect.paramstyle == "qmark" else "%s"
         self._marker_sql = f"SELECT seq, versions FROM {type_log.name} WHERE type = {p}"
@@ -377,6 +395,20 @@ class SQLResourceStore:
     def dispose(self) -> None:
         self.engine.dispose()
 
+    def secret(self, name: str) -> bytes:
+        """The store's random secret ``name`` (32 bytes), created on first use: every process sharing the store
+        reads the same one, whichever created it (insert-if-absent, then read)."""
+        stmt = select(server_secret.c.value).where(server_secret.c.name == name)
+        with self.engine.connect() as conn:
+            value = conn.execute(stmt).scalar()
+        if value is None:
+            dialect = postgresql if self.dialect == "postgresql" else sqlite
+            with self._write_conn() as conn:
+                conn.execute(dialect.insert(server_secret).values(name=name, value=secrets.token_hex(32))
+                             .on_conflict_do_nothing(index_elements=[server_secret.c.name]))
+                value = conn.execute(stmt).scalar_one()
+        return bytes.fromhex(value)
+
     @contextmanager
     def _write_conn(self) -> Iterator[Connection]:
         with self.engine.connect() as conn:
@@ -411,8 +443,10 @@ class SQLResourceStore:
                 unit = SQLWriteUnit(conn, for_update=self.dialect != "sqlite")
                 yield unit
                 unit.flush_log()
-        except OperationalError as exc:  # lock timeouts, serialisation failures
-            raise ConcurrentWrite(str(exc.orig)) from exc
+        except OperationalError as exc:
+            if lock_unavailable(exc):  # nothing conflicted: the write could not start (503, retry)
+                raise StoreBusy(str(exc.orig)) from exc
+            raise ConcurrentWrite(str(exc.orig)) from exc  # serialisation failures, deadlocks: a lost race (409)
 
     # -- reads ---------------------------------------------------------------------------------
     def read(self, type_: str, id_: str) -> StoredVersion | None:

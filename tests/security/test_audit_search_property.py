@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from fhir_server.audit import search as audit_search
 from fhir_server.errors import FHIRError
+from fhir_server.interactions.paging import derive_key
 from fhir_server.storage import open_store
 from fhir_server.storage.audit import ENTITY, AuditAppender, AuditRow, audit_id
 from search.params.date import parse_date_range
@@ -40,7 +41,7 @@ def ctx(tmp_path_factory: pytest.TempPathFactory) -> Any:
                              ((ENTITY, f"Patient/{i % 3}"),)))
     appender.append(rows)
     appender.dispose()
-    return SimpleNamespace(store=store, base_url=BASE, audit=None,
+    return SimpleNamespace(store=store, base_url=BASE, audit=None, cursor_key=derive_key(b"test key"),
                            settings=SimpleNamespace(default_count=1000, max_count=1000))
 
 
