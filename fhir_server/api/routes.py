@@ -187,7 +187,12 @@ async def _read(request: Request) -> Result:
     ctx, principal, id_ = _ctx(request), authz.principal_of(request), request.path_params["id"]
 
     def read_visible() -> Result:  # one hop: the read and its check (and the Consent look-up, authz.run)
-        result = read(ctx, id_=id_)
+        try:
+            result = read(ctx, id_=id_)
+        except FHIRError as err:
+            if err.status == 410:  # deleted: a 410 would reveal a resource the caller may not see
+                authz.check_governing(ctx, principal, type_, id_, "read")
+            raise
         authz.check_stored(ctx, principal, type_, result.raw)
         return result
 
@@ -203,9 +208,9 @@ async def _vread(request: Request) -> Result:
     vread = audit_search.vread if type_ == "AuditEvent" else partial(crud.vread, type_=type_)
     ctx, principal = _ctx(request), authz.principal_of(request)
 
-    def vread_visible() -> Result:  # one hop: the version, then the current one and the version checked
+    def vread_visible() -> Result:  # one hop: the resource's governing version checked, then the version
+        authz.check_governing(ctx, principal, type_, p["id"], "vread")  # first: no 410 or "no version n" for it
         result = vread(ctx, id_=p["id"], vid=p["vid"])
-        authz.check_current(ctx, principal, type_, p["id"], "vread")
         authz.check_stored(ctx, principal, type_, result.raw, "vread")
         return result
 
@@ -252,8 +257,8 @@ async def _history_instance(request: Request) -> Result:
     type_ = _type(request, "history-instance")
     ctx, principal, id_ = _ctx(request), authz.principal_of(request), request.path_params["id"]
 
-    def visible_history() -> Result:  # one hop: the current version checked, the history, its filter
-        authz.check_current(ctx, principal, type_, id_, "history-instance")
+    def visible_history() -> Result:  # one hop: the governing version checked, the history, its filter
+        authz.check_governing(ctx, principal, type_, id_, "history-instance")
         result = history.history(ctx, type_, id_, _history_params(request))
         return authz.filter_history_stored(ctx, principal, type_, result)
 
