@@ -26,7 +26,7 @@ from fhir_server.interactions.result import Result
 from fhir_server.storage import version_number
 
 from .binary_access import binary_visible
-from .consent import opposing_patients
+from .consent import opposing_patients, require_identified
 from .policy import AccessPolicy, mandatory_params, may_write, visible
 from .tokens import OppositionSlot, Principal
 
@@ -50,11 +50,14 @@ T = TypeVar("T")
 
 def prepare(request: Request) -> None:
     """Before any check of the request: a user-context principal gets this request's own, empty, opposition
-    slot (no I/O here; :func:`run` fills it on the request's first thread-pool hop)."""
+    slot (no I/O here; :func:`run` fills it on the request's first thread-pool hop); 403 when its token does
+    not identify the professional (no ``fhirUser`` or ``identifier``): oppositions could not be applied."""
     principal = principal_of(request)
     if principal is None or principal.oppositions is not None or not any(
             g.context == "user" for g in principal.scopes.grants):
         return
+    ctx: ServerContext = request.app.state.ctx
+    require_identified(principal, ctx.base_url)
     request.state.principal = dataclasses.replace(principal, oppositions=OppositionSlot())
 
 

@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fhir_server.context import ServerContext
+from fhir_server.errors import FHIRError
 from search.params.date import parse_date_range
 from search.params.reference import parse_reference
 from search.query import compile_search
@@ -77,6 +78,29 @@ def actor_keys(principal: Principal, base_url: str) -> ActorKeys:
             if rtype and rid:
                 refs.add(norm)
     return ActorKeys(frozenset(refs), frozenset(principal.identifiers))
+
+
+UNIDENTIFIED = ("A user-context token must identify the professional (claim fhirUser: a reference such as "
+                "Practitioner/123, or identifier: system|value) so that patients' oppositions (Consent) can be applied")
+
+
+def identifies_user(principal: Principal, base_url: str) -> bool:
+    """Whether the token names the professional themself: a ``fhirUser`` reference or an ``identifier`` claim.
+
+    Without either, no Consent naming the user could ever be found: the look-up would pass every patient's
+    opposition by. An ``organization`` claim alone does not do: a Consent may name the practitioner."""
+    if principal.user_identifiers:
+        return True
+    if not principal.fhir_user:
+        return False
+    _, rtype, rid = parse_reference(principal.fhir_user, base_url)
+    return bool(rtype and rid)
+
+
+def require_identified(principal: Principal, base_url: str) -> None:
+    """403 for a user-context principal the Consent look-up could not apply to (fail closed)."""
+    if not identifies_user(principal, base_url):
+        raise FHIRError(403, "forbidden", UNIDENTIFIED)
 
 
 def _escape(value: str) -> str:
@@ -224,9 +248,8 @@ _CACHE = _Cache()
 
 def opposing_patients(ctx: ServerContext, principal: Principal) -> frozenset[str]:
     """Ids of the patients whose Consent currently denies this principal's user or organisations."""
+    require_identified(principal, ctx.base_url)  # (authz.prepare refused it already: never an empty look-up)
     keys = actor_keys(principal, ctx.base_url)
-    if not keys:
-        return frozenset()
     marker = _marker(ctx)
     cache_key = (id(ctx), ctx.settings.db_url, keys)
     cached = _CACHE.get(cache_key)
