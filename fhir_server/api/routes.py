@@ -181,8 +181,8 @@ async def _read(request: Request) -> Result:
         try:
             result = read(ctx, id_=id_)
         except FHIRError as err:
-            if err.status == 410:  # the deletion of a resource the caller could not see: unknown to them
-                authz.check_current(ctx, principal, type_, id_, "read")
+            if err.status == 410:  # deleted: a 410 would reveal a resource the caller may not see
+                authz.check_governing(ctx, principal, type_, id_, "read")
             raise
         authz.check_stored(ctx, principal, type_, result.raw)
         return result
@@ -202,7 +202,7 @@ async def _vread(request: Request) -> Result:
 
     def vread_visible() -> Result:  # one hop: the resource's visibility, then the version, checked too
         try:
-            authz.check_current(ctx, principal, type_, p["id"], "vread")  # before revealing any version
+            authz.check_governing(ctx, principal, type_, p["id"], "vread")  # before revealing any version
             result = vread(ctx, id_=p["id"], vid=p["vid"])
             authz.check_stored(ctx, principal, type_, result.raw, "vread")
         except FHIRError as err:
@@ -257,8 +257,8 @@ async def _history_instance(request: Request) -> Result:
     type_ = _type(request, "history-instance")
     ctx, principal, id_ = _ctx(request), authz.principal_of(request), request.path_params["id"]
 
-    def visible_history() -> Result:  # one hop: the current version checked, the history, its filter
-        authz.check_current(ctx, principal, type_, id_, "history-instance")
+    def visible_history() -> Result:  # one hop: the governing version checked, the history, its filter
+        authz.check_governing(ctx, principal, type_, id_, "history-instance")
         result = history.history(ctx, type_, id_, _history_params(request))
         return authz.filter_history_stored(ctx, principal, type_, result)
 

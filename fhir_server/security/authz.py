@@ -25,7 +25,7 @@ from fhir_server.errors import FHIRError, not_found
 from fhir_server.interactions.result import Result
 
 from .binary_access import binary_visible
-from .consent import opposing_patients
+from .consent import opposing_patients, require_identified
 from .policy import AccessPolicy, mandatory_params, may_write, visible
 from .tokens import OppositionSlot, Principal
 
@@ -49,11 +49,14 @@ T = TypeVar("T")
 
 def prepare(request: Request) -> None:
     """Before any check of the request: a user-context principal gets this request's own, empty, opposition
-    slot (no I/O here; :func:`run` fills it on the request's first thread-pool hop)."""
+    slot (no I/O here; :func:`run` fills it on the request's first thread-pool hop); 403 when its token does
+    not identify the professional (no ``fhirUser`` or ``identifier``): oppositions could not be applied."""
     principal = principal_of(request)
     if principal is None or principal.oppositions is not None or not any(
             g.context == "user" for g in principal.scopes.grants):
         return
+    ctx: ServerContext = request.app.state.ctx
+    require_identified(principal, ctx.base_url)
     request.state.principal = dataclasses.replace(principal, oppositions=OppositionSlot())
 
 
@@ -138,19 +141,6 @@ def check_stored(ctx: ServerContext, principal: Principal | None, resource_type:
         raise not_found(f"Binary/{data.get('id')} is not known")
 
 
-def check_current(ctx: ServerContext, principal: Principal | None, resource_type: str, id_: str,
-                  interaction: str) -> None:
-    """Before reading around a resource: 404 unless the caller may see it, as its current version shows it
-    or, once deleted, the version the deletion deleted (worker thread: store reads, a Binary's look-ups)."""
-    if principal is None:
-        return
-    shown = ctx.store.read(resource_type, id_)
-    if shown is not None and (shown.deleted or shown.content is None):
-        shown = ctx.store.vread(resource_type, id_, shown.version - 1) if shown.version > 1 else None
-    if shown is not None and not shown.deleted and shown.content is not None:
-        check_stored(ctx, principal, resource_type, shown.content, interaction)
-
-
 def search_params(principal: Principal | None, resource_type: str,
                   params: list[tuple[str, str]]) -> list[tuple[str, str]]:
     """The client's parameters ANDed with the policy's mandatory ones."""
@@ -175,8 +165,42 @@ def search_policy(principal: Principal | None) -> AccessPolicy | None:
     return None if principal is None else AccessPolicy(principal)
 
 
+def governing_version(ctx: ServerContext, current: StoredVersion | None) -> StoredVersion | None:
+    """The version whose visibility governs every version of a resource: the current one, or for a deleted
+    resource the last version with content (None: no such version, or the resource is unknown).
+
+    Per-version visibility alone would serve a version written before a label (``MASQUE_PS``) or before the
+    resource entered an opposed patient's compartment, while the resource itself answers 404."""
+    version = current
+    while version is not None and (version.deleted or version.content is None):
+        if version.version <= 1:  # (the store never starts a resource with a deletion)
+            return None
+        version = ctx.store.vread(version.type, version.id, version.version - 1)
+    return version
+
+
+def check_governing(ctx: ServerContext, principal: Principal | None, resource_type: str, id_: str,
+                    interaction: str) -> None:
+    """Before serving any version of a resource (vread, instance history, a deleted resource's 410): 404
+    unless the caller may see its governing version (:func:`governing_version`), so a resource hidden now
+    shows none of its versions, not even that it was deleted. An unknown resource passes (the interaction
+    answers 404 itself, with the same message). In a worker thread (store reads, a Binary's look-ups)."""
+    if principal is None or is_system(principal, resource_type, interaction):
+        return
+    current = ctx.store.read(resource_type, id_)
+    if current is None:
+        return
+    governing = governing_version(ctx, current)
+    if governing is None:  # no version with content: nothing the caller could be shown
+        raise not_found(f"{resource_type}/{id_} is not known")
+    check_stored(ctx, principal, resource_type, governing.content, interaction)
+
+
 def filter_history(principal: Principal | None, result: Result) -> Result:
-    """Drop history entries whose version the principal may not see (e.g. a version masked at the time)."""
+    """Drop history entries whose version the principal may not see (e.g. a version masked at the time).
+
+    The resource's governing version is checked first (:func:`check_governing`); this drops the versions
+    that were hidden then and are visible now."""
     if principal is None or result.body is None:
         return result
     entries = result.body.get("entry", [])
@@ -210,16 +234,29 @@ def filter_history_stored(ctx: ServerContext, principal: Principal | None, resou
 
 
 VersionKey = tuple[str, str, int]  # (type, id, version)
+ResourceKey = tuple[str, str]  # (type, id)
 
 
-def _predecessors(ctx: ServerContext, batch: Sequence[StoredVersion]) -> dict[VersionKey, StoredVersion]:
-    """The versions the deletions of ``batch`` deleted, taken from the batch itself when it holds them
-    (a deletion soon after its update, the common case in a page of recent history), read from the
-    store otherwise (once per distinct version: the store has no multi-version read yet)."""
-    wanted = {(v.type, v.id, v.version - 1) for v in batch if (v.deleted or v.content is None) and v.version > 1}
+def _currents(ctx: ServerContext, batch: Sequence[StoredVersion]) -> dict[ResourceKey, StoredVersion]:
+    """The current versions of the batch's distinct resources: one store read per type in the batch."""
+    ids: dict[str, set[str]] = {}
+    for v in batch:
+        ids.setdefault(v.type, set()).add(v.id)
+    return {(type_, id_): current for type_, wanted in sorted(ids.items())
+            for id_, current in ctx.store.read_many(type_, sorted(wanted)).items()}
+
+
+def _predecessors(ctx: ServerContext, batch: Sequence[StoredVersion],
+                  currents: dict[ResourceKey, StoredVersion]) -> dict[VersionKey, StoredVersion]:
+    """The versions the deletions of ``batch`` and of the current versions deleted, taken from the batch
+    itself when it holds them (a deletion soon after its update, the common case in a page of recent
+    history), read from the store otherwise (once per distinct version: the store has no multi-version
+    read yet). The store never stores two deletions in a row, so a deletion's predecessor has content."""
+    wanted = {(v.type, v.id, v.version - 1) for v in (*batch, *currents.values())
+              if (v.deleted or v.content is None) and v.version > 1}
     if not wanted:
         return {}
-    found = {key: v for v in batch if (key := (v.type, v.id, v.version)) in wanted}
+    found = {key: v for v in (*batch, *currents.values()) if (key := (v.type, v.id, v.version)) in wanted}
     for type_, id_, number in sorted(wanted - found.keys()):
         previous = ctx.store.vread(type_, id_, number)
         if previous is not None:
@@ -230,22 +267,39 @@ def _predecessors(ctx: ServerContext, batch: Sequence[StoredVersion]) -> dict[Ve
 def history_keep(ctx: ServerContext, principal: Principal | None, resource_type: str | None,
                  interaction: str) -> Callable[[Sequence[StoredVersion]], Iterator[bool]] | None:
     """Which versions of a type or system history the principal may see (None: all, no filtering), as a
-    batch filter (``history.Keep``): one store look-up per batch for the deletions, then one decision per
-    version, lazily (the page may fill before the batch ends).
+    batch filter (``history.Keep``): the store reads once per batch (the current versions of its resources,
+    one read per type, and the versions deletions deleted), then one decision per version, lazily (the
+    page may fill before the batch ends).
 
-    A deletion has no content: it is shown only if the version it deleted is, so an id the principal may
-    not see never appears, not even as a deletion. A Binary follows its DocumentReference."""
+    A version is shown only if the resource's governing version (:func:`governing_version`: the current
+    one, or the last before its deletion) is visible AND the version itself is: a resource hidden now
+    shows none of its versions, as read, vread and instance history answer 404 for it. A deletion has no
+    content: it stands for the version it deleted, so an id the principal may not see never appears, not
+    even as a deletion. A Binary follows its DocumentReference."""
     if principal is None or is_system(principal, resource_type or "*", interaction):
         return None
 
     def keep(batch: Sequence[StoredVersion]) -> Iterator[bool]:
-        previous = _predecessors(ctx, batch)
+        currents = _currents(ctx, batch)
+        previous = _predecessors(ctx, batch, currents)
+        decided: dict[VersionKey, bool] = {}  # a version's verdict, once (a Binary's costs a search)
+
+        def content_of(version: StoredVersion | None) -> StoredVersion | None:
+            if version is not None and (version.deleted or version.content is None):
+                return previous.get((version.type, version.id, version.version - 1))
+            return version
+
+        def sees(version: StoredVersion | None) -> bool:
+            if version is None or version.deleted or version.content is None:
+                return False
+            key = (version.type, version.id, version.version)
+            if key not in decided:
+                decided[key] = _sees(ctx, principal, version.type, version.resource(), interaction)
+            return decided[key]
+
         for version in batch:
-            shown: StoredVersion | None = version
-            if version.deleted or version.content is None:
-                shown = previous.get((version.type, version.id, version.version - 1))
-            yield (shown is not None and not shown.deleted and shown.content is not None
-                   and _sees(ctx, principal, shown.type, shown.resource(), interaction))
+            governing = content_of(currents.get((version.type, version.id)))
+            yield sees(governing) and sees(content_of(version))
 
     return keep
 

@@ -22,9 +22,13 @@ Consent log they reflect (last position and number of versions: ``store.log_mark
 request, made at the start of the request's first thread-pool hop, ``authz.run``). When the
 log has moved, the entry is brought up to date from the new Consent versions, read in the store (the newest
 version of each Consent decides); only when they cannot all be found that way (thousands of them, or a
-commit below the last position) does the look-up run again on the index, after the write barrier. Either
-way a Consent whose write returned 2xx applies to the next request, and Consents about other actors do not
-make an actor's next request slower than a few store reads.
+commit below the last position) does the look-up run again. Either way a Consent whose write returned 2xx
+applies to the next request, and Consents about other actors do not make an actor's next request slower
+than a few store reads.
+
+The look-up reads the store of record only, never Elasticsearch: the ``match_key`` rows of each current
+Consent's actors (``storage.keys``, written in the Consent's own transaction) narrow, the stored Consent
+decides. So an index outage or lag never denies a professional service, nor hides a fresh opposition.
 """
 
 from __future__ import annotations
@@ -36,14 +40,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fhir_server.context import ServerContext
+from fhir_server.errors import FHIRError
+from fhir_server.storage.keys import CONSENT_ACTOR, CONSENT_ACTOR_ID, identifier_values, reference_key
 from search.params.date import parse_date_range
 from search.params.reference import parse_reference
-from search.query import compile_search
 
 from .tokens import Principal
 
 CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
-PAGE = 1000
+READ_BATCH = 500  # Consents read from the store per statement
 MAX_CATCH_UP = 1000  # Consent versions read from the store to update a cache entry before a full look-up
 _CACHE_SIZE = 4096
 
@@ -79,8 +84,27 @@ def actor_keys(principal: Principal, base_url: str) -> ActorKeys:
     return ActorKeys(frozenset(refs), frozenset(principal.identifiers))
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace(",", "\\,").replace("$", "\\$")
+UNIDENTIFIED = ("A user-context token must identify the professional (claim fhirUser: a reference such as "
+                "Practitioner/123, or identifier: system|value) so that patients' oppositions (Consent) can be applied")
+
+
+def identifies_user(principal: Principal, base_url: str) -> bool:
+    """Whether the token names the professional themself: a ``fhirUser`` reference or an ``identifier`` claim.
+
+    Without either, no Consent naming the user could ever be found: the look-up would pass every patient's
+    opposition by. An ``organization`` claim alone does not do: a Consent may name the practitioner."""
+    if principal.user_identifiers:
+        return True
+    if not principal.fhir_user:
+        return False
+    _, rtype, rid = parse_reference(principal.fhir_user, base_url)
+    return bool(rtype and rid)
+
+
+def require_identified(principal: Principal, base_url: str) -> None:
+    """403 for a user-context principal the Consent look-up could not apply to (fail closed)."""
+    if not identifies_user(principal, base_url):
+        raise FHIRError(403, "forbidden", UNIDENTIFIED)
 
 
 def _period(provision: dict[str, Any]) -> tuple[datetime | None, datetime | None]:
@@ -132,34 +156,20 @@ def opposition(consent: dict[str, Any], keys: ActorKeys, base_url: str) -> Oppos
 Oppositions = dict[str, Opposition]  # by Consent id
 
 
-def _search(ctx: ServerContext, keys: ActorKeys) -> Oppositions:
-    """Active Consents naming the actor (Elasticsearch narrows, the stored Consent decides)."""
-    clauses = []
-    for name, values in (("actor", keys.references), ("actor:identifier", keys.identifiers)):
-        if values:
-            clauses.append(compile_search(ctx.search_parameters, "Consent",
-                                          [("status", "active"), (name, ",".join(_escape(v) for v in sorted(values)))],
-                                          base_url=ctx.base_url, strict=True).query)
-    query = {"bool": {"should": clauses, "minimum_should_match": 1}}
-    ids: list[str] = []
-    after: list[Any] | None = None
-    while True:
-        body: dict[str, Any] = {"query": query, "size": PAGE, "sort": [{"id": "asc"}], "_source": False,
-                                "track_total_hits": False}
-        if after is not None:
-            body["search_after"] = after
-        hits = ctx.es.search(index=ctx.indices.alias("Consent"), **body).body["hits"]["hits"]
-        ids += [h["_id"] for h in hits]
-        if len(hits) < PAGE:
-            break
-        after = hits[-1]["sort"]
+def _lookup(ctx: ServerContext, keys: ActorKeys) -> Oppositions:
+    """Active Consents naming the actor, from the store of record: the Consent actors' match keys narrow
+    (a superset: ``storage.keys``), the stored Consent decides."""
+    wanted = [(CONSENT_ACTOR, reference_key(r)) for r in keys.references]
+    wanted += [(CONSENT_ACTOR_ID, v) for i in keys.identifiers for v in identifier_values(i)]
+    ids = sorted(ctx.store.ids_with_keys("Consent", wanted))
     out: Oppositions = {}
-    for stored in ctx.store.read_many("Consent", ids).values():
-        if stored.deleted or stored.content is None:
-            continue
-        found = opposition(stored.resource(), keys, ctx.base_url)
-        if found is not None:
-            out[stored.id] = found
+    for i in range(0, len(ids), READ_BATCH):
+        for stored in ctx.store.read_many("Consent", ids[i:i + READ_BATCH]).values():
+            if stored.deleted or stored.content is None:
+                continue
+            found = opposition(stored.resource(), keys, ctx.base_url)
+            if found is not None:
+                out[stored.id] = found
     return out
 
 
@@ -224,9 +234,8 @@ _CACHE = _Cache()
 
 def opposing_patients(ctx: ServerContext, principal: Principal) -> frozenset[str]:
     """Ids of the patients whose Consent currently denies this principal's user or organisations."""
+    require_identified(principal, ctx.base_url)  # (authz.prepare refused it already: never an empty look-up)
     keys = actor_keys(principal, ctx.base_url)
-    if not keys:
-        return frozenset()
     marker = _marker(ctx)
     cache_key = (id(ctx), ctx.settings.db_url, keys)
     cached = _CACHE.get(cache_key)
@@ -234,8 +243,7 @@ def opposing_patients(ctx: ServerContext, principal: Principal) -> frozenset[str
     if cached is not None:
         found = cached[1] if cached[0] == marker else _catch_up(ctx, keys, cached[1], cached[0], marker)
     if found is None:
-        ctx.indexer.wait_until_indexed()  # a Consent written just before this request is searchable
-        found = _search(ctx, keys)
+        found = _lookup(ctx, keys)
     if cached is None or cached[0] != marker:
         _CACHE.put(cache_key, marker, found)
     now = datetime.now(UTC)

@@ -53,6 +53,8 @@ class DevIssuer:
 
     def mint(self, subject: str, scopes: str, *, patient: str | None = None, fhir_user: str | None = None,
              ttl_s: int = 3600, extra: dict[str, Any] | None = None) -> str:
+        """A signed token. The server refuses a ``user/`` token without ``fhir_user`` (or an ``identifier`` in
+        ``extra``: patients' oppositions need the professional's identity) and a ``patient`` that is no FHIR id."""
         self.ensure_keys()
         jwk = json.loads(self.private_key_file.read_text(encoding="utf-8"))
         key = ECAlgorithm.from_jwk(json.dumps(jwk))

@@ -60,6 +60,13 @@ PATIENT_COMPARTMENT: dict[str, tuple[str, str]] = {
 }
 
 
+def escape(value: str) -> str:
+    """``value`` as one search value (FHIR search escaping): an id from a token or a Consent never becomes
+    a list (``,``), a system (``|``) or a composite (``$``). The token's ``patient`` claim is already a FHIR
+    id (tokens.py); this keeps the policy safe whatever reaches it."""
+    return value.replace("\\", "\\\\").replace(",", "\\,").replace("$", "\\$").replace("|", "\\|")
+
+
 def _labels(resource: dict[str, Any]) -> set[tuple[str, str]]:
     out: set[tuple[str, str]] = set()
     for coding in resource.get("securityLabel", []) or []:
@@ -170,7 +177,8 @@ def mandatory_params(principal: Principal, resource_type: str, interaction: str 
         if compartment is None:
             return None  # not in the patient compartment: never visible in patient context
         param = compartment[0]
-        params.append((param, principal.patient if param == "_id" else f"Patient/{principal.patient}"))
+        patient = escape(principal.patient)
+        params.append((param, patient if param == "_id" else f"Patient/{patient}"))
     if resource_type == "DocumentReference" and ctx in ("patient", "user"):
         hidden = INVISIBLE_TO_PATIENT if ctx == "patient" else MASKED_FOR_PROFESSIONALS
         params.append(("security-label:not", f"{TRE_A07}|{hidden}"))
@@ -359,7 +367,7 @@ class AccessPolicy:
         if not patients or compartment is None:
             return []
         param = compartment[0]
-        return [(param, ",".join(p if param == "_id" else f"Patient/{p}" for p in patients))]
+        return [(param, ",".join(escape(p) if param == "_id" else f"Patient/{escape(p)}" for p in patients))]
 
     def restrict(self, registry: SearchParameterRegistry, base_url: str, resource_type: str,
                  query: dict[str, Any]) -> dict[str, Any]:

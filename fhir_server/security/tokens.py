@@ -8,6 +8,7 @@ JWKS URL (cached by PyJWT's client, refetched when an unknown ``kid`` appears) o
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -24,6 +25,9 @@ ALGORITHMS = ("RS256", "ES256")
 VERIFIED_TTL_S = 300
 #: Most verified tokens remembered (least recently used first out).
 VERIFIED_MAX = 4096
+#: A FHIR resource id (R4 datatypes "id"): what the ``patient`` claim must be, since the policy puts it into
+#: search parameters (``"A,B"`` would otherwise mean patient A or B)
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 class OppositionSlot:
@@ -59,6 +63,8 @@ class Principal:
     # identifiers of the user and their organisations (claims ``identifier`` and ``organization`` in
     # ``system|value`` form), e.g. an RPPS or FINESS number, matched by identifier-based Consent actors
     identifiers: tuple[str, ...] = ()
+    # the user's own identifiers (claim ``identifier`` alone): with ``fhir_user``, what identifies the professional
+    user_identifiers: tuple[str, ...] = ()
     # this request's oppositions (authz.prepare gives each user-context request its own slot); not part of
     # the principal's identity, so equality and hashing ignore it
     oppositions: OppositionSlot | None = field(default=None, compare=False, repr=False)
@@ -131,19 +137,30 @@ class TokenVerifier:
             raise AuthError(f"invalid token: {exc}") from exc
         scope = claims.get("scope") or claims.get("scp") or ""
         scopes = ScopeSet.parse(scope if isinstance(scope, str) else [str(s) for s in scope])
-        patient = claims.get("patient")
+        patient = _patient(claims.get("patient"))
         orgs = _strings(claims.get("organization"))
+        own = [i for i in _strings(claims.get("identifier")) if "|" in i]
         principal = Principal(
             subject=str(claims["sub"]),
             scopes=scopes,
-            patient=str(patient) if patient else None,
+            patient=patient,
             fhir_user=str(claims["fhirUser"]) if claims.get("fhirUser") else None,
             client_id=str(claims.get("client_id") or claims.get("azp") or "") or None,
             claims=tuple(sorted(claims.items())),
             organizations=tuple(o for o in orgs if "|" not in o),
-            identifiers=tuple(i for i in (*_strings(claims.get("identifier")), *orgs) if "|" in i),
+            identifiers=tuple(i for i in (*own, *orgs) if "|" in i),
+            user_identifiers=tuple(own),
         )
         return principal, claims
+
+
+def _patient(value: Any) -> str | None:
+    """The ``patient`` claim: absent, or a FHIR id (anything else refuses the token, never narrows it)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not FHIR_ID.fullmatch(value):
+        raise AuthError("the patient claim is not a FHIR id")
+    return value
 
 
 def _strings(value: Any) -> list[str]:

@@ -135,6 +135,8 @@ class ResourceStore(Protocol):
 
     def read_many(self, type_: str, ids: list[str]) -> dict[str, StoredVersion]: ...
 
+    def ids_with_keys(self, type_: str, keys: list[tuple[str, str]]) -> set[str]: ...
+
     def history(
         self,
         type_: str | None,

@@ -8,6 +8,13 @@ store keeps, for every current resource, one row per ``identifier`` (and
 ``masterIdentifier``), written in the same transaction as the version (HAPI keeps
 a similar table of conditional-create URLs).
 
+Consent actors (``consent.py``): every current Consent also gets one row per actor of its top-level
+provision, so the oppositions naming a professional are found in the store of record (no Elasticsearch,
+no index lag). The rows narrow, the stored Consent decides (``consent.opposition``), so they only need to
+be a superset: ``consent-actor`` holds the last path segment (the id) of a literal reference, the same for
+every spelling of it (relative, absolute, ``/_history/n``), and ``consent-actor-id`` an identifier's system
+and value, as ``opposition`` reads them.
+
 Uniqueness policy: ``UNIQUE_ELEMENTS`` lists elements whose ``system|value`` may
 belong to only one current resource of the type. ``DocumentReference.masterIdentifier``
 is the document's uniqueId (XDS), so a retried ITI-65/ITI-105 can never store the
@@ -25,15 +32,17 @@ KEY_ELEMENTS = ("identifier", "masterIdentifier")
 #: (a marker row in ``match_key``) and rebuilds the rows of every current resource at start-up when it
 #: differs, so resources stored before a rule existed (or before the table did) are still matched.
 #: Bump it whenever :func:`extract_keys` changes.
-RULES_VERSION = 1
+RULES_VERSION = 2  # 2: Consent actors
 RULES_MARKER = ("$", "match-key-rules", "rules")  # (type, id, element) of the marker row
 UNIQUE_ELEMENTS: dict[str, tuple[str, ...]] = {"DocumentReference": ("masterIdentifier",)}
 MAX_PART = 255
+CONSENT_ACTOR = "consent-actor"
+CONSENT_ACTOR_ID = "consent-actor-id"
 
 
 @dataclass(frozen=True, slots=True)
 class MatchKey:
-    element: str  # identifier | masterIdentifier
+    element: str  # identifier | masterIdentifier | consent-actor | consent-actor-id
     system: str  # "" when the identifier has no system
     value: str
 
@@ -49,9 +58,39 @@ def _identifier_key(element: str, ident: Any) -> MatchKey | None:
     return MatchKey(element, system, value)
 
 
+def reference_key(reference: str) -> str:
+    """The ``consent-actor`` value of a literal reference: its last path segment before any ``/_history/``
+    (bounded). Equal for a reference and its normalised form (``parse_reference`` only strips this server's
+    base and the version), so looking up the principal's normalised references finds every spelling."""
+    return reference.split("/_history/", 1)[0].rstrip("/").rsplit("/", 1)[-1][:MAX_PART]
+
+
+def identifier_values(system_value: str) -> set[str]:
+    """The ``consent-actor-id`` values a ``system|value`` string could stand for (a system may hold ``|``)."""
+    parts = system_value.split("|")
+    return {"|".join(parts[i:])[:MAX_PART] for i in range(1, len(parts))}
+
+
+def _consent_actor_keys(resource: dict[str, Any]) -> set[MatchKey]:
+    """Keys for the actors of a Consent's top-level provision, read as ``consent.opposition`` reads them."""
+    provision = resource.get("provision")
+    actors = provision.get("actor") if isinstance(provision, dict) else None
+    keys: set[MatchKey] = set()
+    for actor in actors if isinstance(actors, list) else []:
+        ref = actor.get("reference") if isinstance(actor, dict) else None
+        if not isinstance(ref, dict):
+            continue
+        if isinstance(literal := ref.get("reference"), str):
+            keys.add(MatchKey(CONSENT_ACTOR, "", reference_key(literal)))
+        if isinstance(ident := ref.get("identifier"), dict):  # opposition() compares f"{system}|{value}"
+            keys.add(MatchKey(CONSENT_ACTOR_ID, f"{ident.get('system')}"[:MAX_PART],
+                              f"{ident.get('value')}"[:MAX_PART]))
+    return keys
+
+
 def extract_keys(resource: dict[str, Any]) -> set[MatchKey]:
     """The match keys of a resource (malformed identifiers are ignored, never an error)."""
-    keys: set[MatchKey] = set()
+    keys: set[MatchKey] = _consent_actor_keys(resource) if resource.get("resourceType") == "Consent" else set()
     idents = resource.get("identifier")
     if isinstance(idents, list):
         for ident in idents:

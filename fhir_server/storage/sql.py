@@ -470,6 +470,21 @@ class SQLResourceStore:
         with self.engine.connect() as conn:
             return {r.id: _row_to_version(r) for r in conn.execute(stmt)}
 
+    def ids_with_keys(self, type_: str, keys: list[tuple[str, str]]) -> set[str]:
+        """Ids of the current resources of ``type_`` holding one of ``keys`` ((element, value) match keys,
+        any system); e.g. the Consents naming an actor (``keys.CONSENT_ACTOR``), without the search index."""
+        by_element: dict[str, list[str]] = {}
+        for element, value in sorted(set(keys)):
+            by_element.setdefault(element, []).append(value)
+        mk, out = match_key, set[str]()
+        with self.engine.connect() as conn:
+            for element, values in by_element.items():
+                for i in range(0, len(values), _SQL_IN):
+                    stmt = select(mk.c.id).where(mk.c.type == type_, mk.c.value.in_(values[i:i + _SQL_IN]),
+                                                 mk.c.element == element).distinct()
+                    out.update(r.id for r in conn.execute(stmt))
+        return out
+
     def _history_filter(self, stmt: Any, type_: str | None, id_: str | None, since_us: int | None) -> Any:
         if type_ is not None:
             stmt = stmt.where(_V.c.type == type_)

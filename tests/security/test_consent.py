@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from starlette.requests import Request
 
+from fhir_server.errors import FHIRError
 from fhir_server.security import authz
 from fhir_server.security.consent import ActorKeys, actor_keys, opposition
 from fhir_server.security.dev_issuer import DevIssuer
@@ -137,7 +138,7 @@ def test_each_request_gets_its_own_empty_slot_and_no_check_guesses() -> None:
     """authz.prepare does no I/O: it gives the request a slot of its own (the verifier shares a token's
     Principal between requests), and until the request's first hop fills it no user decision is made."""
     token_principal = Principal("dr", ScopeSet.parse("user/*.cruds"), fhir_user="Practitioner/7")
-    requests = [Request({"type": "http", "state": {"principal": token_principal}}) for _ in range(2)]
+    requests = [_request(token_principal) for _ in range(2)]
     for r in requests:
         authz.prepare(r)
     first, second = (authz.principal_of(r) for r in requests)
@@ -155,9 +156,27 @@ def test_each_request_gets_its_own_empty_slot_and_no_check_guesses() -> None:
     assert second.opposed_by is None  # the other request's slot is untouched
     for who in (Principal("svc", ScopeSet.parse("system/*.cruds")),
                 Principal("p", ScopeSet.parse("patient/*.cruds"), patient="p")):
-        r = Request({"type": "http", "state": {"principal": who}})
+        r = _request(who)
         authz.prepare(r)
         assert authz.principal_of(r) is who  # no look-up to make: no slot, no cost
+
+
+def _request(principal: Principal) -> Request:
+    app = SimpleNamespace(state=SimpleNamespace(ctx=SimpleNamespace(base_url=BASE)))
+    return Request({"type": "http", "app": app, "state": {"principal": principal}})
+
+
+@pytest.mark.parametrize("who", [
+    Principal("dr", ScopeSet.parse("user/*.rs")),
+    Principal("dr", ScopeSet.parse("user/*.rs"), organizations=("Organization/9",),
+              identifiers=("urn:oid:1.2.250.1.71.4.2.2|123",)),  # an organisation: the user is still unknown
+    Principal("dr", ScopeSet.parse("user/*.rs system/Patient.rs"), fhir_user="no reference"),
+])
+def test_a_user_the_token_does_not_identify_is_refused_before_any_check(who: Principal) -> None:
+    """No fhirUser or identifier: no Consent naming the user could be found, so none would apply."""
+    with pytest.raises(FHIRError) as err:
+        authz.prepare(_request(who))
+    assert err.value.status == 403 and "fhirUser" in err.value.diagnostics
 
 
 def _version(seq: int, id_: str, version: int, resource: dict[str, Any] | None) -> StoredVersion:
@@ -167,9 +186,15 @@ def _version(seq: int, id_: str, version: int, resource: dict[str, Any] | None) 
 
 
 class _VersionStore:
-    def __init__(self, versions: list[StoredVersion]) -> None:
+    def __init__(self, versions: list[StoredVersion], current: list[StoredVersion]) -> None:
         self.versions = {(v.type, v.id, v.version): v for v in versions}
+        self.current = {v.id: v for v in current}
         self.vreads: list[tuple[str, int]] = []
+        self.read_manys: list[list[str]] = []
+
+    def read_many(self, type_: str, ids: list[str]) -> dict[str, StoredVersion]:
+        self.read_manys.append(ids)
+        return {i: self.current[i] for i in ids if i in self.current}
 
     def vread(self, type_: str, id_: str, version: int) -> StoredVersion | None:
         self.vreads.append((id_, version))
@@ -186,14 +211,29 @@ def test_history_filter_reads_deleted_versions_once_per_batch() -> None:
         _version(6, "d3", 2, None),  # its version 1 is not found: never shown
         _version(5, "d4", 1, masked),
     ]
-    store = _VersionStore([_version(2, "d2", 2, masked)])
+    store = _VersionStore([_version(2, "d2", 2, masked)], current=[batch[0], batch[2], batch[3], batch[4]])
     ctx = SimpleNamespace(store=store)
     keep = authz.history_keep(ctx, _user(frozenset()), "DocumentReference", "history-type")  # type: ignore[arg-type]
     assert keep is not None
     assert list(keep(batch)) == [True, True, False, False, False]
     assert store.vreads == [("d2", 2), ("d3", 1)]
+    assert store.read_manys == [["d1", "d2", "d3", "d4"]]  # the current versions: one read for the batch
     store.vreads.clear()
     decisions = keep(batch)
     assert next(decisions) is True and store.vreads == [("d2", 2), ("d3", 1)]  # one look-up for the batch
     assert authz.history_keep(ctx, Principal("svc", ScopeSet.parse("system/*.rs")),  # type: ignore[arg-type]
                               "DocumentReference", "history-type") is None
+
+
+def test_history_filter_hides_every_version_of_a_resource_hidden_now() -> None:
+    """A version visible when written is not shown once the resource is masked (its current version) or,
+    for a deleted one, once the version before the deletion was."""
+    masked = {"securityLabel": [{"coding": [{"system": TRE_A07, "code": "MASQUE_PS"}]}]}
+    batch = [_version(4, "d5", 1, {}), _version(3, "d6", 2, {}), _version(2, "d6", 1, {})]
+    current = [_version(10, "d5", 2, masked), _version(12, "d6", 4, None)]
+    store = _VersionStore([_version(11, "d6", 3, masked)], current=current)
+    keep = authz.history_keep(SimpleNamespace(store=store), _user(frozenset()),  # type: ignore[arg-type]
+                              "DocumentReference", "history-type")
+    assert keep is not None and list(keep(batch)) == [False, False, False]
+    store.current = {"d5": _version(10, "d5", 2, {}), "d6": _version(11, "d6", 3, {})}  # unmasked since
+    assert list(keep(batch)) == [True, True, True]

@@ -15,12 +15,14 @@ from fhir_server.security.policy import (
     PATIENT_COMPARTMENT,
     TRE_A07,
     compartment_patients,
+    escape,
     in_patient_compartment,
     mandatory_params,
     visible,
 )
 from fhir_server.security.scopes import ScopeSet
 from fhir_server.security.tokens import OppositionSlot, Principal
+from search.params.base import split_escaped, unescape
 from search.params.reference import parse_reference
 
 MISSPELT = TRE_A07.replace("StatutVisibilite", "StatusVisibilite")
@@ -155,3 +157,17 @@ def test_a_system_token_sees_a_stored_resource_without_parsing_it() -> None:
     mixed = principal("user/DocumentReference.rs system/DocumentReference.rs", fhir_user="Practitioner/d1")
     with pytest.raises(FHIRError):  # a user scope for the type: the narrower context decides, so it is parsed
         check_visible(mixed, "DocumentReference", orjson.dumps(doc(label="MASQUE_PS")))
+
+
+@given(st.text(max_size=40))
+def test_an_escaped_id_is_one_search_value_that_reads_back_unchanged(value: str) -> None:
+    escaped = escape(value)
+    for sep in (",", "|", "$"):
+        assert split_escaped(escaped, sep) == [escaped]
+    assert unescape(escaped) == value
+
+
+def test_the_policy_never_turns_a_patient_id_into_a_list() -> None:
+    odd = principal("patient/*.rs", patient="a,b|c$d")
+    assert mandatory_params(odd, "Patient") == [("_id", "a\\,b\\|c\\$d")]
+    assert mandatory_params(odd, "Immunization") == [("patient", "Patient/a\\,b\\|c\\$d")]

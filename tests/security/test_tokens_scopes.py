@@ -6,12 +6,13 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import time
 from pathlib import Path
 
 import jwt
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fhir_server.security.dev_issuer import DevIssuer
@@ -132,3 +133,16 @@ def test_a_remembered_token_still_expires_and_altered_bytes_are_checked_again(is
     time.sleep(max(0.0, jwt.decode(token, options={"verify_signature": False})["exp"] - time.time()) + 0.2)
     with pytest.raises(AuthError):
         verifier.verify(token)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.one_of(st.text(max_size=70), st.from_regex(r"[A-Za-z0-9\-.]{1,64}", fullmatch=True),
+                 st.integers(), st.lists(st.text(max_size=5), max_size=2)))
+def test_the_patient_claim_is_one_fhir_id_or_the_token_is_refused(issuer: DevIssuer, verifier: TokenVerifier,
+                                                                  claim: object) -> None:
+    token = issuer.mint("p", "patient/*.rs", extra={"patient": claim})
+    if isinstance(claim, str) and re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", claim):
+        assert verifier.verify(token).patient == claim
+    else:
+        with pytest.raises(AuthError):
+            verifier.verify(token)
