@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from fhir_common.narrative import check_div
 from fhir_server.errors import Issue
 
 from . import primitives
 from .model import Binding, Definitions, ExtensionDef, Model, Node, definitions
-from .xhtml import check_div
 
 PRIMITIVE_CHECKS = primitives.CHECKS
 PRIMITIVE_TYPES = primitives.PRIMITIVES

@@ -3,9 +3,10 @@
 The hot datatype invariants (per-1, cpt-2, att-1, qty-3, pat-1) and the Bundle ones (bdl-*) are implemented
 natively: fhirpathpy costs ~150 µs per evaluation, more than a whole Patient is allowed. The global rules ele-1,
 ext-1, ref-1, dom-2..dom-6 and txt-1/txt-2 are enforced by the engine itself while it walks. Everything else runs
-through fhirpathpy (R4 model), compiled once per expression; ``hasValue()``, which fhirpathpy lacks, is read as
-``exists()`` (the same on JSON primitives). An expression that fhirpathpy cannot compile or evaluate is skipped,
-never fatal.
+through :mod:`fhir_common.fhirpath` (fhirpathpy, R4 model, one evaluation at a time: validations of concurrent
+requests must not see each other's state), compiled once per expression; ``hasValue()``, which fhirpathpy lacks, is
+read as ``exists()`` (the same on JSON primitives). An expression that fhirpathpy cannot compile or evaluate is
+skipped, never fatal.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any
+
+from fhir_common.fhirpath import FHIRPathError, check_compiles, evaluate
 
 log = logging.getLogger(__name__)
 
@@ -107,20 +110,17 @@ NATIVE: dict[str, Check] = {
 
 @cache
 def _fhirpath(expression: str) -> Check | None:
+    prepared = expression.replace("hasValue()", "exists()").replace("%ucum", "'http://unitsofmeasure.org'")
     try:
-        import fhirpathpy
-        from fhirpathpy.models import models
-
-        prepared = expression.replace("hasValue()", "exists()").replace("%ucum", "'http://unitsofmeasure.org'")
-        fn = fhirpathpy.compile(prepared, models["r4"])
-    except Exception as exc:  # a grammar fhirpathpy lacks
+        check_compiles(prepared)
+    except FHIRPathError as exc:  # a grammar fhirpathpy lacks
         log.info("invariant not compiled (%s): %s", exc, expression)
         return None
 
     def check(value: Any, resource: dict[str, Any]) -> bool:
         try:
-            result = fn(value, {"resource": resource, "rootResource": resource, "context": value})
-        except Exception:  # fhirpathpy gaps (functions, type resolution): not the client's fault
+            result = evaluate(prepared, value, {"resource": resource, "rootResource": resource, "context": value})
+        except FHIRPathError:  # fhirpathpy gaps (functions, type resolution): not the client's fault
             return True
         return not result or result == [True]
 

@@ -106,17 +106,25 @@ class Applier:
                 on_progress(pos)
 
     def apply(self, end: Position | None = None, on_progress: Callable[[Position], None] | None = None) -> Position:
-        """Insert the slot's records after :attr:`applied`, up to ``end`` (None: what the files hold)."""
+        """Insert the slot's records after :attr:`applied`, up to ``end`` (None: what the files hold).
+
+        A batch that reaches a new segment releases the ones before it before it is reported: under steady
+        traffic this loop never runs dry, so releasing only once it returns let the journal grow without
+        bound, and a reported position did not mean its segments were gone."""
 
         def advance(pos: Position) -> None:
+            crossed = pos[0] != self.applied[0]
             self.applied = pos
+            if crossed:
+                self.release_segments()
             if on_progress is not None:
                 on_progress(pos)
 
         return self._apply_slot(self.slot, self.reader, self.applied, end, advance)
 
     def release_segments(self) -> None:
-        """Delete fully applied segments, once a durable commit covers them."""
+        """Delete fully applied segments, once a durable commit covers them (also run after each pass: a
+        start from a stored position, or a release that failed, leaves some behind)."""
         if self.slot.drop_before(self.applied[0], durable=lambda: self.finish()):
             self.reader.forget(self.applied[0])
 

@@ -2,27 +2,25 @@
 
 Going to XML the JSON string is embedded verbatim once it is known to be a well-formed XHTML ``div``; coming from
 XML the reader slices the ``div``'s own bytes back out. The string therefore round-trips exactly, character
-references and attribute quoting included. :class:`XhtmlSerializer` is the fallback for XML whose ``div`` cannot
-be sliced (its namespace or a prefix declared on an ancestor).
+references and attribute quoting included. Whether a string is such a ``div`` is decided by
+:mod:`fhir_common.narrative`, on the same hardened parser as the validator's narrative check. :class:`XhtmlSerializer`
+is the fallback for XML whose ``div`` cannot be sliced (its namespace or a prefix declared on an ancestor).
 """
 
 from __future__ import annotations
 
-import html.entities
 import logging
 import re
-from typing import Any
-from xml.parsers import expat
+
+from fhir_common.narrative import is_div, numeric_entities
+from fhir_common.safexml import XMLFormatError
 
 from .model import XHTML_NS
-from .safexml import XMLFormatError, new_parser
 
 log = logging.getLogger(__name__)
 
 XML_NS = "http://www.w3.org/XML/1998/namespace"
 _START_TAG = re.compile(rb"""<[^\s/>]+(?:\s+[^\s=/>]+\s*=\s*(?:"[^"]*"|'[^']*'))*\s*(/?)>""")
-_ENTITY = re.compile(r"&([A-Za-z][A-Za-z0-9]*);")
-_XML_ENTITIES = frozenset({"amp", "lt", "gt", "quot", "apos"})
 _XML_DECL = re.compile(r"^\s*<\?xml[^>]*\?>\s*")
 _TEXT_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 _TEXT_SPECIAL = re.compile(r"[&<>]")
@@ -49,48 +47,6 @@ def element_span(data: bytes, start: int, end_event: int) -> tuple[int, int]:
     return start, data.index(b">", end_event) + 1
 
 
-def _is_div(text: str) -> bool:
-    """A single XHTML ``div`` element and nothing around it, well-formed, without DTD or entities."""
-    if not text.startswith("<") or not text.endswith(">"):
-        return False
-    parser = new_parser()
-    state = {"depth": 0, "roots": 0, "ok": True}
-
-    def start(name: str, _attrs: Any) -> None:
-        if state["depth"] == 0:
-            state["roots"] += 1
-            state["ok"] = state["ok"] and name.split(" ")[:2] == [XHTML_NS, "div"]
-        state["depth"] += 1
-
-    def end(_name: str) -> None:
-        state["depth"] -= 1
-
-    def outside(*_args: Any) -> None:
-        if state["depth"] == 0:
-            state["ok"] = False
-
-    parser.StartElementHandler = start
-    parser.EndElementHandler = end
-    parser.CommentHandler = outside
-    parser.ProcessingInstructionHandler = outside
-    parser.XmlDeclHandler = outside
-    try:
-        parser.Parse(text.encode("utf-8"), True)
-    except (expat.ExpatError, XMLFormatError):
-        return False
-    return bool(state["ok"]) and state["roots"] == 1
-
-
-def _numeric_entities(text: str) -> str:
-    def repl(m: re.Match[str]) -> str:
-        name = m.group(1)
-        if name in _XML_ENTITIES or name not in html.entities.name2codepoint:
-            return m.group(0)
-        return f"&#{html.entities.name2codepoint[name]};"
-
-    return _ENTITY.sub(repl, text)
-
-
 def embeddable(div: str) -> str:
     """The JSON ``div`` as an XHTML fragment to write verbatim into an XML document.
 
@@ -99,14 +55,14 @@ def embeddable(div: str) -> str:
     text that still is not XML is written escaped inside a ``div`` (content kept as text, markup lost) rather than
     producing a document no client can parse.
     """
-    if _is_div(div):
+    if is_div(div):
         return div
-    fixed = _numeric_entities(_XML_DECL.sub("", div).strip())
-    if _is_div(fixed):
+    fixed = numeric_entities(_XML_DECL.sub("", div).strip())
+    if is_div(fixed):
         return fixed
     if fixed.startswith("<div") and fixed[4:5] in (" ", ">", "/", "\t", "\n", "\r"):
         namespaced = f'<div xmlns="{XHTML_NS}"' + fixed[4:]
-        if _is_div(namespaced):
+        if is_div(namespaced):
             return namespaced
     log.warning("narrative div is not well-formed XHTML; written as escaped text")
     return f'<div xmlns="{XHTML_NS}">{escape_text(div)}</div>'

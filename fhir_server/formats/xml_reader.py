@@ -4,7 +4,7 @@ The definitions supply what XML does not say: which elements are arrays, the JSO
 (boolean, number, string), which element name is which choice type. Primitive ``id``s and extensions go to the
 JSON ``_name`` shadow properties (arrays of primitives padded with ``null``). Element order is not enforced
 (readers are lenient, writers are not); anything the definitions do not know is refused with the FHIRPath of
-the element, as is any DTD or entity (see :mod:`.safexml`).
+the element, as is any DTD or entity (see :mod:`fhir_common.safexml`).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from xml.parsers import expat
+
+from fhir_common.safexml import XMLFormatError, new_parser, parse_error
 
 from .model import (
     FHIR_NS,
@@ -27,7 +29,6 @@ from .model import (
     type_info,
 )
 from .numbers import FhirDecimal
-from .safexml import XMLFormatError, new_parser, parse_error
 from .xhtml import XhtmlSerializer, element_span
 
 MAX_DEPTH = 256

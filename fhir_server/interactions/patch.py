@@ -27,11 +27,11 @@ from typing import Any
 import jsonpatch
 import orjson
 
+from fhir_common.fhirpath import FHIRPathError, evaluate_nodes
 from fhir_server.api.content import MAX_DEPTH, depth_ok
 from fhir_server.errors import FHIRError, bad_request
 from fhir_server.formats import numbers
 from fhir_server.formats.model import CHOICE, COMPLEX, RESOURCE, Child, choice_name, primitive_kinds, type_info
-from search.fhirpath import _EVAL_LOCK, compiled
 
 IS_ARCHIVED = "https://interop.esante.gouv.fr/ig/fhir/pdsm/StructureDefinition/pdsm-ext-is-archived"
 PDSM_MUTABLE = ("status", "securityLabel")
@@ -138,16 +138,14 @@ def _select(resource: dict[str, Any], path: str, where: str) -> list[_Loc]:
     """The elements ``path`` designates, in document order; 400 when it is not FHIRPath or yields values
     that are not elements of the resource (literals, computed values)."""
     try:
-        fn = compiled(path)
-        with _EVAL_LOCK:
-            nodes = fn(resource)
-    except Exception as exc:  # fhirpathpy raises plain exceptions for syntax and evaluation errors
+        nodes = evaluate_nodes(path, resource)
+    except FHIRPathError as exc:
         raise bad_request(f"Invalid FHIRPath '{path}': {exc}", where) from exc
     out: list[_Loc] = []
     for node in nodes:
-        prop = getattr(node, "propName", None)
-        if not isinstance(prop, str):
-            if getattr(node, "data", None) is resource:
+        prop = node.location
+        if prop is None:
+            if node.data is resource:
                 raise bad_request(f"FHIRPath Patch path '{path}' designates the resource itself", where)
             raise bad_request(f"FHIRPath Patch path '{path}' yields values that are not elements", where)
         out.append(_locate(resource, prop, where))

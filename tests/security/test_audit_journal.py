@@ -20,11 +20,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import text
 
-from fhir_server.audit.events import AuditRecord
-from fhir_server.audit.journal import Journal, JournalReader, decode, encode, take_slot
+from fhir_server.audit.applier import Applier
+from fhir_server.audit.events import AuditRecord, facts
+from fhir_server.audit.journal import Journal, JournalReader, Position, decode, encode, take_slot
 from fhir_server.audit.writer import AuditWriter, _ProcessApplier
 from fhir_server.storage import open_store
-from fhir_server.storage.audit import AuditAppender, AuditLog
+from fhir_server.storage.audit import AuditAppender, AuditLog, trail_of
 from tests.conftest import make_settings
 from tests.harness import pg_schema_url, start_server
 
@@ -222,13 +223,41 @@ def test_applied_segments_are_deleted_and_the_rest_kept(store_url: str, tmp_path
     for i in range(300):
         writer.record(_record(i))
     assert writer.wait_applied(30)
-    writer.record(_record(1000))  # one more apply: the segments before the applied one are released
+    writer.record(_record(1000))  # a position is reported once the segments before it are released
     assert writer.wait_applied(30)
     assert writer.slot is not None
     segments = writer.slot.segments()
     writer.stop()
     assert len(segments) <= 2
     assert len(_trail_ids(store_url)) == 301
+
+
+def test_segments_are_released_while_records_keep_arriving(store_url: str, tmp_path: Path) -> None:
+    """Under steady traffic the applier never finds the journal drained: more records arrive while each
+    batch commits. The segments it has applied must still go (before the position is reported), or the
+    journal grows until the disk is full."""
+    store = open_store(store_url)
+    slot = take_slot(tmp_path / "journal", trail_of(store_url))
+    journal = Journal(slot, segment_bytes=2000)
+    applier = Applier(store_url, tmp_path / "journal", slot, max_batch=5, store=store)
+    arrived = iter(range(300))
+    reported: list[tuple[Position, list[int]]] = []
+
+    def arrive(pos: Position) -> None:  # a batch is committed; meanwhile three more requests were journalled
+        reported.append((pos, slot.segments()))
+        for i in [next(arrived, None) for _ in range(3)]:
+            if i is not None:
+                journal.append(orjson.dumps(facts(_record(i))))
+
+    arrive((0, 0))
+    applier.apply(None, arrive)
+    assert applier.applied == journal.end and len(reported) > 50
+    assert [pos for pos, segments in reported if segments[0] < pos[0]] == []  # nothing applied left on disk
+    applier.close()
+    journal.close()
+    slot.release()
+    store.dispose()
+    assert len(_trail_ids(store_url)) == 300
 
 
 def test_a_full_disk_fails_the_rotation_not_a_record(tmp_path: Path) -> None:

@@ -3,13 +3,16 @@
 The standard library's expat is used directly rather than through ``defusedxml`` because the reader needs the
 parser's byte offsets (to keep a narrative ``div`` exactly as sent) and streams straight into JSON; the protection
 is defusedxml's: a document type declaration, an entity declaration or an external reference is refused before
-anything is resolved, and parameter entities are never parsed.
+anything is resolved, and parameter entities are never parsed. The XML reader and the narrative check
+(:mod:`.narrative`, for JSON and XML input alike) both use it.
 """
 
 from __future__ import annotations
 
 from typing import Any, NoReturn
 from xml.parsers import expat
+
+__all__ = ["XMLFormatError", "new_parser", "parse_error"]
 
 
 class XMLFormatError(ValueError):
@@ -23,7 +26,7 @@ class XMLFormatError(ValueError):
 
 def _forbid(what: str) -> Any:
     def handler(*_args: Any) -> NoReturn:
-        raise XMLFormatError(f"{what} are not allowed in FHIR XML")
+        raise XMLFormatError(f"{what} are not allowed (FHIR XML and narratives have no DTD)")
 
     return handler
 
