@@ -16,7 +16,7 @@ FHIR_JSON = {"Content-Type": "application/fhir+json"}
 FHIR_XML = {"Content-Type": "application/fhir+xml", "Accept": "application/fhir+json"}
 
 KEYS = st.sampled_from(["a", "b", "_b", "given", "valueDecimal"])
-LEAVES = st.one_of(st.none(), st.booleans(), st.integers(-10**20, 10**20), st.text(max_size=5),
+LEAVES = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**63 - 1), st.text(max_size=5),
                    st.sampled_from([1.5, 2.50, 1e2]))
 TREES = st.recursive(LEAVES, lambda inner: st.one_of(st.lists(inner, max_size=3),
                                                       st.dictionaries(KEYS, inner, min_size=1, max_size=3)),

@@ -23,13 +23,14 @@ from starlette.routing import Route
 from fhir_server.audit import search as audit_search
 from fhir_server.audit.middleware import note as audit_note
 from fhir_server.context import ServerContext
-from fhir_server.errors import FHIRError, bad_request, not_found
+from fhir_server.errors import FHIRError, bad_request, not_found, unprocessable
 from fhir_server.formats import numbers
 from fhir_server.interactions import binary, bundle, capabilities, crud, history, patch, search
 from fhir_server.interactions.result import Result
 from fhir_server.registry import get_type
 from fhir_server.security import authz
 from fhir_server.storage.base import version_number
+from profiles import conditional_references
 
 from .content import (
     JSON_TYPES,
@@ -212,6 +213,14 @@ async def _vread(request: Request) -> Result:
     return await authz.run(request, vread_visible)
 
 
+def _no_conditional_references(resource: dict[str, Any]) -> None:
+    """A plain create or update resolves no conditional reference (only the transaction path does, which
+    conditional create and update take): such a reference would be stored as a query. 422."""
+    issues = conditional_references(resource)
+    if issues:
+        raise unprocessable(issues)
+
+
 async def _update(request: Request) -> Result:
     type_ = _type(request, "update")
     if_match = _if_match(request)
@@ -220,6 +229,7 @@ async def _update(request: Request) -> Result:
 
     def update() -> Result:
         authz.check_writable(principal, type_, resource, "update")
+        _no_conditional_references(resource)
         return crud.update(ctx, type_, id_, resource, if_match)
 
     return await _with_current(request, type_, "update", update)
@@ -377,6 +387,7 @@ async def _create_dispatch(request: Request) -> Result:
     def create() -> Result:  # the content check needs the oppositions: in the hop that looks them up
         authz.check_writable(principal, type_, resource, "create")
         if not if_none_exist:
+            _no_conditional_references(resource)
             return crud.create(ctx, type_, resource)
         return bundle.single(ctx, "POST", type_, resource=resource, if_none_exist=if_none_exist, guard=guard)
 
