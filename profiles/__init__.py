@@ -20,9 +20,10 @@ from fhir_server.errors import Issue
 
 from .engine import Validator
 from .profile import ProfileChecker, lookup, registry
+from .references import conditional_references
 from .structural import validate_structure
 
-__all__ = ["known_profiles", "validate", "validate_structure"]
+__all__ = ["conditional_references", "known_profiles", "validate", "validate_structure"]
 
 
 @cache
@@ -42,10 +43,16 @@ def known_profiles() -> list[tuple[str, str, str]]:
 
 
 def validate(resource: Any, *, profiles: Iterable[str] = (),
-             required: Mapping[str, Sequence[str]] | None = None, unknown_profile: str = "warning") -> list[Issue]:
+             required: Mapping[str, Sequence[str]] | None = None, unknown_profile: str = "warning",
+             conditional_refs: str = "allow") -> list[Issue]:
     """Every issue of ``resource``: base R4, claimed profiles, required profiles (errors first is NOT implied:
-    the order is the order of the rules, stable for a given input)."""
+    the order is the order of the rules, stable for a given input).
+
+    ``conditional_refs="error"``: a conditional reference outside a transaction or batch Bundle is an error
+    (``references.py``); the default lets them through, for callers that resolve them or load exports."""
     issues = _validator().validate(resource)
+    if conditional_refs == "error":
+        issues.extend(conditional_references(resource))
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
         return issues
     rt = resource["resourceType"]

@@ -18,6 +18,7 @@ from fhir_common.narrative import check_div
 from fhir_server.errors import Issue
 
 from . import primitives
+from .bundles import bundle_rules
 from .model import Binding, Definitions, ExtensionDef, Model, Node, definitions
 
 PRIMITIVE_CHECKS = primitives.CHECKS
@@ -109,6 +110,7 @@ class Validator:
             self._domain_rules(obj, path, frame, issues)
         if rt == "Bundle":
             _bundle_rules(obj, path, issues)
+            bundle_rules(obj, path, issues)
 
     def _foreign(self, obj: dict[str, Any], rt: str, path: str, issues: list[Issue]) -> None:
         """A resource type outside the vendored definitions: structural check (fhir.resources) only."""
@@ -133,10 +135,16 @@ class Validator:
         div = text.get("div") if isinstance(text, dict) else None
         div = div if isinstance(div, str) else ""
         if isinstance(contained, list):
+            ids: set[str] = set()
             for i, c in enumerate(contained):
                 if not isinstance(c, dict):
                     continue
                 cpath = f"{path}.contained[{i}]"
+                if isinstance(c.get("id"), str):
+                    if c["id"] in ids:  # '#id' would name two resources (HL7: RESOURCE_DUPLICATE_CONTAINED_ID)
+                        issues.append(Issue("error", "duplicate", f"Duplicate id for contained resource: "
+                                                                  f"'{c['id']}'", (f"{cpath}.id",)))
+                    ids.add(c["id"])
                 if "contained" in c:
                     issues.append(Issue("error", "invariant", "Constraint failed: dom-2: a contained resource SHALL "
                                                               "NOT contain nested resources", (cpath,)))
@@ -378,9 +386,10 @@ class Validator:
             issues.append(Issue("error", "structure", f"The type '{declared}' is not a valid target for this "
                                                       f"element (allowed: {', '.join(targets)})", (f"{path}.type",)))
         elif target and not open_ and target not in targets:
-            # the type read from a literal reference is not authoritative until it is resolved (the HL7 validator
-            # only rejects it once it resolves the target): a warning
-            issues.append(Issue("error" if ref and ref.startswith("#") else "warning", "structure",
+            # the type a literal reference names is outside the element's targetProfile: the HL7 validator rejects
+            # it once it resolves the target (Reference_REF_BadTargetType) or, unresolved, when told to trust
+            # RESTful references (BadTargetType2); this server stores what it is given, so it is an error here
+            issues.append(Issue("error", "structure",
                                 f"A reference to {target} is not allowed here (allowed: {', '.join(targets)})",
                                 (f"{path}.reference",) if ref else (path,)))
 

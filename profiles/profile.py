@@ -300,9 +300,8 @@ class ProfileChecker:
             if isinstance(ref, str) and not ref.startswith(("#", "urn:")):
                 rtype = ref.split("/_history", 1)[0].rsplit("/", 2)[-2] if "/" in ref else None
                 if rtype and rtype not in rule.targets:
-                    # a warning, as in the base rules: the HL7 validator checks a literal reference's type only
-                    # once it resolves the target
-                    issues.append(Issue("warning", "structure", f"A reference to {rtype} is not allowed here (allowed:"
+                    # an error, as in the base rules (engine.Validator._reference)
+                    issues.append(Issue("error", "structure", f"A reference to {rtype} is not allowed here (allowed:"
                                                               f" {', '.join(rule.targets)}; profile {p.name})",
                                         (f"{ipath}.reference",)))
         for inv in rule.invariants:

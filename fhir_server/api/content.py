@@ -142,6 +142,16 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
+def _loads(raw: bytes) -> Any:
+    """JSON with exact decimals (formats/numbers.py), or 400: a property named twice is an error (json.html)."""
+    try:
+        return numbers.loads(raw)
+    except numbers.DuplicateProperty as exc:
+        raise bad_request(str(exc), exc.expression) from exc
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"Malformed JSON: {exc}") from exc
+
+
 async def parse_resource(ctype: str, raw: bytes) -> dict[str, Any]:
     """FHIR JSON or XML bytes as a JSON object, or 400 with what is wrong."""
     if not raw.strip():
@@ -154,10 +164,7 @@ async def parse_resource(ctype: str, raw: bytes) -> dict[str, Any]:
         if not depth_ok(data, MAX_DEPTH):
             raise bad_request(f"XML nested deeper than {MAX_DEPTH} levels")
         return dict(data)
-    try:
-        data = numbers.loads(raw)  # decimals keep their exact digits (formats/numbers.py)
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"Malformed JSON: {exc}") from exc
+    data = _loads(raw)
     if not isinstance(data, dict):
         raise bad_request("The body must be a JSON object (a FHIR resource)")
     if not depth_ok(data, MAX_DEPTH):
@@ -167,10 +174,7 @@ async def parse_resource(ctype: str, raw: bytes) -> dict[str, Any]:
 
 def parse_json(raw: bytes) -> Any:
     """Any JSON body (a JSON Patch array too) within the nesting limit, or 400."""
-    try:
-        data = numbers.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"Malformed JSON: {exc}") from exc
+    data = _loads(raw)
     if not depth_ok(data, MAX_DEPTH):
         raise bad_request(f"JSON nested deeper than {MAX_DEPTH} levels")
     return data

@@ -23,13 +23,14 @@ from starlette.routing import Route
 from fhir_server.audit import search as audit_search
 from fhir_server.audit.middleware import note as audit_note
 from fhir_server.context import ServerContext
-from fhir_server.errors import FHIRError, bad_request, not_found
+from fhir_server.errors import FHIRError, bad_request, not_found, unprocessable
 from fhir_server.formats import numbers
 from fhir_server.interactions import binary, bundle, capabilities, crud, history, patch, search
 from fhir_server.interactions.result import Result
 from fhir_server.registry import get_type
 from fhir_server.security import authz
 from fhir_server.storage.base import version_number
+from profiles import conditional_references
 
 from .content import (
     JSON_TYPES,
@@ -224,10 +225,19 @@ async def _write(request: Request, method: str, type_: str, **kwargs: Any) -> Re
     return await authz.run(request, bundle.single, _ctx(request), method, type_, access=_access(request), **kwargs)
 
 
+def _no_conditional_references(resource: dict[str, Any]) -> None:
+    """A plain create or update resolves no conditional reference (only the transaction path does, which
+    conditional create and update take): such a reference would be stored as a query. 422."""
+    issues = conditional_references(resource)
+    if issues:
+        raise unprocessable(issues)
+
+
 async def _update(request: Request) -> Result:
     type_ = _type(request, "update")
     if_match = _if_match(request)
     resource = await read_resource(request, _ctx(request).settings.max_body_bytes)
+    _no_conditional_references(resource)
     return await _write(request, "PUT", type_, id_=request.path_params["id"], resource=resource, if_match=if_match)
 
 
@@ -362,6 +372,8 @@ async def _create_dispatch(request: Request) -> Result:
     else:
         resource = await read_resource(request, ctx.settings.max_body_bytes)
     if_none_exist = None if raw_binary else request.headers.get("if-none-exist")
+    if not if_none_exist:
+        _no_conditional_references(resource)
     return await _write(request, "POST", type_, resource=resource, if_none_exist=if_none_exist or None)
 
 

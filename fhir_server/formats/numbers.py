@@ -14,6 +14,11 @@ A FHIR ``decimal`` carries its precision: ``1.50`` is not ``1.5``, ``1e2`` stays
   parsed by the standard library with ``parse_float``/``parse_int`` hooks. A regex looking
   for risky numbers first was tried and dropped: scanning costs more than that parse.
   ``bench/decimals.py`` measures both routes as ratios to plain ``orjson.loads``.
+
+A property named twice in one object (``{"birthDate": .., "birthDate": ..}``) is an error (json.html), not "last
+one wins": :class:`DuplicateProperty`. It never takes the compact route (orjson keeps one of the two, so what it
+writes back differs), and the standard library route sees every object's pairs (``object_pairs_hook``); only when
+one repeats is the document read again to name where (:func:`_locate`).
 """
 
 from __future__ import annotations
@@ -61,6 +66,69 @@ def dumps(value: Any, option: int = 0) -> bytes:
     return orjson.dumps(value, default=default, option=option)
 
 
+class DuplicateProperty(orjson.JSONDecodeError):
+    """A JSON object with the same property twice; ``expression``: the FHIRPath of that property."""
+
+    def __init__(self, name: str, expression: str) -> None:
+        super().__init__(f"The JSON property '{name}' occurs more than once in the same object", "", 0)
+        self.name = name
+        self.expression = expression
+
+    def __str__(self) -> str:
+        return str(self.msg)
+
+
+class _Repeated(Exception):
+    """Raised by :func:`_pairs` on the parsing route: no position yet (see :func:`_locate`)."""
+
+
+class _Marked(dict[str, Any]):
+    """An object in which ``repeated`` occurs twice (only built by :func:`_locate`)."""
+
+    repeated = ""
+
+
+def _pairs(pairs: list[tuple[str, Any]], _dict: Any = dict, _len: Any = len) -> dict[str, Any]:
+    """``object_pairs_hook`` of the precise route (builtins bound as locals: it runs for every object)."""
+    obj: dict[str, Any] = _dict(pairs)
+    if _len(obj) != _len(pairs):
+        raise _Repeated
+    return obj
+
+
+def _mark(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    marked, seen = _Marked(obj), set()
+    for key, _ in pairs:
+        if key in seen:
+            marked.repeated = key
+            break
+        seen.add(key)
+    return marked
+
+
+def _locate(text: str) -> DuplicateProperty:
+    """The first repeated property in document order, with its FHIRPath (``Bundle.entry[0].resource.gender``).
+
+    Reads the whole document again: an error further on (bad syntax, nesting) is raised as such."""
+    root = json.loads(text, object_pairs_hook=_mark, parse_float=FhirDecimal, parse_int=_integer,
+                      parse_constant=_constant)
+    rt = root.get("resourceType") if isinstance(root, dict) else None
+    stack: list[tuple[Any, str]] = [(root, rt if isinstance(rt, str) else "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, _Marked):
+            name = node.repeated
+            return DuplicateProperty(name, f"{path}.{name.lstrip('_')}" if path else name.lstrip("_"))
+        if isinstance(node, dict):
+            stack.extend((v, f"{path}.{k.lstrip('_')}" if path else k.lstrip("_")) for k, v in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((v, f"{path}[{i}]") for i, v in reversed(list(enumerate(node))))
+    raise AssertionError("a repeated property was reported but not found")  # pragma: no cover
+
+
 def _integer(text: str) -> int | FhirDecimal:
     number = int(text)
     return number if -_INT64 <= number < _INT64 and text != "-0" else FhirDecimal(text)
@@ -88,7 +156,8 @@ def compact(data: bytes) -> tuple[bool, Any]:
 def loads(raw: bytes | bytearray | memoryview | str) -> Any:
     """Parse JSON, numbers with their exact digits (:class:`FhirDecimal` where orjson would rewrite them).
 
-    Errors are ``orjson.JSONDecodeError`` whichever route was taken.
+    Errors are ``orjson.JSONDecodeError`` whichever route was taken (:class:`DuplicateProperty` for a property
+    named twice in one object).
     """
     try:
         data = raw.encode() if isinstance(raw, str) else bytes(raw)
@@ -100,8 +169,14 @@ def loads(raw: bytes | bytearray | memoryview | str) -> Any:
     if b"\\ud" in data or b"\\uD" in data:
         orjson.loads(data)  # orjson's verdict on surrogate escapes (the standard library accepts lone ones)
     try:
-        return json.loads(data.decode("utf-8"), parse_float=FhirDecimal, parse_int=_integer,
-                          parse_constant=_constant)
+        text = data.decode("utf-8")
+        try:
+            return json.loads(text, parse_float=FhirDecimal, parse_int=_integer, parse_constant=_constant,
+                              object_pairs_hook=_pairs)
+        except _Repeated:
+            raise _locate(text) from None  # or the document's other defect, met further on
+    except DuplicateProperty:
+        raise
     except json.JSONDecodeError as exc:
         raise orjson.JSONDecodeError(exc.msg, exc.doc, exc.pos) from exc
     except (ValueError, RecursionError) as exc:  # bad UTF-8, NaN/Infinity, absurd nesting

@@ -93,7 +93,8 @@ def validate(ctx: ServerContext, type_: str, id_: str | None, body: dict[str, An
     settings = ctx.settings
     issues.extend(validate_resource(resource, profiles=[profile] if profile else (),
                                     required=settings.validation_required_profiles,
-                                    unknown_profile=settings.validation_unknown_profile))
+                                    unknown_profile=settings.validation_unknown_profile,
+                                    conditional_refs="error"))  # as a plain create or update would answer
     return _outcome(issues)
 
 

@@ -164,15 +164,19 @@ def test_fullurl_mismatch_is_an_error() -> None:
     assert "Bundle.entry[0]" not in error_paths(bundle)
 
 
-def test_literal_reference_target_is_a_warning_declared_type_an_error() -> None:
-    """The HL7 validator checks a literal reference's type only once it resolves it (warning here), but always
-    rejects a Reference.type the element does not allow."""
+def test_reference_to_a_type_the_element_does_not_allow_is_an_error() -> None:
+    """As the HL7 validator (Reference_REF_BadTargetType): Immunization.patient = Practitioner/x, and a
+    Reference.type the element does not allow."""
+    imm = load(SHARED / "r4-examples" / "Immunization-example.json")
+    imm["patient"] = {"reference": "Practitioner/x"}
+    assert "Immunization.patient.reference" in error_paths(imm)
     p = load(SHARED / "r4-examples" / "Patient-example.json")
-    p["managingOrganization"] = {"reference": "Patient/x"}
-    issues = [i for i in validate(p) if i.expression == ("Patient.managingOrganization.reference",)]
-    assert issues and {i.severity for i in issues} == {"warning"}
+    p["managingOrganization"] = {"reference": "https://example.org/fhir/Patient/x"}
+    assert "Patient.managingOrganization.reference" in error_paths(p)
     p["managingOrganization"] = {"reference": "Organization/x", "type": "Patient"}
     assert "Patient.managingOrganization.type" in error_paths(p)
+    p["managingOrganization"] = {"reference": "Organization/x"}
+    assert not {e for e in error_paths(p) if e.startswith("Patient.managingOrganization")}
 
 
 def test_issue_order_is_stable(patient: dict[str, Any]) -> None:

@@ -276,9 +276,9 @@ def test_native_invariants_agree_with_their_fhirpath() -> None:
         assert {a for a, _ in verdicts} == {True, False}, inv.key  # both outcomes exercised
 
 
-def test_profile_reference_target_is_a_warning() -> None:
-    """FR Core restricts reasonReference to Condition; a literal reference's type is not authoritative until
-    resolved (the HL7 validator does not check it then): a warning, not an error."""
+def test_profile_reference_target_is_an_error() -> None:
+    """FR Core restricts reasonReference to Condition: a literal reference to another type is an error, as in the
+    base rules."""
     r = _m(IMM, _set(["reasonReference"], [{"reference": "Observation/1"}]))
     issues = [i for i in validate(r) if i.expression == ("Immunization.reasonReference[0].reference",)]
-    assert issues and {i.severity for i in issues} == {"warning"}
+    assert issues and {i.severity for i in issues} == {"error"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +110,38 @@ def test_iti65_bundle_can_be_validated_over_http(client: httpx.Client) -> None:
     bundle["entry"] = bundle["entry"][1:]
     assert "Bundle.entry" in _errors(client.post("/Bundle/$validate", json=bundle, headers=FHIR_JSON))
     assert client.post("/Nope/$validate", json={"resourceType": "Nope"}, headers=FHIR_JSON).status_code == 404
+
+
+def _expressions(resp: httpx.Response) -> set[str]:
+    return {e for i in resp.json()["issue"] if i["severity"] in ("error", "fatal") for e in i.get("expression", ())}
+
+
+def test_conditional_reference_outside_a_transaction_is_refused(client: httpx.Client) -> None:
+    imm = load(SHARED / "r4-examples" / "Immunization-example.json")
+    imm["patient"] = {"reference": "Patient?identifier=urn:oid:1.2.250.1.213.1.4.8|1234567890123"}
+    where = "Immunization.patient.reference"
+    assert where in _errors(client.post("/Immunization/$validate", json=imm, headers=FHIR_JSON))
+    created = client.post("/Immunization", json=imm, headers=FHIR_JSON)
+    assert created.status_code == 422 and where in _expressions(created)
+    updated = client.put(f"/Immunization/{imm['id']}", json=imm, headers=FHIR_JSON)
+    assert updated.status_code == 422 and where in _expressions(updated)
+    assert client.get(f"/Immunization/{imm['id']}").status_code == 404  # nothing stored with a query for a reference
+    imm["patient"] = {"reference": "Patient/example"}
+    assert where not in _errors(client.post("/Immunization/$validate", json=imm, headers=FHIR_JSON))
+
+
+def test_conditional_reference_in_a_transaction_is_resolved_before_validation(client: httpx.Client) -> None:
+    value = str(uuid.uuid4())
+    patient = {"resourceType": "Patient", "identifier": [{"system": "urn:oid:1.2.3.4.5", "value": value}]}
+    imm = load(SHARED / "r4-examples" / "Immunization-example.json")
+    imm.pop("id")
+    imm["patient"] = {"reference": f"Patient?identifier=urn:oid:1.2.3.4.5|{value}"}
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": f"urn:uuid:{uuid.uuid4()}", "resource": patient, "request": {"method": "POST", "url": "Patient"}},
+        {"resource": imm, "request": {"method": "POST", "url": "Immunization"}}]}
+    assert not _errors(client.post("/Bundle/$validate", json=bundle, headers=FHIR_JSON))
+    done = client.post("/", json=bundle, headers=FHIR_JSON)
+    assert done.status_code == 200, done.text
+    pid = done.json()["entry"][0]["response"]["location"].split("/")[1]
+    stored = client.get("/" + done.json()["entry"][1]["response"]["location"].split("/_history")[0]).json()
+    assert stored["patient"]["reference"] == f"Patient/{pid}"
