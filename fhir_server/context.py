@@ -25,6 +25,23 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+BINARY_BINDING = "binary-security-context"
+
+
+def bind_legacy_binaries(store: SQLResourceStore, base_url: str) -> None:
+    """Once per store: bind the Binaries stored before the server filled ``securityContext`` to the document
+    that brought them (``mhd.bind_unbound``); until then only a backend could read them."""
+    if store.data_migrated(BINARY_BINDING):
+        return
+    from .interactions.mhd import bind_unbound  # the composition root may reach the write rules
+
+    bound = bind_unbound(store, base_url, (v for batch in store.iter_current("DocumentReference", 500)
+                                           for v in batch))
+    store.mark_data_migrated(BINARY_BINDING)
+    if bound:
+        log.warning("bound %d stored Binaries to the DocumentReference that brought them (securityContext)", bound)
+
+
 @dataclass
 class ServerContext:
     settings: Settings
@@ -59,6 +76,7 @@ class ServerContext:
     @classmethod
     def build(cls, settings: Settings, es_url: str, *, start_indexer: bool = True) -> ServerContext:
         store = open_store(settings.db_url, busy_timeout_s=settings.db_busy_timeout_s)
+        bind_legacy_binaries(store, settings.public_base)
         es = Elasticsearch(es_url, request_timeout=settings.es_timeout_s, retry_on_timeout=True, max_retries=2)
         # what a search waits for: one bounded call, then 503 + Retry-After (writes, indexer, loads keep `es`)
         request_es = es.options(request_timeout=settings.es_search_timeout_s, max_retries=0, retry_on_timeout=False)

@@ -33,6 +33,7 @@ from .formats import numbers
 from .index import workers as worker_pool
 from .index.bulk import IndexItem
 from .interactions import bundle
+from .interactions.mhd import bind_unbound
 from .registry import get_type
 from .storage import ConcurrentWrite, NewResource, SQLResourceStore
 
@@ -392,11 +393,16 @@ def bulk_load(ctx: ServerContext, paths: Iterable[Path], *, validate: bool = Tru
     n_workers = worker_pool.default_count() if workers is None else workers
     searchable = set(ctx.indices.searchable_types())
 
+    documents: list[str] = []  # DocumentReferences written by batch: their Binaries get bound at the end
+
     def handle(chunks: list[_Chunk]) -> None:
         for chunk in chunks:
             report.rejected += chunk.rejected
             report.skipped.update(chunk.skipped)
             items, slow = _commit_batch(ctx.store, chunk.prepared)
+            taken_slow = {id(p) for p in slow}
+            documents.extend(p.new.id for p in chunk.prepared if p.new is not None
+                             and p.new.type == "DocumentReference" and id(p) not in taken_slow)
             bulk.submit(items)
             report.loaded += len(chunk.prepared) - len(slow)
             stats.fast += len(chunk.prepared) - len(slow)
@@ -422,6 +428,9 @@ def bulk_load(ctx: ServerContext, paths: Iterable[Path], *, validate: bool = Tru
             else:
                 handle(pipe.submit(work))
         handle(pipe.drain())
+    for start in range(0, len(documents), 500):  # the batch path does not bind Binaries: mhd.bind_unbound does
+        found = ctx.store.read_many("DocumentReference", documents[start:start + 500])
+        bind_unbound(ctx.store, settings.public_base, found.values())
     stats.indexed_by_bulk = bulk.indexed
     stats.left_to_indexer = bulk.left_to_indexer
     stats.es_error = bulk.error

@@ -25,11 +25,11 @@ the validation engine's job, reached through ``crud._validate``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from fhir_server.errors import FHIRError, conflict, not_found
-from fhir_server.storage import StoredVersion, WriteUnit
+from fhir_server.storage import ResourceStore, StoredVersion, WriteUnit
 
 from . import binary, crud
 
@@ -229,3 +229,54 @@ def bind_stored(unit: WriteUnit, doc: Entry, base_url: str, sees: Sees, written:
             continue
         unit.put("Binary", bin_id, {**resource, "securityContext": {"reference": f"DocumentReference/{doc.target}"}},
                  method="PUT", if_match=stored.version, indexed=False)
+
+
+def bind_unbound(store: ResourceStore, base_url: str, docs: Iterable[StoredVersion], batch: int = 500) -> int:
+    """Bind each stored Binary without ``securityContext`` that ``docs`` (current DocumentReference versions)
+    name to the earliest of them (by the position of its first version): the document that brought it.
+
+    For what reached the store without a write path that binds (data stored before the rule, ``load --bulk``):
+    until bound, only a backend may read such a Binary. Returns how many were bound."""
+    earliest: dict[str, tuple[int, str]] = {}
+    pending: list[StoredVersion] = []
+
+    def scan() -> None:
+        named = {b: d for d in pending for b in attachment_binaries(d.resource(), base_url)}
+        if not named:
+            return
+        found = store.read_many("Binary", sorted(named))
+        unbound = {b for b, v in found.items()
+                   if not v.deleted and v.content is not None and "securityContext" not in v.resource()}
+        for d in pending:
+            names = [b for b in attachment_binaries(d.resource(), base_url) if b in unbound]
+            if not names:
+                continue
+            first = store.vread("DocumentReference", d.id, 1)
+            position = first.seq if first is not None else d.seq
+            for b in names:
+                if b not in earliest or position < earliest[b][0]:
+                    earliest[b] = (position, d.id)
+        pending.clear()
+
+    for doc in docs:
+        if doc.type == "DocumentReference" and not doc.deleted and doc.content is not None:
+            pending.append(doc)
+            if len(pending) >= batch:
+                scan()
+    scan()
+    bound = 0
+    items = sorted(earliest.items())
+    for start in range(0, len(items), batch):
+        with store.unit() as unit:
+            for bin_id, (_, doc_id) in items[start:start + batch]:
+                current = unit.current("Binary", bin_id)
+                if current is None or current.deleted or current.content is None:
+                    continue
+                resource = current.resource()
+                if "securityContext" in resource:
+                    continue  # bound meanwhile by a write
+                owner = {"reference": f"DocumentReference/{doc_id}"}
+                unit.put("Binary", bin_id, {**resource, "securityContext": owner}, method="PUT",
+                         if_match=current.version, indexed=False)
+                bound += 1
+    return bound

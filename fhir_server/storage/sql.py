@@ -341,6 +341,19 @@ class SQLResourceStore:
         self.backfill_match_keys()
         self.backfill_type_log()
 
+    def data_migrated(self, name: str) -> bool:
+        """Whether the one-time data migration ``name`` (a rewrite of stored content) has run on this store."""
+        with self.engine.connect() as conn:
+            return conn.execute(select(type_log.c.seq).where(type_log.c.type == f"$migration:{name}")).first() \
+                is not None
+
+    def mark_data_migrated(self, name: str) -> None:
+        """Record that ``name`` ran (a ``type_log`` row: the table of per-key markers the store already has)."""
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        with self.engine.begin() as conn:
+            conn.execute(dialect.insert(type_log).values(type=f"$migration:{name}", seq=1, versions=0)
+                         .on_conflict_do_nothing(index_elements=[type_log.c.type]))
+
     def backfill_type_log(self) -> None:
         """Create the ``type_log`` row of each tracked type that has none (a store older than the table, a new
         tracked type) from the versions already stored. SQLite: under the write lock, so exact. PostgreSQL: a
