@@ -60,6 +60,10 @@ def test_capability_statement_security_lists_the_oauth_uris(secured: RunningServ
     (oauth,) = security["extension"]
     assert oauth["url"] == "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
     assert {e["url"]: e["valueUri"] for e in oauth["extension"]} == ENDPOINTS
+    with client_for(secured, None) as anonymous:  # the same statement in XML (security, patchFormat...)
+        xml = anonymous.get("/metadata", headers={"Accept": "application/fhir+xml"})
+    assert xml.status_code == 200 and b'<valueUri value="https://auth.example/oauth2/revoke"/>' in xml.content
+    assert b'<conditionalRead value="full-support"/>' in xml.content and b"<patchFormat" in xml.content
 
 
 def test_update_as_create_is_documented_and_only_for_system_tokens(secured: RunningServer, issuer: DevIssuer) -> None:
