@@ -25,7 +25,7 @@ from .validate import validate_only_types
 
 FORMATS = ["application/fhir+json", "json", "application/fhir+xml", "xml"]
 #: PATCH bodies (interactions/patch.py, api/routes.py ``_patch_body``): JSON Patch, FHIRPath Patch in JSON and XML
-PATCH_FORMATS = [*sorted(JSON_PATCH_TYPES - {"application/json"}), "application/fhir+json", "application/fhir+xml"]
+PATCH_FORMATS = [*sorted(JSON_PATCH_TYPES), "application/fhir+json", "application/fhir+xml"]
 VALIDATE = {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
 VERSIONS = {"name": "versions", "definition": "http://hl7.org/fhir/OperationDefinition/CapabilityStatement-versions"}
 SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
