@@ -11,6 +11,7 @@ fhirpathpy (``tests/test_layering.py``).
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from typing import Any
 import fhirpathpy
 from fhirpathpy.models import models
 
-__all__ = ["FHIRPathError", "Node", "check_compiles", "evaluate", "evaluate_nodes"]
+__all__ = ["FHIRPathError", "Node", "check_compiles", "element_types", "evaluate", "evaluate_nodes"]
 
 _R4 = models["r4"]
 _LOCK = threading.Lock()
@@ -79,3 +80,39 @@ def evaluate_nodes(expression: str, data: Any) -> list[Node]:
         out.append(Node(path if isinstance(path, str) else None, location if isinstance(location, str) else None,
                         getattr(node, "data", node)))
     return out
+
+
+_WHERE = re.compile(r"\.where\((?:[^()']|'[^']*'|\([^()]*\))*\)")
+_NAVIGATION = re.compile(r"[A-Z][A-Za-z]*(\.[a-z][A-Za-z0-9]*)+")
+
+
+@lru_cache(maxsize=1024)
+def element_types(expression: str) -> frozenset[str] | None:
+    """The R4 types of what a navigation path (``Patient.telecom.where(system='email')``) yields, from the
+    model alone (no data); None when that cannot be told statically (functions, ``value[x]`` of an extension,
+    a backbone element). Lets a search parameter say which modifiers apply to it (an ``Identifier`` has a type)."""
+    path = _WHERE.sub("", expression.strip())
+    if not _NAVIGATION.fullmatch(path):
+        return None
+    types: dict[str, str] = _R4["path2Type"]
+    elsewhere: dict[str, str] = _R4["pathsDefinedElsewhere"]
+    segments = path.split(".")
+    current, found = segments[0], None
+    for segment in segments[1:]:
+        full = elsewhere.get(f"{current}.{segment}", f"{current}.{segment}")
+        found = types.get(full)
+        if found is None:
+            if full in _R4["choiceTypePaths"] or not _has_children(full):
+                return None
+            current = full  # a backbone element: its children are keyed by its path
+        else:
+            current = full if found in ("BackboneElement", "Element") else found
+    if found is None or found in ("BackboneElement", "Element"):
+        return None
+    return frozenset({found})
+
+
+@lru_cache(maxsize=1024)
+def _has_children(path: str) -> bool:
+    prefix = path + "."
+    return any(key.startswith(prefix) for key in _R4["path2Type"])

@@ -1,12 +1,17 @@
 """The resource types this server holds and the interactions each supports.
 
 Adding a type (``Binary``, ``List``) is one entry here; routes, the
-CapabilityStatement and the index are all driven by this table.
+CapabilityStatement, the OpenAPI description and the index are all driven by this table
+(:func:`served_types` / :func:`served_type`: what this configuration serves).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fhir_server.settings import Settings
 
 INSTANCE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance")
 TYPE_INTERACTIONS = ("create", "search-type", "history-type")
@@ -18,6 +23,7 @@ class ResourceType:
     interactions: tuple[str, ...] = INSTANCE_INTERACTIONS + TYPE_INTERACTIONS
     searchable: bool = True  # indexed in Elasticsearch
     documentation: str = ""
+    audit: bool = False  # served only when the audit trail is on (settings.audit_enabled)
 
     @property
     def profile(self) -> str:
@@ -37,7 +43,7 @@ RESOURCE_TYPES: dict[str, ResourceType] = {
         ResourceType("Binary", interactions=("read", "vread", "update", "delete", "history-instance", "create"),
                      searchable=False,
                      documentation="Document content (ITI-68 retrieve: raw bytes unless a FHIR format is asked)."),
-        ResourceType("AuditEvent", interactions=("read", "vread", "search-type"), searchable=False,
+        ResourceType("AuditEvent", interactions=("read", "vread", "search-type"), searchable=False, audit=True,
                      documentation="Access trace (IHE BALP), written by the server only (fhir_server/audit); "
                                    "read and searched in its own SQL table, not Elasticsearch."),
         ResourceType("Consent", documentation="A patient's opposition to access by a practitioner or organisation "
@@ -48,3 +54,18 @@ RESOURCE_TYPES: dict[str, ResourceType] = {
 
 def get_type(name: str) -> ResourceType | None:
     return RESOURCE_TYPES.get(name)
+
+
+def served_types(settings: Settings) -> list[ResourceType]:
+    """The types this configuration serves: AuditEvent only with the audit trail on."""
+    return types_served(audit=settings.audit_enabled)
+
+
+def types_served(*, audit: bool) -> list[ResourceType]:
+    return [rt for rt in RESOURCE_TYPES.values() if audit or not rt.audit]
+
+
+def served_type(name: str, settings: Settings) -> ResourceType | None:
+    """The REST routes' look-up: a type the configuration does not serve is as unknown as any other."""
+    rt = RESOURCE_TYPES.get(name)
+    return rt if rt is not None and (settings.audit_enabled or not rt.audit) else None

@@ -84,8 +84,12 @@ class Settings(BaseSettings):
     auth_audience: str = "fhir-server"  # expected `aud`
     auth_jwks_url: str | None = None
     auth_jwks_file: Path | None = None
-    auth_authorize_url: str | None = None  # published in /.well-known/smart-configuration
+    # The authorisation server's endpoints (this server only verifies its tokens): published in
+    # /.well-known/smart-configuration and the CapabilityStatement (SMART oauth-uris) for SMART clients
+    auth_authorize_url: str | None = None
     auth_token_url: str | None = None
+    auth_revoke_url: str | None = None
+    auth_introspect_url: str | None = None
 
     # Audit (fhir_server/audit): an AuditEvent per interaction. fail-closed holds each answer until its
     # record is in the audit journal (and refuses it if the record cannot be written); async does not wait.

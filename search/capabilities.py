@@ -10,33 +10,53 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from search.params import date, reference, string, token, uri
-from search.registry import FULLTEXT_CODES, SearchParameterRegistry
+from search.params import date, handler_for
+from search.registry import FULLTEXT_CODES, SearchParameter, SearchParameterRegistry
 
-_MODIFIERS: dict[str, str] = {
-    "string": ", ".join(f":{m}" for m in sorted(string.MODIFIERS)),
-    "token": ", ".join(f":{m}" for m in sorted(token.MODIFIERS - {"in", "not-in", "below", "above"}))
-    + ", :in/:not-in (R4 core value sets and ANS JDVs), :below/:above (subsumption in the R4 code systems)",
-    "reference": ":[type], " + ", ".join(f":{m}" for m in sorted(reference.MODIFIERS)) + ", chaining",
+#: What each type's values look like, beside its modifiers
+_SYNTAX: dict[str, str] = {
     "date": "prefixes " + " ".join(date.PREFIXES),
-    "uri": ", ".join(f":{m}" for m in sorted(uri.MODIFIERS)),
-    "composite": "components separated by $",  # composite.MODIFIERS is empty
+    "composite": "components separated by $",
 }
+
+
+def modifiers(param: SearchParameter) -> list[str]:
+    """The modifiers the search compiler accepts and can match on ``param``: its type module's own list
+    (``search.params.*.modifiers``), plus ``:missing`` which every parameter takes (search.query)."""
+    if param.code == "_id":  # the top-level id keyword (search.query)
+        return ["not", "missing"]
+    handler = handler_for(param.type)
+    own = [] if param.code in FULLTEXT_CODES or handler is None else list(handler.modifiers(param))
+    return [*own, "missing"]
+
+
+#: Past this many target types, a reference parameter's type modifiers are summed up as ``:[type]``
+_MAX_TYPE_MODIFIERS = 12
+
+
+def _documentation(param: SearchParameter) -> str:
+    listed = [f":{m}" for m in modifiers(param)]
+    if param.type == "reference" and (not param.target or len(param.target) > _MAX_TYPE_MODIFIERS):
+        listed = [m for m in listed if m[1:] not in param.target]
+        listed.insert(0, ":[type]")
+    parts = ["modifiers " + ", ".join(listed)]
+    if param.code in FULLTEXT_CODES:
+        parts.insert(0, "full text (all words)")
+    elif param.type in _SYNTAX:
+        parts.append(_SYNTAX[param.type])
+    if param.type == "reference":
+        parts.append("chaining")
+    if param.code not in FULLTEXT_CODES:
+        parts.append("_sort")
+    return "; ".join(parts)
 
 
 def search_params(registry: SearchParameterRegistry, resource_type: str) -> list[dict[str, Any]]:
     """``searchParam`` entries: supported parameters plus ``_has`` and ``_list``."""
     out: list[dict[str, Any]] = []
     for code, sp in registry.for_type(resource_type).items():
-        if not sp.supported:
-            continue
-        if code in FULLTEXT_CODES:
-            doc = "full text (all words), :missing"
-        elif code == "_id":  # the top-level id keyword (search.query): only :not and :missing
-            doc = ":not, :missing, _sort"
-        else:
-            doc = f"{_MODIFIERS.get(sp.type, '')}, :missing, _sort".lstrip(", ")
-        out.append({"name": code, "definition": sp.url, "type": sp.type, "documentation": doc})
+        if sp.supported:
+            out.append({"name": code, "definition": sp.url, "type": sp.type, "documentation": _documentation(sp)})
     out.append({"name": "_has", "type": "special", "definition": "http://hl7.org/fhir/search.html#has",
                 "documentation": "reverse chaining, nestable: _has:Type:reference:parameter=value"})
     out.append({"name": "_list", "type": "special", "definition": "http://hl7.org/fhir/search.html#list",

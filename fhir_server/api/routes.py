@@ -27,7 +27,7 @@ from fhir_server.errors import FHIRError, bad_request, not_found, unprocessable
 from fhir_server.formats import numbers
 from fhir_server.interactions import binary, bundle, capabilities, crud, history, patch, search
 from fhir_server.interactions.result import Result
-from fhir_server.registry import get_type
+from fhir_server.registry import served_type
 from fhir_server.security import authz
 from fhir_server.storage.base import version_number
 from profiles import conditional_references
@@ -62,7 +62,7 @@ def _pretty(request: Request) -> bool:
 
 def _type(request: Request, interaction: str) -> str:
     name = request.path_params["type"]
-    rt = get_type(name)
+    rt = served_type(name, _ctx(request).settings)
     if rt is None:
         raise not_found(f"Resource type '{name}' is not supported by this server")
     if not rt.supports(interaction):
@@ -280,7 +280,8 @@ async def _validate_op(request: Request) -> Result:
     from fhir_server.interactions import validate as validate_op
 
     name = request.path_params["type"]
-    if get_type(name) is None and "id" not in request.path_params and validate_op.validatable(name):
+    served = served_type(name, _ctx(request).settings)
+    if served is None and "id" not in request.path_params and validate_op.validatable(name):
         type_ = name  # e.g. an ITI-65 Bundle: validated, never stored, so no type registration needed
     else:
         type_ = _type(request, "read")
@@ -406,7 +407,9 @@ async def _openapi(request: Request) -> Response:
     from .openapi import openapi_json
 
     ctx = _ctx(request)
-    return Response(openapi_json(ctx.search_parameters, ctx.base_url), media_type="application/json")
+    settings = ctx.settings
+    return Response(openapi_json(ctx.search_parameters, ctx.base_url, auth=settings.auth != "off",
+                                 audit=settings.audit_enabled), media_type="application/json")
 
 
 def build_routes() -> list[Any]:

@@ -1,4 +1,9 @@
-"""The CapabilityStatement, generated from what the registries actually hold."""
+"""The CapabilityStatement, generated from what the registries actually hold.
+
+The resource types and their interactions are those the routes serve (:func:`fhir_server.registry.served_types`),
+the search parameters and their modifiers those the search compiler accepts (:mod:`search.capabilities`), the
+types ``$validate`` takes without storing them those the route accepts (:func:`.validate.validate_only_types`).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,23 @@ from typing import Any
 from fhir_server import __version__
 from fhir_server.audit import search as audit_search
 from fhir_server.context import ServerContext
-from fhir_server.registry import RESOURCE_TYPES
+from fhir_server.registry import ResourceType, served_types
 from fhir_server.security.authn import capability_security
+from fhir_server.settings import Settings
 from fhir_server.storage import format_instant, now_us
 from profiles import known_profiles
 from search import capabilities as search_capabilities
 
+from .patch import JSON_PATCH_TYPES
 from .result import Result
+from .validate import validate_only_types
+
+FORMATS = ["application/fhir+json", "json", "application/fhir+xml", "xml"]
+#: PATCH bodies (interactions/patch.py, api/routes.py ``_patch_body``): JSON Patch, FHIRPath Patch in JSON and XML
+PATCH_FORMATS = [*sorted(JSON_PATCH_TYPES), "application/fhir+json", "application/fhir+xml"]
+VALIDATE = {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
+VERSIONS = {"name": "versions", "definition": "http://hl7.org/fhir/OperationDefinition/CapabilityStatement-versions"}
+SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
 
 
 def _search_params(ctx: ServerContext, type_: str) -> list[dict[str, Any]]:
@@ -21,48 +36,66 @@ def _search_params(ctx: ServerContext, type_: str) -> list[dict[str, Any]]:
     return search_capabilities.search_params(ctx.search_parameters, type_)
 
 
+def _update_create_note(settings: Settings) -> str:
+    if settings.auth == "off":
+        return ""
+    return (" Update as create (PUT to an id not yet known) is for system-context tokens (system/ scopes) only: "
+            "any other caller gets 404, as for an id it may not see; POST creates.")
+
+
+def _resource(ctx: ServerContext, rt: ResourceType) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "type": rt.name,
+        "profile": rt.profile,
+        "interaction": [{"code": code} for code in rt.interactions],
+        "versioning": "versioned-update",
+        "readHistory": rt.supports("vread"),
+        "updateCreate": rt.supports("update"),
+        # conditional criteria: any supported search (identifier/_id in the store, the rest in ES; conditional.py)
+        "conditionalCreate": rt.supports("create"),
+        # If-None-Match and If-Modified-Since both answer 304 (api/routes.py _not_modified)
+        "conditionalRead": "full-support" if rt.supports("read") else "not-supported",
+        "conditionalUpdate": rt.supports("update"),
+        "conditionalDelete": "single" if rt.supports("delete") else "not-supported",
+        "referencePolicy": ["literal", "logical"],
+    }
+    if rt.searchable:
+        resource["searchParam"] = _search_params(ctx, rt.name)
+        resource["searchInclude"] = search_capabilities.search_includes(ctx.search_parameters, rt.name)
+        resource["searchRevInclude"] = search_capabilities.search_revincludes(
+            ctx.search_parameters, rt.name, ctx.indices.searchable_types())
+    supported = [url for url, _version, type_ in known_profiles() if type_ == rt.name]
+    if supported:
+        resource["supportedProfile"] = supported
+    resource["operation"] = [VALIDATE]
+    if rt.audit:  # read-only, one version, searched in SQL (fhir_server/audit/search.py)
+        resource.update(audit_search.capability())
+    documentation = rt.documentation + (_update_create_note(ctx.settings) if rt.supports("update") else "")
+    if documentation:
+        resource["documentation"] = documentation.strip()
+    return resource
+
+
+def _validate_only(type_: str) -> dict[str, Any]:
+    """A type the server does not store but validates (``POST [type]/$validate``): an ITI-65 Bundle..."""
+    return {"type": type_, "profile": f"http://hl7.org/fhir/StructureDefinition/{type_}", "operation": [VALIDATE],
+            "documentation": "Not stored: $validate only (the resource is checked, never kept)."}
+
+
 def capability_statement(ctx: ServerContext) -> dict[str, Any]:
-    resources = []
-    for rt in RESOURCE_TYPES.values():
-        resource: dict[str, Any] = {
-            "type": rt.name,
-            "profile": rt.profile,
-            "interaction": [{"code": code} for code in rt.interactions],
-            "versioning": "versioned-update",
-            "readHistory": True,
-            "updateCreate": True,
-            # conditional criteria: any supported search (identifier/_id in the store, the rest in ES; conditional.py)
-            "conditionalCreate": True,
-            "conditionalUpdate": True,
-            "conditionalDelete": "single",
-            "referencePolicy": ["literal", "logical"],
-        }
-        if rt.searchable:
-            resource["searchParam"] = _search_params(ctx, rt.name)
-            resource["searchInclude"] = search_capabilities.search_includes(ctx.search_parameters, rt.name)
-            resource["searchRevInclude"] = search_capabilities.search_revincludes(
-                ctx.search_parameters, rt.name, ctx.indices.searchable_types())
-        supported = [url for url, _version, type_ in known_profiles() if type_ == rt.name]
-        if supported:
-            resource["supportedProfile"] = supported
-        resource["operation"] = [{"name": "validate",
-                                  "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}]
-        if rt.name == "AuditEvent":  # read-only, one version, searched in SQL (fhir_server/audit/search.py)
-            resource.update(audit_search.capability())
-        if rt.documentation:
-            resource["documentation"] = rt.documentation
-        resources.append(resource)
+    served = served_types(ctx.settings)
+    resources = [_resource(ctx, rt) for rt in served]
+    resources += [_validate_only(t) for t in validate_only_types({rt.name for rt in served})]
     rest: dict[str, Any] = {
         "mode": "server",
         "resource": resources,
-        "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
-        "operation": [{"name": "versions",
-                       "definition": "http://hl7.org/fhir/OperationDefinition/CapabilityStatement-versions"}],
+        "interaction": [{"code": code} for code in SYSTEM_INTERACTIONS],
+        "operation": [VERSIONS],
     }
     security = capability_security(ctx.settings)
     if security is not None:
         rest["security"] = security
-    return {
+    statement: dict[str, Any] = {
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": format_instant(now_us()),
@@ -72,9 +105,12 @@ def capability_statement(ctx: ServerContext) -> dict[str, Any]:
         "implementation": {"description": "FHIR R4 server (SQL store of record, Elasticsearch search)",
                            "url": ctx.base_url},
         "fhirVersion": "4.0.1",
-        "format": ["application/fhir+json", "json", "application/fhir+xml", "xml"],
-        "rest": [rest],
+        "format": FORMATS,
     }
+    if any(rt.supports("patch") for rt in served):
+        statement["patchFormat"] = PATCH_FORMATS
+    statement["rest"] = [rest]
+    return statement
 
 
 def metadata(ctx: ServerContext) -> Result:

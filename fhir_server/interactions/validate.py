@@ -8,7 +8,7 @@ The same engine as the write path, with the same server policy (required profile
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 from fhir_server.context import ServerContext
@@ -102,3 +102,12 @@ def _outcome(issues: list[Issue]) -> Result:
     if not issues:
         issues = [Issue("information", "informational", "Validation successful: no issues detected")]
     return Result(200, operation_outcome(issues))
+
+
+def validate_only_types(served: Collection[str]) -> list[str]:
+    """The types ``POST [type]/$validate`` takes that the server does not store (what the CapabilityStatement
+    and the OpenAPI description list for them): every resource type with a definition, e.g. an ITI-65 Bundle."""
+    from profiles.model import definitions
+
+    d = definitions()
+    return sorted(t for t in d.kinds if d.is_resource(t) and t not in served)

@@ -20,8 +20,10 @@ from .tokens import AuthError, TokenVerifier, bearer_token
 
 log = logging.getLogger(__name__)
 
+#: What a client reads to learn how to authenticate: the CapabilityStatement, the SMART configuration, the API
+#: description (no data in any of them)
 PUBLIC_PATHS = frozenset({"/fhir/metadata", "/fhir/$versions", "/fhir/.well-known/smart-configuration",
-                          "/.well-known/smart-configuration"})
+                          "/.well-known/smart-configuration", "/openapi.json"})
 
 
 def build_verifier(settings: Settings) -> TokenVerifier | None:
@@ -68,26 +70,42 @@ async def _unauthorized(send: Send, reason: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+#: What this server itself enforces of SMART App Launch v2, whatever the authorisation server: v1 and v2 scopes,
+#: patient/ and user/ scopes (the token's ``patient`` compartment, its ``fhirUser``)
+SMART_PERMISSIONS = ("permission-patient", "permission-user", "permission-v1", "permission-v2")
+
+
+def _endpoints(settings: Settings) -> list[tuple[str, str, str]]:
+    """(oauth-uris extension name, well-known key, URL) of the authorisation server's configured endpoints."""
+    return [(name, key, url) for name, key, url in (
+        ("authorize", "authorization_endpoint", settings.auth_authorize_url),
+        ("token", "token_endpoint", settings.auth_token_url),
+        ("revoke", "revocation_endpoint", settings.auth_revoke_url),
+        ("introspect", "introspection_endpoint", settings.auth_introspect_url)) if url]
+
+
+def smart_capabilities(settings: Settings) -> list[str]:
+    """Only what is true: the permissions this server enforces; a standalone launch (with its patient picked at
+    launch) once a client knows where to authorise. Client authentication methods are the authorisation server's
+    business, so none is claimed."""
+    launch = ["launch-standalone", "context-standalone-patient"] if settings.auth_authorize_url else []
+    return [*launch, *SMART_PERMISSIONS]
+
+
 def smart_configuration(settings: Settings) -> dict[str, Any]:
-    """``/.well-known/smart-configuration`` (SMART App Launch v2)."""
+    """``/.well-known/smart-configuration`` (SMART App Launch v2, conformance.html#metadata)."""
     conf: dict[str, Any] = {
         "issuer": settings.auth_issuer,
         "jwks_uri": settings.auth_jwks_url,
-        "token_endpoint_auth_methods_supported": ["private_key_jwt", "client_secret_basic"],
+        **{key: url for _name, key, url in _endpoints(settings)},
         "grant_types_supported": ["authorization_code", "client_credentials"],
-        "scopes_supported": ["openid", "fhirUser", "launch/patient", "offline_access",
+        "scopes_supported": ["openid", "fhirUser", "launch/patient",
                              "patient/*.rs", "user/*.cruds", "system/*.cruds",
                              "patient/*.read", "user/*.read", "user/*.write", "system/*.read", "system/*.write"],
         "response_types_supported": ["code"],
-        "capabilities": ["launch-standalone", "client-public", "client-confidential-symmetric",
-                         "client-confidential-asymmetric", "context-standalone-patient", "permission-patient",
-                         "permission-user", "permission-v1", "permission-v2"],
+        "capabilities": smart_capabilities(settings),
         "code_challenge_methods_supported": ["S256"],
     }
-    if settings.auth_authorize_url:
-        conf["authorization_endpoint"] = settings.auth_authorize_url
-    if settings.auth_token_url:
-        conf["token_endpoint"] = settings.auth_token_url
     return {k: v for k, v in conf.items() if v is not None}
 
 
@@ -95,9 +113,9 @@ def capability_security(settings: Settings) -> dict[str, Any] | None:
     """``CapabilityStatement.rest.security`` (SMART App Launch: SMART-on-FHIR service, oauth-uris); None when off."""
     if settings.auth == "off":
         return None
-    uris = [{"url": name, "valueUri": value} for name, value in (
-        ("authorize", settings.auth_authorize_url), ("token", settings.auth_token_url)) if value]
+    uris = [{"url": name, "valueUri": url} for name, _key, url in _endpoints(settings)]
     security: dict[str, Any] = {
+        "cors": bool(settings.cors_origins),
         "service": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
                                  "code": "SMART-on-FHIR"}], "text": "OAuth2 bearer tokens (SMART App Launch v2)"}],
         "description": "Bearer JWT (RS256/ES256) from the configured issuer; SMART v2/v1 scopes; patient context "

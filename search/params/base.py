@@ -6,7 +6,8 @@ live side by side (see :class:`ParamType`):
 * ``mapping(param)``: ES properties of ``sp.<code>``;
 * ``index(param, values, ctx)``: extracted FHIR values -> ``{field: [values]}``;
 * ``compile_query(param, modifier, values, ctx, name)``: OR-list of raw query values -> one ES clause;
-* ``sort(param, descending)``: ES sort clause(s) for ``_sort``.
+* ``sort(param, descending)``: ES sort clause(s) for ``_sort``;
+* ``modifiers(param)``: the modifiers that work on ``param`` (what the CapabilityStatement lists).
 """
 
 from __future__ import annotations
@@ -71,6 +72,8 @@ class ParamType(Protocol):
     """The interface every module under ``search.params`` implements."""
 
     MODIFIERS: frozenset[str]
+
+    def modifiers(self, param: SearchParameter) -> tuple[str, ...]: ...
 
     def mapping(self, param: SearchParameter) -> dict[str, Any]: ...
 

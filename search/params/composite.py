@@ -41,6 +41,11 @@ from search.registry import SearchParameter
 MODIFIERS: frozenset[str] = frozenset()
 
 
+def modifiers(param: SearchParameter) -> tuple[str, ...]:
+    """The modifiers ``compile_query`` accepts on ``param`` (listed by the CapabilityStatement)."""
+    return tuple(sorted(MODIFIERS))
+
+
 def mapping(param: SearchParameter) -> dict[str, Any]:
     return {"pairs": KEYWORD}
 

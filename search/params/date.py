@@ -66,6 +66,11 @@ from search.params.base import (
 from search.registry import SearchParameter
 
 MODIFIERS: frozenset[str] = frozenset()
+
+
+def modifiers(param: SearchParameter) -> tuple[str, ...]:
+    """The modifiers ``compile_query`` accepts on ``param`` (listed by the CapabilityStatement)."""
+    return tuple(sorted(MODIFIERS))
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 
 _DATE = re.compile(

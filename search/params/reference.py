@@ -49,6 +49,11 @@ from search.registry import SearchParameter
 
 MODIFIERS = frozenset({"identifier", "text"})  # plus :<Type>, checked against the targets
 
+
+def modifiers(param: SearchParameter) -> tuple[str, ...]:
+    """``:identifier``, ``:text`` and a type modifier per target type (any type when the target is open)."""
+    return (*sorted(MODIFIERS), *param.target)
+
 FIELDS = ("ref", "id", "type", "identifier", "identifier_value", "display",
           "contained_given", "contained_family", "contained_name", "contained_identifier")
 #: chained parameter -> (contained_* field, kind): the chains answered from contained targets.

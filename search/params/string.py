@@ -48,6 +48,11 @@ from search.registry import SearchParameter
 
 MODIFIERS = frozenset({"exact", "contains", "text"})
 
+
+def modifiers(param: SearchParameter) -> tuple[str, ...]:
+    """The modifiers ``compile_query`` accepts on ``param`` (listed by the CapabilityStatement)."""
+    return tuple(sorted(MODIFIERS))
+
 _NAME_PARTS = ("family", "given", "prefix", "suffix", "text")
 _ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", "text")
 

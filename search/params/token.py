@@ -36,6 +36,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+from fhir_common.fhirpath import element_types
 from search.errors import SearchError
 from search.normalize import MAX_KEYWORD_CHARS, normalize_string
 from search.params.base import (
@@ -66,6 +67,29 @@ FIELDS = ("code", "system", "sys_code", "nosys", "text", "of_type", "code_ci", "
 CASE_SENSITIVE_SYSTEMS = frozenset({"http://unitsofmeasure.org", "urn:ietf:bcp:13"})
 #: Value types whose token is an identifier-like value (exact match only).
 _EXACT_TYPES = frozenset({"Identifier"})
+#: Value types with a code system (``:in``, ``:not-in``, ``:below``, ``:above``) and with a text (``:text``).
+_CODED_TYPES = frozenset({"code", "Coding", "CodeableConcept"})
+_TEXT_TYPES = frozenset({"Coding", "CodeableConcept", "Identifier"})
+
+
+def modifiers(param: SearchParameter) -> tuple[str, ...]:
+    """The modifiers that can match something on ``param``, from the types its paths yield (the
+    CapabilityStatement lists these): ``:of-type`` only on Identifiers, ``:text`` only where a text is indexed,
+    the terminology ones only on codes. A path whose type the model cannot tell keeps them all."""
+    types: set[str] = set()
+    for path in param.paths:
+        found = element_types(path.expression)
+        if found is None:
+            return tuple(sorted(MODIFIERS))
+        types |= found
+    out = {"not"}
+    if types & _CODED_TYPES:
+        out |= {"in", "not-in", "below", "above"}
+    if types & _TEXT_TYPES:
+        out.add("text")
+    if "Identifier" in types:
+        out.add("of-type")
+    return tuple(sorted(out))
 
 
 def mapping(param: SearchParameter) -> dict[str, Any]:

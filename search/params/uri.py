@@ -32,6 +32,11 @@ from search.registry import SearchParameter
 MODIFIERS = frozenset({"below", "above"})
 
 
+def modifiers(param: SearchParameter) -> tuple[str, ...]:
+    """The modifiers ``compile_query`` accepts on ``param`` (listed by the CapabilityStatement)."""
+    return tuple(sorted(MODIFIERS))
+
+
 def mapping(param: SearchParameter) -> dict[str, Any]:
     return {"value": KEYWORD}
 
