@@ -208,6 +208,7 @@ DOCUMENT_ROWS: list[Row] = [
     ("chain identifier", [("patient.identifier", "urn:sys|V{m}")], {"d1"}),
     ("composite", [("relationship", "replaces$DocumentReference/{d1}")], {"d2"}),
     ("composite other code", [("relationship", "appends$DocumentReference/{d1}")], set()),
+    ("composite code case-sensitive", [("relationship", "REPLACES$DocumentReference/{d1}")], set()),
     ("composite code with its system",
      [("relationship", "http://hl7.org/fhir/document-relationship-type|replaces$DocumentReference/{d1}")], {"d2"}),
     ("composite code in another system", [("relationship", "urn:other|replaces$DocumentReference/{d1}")], set()),
