@@ -23,7 +23,7 @@ from typing import Any
 
 #: Bump when extraction or the index layout changes in a way that requires a reindex
 #: (the version is part of every fingerprint).
-EXTRACTION_VERSION = "4"
+EXTRACTION_VERSION = "5"
 
 COMMON_BASES = ("Resource", "DomainResource")
 #: Resources that are not DomainResources (no narrative, so no ``_text``).

@@ -26,7 +26,7 @@ def get(client: httpx.Client, url: str, **params: Any) -> httpx.Response:
     return client.get(url, params=params)
 
 
-def test_token_codes_case_insensitive_identifiers_exact(client: httpx.Client) -> None:
+def test_token_codes_case_sensitive_identifiers_exact(client: httpx.Client) -> None:
     m = uid()
     p = create(client, {"resourceType": "Patient", "gender": "female",
                         "identifier": [{"system": "urn:x", "value": f"AbC-{m}"}],
@@ -34,8 +34,62 @@ def test_token_codes_case_insensitive_identifiers_exact(client: httpx.Client) ->
     assert ids(search(client, "/Patient", identifier=f"AbC-{m}")) == [p["id"]]
     assert ids(search(client, "/Patient", identifier=f"abc-{m}")) == []  # identifiers: exact
     assert ids(search(client, "/Patient", identifier=f"urn:x|ABC-{m}")) == []
-    assert p["id"] in ids(search(client, "/Patient", _id=p["id"], gender="FEMALE"))  # codes: case-insensitive
+    assert ids(search(client, "/Patient", _id=p["id"], gender="female")) == [p["id"]]
     assert ids(search(client, "/Patient", _id=p["id"], gender="male")) == []
+
+
+SNOMED = "http://snomed.info/sct"
+GENDER = "http://hl7.org/fhir/administrative-gender"
+
+
+def _document(client: httpx.Client, doc_type: dict[str, Any]) -> dict[str, Any]:
+    return create(client, {"resourceType": "DocumentReference", "status": "current", "type": doc_type,
+                           "content": [{"attachment": {"url": "http://example.org/doc"}}]})
+
+
+def test_token_case_follows_the_code_system(client: httpx.Client) -> None:
+    """administrative-gender says caseSensitive = true: ``gender=FEMALE`` finds nobody (HAPI agrees);
+    SNOMED CT says false: its codes match in any case, with or without the system."""
+    p = create(client, {"resourceType": "Patient", "gender": "female"})
+    for value in ("FEMALE", "Female", f"{GENDER}|FEMALE"):
+        assert ids(search(client, "/Patient", _id=p["id"], gender=value)) == [], value
+    assert ids(search(client, "/Patient", _id=p["id"], gender=f"{GENDER}|female")) == [p["id"]]
+    m = uid()
+    code = f"Ab{m}"
+    d = _document(client, {"coding": [{"system": SNOMED, "code": code}, {"system": "urn:local", "code": f"Cd{m}"}]})
+    for value in (code, code.upper(), code.lower(), f"{SNOMED}|{code.upper()}", f"{SNOMED}|{code.lower()}"):
+        assert ids(search(client, "/DocumentReference", _id=d["id"], type=value)) == [d["id"]], value
+    # a system that does not say it is case-insensitive is compared exactly, with or without the system
+    for value in (f"cd{m}", f"CD{m}", f"urn:local|cd{m}"):
+        assert ids(search(client, "/DocumentReference", _id=d["id"], type=value)) == [], value
+    assert ids(search(client, "/DocumentReference", _id=d["id"], type=f"urn:local|Cd{m}")) == [d["id"]]
+    # the case-insensitive copy of one coding never pairs with the system of another
+    assert ids(search(client, "/DocumentReference", _id=d["id"], type=f"urn:local|{code.lower()}")) == []
+
+
+def test_token_text_is_a_string_search_on_the_whole_text(client: httpx.Client) -> None:
+    """R4 search.html#token: ``:text`` applies string search semantics to the text (CodeableConcept.text,
+    Coding.display): starts-with after case/accent folding, not a match at the start of any word."""
+    d = _document(client, {"coding": [{"system": "http://loinc.org", "code": "18842-5",
+                                       "display": "Discharge summary"}], "text": "Résumé de sortie"})
+    found = {"discharge", "DISCHARGE SUM", "discharge summary", "resume", "RÉSUMÉ DE S"}
+    missed = {"summary", "sortie", "de sortie", "ischarge", "discharge summary note"}
+    for value in found:
+        assert ids(search(client, "/DocumentReference", _id=d["id"], **{"type:text": value})) == [d["id"]], value
+    for value in missed:
+        assert ids(search(client, "/DocumentReference", _id=d["id"], **{"type:text": value})) == [], value
+    assert get(client, "/DocumentReference", **{"type:text": "a" * 1001}).status_code == 400
+
+
+def test_reference_text_is_a_string_search_on_the_display(client: httpx.Client) -> None:
+    """``:text`` on a reference (R5; R4 defines it for tokens only) has the same string semantics on
+    Reference.display as token ``:text``."""
+    p = create(client, {"resourceType": "Patient",
+                        "generalPractitioner": [{"reference": "Practitioner/gp1", "display": "Dr Émile Zola"}]})
+    for value in ("dr", "DR EMILE", "dr émile zola"):
+        assert ids(search(client, "/Patient", _id=p["id"], **{"general-practitioner:text": value})) == [p["id"]]
+    for value in ("zola", "emile", "dr zola"):
+        assert ids(search(client, "/Patient", _id=p["id"], **{"general-practitioner:text": value})) == [], value
 
 
 def test_phonetic_and_id_not(client: httpx.Client) -> None:

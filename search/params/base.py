@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from search.errors import SearchError
-from search.normalize import MAX_KEYWORD_CHARS
+from search.normalize import MAX_KEYWORD_CHARS, normalize_string
 from search.registry import SearchParameter
 
 log = logging.getLogger("search.index")
@@ -177,6 +177,19 @@ MAX_TEXT_WORD_CHARS = 200
 def _regexp_literal(s: str) -> str:
     """``s`` with every character Lucene's regexp syntax could read as an operator escaped."""
     return "".join(c if c.isalnum() else "\\" + c for c in s)
+
+
+def text_prefix(field_path: str, raw: str, name: str) -> dict[str, Any]:
+    """Token / reference ``:text``: string search semantics (search.html#string) on the text of the value:
+    the whole normalised text starts with the normalised query (``summary`` does not match "Discharge
+    summary"; ``discharge sum`` does).  ``field_path`` holds :func:`search.normalize.normalize_string`
+    of each text, truncated to ``MAX_KEYWORD_CHARS``."""
+    norm = normalize_string(unescape(raw))
+    if not norm:
+        raise SearchError("empty :text value", name)
+    if len(norm) > MAX_PREFIX_CHARS:
+        raise SearchError(f"a :text search value is limited to {MAX_PREFIX_CHARS} characters", name)
+    return {"prefix": {field_path: norm}}
 
 
 def words_clause(field_path: str, folded: str, name: str) -> dict[str, Any]:

@@ -4,8 +4,10 @@ The components must match inside the **same** element (one ``relatesTo``), so ea
 indexed as the set of ``key1$key2`` strings in ``pairs``: every match key of its first
 component joined with every match key of its second.  Keys per component value:
 
-* token (a code, Coding or CodeableConcept): ``code``, ``system|code`` and, as for token
-  parameters, their lower-cased forms;
+* token (a code, Coding or CodeableConcept): ``code``, ``system|code`` and, for a code system that
+  says it is case-insensitive (:func:`search.params.token.case_insensitive`), ``system|code`` with the
+  code lower-cased (a bare code is matched exactly: without its system, folding could match a code of a
+  case-sensitive system);
 * reference: ``Type/id`` and the bare ``id`` (local references), or the URL as is.
 
 Component expressions are simple element paths relative to the parameter's element (the
@@ -35,7 +37,7 @@ from search.params.base import (
     unescape,
 )
 from search.params.reference import parse_reference
-from search.params.token import code_systems
+from search.params.token import case_insensitive, code_systems
 from search.registry import SearchParameter
 
 MODIFIERS: frozenset[str] = frozenset()
@@ -64,7 +66,7 @@ def _path(element: Any, path: str) -> list[Any]:
 
 def _keys(value: Any, base_url: str | None) -> Iterator[str]:
     if isinstance(value, str):
-        yield from {value, value.lower()}
+        yield value
     elif isinstance(value, dict) and ("reference" in value or "identifier" in value):
         ref = value.get("reference")
         if isinstance(ref, str) and ref and not ref.startswith("#"):
@@ -77,10 +79,12 @@ def _keys(value: Any, base_url: str | None) -> Iterator[str]:
         for c in codings or []:
             code = c.get("code")
             if isinstance(code, str):
-                for k in {code, code.lower()}:
-                    yield k
-                    if c.get("system"):
-                        yield f"{c['system']}|{k}"
+                system = c.get("system")
+                yield code
+                if system:
+                    yield f"{system}|{code}"
+                    if case_insensitive(system):
+                        yield f"{system}|{code.lower()}"
 
 
 def index(param: SearchParameter, values: Sequence[FhirValue], ctx: IndexContext) -> Fields:
@@ -100,14 +104,16 @@ def _query_keys(raw: str, ctx: QueryContext) -> list[str]:
     parts = split_escaped(raw, "|")
     if len(parts) == 2:  # a token: system|code or |code (references have no |)
         system, code = unescape(parts[0]), unescape(parts[1])
-        keys = [code, code.lower()] if not system else [f"{system}|{code}", f"{system}|{code.lower()}"]
-        if system and code in code_systems().get(system, {}):
-            keys += [code, code.lower()]  # a bound code (relatesTo.code) carries its system implicitly
+        if not system:
+            return [code]
+        keys = [f"{system}|{code}", f"{system}|{code.lower()}"] if case_insensitive(system) else [f"{system}|{code}"]
+        if code in code_systems().get(system, {}):
+            keys.append(code)  # a bound code (relatesTo.code) carries its system implicitly
         return keys
     value = unescape(raw)
     if "/" in value or value.startswith(("http:", "https:", "urn:")):
         return [parse_reference(value, ctx.base_url)[0]]  # absolute URLs under this server's base made local
-    return [value, value.lower()]
+    return [value]
 
 
 def compile_query(

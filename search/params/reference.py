@@ -9,8 +9,9 @@ Index fields under ``sp.<code>``:
 * ``type``: the target type when known (from the reference or ``Reference.type``);
 * ``identifier``: ``system|value`` (``|value`` without system) of ``Reference.identifier``;
 * ``identifier_value``: ``Reference.identifier.value``;
-* ``display``: case/accent-folded ``Reference.display``, for ``:text`` (words, as token ``:text``;
-  R4 defines ``:text`` for tokens, R5 extends it to ``Reference.display``).
+* ``display``: case/accent-folded ``Reference.display``, for ``:text`` (R4 defines ``:text`` for tokens
+  only; R5 extends it to ``Reference.display`` with the same string semantics: the display starts with
+  the value after case/accent folding, as token ``:text``).
 
 References to contained resources (``#id``) cannot be searched by id; instead the contained
 resource's type goes to ``type`` and its names and identifiers to ``contained_*`` fields, so
@@ -42,8 +43,8 @@ from search.params.base import (
     keyword_sort,
     split_escaped,
     term,
+    text_prefix,
     unescape,
-    words_clause,
 )
 from search.registry import SearchParameter
 
@@ -191,10 +192,7 @@ def _identifier(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
 
 
 def _display(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
-    folded = normalize_string(unescape(raw))[:MAX_KEYWORD_CHARS]
-    if not folded:
-        raise SearchError("empty :text value", name)
-    return words_clause(field_name(param, "display"), folded, name)
+    return text_prefix(field_name(param, "display"), raw, name)
 
 
 def _check_type(param: SearchParameter, rtype: str, name: str) -> None:

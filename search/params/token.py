@@ -1,12 +1,24 @@
 """``token`` parameters: ``code``, ``system|code``, ``|code``, ``system|``; ``:not``, ``:text``, ``:of-type``,
 ``:in`` / ``:not-in`` (known value sets), ``:below`` / ``:above`` (subsumption in known code systems).
 
-Case rule ("when in doubt, servers SHOULD treat tokens in a case-insensitive manner"): codes
-of Codings, CodeableConcepts, ``code`` and ``boolean`` elements match case-insensitively,
-except in the code systems listed in :data:`CASE_SENSITIVE_SYSTEMS` (UCUM: ``mg`` vs ``Mg``);
-Identifier values match exactly (case-sensitive, never accent-folded: folding identifiers is
-a known bug of other servers); ContactPoint values (e-mail addresses...) match without regard
-to case, but are never accent-folded either.  Systems are URIs: always exact.
+Case rule: a code is compared exactly unless its code system says ``caseSensitive = false``
+(:func:`case_insensitive`, from the R4 CodeSystems in ``terminology-r4.json``: SNOMED CT).
+administrative-gender and most R4 systems are case-sensitive, so ``gender=FEMALE`` does not
+find ``female``; a system that says nothing, or is unknown, is compared exactly too.  Codes
+without a system (booleans, plain strings) are exact.  Identifier values match exactly (never
+accent-folded: folding identifiers is a known bug of other servers); ContactPoint values
+(e-mail addresses...) match without regard to case, but are never accent-folded either.
+Systems are URIs: always exact.
+
+The case decision is taken at index time, per stored coding: only case-insensitive values get a
+lower-cased copy (``*_ci`` fields).  A query is then always "exact term OR lower-cased term on the
+``_ci`` field", two term queries, and ``code`` without a system still matches a SNOMED code in any
+case but an administrative-gender code only exactly, without knowing the system at query time.
+
+``:text`` follows R4 (search.html#token): "the search parameter is applied to the text", with
+string semantics: the whole CodeableConcept.text / Coding.display / Identifier.type.text starts with
+the value after case and accent folding (``type:text=discharge`` matches "Discharge summary",
+``type:text=summary`` does not).
 
 Terminology (``definitions/``): ``:in`` / ``:not-in`` expand the French JDVs of
 ``value-sets.json`` and the complete R4 expansions of ``terminology-r4.json``; ``:below`` /
@@ -21,11 +33,10 @@ Index fields under ``sp.<code>`` (keywords):
   code from *different* Codings never combine into a false match);
 * ``nosys``: codes that have no system (for ``|code``); a ``code`` element whose binding gives it
   an implicit system (:func:`implicit_system`) is indexed both with that system and without;
-* ``text``: normalised CodeableConcept.text, Coding.display, Identifier.type.text (``:text``:
-  every word of the query starts a word of it, as string ``:text``);
+* ``text``: normalised CodeableConcept.text, Coding.display, Identifier.type.text (``:text``, prefix);
 * ``of_type``: ``typeSystem|typeCode|value`` for Identifiers (``:of-type``);
 * ``code_ci``, ``sys_code_ci``, ``nosys_ci``: lower-cased copies of ``code``, ``sys_code``,
-  ``nosys`` for case-insensitive codes only (never for identifiers).
+  ``nosys`` for case-insensitive values only (codes of case-insensitive systems, ContactPoint values).
 """
 
 from __future__ import annotations
@@ -54,8 +65,8 @@ from search.params.base import (
     none_of,
     split_escaped,
     term,
+    text_prefix,
     unescape,
-    words_clause,
 )
 from search.registry import SearchParameter
 
@@ -63,8 +74,6 @@ MODIFIERS = frozenset({"not", "text", "of-type", "in", "not-in", "below", "above
 
 FIELDS = ("code", "system", "sys_code", "nosys", "text", "of_type", "code_ci", "sys_code_ci", "nosys_ci")
 
-#: Code systems whose codes differ by case (matched exactly, never lower-cased).
-CASE_SENSITIVE_SYSTEMS = frozenset({"http://unitsofmeasure.org", "urn:ietf:bcp:13"})
 #: Value types whose token is an identifier-like value (exact match only).
 _EXACT_TYPES = frozenset({"Identifier"})
 #: Value types with a code system (``:in``, ``:not-in``, ``:below``, ``:above``) and with a text (``:text``).
@@ -90,6 +99,10 @@ def modifiers(param: SearchParameter) -> tuple[str, ...]:
     if "Identifier" in types:
         out.add("of-type")
     return tuple(sorted(out))
+
+
+#: Value types whose values match without regard to case whatever their system (e-mail addresses...).
+_CASE_INSENSITIVE_TYPES = frozenset({"ContactPoint"})
 
 
 def mapping(param: SearchParameter) -> dict[str, Any]:
@@ -123,15 +136,27 @@ def implicit_system(resource_type: str, code: str) -> str | None:
     return system
 
 
+@cache
+def _case_insensitive_systems() -> frozenset[str]:
+    return frozenset(_terminology()["caseInsensitiveSystems"])
+
+
+def case_insensitive(system: str | None) -> bool:
+    """Whether codes of ``system`` match without regard to case: only where its CodeSystem says
+    ``caseSensitive = false`` (an unknown system, or no system, is compared exactly)."""
+    return system is not None and system in _case_insensitive_systems()
+
+
 def index(param: SearchParameter, values: Sequence[FhirValue], ctx: IndexContext) -> Fields:
     fields: Fields = {}
     implicit = implicit_system(ctx.resource_type, param.code)
     for value in values:
         if implicit and isinstance(value.data, str):
             # a code with an implicit system: searchable as system|code, and still as |code
-            for f, v in (("system", implicit), ("sys_code", f"{implicit}|{value.data}"),
-                         ("sys_code_ci", f"{implicit}|{value.data.lower()}")):
-                add(fields, f, v)
+            add(fields, "system", implicit)
+            add(fields, "sys_code", f"{implicit}|{value.data}")
+            if case_insensitive(implicit):
+                add(fields, "sys_code_ci", f"{implicit}|{value.data.lower()}")
         for system, code, text in _codings(value):
             if code is not None and not isinstance(code, str):
                 ctx.skip(param, code, "code is not a string")
@@ -144,7 +169,7 @@ def index(param: SearchParameter, values: Sequence[FhirValue], ctx: IndexContext
             if code:
                 add(fields, "code", code)
                 add(fields, "sys_code" if system else "nosys", f"{system}|{code}" if system else code)
-                if value.type not in _EXACT_TYPES and system not in CASE_SENSITIVE_SYSTEMS:
+                if value.type in _CASE_INSENSITIVE_TYPES or case_insensitive(system or implicit):
                     low = code.lower()
                     add(fields, "code_ci", low)
                     add(fields, "sys_code_ci" if system else "nosys_ci", f"{system}|{low}" if system else low)
@@ -157,10 +182,10 @@ def index(param: SearchParameter, values: Sequence[FhirValue], ctx: IndexContext
     return fields
 
 
-def _exact_or_ci(param: SearchParameter, f: str, value: str, ci: bool = True) -> dict[str, Any]:
-    """Exact match, or (for case-insensitive codes) a match of the lower-cased copy."""
-    exact = term(field_name(param, f), value)
-    return any_of([exact, term(field_name(param, f + "_ci"), value.lower())]) if ci else exact
+def _exact_or_ci(param: SearchParameter, f: str, value: str) -> dict[str, Any]:
+    """Exact match, or a match of the lower-cased copy, which only case-insensitive values have (see
+    :func:`index`): two term queries, whatever the system of the stored value."""
+    return any_of([term(field_name(param, f), value), term(field_name(param, f + "_ci"), value.lower())])
 
 
 def _match(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
@@ -169,10 +194,8 @@ def _match(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
         return _exact_or_ci(param, "code", unescape(raw))
     system, code = unescape(parts[0]), unescape("|".join(parts[1:]))
     if system and code:
-        if system in CASE_SENSITIVE_SYSTEMS:
-            return term(field_name(param, "sys_code"), f"{system}|{code}")
-        exact = term(field_name(param, "sys_code"), f"{system}|{code}")
-        return any_of([exact, term(field_name(param, "sys_code_ci"), f"{system}|{code.lower()}")])
+        return any_of([term(field_name(param, "sys_code"), f"{system}|{code}"),
+                       term(field_name(param, "sys_code_ci"), f"{system}|{code.lower()}")])
     if system:
         return term(field_name(param, "system"), system)
     if code:
@@ -188,10 +211,8 @@ def _of_type(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
 
 
 def _text(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
-    norm = normalize_string(unescape(raw))[:MAX_KEYWORD_CHARS]
-    if not norm:
-        raise SearchError("empty :text value", name)
-    return words_clause(field_name(param, "text"), norm, name)
+    """R4 ``:text``: string search semantics on the whole text (starts-with, case/accent folded)."""
+    return text_prefix(field_name(param, "text"), raw, name)
 
 
 @cache

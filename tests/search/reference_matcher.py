@@ -4,12 +4,14 @@ Written straight from search.html for the Patient parameters the property test g
 string (``family``, ``given``: starts-with / ``:exact`` / ``:contains`` after case and accent
 folding, ``:text``: every word of the query starts a word of the value), token (``gender``,
 ``identifier``, ``email``, ``_security``: the four ``system|code`` forms, ``:not``, ``:missing``,
-codes and e-mail addresses case-insensitive, identifiers exact; ``gender`` carries the implicit system
+codes exact (administrative-gender and v3-ActReason say ``caseSensitive``), e-mail addresses
+case-insensitive, identifiers exact; ``gender`` carries the implicit system
 of its required binding; ``:in`` / ``:not-in`` on the administrative-gender value set; ``:below`` /
 ``:above`` in a hand-copied part of the v3-ActReason hierarchy) and date (``birthdate``: ranges from
 precision, the nine prefixes as defined by the spec, ``ap`` excluded as it depends on the clock; also
 ``death-date`` dateTimes with offsets and ``_lastUpdated`` instants to the microsecond) and
-reference (``organization``: ``Type/id``, bare id, ``:Type``, ``:missing``; ``:text``: words of the display).
+reference (``organization``: ``Type/id``, bare id, ``:Type``, ``:missing``; ``:text``: the display starts with
+the value, case- and accent-insensitively, as string search).
 Its slowness and repetition are deliberate: it must be easy to check by reading.
 """
 
@@ -106,12 +108,12 @@ def match_date(stored: str | None, prefix: str, query: str) -> bool:
 def _tokens(resource: dict[str, Any], code: str) -> list[tuple[str | None, str, bool]]:
     """(system, value, case_sensitive) of each token value."""
     if code == "gender":  # a code: its system is implied by the binding, and it is also searchable without
-        return [(GENDER, resource["gender"], False), (None, resource["gender"], False)] if resource.get("gender") \
+        return [(GENDER, resource["gender"], True), (None, resource["gender"], True)] if resource.get("gender") \
             else []
     if code == "email":
         return [("email", t["value"], False) for t in resource.get("telecom", []) if t.get("system") == "email"]
     if code == "_security":
-        return [(c["system"], c["code"], False) for c in resource.get("meta", {}).get("security", [])]
+        return [(c["system"], c["code"], True) for c in resource.get("meta", {}).get("security", [])]
     return [(i.get("system"), i["value"], True) for i in resource.get("identifier", []) if i.get("value")]
 
 
@@ -150,7 +152,7 @@ def match_token(values: list[tuple[str | None, str, bool]], query: str) -> bool:
 def match_reference(resource: dict[str, Any], modifier: str | None, query: str) -> bool:
     if modifier == "text":
         display = (resource.get("managingOrganization") or {}).get("display")
-        return bool(display) and match_string([display], "text", query)
+        return bool(display) and match_string([display], None, query)
     ref = (resource.get("managingOrganization") or {}).get("reference")
     if not ref:
         return False

@@ -20,6 +20,7 @@ FHIR_JSON = {"Content-Type": "application/fhir+json"}
 ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 V2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 GENDER = "http://hl7.org/fhir/administrative-gender"
+SNOMED = "http://snomed.info/sct"  # the one R4 CodeSystem that says caseSensitive = false
 DIV = '<div xmlns="http://www.w3.org/1999/xhtml">Hello <b>wörld</b></div>'
 
 
@@ -35,7 +36,8 @@ def _patients(m: str, base: str) -> dict[str, dict[str, Any]]:
                  "generalPractitioner": [{"reference": "Practitioner/gp1", "display": "Dr Émile Zola"}],
                  "text": {"status": "generated", "div": DIV},
                  "meta": {"security": [{"system": ACT_REASON, "code": "ETREAT"}],
-                          "tag": [{"system": "urn:tags", "code": "t1", "display": "Tag Display"}],
+                          "tag": [{"system": "urn:tags", "code": "t1", "display": "Tag Display"},
+                                  {"system": SNOMED, "code": "CiTag"}],
                           "profile": [f"http://example.org/StructureDefinition/p{m}|1.0"],
                           "source": f"http://src.example/{m}#abc"}},
         "jp": {"resourceType": "Patient", "gender": "male", "birthDate": "1980", "active": False,
@@ -123,10 +125,17 @@ PATIENT_ROWS: list[Row] = [
     ("token :of-type", [("identifier:of-type", f"{V2_0203}|MR|V{{m}}")], {"bene"}),
     ("token :of-type other type", [("identifier:of-type", f"{V2_0203}|DL|V{{m}}")], set()),
     ("token :text on Identifier.type.text", [("identifier:text", "medical rec")], {"bene"}),
-    ("token :text any word", [("identifier:text", "record")], {"bene"}),
+    ("token :text is starts-with on the whole text", [("identifier:text", "record")], set()),
+    ("token :text case and accent folded", [("identifier:text", "MÉDICAL")], {"bene"}),
+    ("token :text not a later word of Coding.display", [("_tag:text", "display")], set()),
     ("token :text on CodeableConcept.text", [("_security:text", "nothing")], set()),
     ("token :missing", [("identifier:missing", "true")], {"ext", "comma"}),
-    ("token code case-insensitive", [("gender", "FEMALE")], {"bene"}),
+    ("token code case-sensitive system", [("gender", "FEMALE")], set()),
+    ("token system|code case-sensitive system", [("gender", f"{GENDER}|FEMALE")], set()),
+    ("token code of an unknown system is exact", [("_tag", "T1")], set()),
+    ("token code case-insensitive system", [("_tag", f"{SNOMED}|citag")], {"bene"}),
+    ("token code without system, case-insensitive system", [("_tag", "CITAG")], {"bene"}),
+    ("token code exact in a case-insensitive system", [("_tag", f"{SNOMED}|CiTag")], {"bene"}),
     ("token implicit system of code", [("gender", f"{GENDER}|male")], {"jp"}),
     ("token code without system", [("gender", "|male")], {"jp"}),
     ("token :not on gender", [("gender:not", "male")], {"bene", "ext", "comma"}),
@@ -183,7 +192,8 @@ PATIENT_ROWS: list[Row] = [
     ("reference :Type", [("general-practitioner:Practitioner", "gp2")], {"jp"}),
     ("reference stored absolute", [("general-practitioner", "Practitioner/gp2")], {"jp"}),
     ("reference :text on display", [("general-practitioner:text", "dr emile")], {"bene"}),
-    ("reference :text words", [("general-practitioner:text", "zola")], {"bene"}),
+    ("reference :text is starts-with on the display", [("general-practitioner:text", "zola")], set()),
+    ("reference :text case and accent folded", [("general-practitioner:text", "DR ÉM")], {"bene"}),
     ("reference :missing", [("general-practitioner:missing", "true")], {"ext", "comma"}),
     ("reference wrong :Type", [("general-practitioner:Patient", "gp2")], 400),
 ]
@@ -198,6 +208,7 @@ DOCUMENT_ROWS: list[Row] = [
     ("chain identifier", [("patient.identifier", "urn:sys|V{m}")], {"d1"}),
     ("composite", [("relationship", "replaces$DocumentReference/{d1}")], {"d2"}),
     ("composite other code", [("relationship", "appends$DocumentReference/{d1}")], set()),
+    ("composite code case-sensitive", [("relationship", "REPLACES$DocumentReference/{d1}")], set()),
     ("composite code with its system",
      [("relationship", "http://hl7.org/fhir/document-relationship-type|replaces$DocumentReference/{d1}")], {"d2"}),
     ("composite code in another system", [("relationship", "urn:other|replaces$DocumentReference/{d1}")], set()),
