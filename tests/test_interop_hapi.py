@@ -25,7 +25,8 @@ RUN_TIMEOUT_S = 300
 ENCODINGS = ("default", "json", "xml")
 STEPS = ("capabilities", "create", "create_second", "conditional_create_existing", "conditional_create_new",
          "conditional_create_string", "read", "update", "vread", "search_identifier", "search_name", "transaction",
-         "history", "delete", "read_deleted", "search_deleted")
+         "conditional_update", "patch_json", "patch_fhirpath", "search_count", "conditional_delete", "history",
+         "delete", "read_deleted", "search_deleted")
 RUN = "r" + uuid.uuid4().hex[:10]
 SYSTEM = "urn:oid:1.2.250.1.213.1.4.10"  # Scenario.SYSTEM
 MEDIA = {"json": "application/fhir+json", "xml": "application/fhir+xml"}
@@ -162,6 +163,30 @@ def test_transaction(steps: Steps, enc: str) -> None:
     assert tx["imm_search"] == [tx["imm_id"]]
     first = ok(steps, enc, "create")["id"]
     assert tx["locations"][2].startswith(f"Patient/{first}/_history/")
+
+
+@pytest.mark.parametrize("enc", ENCODINGS)
+def test_conditional_update_patch_count_conditional_delete(steps: Steps, enc: str) -> None:
+    """On the second patient: PUT Patient?identifier=.., JSON Patch, FHIRPath Patch (Parameters, in the client's
+    format), ``_summary=count``, DELETE Patient?identifier=..."""
+    second = ok(steps, enc, "create_second")["id"]
+    cond = ok(steps, enc, "conditional_update")
+    assert "/Patient?identifier=" in cond["http"][0]["url"]
+    assert (cond["id"], cond["version"], cond["resource_version"]) == (second, "2", "2")
+
+    json_patch = ok(steps, enc, "patch_json")
+    assert (json_patch["id"], json_patch["version"], json_patch["gender"]) == (second, "3", "other")
+    fhirpath_patch = ok(steps, enc, "patch_fhirpath")
+    assert (fhirpath_patch["version"], fhirpath_patch["birthDate"], fhirpath_patch["gender"]) == \
+        ("4", "1990-01-02", "other")
+
+    # the family prefix matches `create`, `create_second` and the transaction's patient
+    count = ok(steps, enc, "search_count")
+    assert (count["total"], count["entries"]) == (3, 0)
+
+    deleted = ok(steps, enc, "conditional_delete")
+    assert deleted["http"][0]["method"] == "DELETE" and deleted["http"][0]["status"] in (200, 204)
+    assert deleted["ids_after"] == []
 
 
 @pytest.mark.parametrize("enc", ENCODINGS)

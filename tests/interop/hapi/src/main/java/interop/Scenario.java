@@ -143,6 +143,7 @@ public final class Scenario {
   void run() {
     String value = enc + "-" + run;
     String[] pid = new String[1];
+    String[] sid = new String[1];
 
     step("capabilities", out -> {
       CapabilityStatement cs = client.capabilities().ofType(CapabilityStatement.class).execute();
@@ -161,6 +162,7 @@ public final class Scenario {
     step("create_second", out -> {
       MethodOutcome mo = client.create().resource(newPatient(value + "-2")).execute();
       outcome(out, mo);
+      sid[0] = mo.getId().getIdPart();
     });
 
     step("conditional_create_existing", out -> {
@@ -273,6 +275,53 @@ public final class Scenario {
           .returnBundle(Bundle.class).execute();
       out.put("imm_search", ids(found));
       out.put("imm_id", immId);
+    });
+
+    step("conditional_update", out -> {
+      Patient p = newPatient(value + "-2");
+      p.setBirthDateElement(new org.hl7.fhir.r4.model.DateType("1984-03-07"));
+      MethodOutcome mo = client.update().resource(p)
+          .conditional().where(Patient.IDENTIFIER.exactly().systemAndCode(SYSTEM, value + "-2")).execute();
+      outcome(out, mo);
+    });
+
+    step("patch_json", out -> {
+      MethodOutcome mo = client.patch()
+          .withBody("[{\"op\": \"replace\", \"path\": \"/gender\", \"value\": \"other\"}]")
+          .withId("Patient/" + sid[0]).execute();
+      outcome(out, mo);
+      out.put("gender", client.read().resource(Patient.class).withId(sid[0]).execute().getGender().toCode());
+    });
+
+    step("patch_fhirpath", out -> {
+      org.hl7.fhir.r4.model.Parameters patch = new org.hl7.fhir.r4.model.Parameters();
+      org.hl7.fhir.r4.model.Parameters.ParametersParameterComponent op = patch.addParameter().setName("operation");
+      op.addPart().setName("type").setValue(new org.hl7.fhir.r4.model.CodeType("replace"));
+      op.addPart().setName("path").setValue(new org.hl7.fhir.r4.model.StringType("Patient.birthDate"));
+      op.addPart().setName("value").setValue(new org.hl7.fhir.r4.model.DateType("1990-01-02"));
+      MethodOutcome mo = client.patch().withFhirPatch(patch).withId("Patient/" + sid[0]).execute();
+      outcome(out, mo);
+      Patient p = client.read().resource(Patient.class).withId(sid[0]).execute();
+      out.put("birthDate", p.getBirthDateElement().getValueAsString());
+      out.put("gender", p.getGender().toCode());
+    });
+
+    step("search_count", out -> {
+      Bundle b = client.search().forResource(Patient.class)
+          .where(Patient.FAMILY.matches().value(family()))
+          .summaryMode(ca.uhn.fhir.rest.api.SummaryEnum.COUNT)
+          .returnBundle(Bundle.class).execute();
+      out.put("total", b.getTotal());
+      out.put("entries", b.getEntry().size());
+    });
+
+    step("conditional_delete", out -> {
+      client.delete().resourceConditionalByType(Patient.class)
+          .where(Patient.IDENTIFIER.exactly().systemAndCode(SYSTEM, value + "-2")).execute();
+      Bundle b = client.search().forResource(Patient.class)
+          .where(Patient.IDENTIFIER.exactly().systemAndCode(SYSTEM, value + "-2"))
+          .returnBundle(Bundle.class).execute();
+      out.put("ids_after", ids(b));
     });
 
     step("history", out -> {
