@@ -1,4 +1,5 @@
-# Developer entry points. `make run` and `make test` need nothing but Python >= 3.11, a JDK >= 21 and Maven:
+# Developer entry points. `make run` and `make test` need nothing but Python >= 3.11, a JDK >= 21 and Maven
+# (plus Node.js >= 20 with npm for the JavaScript client interop test, skipped without them):
 # the virtualenv is created on demand and the managed Elasticsearch node is downloaded/started by the code.
 
 SHELL := /bin/bash
