@@ -307,3 +307,17 @@ def test_raw_non_ascii_url_is_refused_by_the_http_parser(open_srv: RunningServer
     assert answer.startswith(b"HTTP/1.1 400") and b"text/plain" in answer
     with httpx.Client(base_url=open_srv.base_url, timeout=30) as c:
         assert c.get("/Patient", params={"name": "é"}).status_code == 200
+
+
+def test_search_links_keep_the_format_asked_for(server: RunningServer) -> None:
+    """A client that asks ``_format=xml`` (no Accept) gets XML on the next page too (HAPI found links dropping it)."""
+    family = f"Fmt{uuid.uuid4().hex[:8]}"
+    with httpx.Client(base_url=server.base_url, timeout=30) as c:
+        for _ in range(2):
+            assert c.post("/Patient", json={"resourceType": "Patient", "name": [{"family": family}]},
+                          headers={"Content-Type": "application/fhir+json"}).status_code == 201
+        first = c.get("/Patient", params={"family": family, "_count": "1", "_format": "json", "_pretty": "true"})
+        links = {lk["relation"]: lk["url"] for lk in first.json()["link"]}
+        assert "_format=json" in links["self"] and "_format=json" in links["next"] and "_pretty=true" in links["next"]
+        second = httpx.get(links["next"].replace("_format=json", "_format=xml"), timeout=30)
+        assert second.status_code == 200 and second.headers["content-type"].startswith("application/fhir+xml")

@@ -207,7 +207,8 @@ def search(ctx: ServerContext, type_: str, raw_params: list[tuple[str, str]], *,
         entries.append({"resource": operation_outcome(included.issues), "search": {"mode": "outcome"}})
 
     # the self link shows the page size actually used (a _count above the maximum is capped)
-    self_query = urlencode(self_params)
+    # the format asked for follows the links (a client that sent _format and no Accept keeps getting it)
+    self_query = urlencode(self_params + [(k, v) for k, v in raw_params if k in ("_format", "_pretty")])
     base = f"{ctx.base_url}/{type_}"
     links = [{"relation": "self", "url": f"{base}?{self_query}" if self_query else base}]
     pit = _snapshot(ctx, alias, cursor.get("pit"), client, more=bool(hits) and more, backwards=backwards,
