@@ -77,7 +77,7 @@ def _count_hint(paths: list[Path]) -> int:
     from .loader import _files
 
     total = 0
-    for f in _files(paths):
+    for f, _name in _files(paths):
         if f.suffix == ".ndjson":
             with f.open("rb") as fh:
                 total += sum(1 for line in fh if line.strip())
@@ -130,6 +130,8 @@ def _load(settings: Settings, args: argparse.Namespace) -> int:
     table.add_row("rejected", str(len(report.rejected)))
     for type_, n in sorted(report.skipped.items()):
         table.add_row(f"skipped ({type_}: type not served)", str(n))
+    for (source, reason), n in sorted(report.not_fhir.items()):
+        table.add_row(f"skipped ({source}: {reason})", str(n))
     if args.bulk:
         table.add_row("  in store batches / one by one", f"{stats.fast} / {stats.slow}")
         table.add_row("  resources/s (validation " + ("off" if args.no_validate else "on") + ")",
@@ -173,7 +175,7 @@ def _iter_documents(paths: list[Path]) -> Iterator[tuple[str, object]]:
     """(source, parsed JSON) for each file; ndjson files give one per line; directories are walked."""
     from .loader import _files
 
-    for path in _files(paths):
+    for path, _name in _files(paths):
         text = path.read_text(encoding="utf-8")
         chunks = [(f"{path}:{n}", line) for n, line in enumerate(text.splitlines(), 1) if line.strip()] \
             if path.suffix == ".ndjson" else [(str(path), text)]

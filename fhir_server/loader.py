@@ -42,22 +42,40 @@ log = logging.getLogger(__name__)
 _URN = re.compile(r"^urn:uuid:([A-Za-z0-9\-.]{1,64})$")
 
 
+#: why a JSON object is not a FHIR resource (a Synthea export's ``log.ndjson``, a summary file): skipped, not rejected
+NOT_FHIR = "not a FHIR resource (no resourceType)"
+_SOURCE_SUFFIX = re.compile(r"(?::\d+|#entry\[\d+\])$")
+
+
 @dataclass
 class LoadReport:
     loaded: int = 0
     skipped: Counter[str] = field(default_factory=Counter)  # unsupported types
     rejected: list[tuple[str, str]] = field(default_factory=list)  # (source, reason)
+    not_fhir: Counter[tuple[str, str]] = field(default_factory=Counter)  # (file, reason) -> inputs skipped
 
     def reject_reasons(self) -> Counter[str]:
         return Counter(reason for _, reason in self.rejected)
 
 
-def _files(paths: Iterable[Path]) -> Iterator[Path]:
+def _file_of(source: str) -> str:
+    """The file of a source (``dir/a.ndjson:3``, ``b.json#entry[2]`` -> ``dir/a.ndjson``, ``b.json``)."""
+    return _SOURCE_SUFFIX.sub("", source)
+
+
+def _is_fhir(resource: dict[str, Any]) -> bool:
+    return isinstance(resource.get("resourceType"), str)
+
+
+def _files(paths: Iterable[Path]) -> Iterator[tuple[Path, str]]:
+    """Each file with the name reports give it: its path relative to the directory given (two folders of a
+    tree may hold files of the same name), or its name when the file itself was given."""
     for p in paths:
         if p.is_dir():
-            yield from sorted(f for f in p.rglob("*") if f.suffix in (".json", ".ndjson") and f.is_file())
+            found = sorted(f for f in p.rglob("*") if f.suffix in (".json", ".ndjson") and f.is_file())
+            yield from ((f, f.relative_to(p).as_posix()) for f in found)
         else:
-            yield p
+            yield p, p.name
 
 
 def _rewrite_urns(node: Any, urns: dict[str, str]) -> Any:
@@ -99,26 +117,26 @@ _Raw = bytes | dict[str, Any] | str
 def _inputs(paths: Iterable[Path]) -> Iterator[_Transaction | tuple[str, _Raw]]:
     """Every input of ``paths`` in order (directories sorted), each file read and parsed once: a ``.json``
     file is one transaction Bundle, the resources of another Bundle, or one resource."""
-    for f in _files(paths):
+    for f, name in _files(paths):
         if f.suffix == ".ndjson":
             with f.open("rb") as fh:
                 for n, line in enumerate(fh, 1):
                     if line.strip():
-                        yield f"{f.name}:{n}", line
+                        yield f"{name}:{n}", line
             continue
         try:
             data = numbers.loads(f.read_bytes())
         except orjson.JSONDecodeError as exc:
-            yield f.name, f"malformed JSON: {exc}"
+            yield name, f"malformed JSON: {exc}"
             continue
         if isinstance(data, dict) and data.get("resourceType") == "Bundle":
             if data.get("type") == "transaction":
-                yield _Transaction(f.name, data)
+                yield _Transaction(name, data)
                 continue
             for i, res in enumerate(_bundle_resources(data)):
-                yield f"{f.name}#entry[{i}]", res
+                yield f"{name}#entry[{i}]", res
         else:
-            yield f.name, data if isinstance(data, dict) else "400 not a JSON object"
+            yield name, data if isinstance(data, dict) else "400 not a JSON object"
 
 
 def _resource(raw: _Raw) -> dict[str, Any] | str:
@@ -197,6 +215,9 @@ def load(ctx: ServerContext, paths: Iterable[Path], *, on_progress: Any = None) 
         if isinstance(resource, str):
             report.rejected.append((source, resource))
             continue
+        if not _is_fhir(resource):
+            report.not_fhir[(_file_of(source), NOT_FHIR)] += 1
+            continue
         type_ = resource.get("resourceType")
         if not isinstance(type_, str) or get_type(type_) is None:
             report.skipped[str(type_)] += 1
@@ -259,6 +280,7 @@ class _Chunk:
     prepared: list[_Prepared] = field(default_factory=list)
     rejected: list[tuple[str, str]] = field(default_factory=list)
     skipped: Counter[str] = field(default_factory=Counter)
+    not_fhir: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
 def _has_inline_data(resource: dict[str, Any]) -> bool:
@@ -282,6 +304,9 @@ def _prepare_chunk(items: list[tuple[str, _Raw]], validate_: bool) -> _Chunk:
         res = _resource(raw)
         if isinstance(res, str):
             out.rejected.append((source, res))
+            continue
+        if not _is_fhir(res):
+            out.not_fhir[(_file_of(source), NOT_FHIR)] += 1
             continue
         type_ = res.get("resourceType")
         rtype = get_type(type_) if isinstance(type_, str) else None
@@ -399,6 +424,7 @@ def bulk_load(ctx: ServerContext, paths: Iterable[Path], *, validate: bool = Tru
         for chunk in chunks:
             report.rejected += chunk.rejected
             report.skipped.update(chunk.skipped)
+            report.not_fhir.update(chunk.not_fhir)
             items, slow = _commit_batch(ctx.store, chunk.prepared)
             taken_slow = {id(p) for p in slow}
             documents.extend(p.new.id for p in chunk.prepared if p.new is not None
@@ -414,7 +440,8 @@ def bulk_load(ctx: ServerContext, paths: Iterable[Path], *, validate: bool = Tru
                 except FHIRError as exc:
                     report.rejected.append((p.source, _reason(exc.status, exc.diagnostics, exc.expression)))
             if on_progress is not None:
-                on_progress(len(chunk.prepared) + len(chunk.rejected) + sum(chunk.skipped.values()))
+                on_progress(len(chunk.prepared) + len(chunk.rejected) + sum(chunk.skipped.values())
+                            + sum(chunk.not_fhir.values()))
 
     with tuned_for_bulk(ctx.es, ctx.indices, sorted(searchable)), BulkIndexer(ctx.store, ctx.es, ctx.indices) as bulk, \
             worker_pool.Pipeline(partial(_prepare_chunk, validate_=validate), n_workers, worker_pool.init,

@@ -25,7 +25,7 @@ from fhir_server.audit.middleware import note as audit_note
 from fhir_server.context import ServerContext
 from fhir_server.errors import FHIRError, bad_request, not_found, unprocessable
 from fhir_server.formats import numbers
-from fhir_server.interactions import binary, bundle, capabilities, crud, history, patch, search
+from fhir_server.interactions import binary, bundle, capabilities, conditional, crud, history, patch, search
 from fhir_server.interactions.result import Result
 from fhir_server.registry import served_type
 from fhir_server.security import authz
@@ -220,9 +220,33 @@ def _access(request: Request) -> authz.BundleAccess | None:
     return authz.access(_ctx(request), authz.principal_of(request))
 
 
+_ENTRY = "Bundle.entry[0]"
+
+
+def _standalone(err: FHIRError, type_: str) -> FHIRError:
+    """``err`` without the ``Bundle.entry[0]`` its one-entry transaction put in some expressions (URL criteria,
+    conditional references): no Bundle was sent. The URL's criteria are named ``url``, the body ``Type``."""
+
+    def plain(expr: str) -> str:
+        if expr == f"{_ENTRY}.request.url":
+            return "url"
+        if expr == _ENTRY or expr.startswith(f"{_ENTRY}.resource"):
+            return type_ + expr[len(f"{_ENTRY}.resource"):] if expr != _ENTRY else type_
+        return expr
+
+    if not any(e.startswith(_ENTRY) for e in err.expression):
+        return err
+    return FHIRError(err.status, err.code, err.diagnostics, tuple(plain(e) for e in err.expression),
+                     err.headers, err.extra_issues)
+
+
 async def _write(request: Request, method: str, type_: str, **kwargs: Any) -> Result:
     """Every write goes through the transaction path (``bundle.single``), its access checks included."""
-    return await authz.run(request, bundle.single, _ctx(request), method, type_, access=_access(request), **kwargs)
+    try:
+        return await authz.run(request, bundle.single, _ctx(request), method, type_, access=_access(request),
+                               **kwargs)
+    except FHIRError as err:
+        raise _standalone(err, type_) from None
 
 
 def _no_conditional_references(resource: dict[str, Any]) -> None:
@@ -312,16 +336,26 @@ def _media(request: Request) -> str:
     return _media_type(request.headers.get("content-type", ""))
 
 
+def _criteria(request: Request, method: str, type_: str) -> str:
+    """The URL criteria of a conditional update, delete or patch; 400 when the URL has none at all."""
+    query = request.url.query
+    if not query.strip():
+        raise bad_request(f"{method} {type_} needs criteria ({method} {type_}?identifier=system|value) or an id "
+                          f"({method} {type_}/[id])", "url")
+    return query
+
+
 async def _conditional_update(request: Request) -> Result:
     type_ = _type(request, "update")
     resource = await read_resource(request, _ctx(request).settings.max_body_bytes)
-    return await _write(request, "PUT", type_, query=request.url.query, resource=resource,
+    return await _write(request, "PUT", type_, query=_criteria(request, "PUT", type_), resource=resource,
                         if_match=_if_match(request))
 
 
 async def _conditional_delete(request: Request) -> Result:
     type_ = _type(request, "delete")
-    return await _write(request, "DELETE", type_, query=request.url.query, if_match=_if_match(request))
+    return await _write(request, "DELETE", type_, query=_criteria(request, "DELETE", type_),
+                        if_match=_if_match(request))
 
 
 async def _patch_body(request: Request) -> Any:
@@ -338,7 +372,7 @@ async def _patch(request: Request) -> Result:
     type_ = _type(request, "patch")
     body = await _patch_body(request)
     id_ = request.path_params.get("id")
-    query = None if id_ is not None else request.url.query
+    query = None if id_ is not None else _criteria(request, "PATCH", type_)
     if isinstance(body, list) or _media(request) in patch.JSON_PATCH_TYPES:
         body = binary.make_binary("application/json-patch+json", numbers.dumps(body))
     return await _write(request, "PATCH", type_, id_=id_, query=query, resource=body, if_match=_if_match(request))
@@ -356,6 +390,19 @@ def _is_fhir_xml(body: bytes) -> bool:
     return name == "Binary" and b"http://hl7.org/fhir" in m.group(2)
 
 
+#: what a create URL may carry: how to answer, never what to create (http.html#create: ``POST [base]/[type]``)
+_CREATE_PARAMETERS = {"_format", "_pretty"}
+
+
+def _no_create_parameters(request: Request, type_: str) -> None:
+    """400 for ``POST [base]/Type?identifier=...`` (a get-or-create style): ignoring the parameters would create
+    a resource each time; a conditional create sends its criteria in ``If-None-Exist``."""
+    names = sorted({name for name, _ in request.query_params.multi_items()} - _CREATE_PARAMETERS)
+    if names:
+        raise bad_request(f"POST {type_} takes no search parameters ({', '.join(names)}): a conditional create "
+                          f"sends its criteria in the If-None-Exist header", *names)
+
+
 async def _create_dispatch(request: Request) -> Result:
     """POST [type]: If-None-Exist makes it conditional; a Binary may come as raw bytes of any media type.
 
@@ -363,6 +410,7 @@ async def _create_dispatch(request: Request) -> Result:
     root ``Binary`` element in the FHIR namespace is read as a FHIR resource (binary.html).
     """
     type_ = _type(request, "create")
+    _no_create_parameters(request, type_)
     media = _media(request)
     ctx = _ctx(request)
     raw_binary = False  # raw content (any media type) is created as-is: never a conditional create
@@ -373,7 +421,9 @@ async def _create_dispatch(request: Request) -> Result:
     else:
         resource = await read_resource(request, ctx.settings.max_body_bytes)
     if_none_exist = None if raw_binary else request.headers.get("if-none-exist")
-    if not if_none_exist:
+    if if_none_exist:  # [base]/Type?q (the HAPI client), Type?q and q all mean q
+        if_none_exist = conditional.if_none_exist_query(if_none_exist, type_, ctx.base_url, "If-None-Exist")
+    else:
         _no_conditional_references(resource)
     return await _write(request, "POST", type_, resource=resource, if_none_exist=if_none_exist or None)
 

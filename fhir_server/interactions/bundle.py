@@ -212,8 +212,9 @@ def parse_entry(ctx: ServerContext, raw: Any, index: int) -> Entry:
     entry.resource = entry.original = resource
     with _at(entry):
         entry.if_match = _etag_version(request.get("ifMatch"), "If-Match")
-    if isinstance(request.get("ifNoneExist"), str):
-        entry.if_none_exist = request["ifNoneExist"]
+    if isinstance(request.get("ifNoneExist"), str):  # [base]/Type?q, Type?q and q all mean q
+        entry.if_none_exist = conditional.if_none_exist_query(request["ifNoneExist"], entry.type, ctx.base_url,
+                                                              f"{where}.request.ifNoneExist")
     if method in ("GET", "HEAD"):
         return entry  # any read or search URL; checked when it runs
     if get_type(entry.type) is None:

@@ -122,6 +122,32 @@ def analyse(type_: str, query: str | list[tuple[str, str]], where: str) -> Crite
     return Criteria(type_, tuple(kept), _fast(kept))
 
 
+def if_none_exist_query(raw: str, type_: str, base_url: str, where: str) -> str:
+    """The query of an ``If-None-Exist`` (header or ``Bundle.entry.request.ifNoneExist``), from any of its forms.
+
+    http.html#ccreate shows ``[search parameters]``, but clients send ``[base]/Type?...`` (the HAPI generic
+    client, with ``_format``) or ``Type?...``: all three mean the same. A base that is not this server's or a
+    type that is not the created resource's is a 400 naming ``where``. A bare query may hold a ``?`` in a
+    value (``identifier=http://s?x|1``): it is a URL only when what comes before the first ``?`` has no ``=``.
+    """
+    text = raw.strip()
+    prefix, sep, query = text.partition("?")
+    if not sep or "=" in prefix or "&" in prefix:
+        return text  # bare parameters
+    path = prefix
+    if "://" in prefix:
+        base = base_url.rstrip("/")
+        if not prefix.startswith(base + "/"):
+            raise bad_request(f"If-None-Exist '{raw}' names another server: criteria are [base]/{type_}?..., "
+                              f"{type_}?... or bare parameters, with this server's base {base}", where)
+        path = prefix[len(base) + 1:]
+    if path.lstrip("/") != type_:
+        raise bad_request(f"If-None-Exist '{raw}' names '{path}' but the created resource is a {type_}", where)
+    if not query:  # else an empty string: a plain create, not the conditional one asked for
+        raise bad_request(f"If-None-Exist '{raw}' has no criteria", where)
+    return query
+
+
 def parse_criteria(type_: str, query: str | list[tuple[str, str]], where: str) -> list[Criterion]:
     """Fast-path criteria of ``Type?query`` (identifier/_id only); 400 for anything else."""
     crit = analyse(type_, query, where)
