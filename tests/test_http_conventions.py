@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import socket
+import uuid
 import zlib
 from collections.abc import Iterator
 
