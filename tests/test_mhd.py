@@ -192,3 +192,24 @@ def test_iti105_simplified_publish_stores_the_bytes_as_a_binary(client: httpx.Cl
     doc["masterIdentifier"]["value"] += ".bad"
     doc["content"][0]["attachment"]["hash"] = base64.b64encode(b"0" * 20).decode()
     assert client.post("/DocumentReference", json=doc, headers=FHIR_JSON).status_code == 422
+
+
+def test_a_document_replaced_in_its_own_transaction_is_found_and_superseded(client: httpx.Client,
+                                                                             ins_patient: str) -> None:
+    """B replaces A, both created by the same transaction: the target is one of the Bundle's entries (it used to
+    be a 404 "the replaced DocumentReference is not known", looked up in the store only)."""
+    def doc(**extra: Any) -> dict[str, Any]:
+        return {"resourceType": "DocumentReference", "status": "current",
+                "subject": {"reference": f"Patient/{ins_patient}"},
+                "content": [{"attachment": {"contentType": "text/plain", "url": "http://elsewhere.example/d"}}],
+                **extra}
+
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:doc-a", "resource": doc(), "request": {"method": "POST", "url": "DocumentReference"}},
+        {"fullUrl": "urn:uuid:doc-b", "resource": doc(relatesTo=[{"code": "replaces",
+                                                                  "target": {"reference": "urn:uuid:doc-a"}}]),
+         "request": {"method": "POST", "url": "DocumentReference"}}]}
+    resp = client.post("/", json=bundle, headers={"Content-Type": "application/fhir+json"})
+    assert resp.status_code == 200, resp.text
+    a_id = resp.json()["entry"][0]["response"]["location"].split("/")[1]
+    assert client.get(f"/DocumentReference/{a_id}").json()["status"] == "superseded"
