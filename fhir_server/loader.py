@@ -51,7 +51,7 @@ class LoadReport:
         return Counter(reason for _, reason in self.rejected)
 
 
-def _files(paths: Iterable[Path]) -> Iterator[Path]:
+def resource_files(paths: Iterable[Path]) -> Iterator[Path]:
     for p in paths:
         if p.is_dir():
             yield from sorted(f for f in p.rglob("*") if f.suffix in (".json", ".ndjson") and f.is_file())
@@ -98,7 +98,7 @@ _Raw = bytes | dict[str, Any] | str
 def _inputs(paths: Iterable[Path]) -> Iterator[_Transaction | tuple[str, _Raw]]:
     """Every input of ``paths`` in order (directories sorted), each file read and parsed once: a ``.json``
     file is one transaction Bundle, the resources of another Bundle, or one resource."""
-    for f in _files(paths):
+    for f in resource_files(paths):
         if f.suffix == ".ndjson":
             with f.open("rb") as fh:
                 for n, line in enumerate(fh, 1):

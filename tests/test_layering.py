@@ -51,3 +51,101 @@ def test_client_xml_is_parsed_by_the_hardened_parser_only() -> None:
     users = {f for f, m in _imports() if _within(m, "xml.etree", "xml.dom", "xml.sax", "lxml")
              and not f.startswith(BUILD_TOOLS)}
     assert users == set()
+
+
+# -- the module graph of fhir_server -----------------------------------------------------------------------
+
+def _modules() -> dict[str, Path]:
+    """Dotted module name -> file, for every module of the packages."""
+    out = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def _type_checking(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+
+
+def _imported(node: ast.AST, module: str, base: str, modules: dict[str, Path]) -> Iterator[tuple[str, str | None]]:
+    """(imported module, imported name or None) for the imports under ``node``; ``base``: the package that
+    relative imports start from."""
+    for child in ast.iter_child_nodes(node):
+        if _type_checking(child):
+            continue
+        if isinstance(child, ast.Import):
+            yield from ((a.name, None) for a in child.names if a.name in modules)
+        elif isinstance(child, ast.ImportFrom):
+            parts = base.split(".")
+            source = ".".join([*parts[:len(parts) - child.level + 1], child.module or ""]).strip(".") \
+                if child.level else child.module or ""
+            for alias in child.names:
+                sub = f"{source}.{alias.name}"
+                if sub in modules:
+                    yield sub, None
+                elif source in modules:
+                    yield source, alias.name
+        yield from _imported(child, module, base, modules)
+
+
+def _edges() -> Iterator[tuple[str, str, str | None]]:
+    """(importer, imported module, imported name or None) for every runtime import between the packages'
+    modules, relative ones resolved, lazy ones (inside functions) included: a function-level import breaks
+    an import-time loop, not the dependency. Imports under ``TYPE_CHECKING`` are annotations only."""
+    modules = _modules()
+    for module, path in modules.items():
+        base = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        yield from ((module, b, n) for b, n in _imported(tree, module, base, modules) if b != module)
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                out.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_fhir_server_has_no_import_cycle() -> None:
+    graph: dict[str, set[str]] = {}
+    for a, b, _ in _edges():
+        if a.startswith("fhir_server") and b.startswith("fhir_server"):
+            graph.setdefault(a, set()).add(b)
+    assert _cycles(graph) == []
+
+
+def test_no_private_name_is_imported_across_modules() -> None:
+    """A ``_name`` is its module's own: another module needing it means it is public (renamed) or misplaced."""
+    assert [(a, b, n) for a, b, n in _edges() if a.startswith("fhir_server") and n is not None
+            and n.startswith("_") and not n.startswith("__")] == []
+
+
+def test_the_cycle_check_finds_a_cycle() -> None:
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

@@ -25,7 +25,7 @@ from fhir_server.audit.middleware import note as audit_note
 from fhir_server.context import ServerContext
 from fhir_server.errors import FHIRError, bad_request, not_found, unprocessable
 from fhir_server.formats import numbers
-from fhir_server.interactions import binary, bundle, capabilities, crud, history, patch, search
+from fhir_server.interactions import binary, bundle, capabilities, crud, history, patch, search, transaction
 from fhir_server.interactions.result import Result
 from fhir_server.registry import get_type
 from fhir_server.security import authz
@@ -35,8 +35,8 @@ from profiles import conditional_references
 from .content import (
     JSON_TYPES,
     XML_TYPES,
-    _media_type,
     error_format,
+    media_of,
     parse_json,
     parse_resource,
     read_body,
@@ -221,8 +221,8 @@ def _access(request: Request) -> authz.BundleAccess | None:
 
 
 async def _write(request: Request, method: str, type_: str, **kwargs: Any) -> Result:
-    """Every write goes through the transaction path (``bundle.single``), its access checks included."""
-    return await authz.run(request, bundle.single, _ctx(request), method, type_, access=_access(request), **kwargs)
+    """Every write goes through the transaction path (``transaction.single``), its access checks included."""
+    return await authz.run(request, transaction.single, _ctx(request), method, type_, access=_access(request), **kwargs)
 
 
 def _no_conditional_references(resource: dict[str, Any]) -> None:
@@ -308,7 +308,7 @@ async def _bundle(request: Request) -> Result:
 
 
 def _media(request: Request) -> str:
-    return _media_type(request.headers.get("content-type", ""))
+    return media_of(request.headers.get("content-type", ""))
 
 
 async def _conditional_update(request: Request) -> Result:

@@ -2,7 +2,7 @@
 unique-identifier policy.
 
 Writes themselves (create, update, delete, patch, plain or conditional, standalone or in a Bundle) all take
-one path: ``bundle.single`` / ``bundle.process`` → one store transaction (version + outbox row) → the indexer.
+one path: ``transaction.single`` / ``bundle.process`` → one store transaction (version + outbox row) → the indexer.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def new_id() -> str:
     return str(uuid.UUID(int=value))
 
 
-def _validate(resource: dict[str, Any], settings: Settings | None = None) -> list[Issue]:
+def validate_resource(resource: dict[str, Any], settings: Settings | None = None) -> list[Issue]:
     """Base R4 + claimed and required profiles (profiles.validate); errors → 422, the rest is returned."""
     issues = validate(resource, required=settings.validation_required_profiles if settings else None,
                       unknown_profile=settings.validation_unknown_profile if settings else "warning")

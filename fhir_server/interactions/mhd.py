@@ -20,7 +20,7 @@ client sent them), so documents are always retrieved the same way (ITI-68, GET
 on ``attachment.url``) and search never carries document bytes.
 
 Profile conformance (PDSm provide-bundle, comprehensive, simplified-publish) is
-the validation engine's job, reached through ``crud._validate``.
+the validation engine's job, reached through ``crud.validate_resource``.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from fhir_server.storage import StoredVersion, WriteUnit
 from . import binary, crud
 
 if TYPE_CHECKING:
-    from .bundle import Entry
+    from .entries import Entry
 
 #: whether the caller may see a stored version, for an interaction (the Bundle's access policy)
 Sees = Callable[[StoredVersion, str], bool]
