@@ -10,6 +10,7 @@ from starlette.requests import Request
 
 from fhir_server.errors import FHIRError, bad_request
 from fhir_server.formats import XMLFormatError, from_xml, numbers
+from fhir_server.limits import MAX_DEPTH, depth_ok
 
 JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir", "text/json"}
 XML_TYPES = {"application/fhir+xml", "application/xml", "application/xml+fhir", "text/xml"}
@@ -18,7 +19,6 @@ FORMAT_ALIASES = {"json": "json", "application/json": "json", "application/fhir+
                   "application/json+fhir": "json", "application/xml+fhir": "xml"}
 HTML_TYPES = {"text/html", "application/xhtml+xml"}  # a browser's first choice: no HTML rendering here
 FHIR_VERSION = "4.0"  # the major.minor of the fhirVersion media type parameter (http.html#version-parameter)
-MAX_DEPTH = 64
 
 
 def media_of(header: str) -> str:
@@ -105,20 +105,6 @@ def error_format(request: Request) -> str:
         return response_format(request)
     except FHIRError:
         return "json"
-
-
-def depth_ok(value: Any, limit: int = MAX_DEPTH) -> bool:
-    """Whether ``value`` nests at most ``limit`` levels (iteratively: no recursion on hostile input)."""
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > limit:
-            return False
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values())
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node)
-    return True
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:

@@ -217,7 +217,7 @@ async def _vread(request: Request) -> Result:
 
 
 def _access(request: Request) -> authz.BundleAccess | None:
-    return authz.access(_ctx(request), authz.principal_of(request))
+    return authz.access(_ctx(request), authz.principal_of(request), search.search)
 
 
 async def _write(request: Request, method: str, type_: str, **kwargs: Any) -> Result:

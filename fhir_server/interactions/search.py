@@ -31,9 +31,9 @@ from urllib.parse import urlencode
 import orjson
 from elasticsearch import NotFoundError
 
-from fhir_server.api.limits import check_search_params
 from fhir_server.context import ServerContext
 from fhir_server.errors import FHIRError, operation_outcome
+from fhir_server.limits import check_search_params
 from fhir_server.security.policy import AccessPolicy
 from fhir_server.storage import format_instant, now_us
 from search.query import CompiledSearch, SearchError, compile_search, reverse_sort
