@@ -22,6 +22,7 @@ from .api.limits import RequestLimitsMiddleware
 from .api.negotiation import NegotiationMiddleware, versions
 from .api.responses import error_response, es_error_response
 from .api.routes import build_routes, endpoint
+from .audit import search as audit_search
 from .audit.middleware import AuditMiddleware
 from .audit.writer import AuditWriter
 from .context import ServerContext
@@ -59,6 +60,7 @@ def create_app(build_context: Callable[[], ServerContext], settings: Settings | 
     ``settings`` enables authentication when ``auth`` is ``jwt`` (see :mod:`fhir_server.security.authn`).
     """
     settings = settings or Settings(auth="off")
+    audit_search.plug_in()  # AuditEvent is read and searched in the audit table (registry.ResourceType.store)
     verifier = build_verifier(settings)
 
     async def smart_config(request: Request) -> Response:

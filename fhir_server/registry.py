@@ -2,11 +2,25 @@
 
 Adding a type (``Binary``, ``List``) is one entry here; routes, the
 CapabilityStatement and the index are all driven by this table.
+
+A type not held as an ordinary versioned resource (``AuditEvent``: the audit
+trail's own table) names its ``store``; the package serving it plugs a
+:class:`Store` in at start (:func:`plug`), and every read, vread, search and
+CapabilityStatement entry of the type goes there (:func:`store_of`): no layer
+below the package names it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fhir_server.result import Result
+
+#: the versioned resource store (SQL store of record + Elasticsearch index)
+RESOURCES = "resources"
 
 INSTANCE_INTERACTIONS = ("read", "vread", "update", "patch", "delete", "history-instance")
 TYPE_INTERACTIONS = ("create", "search-type", "history-type")
@@ -18,6 +32,7 @@ class ResourceType:
     interactions: tuple[str, ...] = INSTANCE_INTERACTIONS + TYPE_INTERACTIONS
     searchable: bool = True  # indexed in Elasticsearch
     documentation: str = ""
+    store: str = RESOURCES  # where it is held: another name is a :class:`Store` plugged in at start
 
     @property
     def profile(self) -> str:
@@ -39,7 +54,7 @@ RESOURCE_TYPES: dict[str, ResourceType] = {
                      documentation="Document content (ITI-68 retrieve: raw bytes unless a FHIR format is asked)."),
         ResourceType("AuditEvent", interactions=("read", "vread", "search-type"), searchable=False,
                      documentation="Access trace (IHE BALP), written by the server only (fhir_server/audit); "
-                                   "read and searched in its own SQL table, not Elasticsearch."),
+                                   "read and searched in its own SQL table, not Elasticsearch.", store="audit"),
         ResourceType("Consent", documentation="A patient's opposition to access by a practitioner or organisation "
                                               "(deny provision naming the actor), enforced on every path."),
     )
@@ -48,3 +63,33 @@ RESOURCE_TYPES: dict[str, ResourceType] = {
 
 def get_type(name: str) -> ResourceType | None:
     return RESOURCE_TYPES.get(name)
+
+
+@dataclass(frozen=True)
+class Store:
+    """How a type held outside the resource store is served. Each callable is the caller's view: ``principal``
+    / ``policy`` (None: unrestricted) are applied by the store itself, hidden records answering as unknown."""
+
+    read: Callable[..., Result]  # (ctx, id_, principal=None) -> Result
+    vread: Callable[..., Result]  # (ctx, id_, vid, principal=None) -> Result
+    search: Callable[..., Result]  # (ctx, params, *, strict=False, policy=None) -> Result
+    capability: Callable[[], dict[str, Any]]  # what CapabilityStatement.rest.resource says of the type
+
+
+_STORES: dict[str, Store] = {}
+
+
+def plug(name: str, store: Store) -> None:
+    """Serve the types whose ``store`` is ``name`` from ``store`` (the audit package does, at app start)."""
+    _STORES[name] = store
+
+
+def store_of(type_: str) -> Store | None:
+    """The plugged-in store serving ``type_``; None for an ordinary (or unknown) type."""
+    rt = get_type(type_)
+    if rt is None or rt.store == RESOURCES:
+        return None
+    store = _STORES.get(rt.store)
+    if store is None:
+        raise RuntimeError(f"{type_} is served by the '{rt.store}' store, which was not plugged in")
+    return store

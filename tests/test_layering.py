@@ -49,10 +49,11 @@ def _layer_imports(layer: str) -> set[tuple[str, str]]:
         (f, m) for f, m in _imports() if _within(f.removesuffix(".py").replace("/", "."), layer)}
 
 
-def test_interactions_do_not_import_the_http_layer() -> None:
-    """The interactions run the same for HTTP, a Bundle entry or the loader."""
+def test_interactions_import_neither_the_http_layer_nor_the_audit_trail() -> None:
+    """The interactions run the same for HTTP, a Bundle entry or the loader; the audit trail plugs in through
+    the type registry (``ResourceType.store``), so it is never reached by name from below."""
     assert {(a, b) for a, b in _layer_imports("fhir_server.interactions")
-            if _within(b, "fhir_server.api", "fhir_server.app", "starlette")} == set()
+            if _within(b, "fhir_server.api", "fhir_server.audit", "fhir_server.app", "starlette")} == set()
 
 
 def test_storage_knows_nothing_of_http_or_the_layers_above() -> None:
@@ -174,3 +175,14 @@ def test_no_private_name_is_imported_across_modules() -> None:
 
 def test_the_cycle_check_finds_a_cycle() -> None:
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_the_interactions_have_no_audit_event_branch() -> None:
+    """AuditEvent is served by the store the audit package plugs into the type registry: no interaction, nor
+    the routes, compares a type with its name (policy-specific rules stay in security)."""
+    named = set()
+    for path in [*(ROOT / "fhir_server/interactions").rglob("*.py"), ROOT / "fhir_server/api/routes.py"]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and node.value == "AuditEvent":
+                named.add(path.relative_to(ROOT).as_posix())
+    assert named == set()

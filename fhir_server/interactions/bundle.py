@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 from fhir_server.context import ServerContext
 from fhir_server.errors import FHIRError, Issue, not_found, operation_outcome
+from fhir_server.registry import store_of
 from fhir_server.storage import StoredVersion, format_instant, now_us
 
 from . import crud, search
@@ -25,26 +26,26 @@ __all__ = ["Entry", "EntryAccess", "batch", "parse_entry", "process", "single", 
 _STATUS_TEXT = {200: "200 OK", 201: "201 Created", 204: "204 No Content"}
 
 
-def _trail_read(ctx: ServerContext, entry: Entry) -> StoredVersion:
-    """An AuditEvent read or vread entry, checked by the caller's policy as the standalone read is."""
-    from fhir_server.audit import search as audit_search  # the audit package imports this layer
-
-    assert entry.target is not None
-    principal = getattr(entry.access, "principal", None)  # the caller's view applies in the audit SQL
+def _deferred_read(ctx: ServerContext, entry: Entry) -> StoredVersion:
+    """A read or vread entry of a type held outside the resource store (AuditEvent), from its plugged-in
+    store, checked by the caller's policy as the standalone read is."""
+    store = store_of(entry.type)
+    assert entry.target is not None and store is not None
+    principal = getattr(entry.access, "principal", None)  # the caller's view applies in the store's own query
     if entry.access is not None and principal is None:  # an access policy with no principal: never guess
-        raise not_found(f"AuditEvent/{entry.target} is not known")
-    result = audit_search.read(ctx, entry.target, principal) if entry.vid is None else \
-        audit_search.vread(ctx, entry.target, entry.vid, principal)
+        raise not_found(f"{entry.type}/{entry.target} is not known")
+    result = store.read(ctx, entry.target, principal) if entry.vid is None else \
+        store.vread(ctx, entry.target, entry.vid, principal)
     assert result.version is not None
     if entry.access is not None and not entry.access.guard("read")(result.version.resource()):
-        raise not_found(f"AuditEvent/{entry.target} is not known")
+        raise not_found(f"{entry.type}/{entry.target} is not known")
     return result.version
 
 
 def _response_entry(ctx: ServerContext, entry: Entry, prefer_return: str) -> dict[str, Any]:
-    if entry.trail_read and entry.status == 200:
+    if entry.deferred_read and entry.status == 200:
         try:
-            entry.stored = _trail_read(ctx, entry)
+            entry.stored = _deferred_read(ctx, entry)
         except FHIRError as err:
             return {"response": {"status": str(err.status), "outcome": err.outcome()}}
     if entry.method in ("GET", "HEAD") and entry.query is not None and entry.status == 200 and entry.target is None:

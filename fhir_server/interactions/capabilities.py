@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_server import __version__
-from fhir_server.audit import search as audit_search
 from fhir_server.context import ServerContext
-from fhir_server.registry import RESOURCE_TYPES
+from fhir_server.registry import RESOURCE_TYPES, store_of
 from fhir_server.security.authn import capability_security
 from fhir_server.storage import format_instant, now_us
 from profiles import known_profiles
@@ -47,8 +46,9 @@ def capability_statement(ctx: ServerContext) -> dict[str, Any]:
             resource["supportedProfile"] = supported
         resource["operation"] = [{"name": "validate",
                                   "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}]
-        if rt.name == "AuditEvent":  # read-only, one version, searched in SQL (fhir_server/audit/search.py)
-            resource.update(audit_search.capability())
+        own = store_of(rt.name)
+        if own is not None:  # e.g. AuditEvent: read-only, one version, searched in SQL (fhir_server/audit/search.py)
+            resource.update(own.capability())
         if rt.documentation:
             resource["documentation"] = rt.documentation
         resources.append(resource)

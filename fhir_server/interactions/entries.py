@@ -98,7 +98,7 @@ class Entry:
     validated: Prevalidated | None = None  # content validated outside the store unit
     # the caller's access policy (None: unrestricted): what it may not see never matches, nor is changed
     access: EntryAccess | None = None
-    trail_read: bool = False  # a GET of an AuditEvent: answered from the audit table after commit
+    deferred_read: bool = False  # a read of a type held outside the resource store: answered after commit
 
     def __post_init__(self) -> None:
         if self.original is None:
@@ -110,7 +110,7 @@ class Entry:
 
     def reset(self) -> None:
         self.target, self.status, self.stored, self.body, self.issues = None, 0, None, None, []
-        self.trail_read = False
+        self.deferred_read = False
         self.resource = self.original
 
 

@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl
 
 from fhir_server.context import ServerContext
 from fhir_server.errors import FHIRError, Issue, bad_request, conflict, not_found
-from fhir_server.registry import get_type
+from fhir_server.registry import RESOURCES, get_type
 from fhir_server.storage import (
     ConcurrentWrite,
     StoredVersion,
@@ -349,10 +349,11 @@ def _read(ctx: ServerContext, unit: WriteUnit, entry: Entry) -> None:
         entry.type, entry.query, entry.status = segs[0], query, 200
         return
     type_, id_, vid = m.groups()
-    if get_type(type_) is None:
+    rt = get_type(type_)
+    if rt is None:
         raise not_found(f"Resource type '{type_}' is not supported by this server")
-    if type_ == "AuditEvent":  # the audit trail's own table: read after commit, like a search
-        entry.type, entry.target, entry.vid, entry.status, entry.trail_read = type_, id_, vid, 200, True
+    if rt.store != RESOURCES:  # held outside the resource store (AuditEvent): read after commit, like a search
+        entry.type, entry.target, entry.vid, entry.status, entry.deferred_read = type_, id_, vid, 200, True
         return
     unknown = not_found(f"{type_}/{id_}{'/_history/' + vid if vid else ''} is not known")
     interaction = "vread" if vid else "read"
