@@ -186,3 +186,20 @@ def test_the_interactions_have_no_audit_event_branch() -> None:
             if isinstance(node, ast.Constant) and node.value == "AuditEvent":
                 named.add(path.relative_to(ROOT).as_posix())
     assert named == set()
+
+
+def test_exceptions_become_answers_in_one_place() -> None:
+    """No exception handler builds an answer itself: it hands the exception to ``exception_response``
+    (fhir_server/api/responses.py), the one place a failure becomes an HTTP answer."""
+    builders = []
+    for path in (ROOT / "fhir_server").rglob("*.py"):
+        rel = path.relative_to(ROOT).as_posix()
+        for handler in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(handler, ast.ExceptHandler) or rel == "fhir_server/api/responses.py":
+                continue
+            for call in ast.walk(handler):
+                func = getattr(call, "func", None)
+                name = getattr(func, "id", None) or getattr(func, "attr", None) or ""
+                if isinstance(call, ast.Call) and name.endswith("_response") and name != "exception_response":
+                    builders.append((rel, call.lineno, name))
+    assert builders == []

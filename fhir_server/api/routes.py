@@ -6,7 +6,6 @@ thread pool; the event loop only parses and serialises.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
@@ -14,7 +13,6 @@ from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
-from elasticsearch import ApiError, TransportError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -34,7 +32,6 @@ from profiles import conditional_references
 from .content import (
     JSON_TYPES,
     XML_TYPES,
-    error_format,
     media_of,
     parse_json,
     parse_resource,
@@ -43,9 +40,7 @@ from .content import (
     response_format,
 )
 from .limits import check_bundle
-from .responses import binary_response, error_response, es_error_response, prefer, result_response
-
-log = logging.getLogger(__name__)
+from .responses import binary_response, exception_response, prefer, result_response
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -94,13 +89,8 @@ def endpoint(fn: Callable[[Request], Awaitable[Result]], *, write: bool = False)
             authz.prepare(request)  # the slot for the caller's Consent oppositions, before any check
             result = await fn(request)
             audit_note(request.state, content=result.raw if result.raw is not None else result.body)
-        except FHIRError as err:
-            return error_response(err, pretty, fmt)
-        except (TransportError, ApiError) as exc:
-            return es_error_response(request, exc)
-        except Exception:  # answered here, not re-raised: the connection stays usable
-            log.exception("unexpected error on %s %s", request.method, request.url)
-            return error_response(FHIRError(500, "exception", "Internal server error"), pretty, fmt)
+        except Exception as exc:  # answered here, not re-raised: the connection stays usable
+            return exception_response(request, exc, pretty, fmt)
         ctx = _ctx(request)
         respond = partial(result_response, result, base_url=ctx.base_url, pretty=pretty, write=write, fmt=fmt,
                           prefer_return=prefer(request.headers.get("prefer")).get("return"))
@@ -384,7 +374,7 @@ async def _read_dispatch(request: Request) -> Response:
         authz.prepare(request)
         result = await _read(request)
     except FHIRError as err:
-        return error_response(err)
+        return exception_response(request, err, fmt="json")
     return binary_response(result)
 
 
@@ -393,8 +383,8 @@ def _dispatch(table: dict[str, Handler]) -> Handler:
         # Starlette routes HEAD wherever GET is allowed: answer it as the GET (the server drops the body)
         handler = table.get("GET" if request.method == "HEAD" else request.method)
         if handler is None:
-            return error_response(FHIRError(405, "not-supported", f"{request.method} is not allowed on "
-                                            f"{request.url.path}"), fmt=error_format(request))
+            return exception_response(request, FHIRError(405, "not-supported", f"{request.method} is not allowed "
+                                                         f"on {request.url.path}"))
         return await handler(request)
 
     return handle

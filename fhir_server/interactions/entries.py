@@ -34,10 +34,10 @@ Reader = Callable[[str, str], StoredVersion | None]
 class EntryAccess(Protocol):
     """The caller's access policy, applied to each entry as to the equivalent standalone request.
 
-    The HTTP layer passes one in (``security.authz.BundleAccess``), so this module stays free of security.
-    Every write, standalone or in a Bundle, runs through :func:`_execute`, which asks it about each stored
-    resource the write would change, match or reference, inside the store unit: a resource it may not see is
-    treated exactly as one that does not exist."""
+    The HTTP layer passes one in (``security.authz.BundleAccess``), so the interactions stay free of security.
+    Every write, standalone or in a Bundle, runs through the engine (:mod:`.transaction`), which asks it about
+    each stored resource the write would change, match or reference, inside the store unit: a resource it may
+    not see is treated exactly as one that does not exist."""
 
     def authorize(self, type_: str, interaction: str, id_: str | None, vid: str | None,
                   resource: dict[str, Any] | None) -> None:
@@ -60,12 +60,13 @@ class EntryAccess(Protocol):
         """A GET search entry, filtered like the caller's own search."""
 
 
+#: the interaction of a write method, as scopes and policies name it
 INTERACTION = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
 @dataclass(frozen=True)
 class Prevalidated:
-    """An entry validated before the store unit (:func:`_prevalidate`)."""
+    """An entry validated before the store unit (``transaction.run`` pre-validates when ids are known)."""
 
     resource: dict[str, Any]  # its resource with references rewritten, as the unit writes it when the ids agree
     body: dict[str, Any]  # what was validated: that resource with its id
