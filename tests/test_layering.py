@@ -95,7 +95,7 @@ def _type_checking(node: ast.AST) -> bool:
     return isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
 
 
-def _imported(node: ast.AST, module: str, base: str, modules: dict[str, Path]) -> Iterator[tuple[str, str | None]]:
+def _imported(node: ast.AST, base: str, modules: dict[str, Path]) -> Iterator[tuple[str, str | None]]:
     """(imported module, imported name or None) for the imports under ``node``; ``base``: the package that
     relative imports start from."""
     for child in ast.iter_child_nodes(node):
@@ -113,7 +113,7 @@ def _imported(node: ast.AST, module: str, base: str, modules: dict[str, Path]) -
                     yield sub, None
                 elif source in modules:
                     yield source, alias.name
-        yield from _imported(child, module, base, modules)
+        yield from _imported(child, base, modules)
 
 
 def _edges() -> Iterator[tuple[str, str, str | None]]:
@@ -124,7 +124,7 @@ def _edges() -> Iterator[tuple[str, str, str | None]]:
     for module, path in modules.items():
         base = module if path.name == "__init__.py" else module.rpartition(".")[0]
         tree = ast.parse(path.read_text(encoding="utf-8"))
-        yield from ((module, b, n) for b, n in _imported(tree, module, base, modules) if b != module)
+        yield from ((module, b, n) for b, n in _imported(tree, base, modules) if b != module)
 
 
 def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
