@@ -36,6 +36,7 @@ test: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy fhir_common fhir_server profiles search
+	$(PY) -m pytest -q -p no:cacheprovider tests/test_layering.py
 
 es-start: venv
 	$(VENV)/bin/fhir-server es start

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -14,14 +13,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from .api.content import error_format
 from .api.cors import cors_middleware
 from .api.encoding import RequestDecodingMiddleware, ResponseCompressionMiddleware
 from .api.headers import NoSniffMiddleware
 from .api.limits import RequestLimitsMiddleware
 from .api.negotiation import NegotiationMiddleware, versions
-from .api.responses import error_response, es_error_response
+from .api.responses import error_response, exception_response
 from .api.routes import build_routes, endpoint
+from .audit import search as audit_search
 from .audit.middleware import AuditMiddleware
 from .audit.writer import AuditWriter
 from .context import ServerContext
@@ -29,28 +28,11 @@ from .errors import FHIRError
 from .security.authn import AuthenticationMiddleware, build_verifier, smart_configuration
 from .settings import Settings
 
-log = logging.getLogger(__name__)
 
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 405:
-        err = FHIRError(405, "not-supported", f"{request.method} is not allowed on {request.url.path}",
-                        headers=dict(exc.headers or {}))
-    elif exc.status_code == 404:
-        err = FHIRError(404, "not-found", f"No FHIR endpoint at {request.url.path}")
-    else:
-        err = FHIRError(exc.status_code, "processing", str(exc.detail))
-    return error_response(err, fmt=error_format(request))
-
-
-async def _es_error(request: Request, exc: Exception) -> Response:
-    return es_error_response(request, exc)
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return error_response(FHIRError(500, "exception", "Internal server error"), fmt=error_format(request))
+async def _failure(request: Request, exc: Exception) -> Response:
+    """Whatever escapes a route (routing refusals, errors outside ``routes.endpoint``): the API layer's one
+    mapping of exceptions to answers."""
+    return exception_response(request, exc)
 
 
 def create_app(build_context: Callable[[], ServerContext], settings: Settings | None = None) -> Starlette:
@@ -59,6 +41,7 @@ def create_app(build_context: Callable[[], ServerContext], settings: Settings | 
     ``settings`` enables authentication when ``auth`` is ``jwt`` (see :mod:`fhir_server.security.authn`).
     """
     settings = settings or Settings(auth="off")
+    audit_search.plug_in()  # AuditEvent is read and searched in the audit table (registry.ResourceType.store)
     verifier = build_verifier(settings)
 
     async def smart_config(request: Request) -> Response:
@@ -105,9 +88,10 @@ def create_app(build_context: Callable[[], ServerContext], settings: Settings | 
                     Middleware(RequestDecodingMiddleware, max_body_bytes=settings.max_body_bytes)],
         lifespan=lifespan,
         exception_handlers={
-            HTTPException: _http_error,
-            TransportError: _es_error,
-            ApiError: _es_error,
-            Exception: _unexpected,
+            HTTPException: _failure,
+            FHIRError: _failure,
+            TransportError: _failure,
+            ApiError: _failure,
+            Exception: _failure,
         },
     )

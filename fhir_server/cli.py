@@ -74,10 +74,10 @@ def _progress() -> Progress:
 
 def _count_hint(paths: list[Path]) -> int:
     """Roughly how many resources (ndjson lines, other files count 1): a progress total without parsing."""
-    from .loader import _files
+    from .loader import resource_files
 
     total = 0
-    for f, _name in _files(paths):
+    for f, _name in resource_files(paths):
         if f.suffix == ".ndjson":
             with f.open("rb") as fh:
                 total += sum(1 for line in fh if line.strip())
@@ -173,9 +173,9 @@ def _reindex(settings: Settings, args: argparse.Namespace) -> int:
 
 def _iter_documents(paths: list[Path]) -> Iterator[tuple[str, object]]:
     """(source, parsed JSON) for each file; ndjson files give one per line; directories are walked."""
-    from .loader import _files
+    from .loader import resource_files
 
-    for path, _name in _files(paths):
+    for path, _name in resource_files(paths):
         text = path.read_text(encoding="utf-8")
         chunks = [(f"{path}:{n}", line) for n, line in enumerate(text.splitlines(), 1) if line.strip()] \
             if path.suffix == ".ndjson" else [(str(path), text)]

@@ -9,25 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from fhir_common.outcome import Issue, operation_outcome
 
-@dataclass(frozen=True)
-class Issue:
-    """One ``OperationOutcome.issue``."""
-
-    severity: str  # fatal | error | warning | information
-    code: str  # IssueType value set (invalid, not-found, conflict, ...)
-    diagnostics: str
-    expression: tuple[str, ...] = ()
-
-    def to_fhir(self) -> dict[str, Any]:
-        issue: dict[str, Any] = {"severity": self.severity, "code": self.code, "diagnostics": self.diagnostics}
-        if self.expression:
-            issue["expression"] = list(self.expression)
-        return issue
-
-
-def operation_outcome(issues: list[Issue]) -> dict[str, Any]:
-    return {"resourceType": "OperationOutcome", "issue": [i.to_fhir() for i in issues]}
+__all__ = ["FHIRError", "Issue", "bad_request", "conflict", "gone", "not_found", "operation_outcome",
+           "precondition_failed", "unavailable", "unprocessable"]
 
 
 @dataclass

@@ -67,7 +67,7 @@ def _is_fhir(resource: dict[str, Any]) -> bool:
     return isinstance(resource.get("resourceType"), str)
 
 
-def _files(paths: Iterable[Path]) -> Iterator[tuple[Path, str]]:
+def resource_files(paths: Iterable[Path]) -> Iterator[tuple[Path, str]]:
     """Each file with the name reports give it: its path relative to the directory given (two folders of a
     tree may hold files of the same name), or its name when the file itself was given."""
     for p in paths:
@@ -117,7 +117,7 @@ _Raw = bytes | dict[str, Any] | str
 def _inputs(paths: Iterable[Path]) -> Iterator[_Transaction | tuple[str, _Raw]]:
     """Every input of ``paths`` in order (directories sorted), each file read and parsed once: a ``.json``
     file is one transaction Bundle, the resources of another Bundle, or one resource."""
-    for f, name in _files(paths):
+    for f, name in resource_files(paths):
         if f.suffix == ".ndjson":
             with f.open("rb") as fh:
                 for n, line in enumerate(fh, 1):
@@ -294,7 +294,7 @@ def _prepare_chunk(items: list[tuple[str, _Raw]], validate_: bool) -> _Chunk:
     """Worker: parse, check, validate, stamp as version 1, extract match keys and the ES document."""
     from profiles import validate
 
-    from .interactions.crud import new_id
+    from .interactions.ids import new_id
     from .storage import format_instant, now_us
     from .storage.keys import extract_keys
 

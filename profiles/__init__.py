@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from functools import cache
 from typing import Any
 
-from fhir_server.errors import Issue
+from fhir_common.outcome import Issue
 
 from .engine import Validator
 from .profile import ProfileChecker, lookup, registry

@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from fhir_server.errors import Issue
+from fhir_common.outcome import Issue
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 _CONDITIONAL = re.compile(r"[A-Z][A-Za-z]+\?")

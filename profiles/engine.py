@@ -15,7 +15,7 @@ from functools import lru_cache
 from typing import Any
 
 from fhir_common.narrative import check_div
-from fhir_server.errors import Issue
+from fhir_common.outcome import Issue
 
 from . import primitives
 from .bundles import bundle_rules

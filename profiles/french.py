@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from fhir_server.errors import Issue
+from fhir_common.outcome import Issue
 
 NIR_OID = "urn:oid:1.2.250.1.213.1.4.8"
 NIA_OID = "urn:oid:1.2.250.1.213.1.4.9"

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-from fhir_server.errors import Issue
+from fhir_common.outcome import Issue
 
 from .engine import Validator, _matches
 from .invariants import Invariant, compile_invariant

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from fhir_server.errors import Issue
+from fhir_common.outcome import Issue
 
 _CONDITIONAL = re.compile(r"[A-Z][A-Za-z]+\?")  # [type]?[search parameters]
 RESOLVING_BUNDLES = frozenset({"transaction", "batch"})

@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from fhir_server.errors import Issue
+from fhir_common.outcome import Issue
 
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 

@@ -30,15 +30,15 @@ def ctx(es_url: str, tmp_path: Path) -> Iterator[ServerContext]:
 
 @pytest.fixture
 def validations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The resource types crud._validate was called with, in order."""
+    """The resource types crud.validate_resource was called with, in order."""
     seen: list[str] = []
-    real = crud._validate
+    real = crud.validate_resource
 
     def counted(resource: dict[str, Any], settings: Any = None) -> list[Issue]:
         seen.append(str(resource.get("resourceType")))
         return real(resource, settings)
 
-    monkeypatch.setattr(crud, "_validate", counted)
+    monkeypatch.setattr(crud, "validate_resource", counted)
     return seen
 
 

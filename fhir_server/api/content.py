@@ -10,6 +10,7 @@ from starlette.requests import Request
 
 from fhir_server.errors import FHIRError, bad_request
 from fhir_server.formats import XMLFormatError, from_xml, numbers
+from fhir_server.limits import MAX_DEPTH, depth_ok
 
 JSON_TYPES = {"application/fhir+json", "application/json", "application/json+fhir", "text/json"}
 XML_TYPES = {"application/fhir+xml", "application/xml", "application/xml+fhir", "text/xml"}
@@ -18,10 +19,9 @@ FORMAT_ALIASES = {"json": "json", "application/json": "json", "application/fhir+
                   "application/json+fhir": "json", "application/xml+fhir": "xml"}
 HTML_TYPES = {"text/html", "application/xhtml+xml"}  # a browser's first choice: no HTML rendering here
 FHIR_VERSION = "4.0"  # the major.minor of the fhirVersion media type parameter (http.html#version-parameter)
-MAX_DEPTH = 64
 
 
-def _media_type(header: str) -> str:
+def media_of(header: str) -> str:
     return header.split(";", 1)[0].strip().lower()
 
 
@@ -85,7 +85,7 @@ def response_format(request: Request) -> str:
     servable = False
     for part in accept.split(","):
         params = _params(part)
-        found = _accept_format(_media_type(part))
+        found = _accept_format(media_of(part))
         q = _quality(params)
         if found is None or q <= 0 or not fhir_version_ok(params):
             continue
@@ -96,7 +96,7 @@ def response_format(request: Request) -> str:
         raise _not_acceptable(accept)
     if best is not None and best[1] in ("json", "xml"):
         return best[1]
-    return "xml" if _media_type(request.headers.get("content-type", "")) in XML_TYPES else "json"
+    return "xml" if media_of(request.headers.get("content-type", "")) in XML_TYPES else "json"
 
 
 def error_format(request: Request) -> str:
@@ -105,20 +105,6 @@ def error_format(request: Request) -> str:
         return response_format(request)
     except FHIRError:
         return "json"
-
-
-def depth_ok(value: Any, limit: int = MAX_DEPTH) -> bool:
-    """Whether ``value`` nests at most ``limit`` levels (iteratively: no recursion on hostile input)."""
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > limit:
-            return False
-        if isinstance(node, dict):
-            stack.extend((v, depth + 1) for v in node.values())
-        elif isinstance(node, list):
-            stack.extend((v, depth + 1) for v in node)
-    return True
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -182,7 +168,7 @@ def parse_json(raw: bytes) -> Any:
 
 async def read_resource(request: Request, max_bytes: int) -> dict[str, Any]:
     """The resource in the body (FHIR JSON or XML) as JSON, or a FHIRError with the right status (413, 415, 400)."""
-    ctype = _media_type(request.headers.get("content-type", ""))
+    ctype = media_of(request.headers.get("content-type", ""))
     if ctype not in JSON_TYPES and ctype not in XML_TYPES:
         raise FHIRError(415, "not-supported", f"Unsupported Content-Type '{ctype or '(none)'}'; send "
                         "application/fhir+json or application/fhir+xml")

@@ -7,7 +7,7 @@ element at fault in ``expression``) instead of tying up the store or Elasticsear
 * URL length (414) and query parameter count (400 ``too-costly``): :class:`RequestLimitsMiddleware`,
   before any routing or parsing;
 * search parameters (count of a POST ``_search`` form too, chain depth, ``_has`` nesting):
-  :func:`check_search_params`, on every search path (GET, POST ``_search``, Bundle GET entries);
+  :func:`fhir_server.limits.check_search_params`, on every search path (GET, POST ``_search``, Bundle GET entries);
 * Bundle entry count (413 ``too-costly``): :func:`check_bundle`, before any entry is processed;
 * body size and JSON/XML nesting depth: where the body is read, :mod:`fhir_server.api.content`;
 * ``_count`` is capped at ``max_count``; included resources per page at ``max_included`` (a warning
@@ -16,14 +16,16 @@ element at fault in ``expression``) instead of tying up the store or Elasticsear
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from fhir_server.errors import FHIRError
+from fhir_server.limits import chain_depth, check_search_params, has_depth
 from fhir_server.settings import Settings
+
+__all__ = ["RequestLimitsMiddleware", "chain_depth", "check_bundle", "check_search_params", "has_depth"]
 
 
 class RequestLimitsMiddleware:
@@ -54,29 +56,6 @@ async def _refuse(send: Send, err: FHIRError) -> None:
                 "headers": [(b"content-type", b"application/fhir+json; charset=utf-8"),
                             (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
-
-
-def chain_depth(name: str) -> int:
-    """Links of a chained parameter name: ``subject:Patient.organization.name`` has 2."""
-    return name.count(".")
-
-
-def has_depth(name: str) -> int:
-    """Nesting of reverse chains: ``_has:A:p:_has:B:q:code`` has 2."""
-    return name.count("_has:")
-
-
-def check_search_params(params: Sequence[tuple[str, str]], settings: Settings) -> None:
-    """400 ``too-costly`` for a search whose parameters exceed the count, chain or ``_has`` limits."""
-    if len(params) > settings.max_query_params:
-        raise FHIRError(400, "too-costly", f"More than {settings.max_query_params} search parameters")
-    for name, _ in params:
-        if chain_depth(name) > settings.max_chain_depth:
-            raise FHIRError(400, "too-costly", f"Chain {name!r} is longer than {settings.max_chain_depth} links",
-                            (name,))
-        if has_depth(name) > settings.max_has_depth:
-            raise FHIRError(400, "too-costly", f"_has nested deeper than {settings.max_has_depth} levels in "
-                            f"{name!r}", (name,))
 
 
 def check_bundle(bundle: dict[str, Any], settings: Settings) -> None:

@@ -1,4 +1,10 @@
-"""Turning interaction results and errors into HTTP responses (headers, Prefer, _pretty)."""
+"""Turning interaction results and errors into HTTP responses (headers, Prefer, _pretty).
+
+:func:`exception_response` is the one place an exception becomes an HTTP answer: the route wrapper
+(``routes.endpoint``) and the application's exception handlers both call it, so a failure answers the
+same wherever it surfaces. Below this layer errors are raised as :class:`FHIRError` (status, IssueType,
+diagnostics, FHIRPath) and never turned into responses.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,15 @@ from email.utils import format_datetime
 from typing import Any
 
 import orjson
-from elasticsearch import ApiError
+from elasticsearch import ApiError, TransportError
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from fhir_server.errors import FHIRError, Issue, operation_outcome
 from fhir_server.formats import numbers, to_xml
-from fhir_server.interactions.result import Result
+from fhir_server.result import Result
+from fhir_server.storage import ConcurrentWrite
 
 from .content import error_format
 
@@ -89,17 +97,46 @@ def result_response(result: Result, *, base_url: str, prefer_return: str | None,
     return fhir_response(result.status, body, headers, pretty=pretty, fmt=fmt)
 
 
-def es_error_response(request: Request, exc: Exception) -> Response:
+def _es_error(request: Request, exc: TransportError | ApiError) -> FHIRError:
     """Unreachable or overloaded index: 503. A query Elasticsearch refuses: 400 (the value was not searchable)."""
     status = getattr(exc, "status_code", None) if isinstance(exc, ApiError) else None
-    fmt = error_format(request)
     if isinstance(status, int) and 400 <= status < 500 and status != 429:
         log.warning("Elasticsearch refused the query of %s %s: %s", request.method, request.url, exc)
-        return error_response(FHIRError(400, "invalid", "The search could not be executed with these values"),
-                              fmt=fmt)
+        return FHIRError(400, "invalid", "The search could not be executed with these values")
     log.warning("Elasticsearch failure on %s %s: %s", request.method, request.url.path, exc)
-    return error_response(FHIRError(503, "transient", "The search index is unavailable; retry shortly",
-                                    headers={"Retry-After": "5"}), fmt=fmt)
+    return FHIRError(503, "transient", "The search index is unavailable; retry shortly", headers={"Retry-After": "5"})
+
+
+def _routing_error(request: Request, exc: HTTPException) -> FHIRError:
+    """Starlette's own refusals (no route, method not allowed) in FHIR terms."""
+    if exc.status_code == 405:
+        return FHIRError(405, "not-supported", f"{request.method} is not allowed on {request.url.path}",
+                         headers=dict(exc.headers or {}))
+    if exc.status_code == 404:
+        return FHIRError(404, "not-found", f"No FHIR endpoint at {request.url.path}")
+    return FHIRError(exc.status_code, "processing", str(exc.detail))
+
+
+def as_fhir_error(request: Request, exc: BaseException) -> FHIRError:
+    """What the client is told of ``exc``: its own status for a :class:`FHIRError` (``StoreBusy`` included), the
+    index's state for an Elasticsearch error, 409 for a write that collided with another, 500 for anything else
+    (logged with its traceback; the client learns nothing of it)."""
+    if isinstance(exc, FHIRError):
+        return exc
+    if isinstance(exc, (TransportError, ApiError)):
+        return _es_error(request, exc)
+    if isinstance(exc, HTTPException):
+        return _routing_error(request, exc)
+    if isinstance(exc, ConcurrentWrite):  # the engine retries these; one that escapes is still the client's to retry
+        return FHIRError(409, "conflict", "The request collided with concurrent writes; retry")
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return FHIRError(500, "exception", "Internal server error")
+
+
+def exception_response(request: Request, exc: BaseException, pretty: bool = False, fmt: str | None = None) -> Response:
+    """The one mapping of an exception to an HTTP answer: an OperationOutcome in the format the request asked
+    for (``fmt`` overrides it; JSON when the request's format was itself the error)."""
+    return error_response(as_fhir_error(request, exc), pretty, fmt or error_format(request))
 
 
 #: A media type a header may carry as is: ``type/subtype`` tokens, then ``; name=value`` parameters (no CR/LF, no

@@ -6,7 +6,6 @@ thread pool; the event loop only parses and serialises.
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Awaitable, Callable
 from email.utils import parsedate_to_datetime
@@ -14,20 +13,28 @@ from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl
 
-from elasticsearch import ApiError, TransportError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from fhir_server.audit import search as audit_search
 from fhir_server.audit.middleware import note as audit_note
 from fhir_server.context import ServerContext
 from fhir_server.errors import FHIRError, bad_request, not_found, unprocessable
 from fhir_server.formats import numbers
-from fhir_server.interactions import binary, bundle, capabilities, conditional, crud, history, patch, search
+from fhir_server.interactions import (
+    binary,
+    bundle,
+    capabilities,
+    conditional,
+    crud,
+    history,
+    patch,
+    search,
+    transaction,
+)
 from fhir_server.interactions.result import Result
-from fhir_server.registry import served_type
+from fhir_server.registry import served_type, store_of
 from fhir_server.security import authz
 from fhir_server.storage.base import version_number
 from profiles import conditional_references
@@ -35,8 +42,7 @@ from profiles import conditional_references
 from .content import (
     JSON_TYPES,
     XML_TYPES,
-    _media_type,
-    error_format,
+    media_of,
     parse_json,
     parse_resource,
     read_body,
@@ -44,9 +50,7 @@ from .content import (
     response_format,
 )
 from .limits import check_bundle
-from .responses import binary_response, error_response, es_error_response, prefer, result_response
-
-log = logging.getLogger(__name__)
+from .responses import binary_response, exception_response, prefer, result_response
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -95,13 +99,8 @@ def endpoint(fn: Callable[[Request], Awaitable[Result]], *, write: bool = False)
             authz.prepare(request)  # the slot for the caller's Consent oppositions, before any check
             result = await fn(request)
             audit_note(request.state, content=result.raw if result.raw is not None else result.body)
-        except FHIRError as err:
-            return error_response(err, pretty, fmt)
-        except (TransportError, ApiError) as exc:
-            return es_error_response(request, exc)
-        except Exception:  # answered here, not re-raised: the connection stays usable
-            log.exception("unexpected error on %s %s", request.method, request.url)
-            return error_response(FHIRError(500, "exception", "Internal server error"), pretty, fmt)
+        except Exception as exc:  # answered here, not re-raised: the connection stays usable
+            return exception_response(request, exc, pretty, fmt)
         ctx = _ctx(request)
         respond = partial(result_response, result, base_url=ctx.base_url, pretty=pretty, write=write, fmt=fmt,
                           prefer_return=prefer(request.headers.get("prefer")).get("return"))
@@ -174,9 +173,8 @@ def _not_modified(request: Request, result: Result) -> bool:
 async def _read(request: Request) -> Result:
     type_ = _type(request, "read")
     ctx, principal, id_ = _ctx(request), authz.principal_of(request), request.path_params["id"]
-    # audit: its own table, the caller's view applied in its SQL
-    read = partial(audit_search.read, principal=principal) if type_ == "AuditEvent" else partial(crud.read,
-                                                                                                 type_=type_)
+    own = store_of(type_)  # a type held outside the resource store (AuditEvent): the caller's view applied there
+    read = partial(own.read, principal=principal) if own is not None else partial(crud.read, type_=type_)
 
     def read_visible() -> Result:  # one hop: the read and its check (and the Consent look-up, authz.run)
         try:
@@ -198,8 +196,8 @@ async def _vread(request: Request) -> Result:
     type_ = _type(request, "vread")
     p = request.path_params
     ctx, principal = _ctx(request), authz.principal_of(request)
-    vread = partial(audit_search.vread, principal=principal) if type_ == "AuditEvent" else partial(crud.vread,
-                                                                                                   type_=type_)
+    own = store_of(type_)
+    vread = partial(own.vread, principal=principal) if own is not None else partial(crud.vread, type_=type_)
 
     def vread_visible() -> Result:  # one hop: the resource's visibility, then the version, checked too
         try:
@@ -217,7 +215,7 @@ async def _vread(request: Request) -> Result:
 
 
 def _access(request: Request) -> authz.BundleAccess | None:
-    return authz.access(_ctx(request), authz.principal_of(request))
+    return authz.access(_ctx(request), authz.principal_of(request), search.search)
 
 
 _ENTRY = "Bundle.entry[0]"
@@ -241,9 +239,9 @@ def _standalone(err: FHIRError, type_: str) -> FHIRError:
 
 
 async def _write(request: Request, method: str, type_: str, **kwargs: Any) -> Result:
-    """Every write goes through the transaction path (``bundle.single``), its access checks included."""
+    """Every write goes through the transaction path (``transaction.single``), its access checks included."""
     try:
-        return await authz.run(request, bundle.single, _ctx(request), method, type_, access=_access(request),
+        return await authz.run(request, transaction.single, _ctx(request), method, type_, access=_access(request),
                                **kwargs)
     except FHIRError as err:
         raise _standalone(err, type_) from None
@@ -333,7 +331,7 @@ async def _bundle(request: Request) -> Result:
 
 
 def _media(request: Request) -> str:
-    return _media_type(request.headers.get("content-type", ""))
+    return media_of(request.headers.get("content-type", ""))
 
 
 def _criteria(request: Request, method: str, type_: str) -> str:
@@ -437,7 +435,7 @@ async def _read_dispatch(request: Request) -> Response:
         authz.prepare(request)
         result = await _read(request)
     except FHIRError as err:
-        return error_response(err)
+        return exception_response(request, err, fmt="json")
     return binary_response(result)
 
 
@@ -446,8 +444,8 @@ def _dispatch(table: dict[str, Handler]) -> Handler:
         # Starlette routes HEAD wherever GET is allowed: answer it as the GET (the server drops the body)
         handler = table.get("GET" if request.method == "HEAD" else request.method)
         if handler is None:
-            return error_response(FHIRError(405, "not-supported", f"{request.method} is not allowed on "
-                                            f"{request.url.path}"), fmt=error_format(request))
+            return exception_response(request, FHIRError(405, "not-supported", f"{request.method} is not allowed "
+                                                         f"on {request.url.path}"))
         return await handler(request)
 
     return handle

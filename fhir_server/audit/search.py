@@ -26,9 +26,10 @@ from urllib.parse import urlencode
 
 import orjson
 
+from fhir_server import registry
 from fhir_server.errors import FHIRError, bad_request, not_found
 from fhir_server.interactions.paging import decode_cursor, encode_cursor, invalid_cursor, is_int, page_size, scope_of
-from fhir_server.interactions.result import Result
+from fhir_server.result import Result
 from fhir_server.storage import StoredVersion, format_instant, now_us
 from fhir_server.storage.audit import AGENT, ENTITY, AuditLog, AuditQuery
 from search.errors import SearchError
@@ -332,3 +333,9 @@ def capability() -> dict[str, Any]:
                         for name, (type_, url, doc) in PARAMS.items()],
     }
 
+
+
+def plug_in() -> None:
+    """Serve AuditEvent (``ResourceType.store == "audit"``) from this module: the interactions reach it
+    through the type registry, never by name."""
+    registry.plug("audit", registry.Store(read=read, vread=vread, search=search, capability=capability))

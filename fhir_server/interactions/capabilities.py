@@ -10,9 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_server import __version__
-from fhir_server.audit import search as audit_search
 from fhir_server.context import ServerContext
-from fhir_server.registry import ResourceType, served_types
+from fhir_server.registry import ResourceType, served_types, store_of
 from fhir_server.security.authn import capability_security
 from fhir_server.settings import Settings
 from fhir_server.storage import format_instant, now_us
@@ -68,8 +67,9 @@ def _resource(ctx: ServerContext, rt: ResourceType) -> dict[str, Any]:
     if supported:
         resource["supportedProfile"] = supported
     resource["operation"] = [VALIDATE]
-    if rt.audit:  # read-only, one version, searched in SQL (fhir_server/audit/search.py)
-        resource.update(audit_search.capability())
+    store = store_of(rt.name)
+    if store is not None:  # held outside the resource store (AuditEvent): it says what it offers
+        resource.update(store.capability())
     documentation = rt.documentation + (_update_create_note(ctx.settings) if rt.supports("update") else "")
     if documentation:
         resource["documentation"] = documentation.strip()

@@ -2,14 +2,11 @@
 unique-identifier policy.
 
 Writes themselves (create, update, delete, patch, plain or conditional, standalone or in a Bundle) all take
-one path: ``bundle.single`` / ``bundle.process`` → one store transaction (version + outbox row) → the indexer.
+one path: ``transaction.single`` / ``bundle.process`` → one store transaction (version + outbox row) → the indexer.
 """
 
 from __future__ import annotations
 
-import os
-import time
-import uuid
 from typing import Any
 
 from fhir_server.context import ServerContext
@@ -29,16 +26,7 @@ from profiles import validate
 from .result import Result
 
 
-def new_id() -> str:
-    """A UUIDv7-style id: time-ordered, so B-tree and index inserts stay local."""
-    ms = time.time_ns() // 1_000_000
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = (ms & ((1 << 48) - 1)) << 80 | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64 | (0b10 << 62) | (
-        rand & ((1 << 62) - 1))
-    return str(uuid.UUID(int=value))
-
-
-def _validate(resource: dict[str, Any], settings: Settings | None = None) -> list[Issue]:
+def validate_resource(resource: dict[str, Any], settings: Settings | None = None) -> list[Issue]:
     """Base R4 + claimed and required profiles (profiles.validate); errors → 422, the rest is returned."""
     issues = validate(resource, required=settings.validation_required_profiles if settings else None,
                       unknown_profile=settings.validation_unknown_profile if settings else "warning")

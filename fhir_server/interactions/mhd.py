@@ -20,7 +20,7 @@ client sent them), so documents are always retrieved the same way (ITI-68, GET
 on ``attachment.url``) and search never carries document bytes.
 
 Profile conformance (PDSm provide-bundle, comprehensive, simplified-publish) is
-the validation engine's job, reached through ``crud._validate``.
+the validation engine's job, reached through ``crud.validate_resource``.
 """
 
 from __future__ import annotations
@@ -31,10 +31,11 @@ from typing import TYPE_CHECKING, Any
 from fhir_server.errors import FHIRError, conflict, not_found
 from fhir_server.storage import ResourceStore, StoredVersion, WriteUnit
 
-from . import binary, crud
+from . import binary
+from .ids import new_id
 
 if TYPE_CHECKING:
-    from .bundle import Entry
+    from .entries import Entry
 
 #: whether the caller may see a stored version, for an interaction (the Bundle's access policy)
 Sees = Callable[[StoredVersion, str], bool]
@@ -170,7 +171,7 @@ def externalize_inline_data(unit: WriteUnit, resource: dict[str, Any], owner: st
         data = binary.decode_data(att["data"], f"{where}.data")
         check_attachment(att, data, where)
         content_type = att.get("contentType") or "application/octet-stream"
-        bin_id = crud.new_id()
+        bin_id = new_id()
         unit.put("Binary", bin_id, {**binary.make_binary(str(content_type), data),
                                     "securityContext": {"reference": owner}},
                  method="POST", must_not_exist=True, indexed=False)

@@ -28,10 +28,10 @@ import jsonpatch
 import orjson
 
 from fhir_common.fhirpath import FHIRPathError, evaluate_nodes
-from fhir_server.api.content import MAX_DEPTH, depth_ok
 from fhir_server.errors import FHIRError, bad_request
 from fhir_server.formats import numbers
 from fhir_server.formats.model import CHOICE, COMPLEX, RESOURCE, Child, choice_name, primitive_kinds, type_info
+from fhir_server.limits import MAX_DEPTH, depth_ok
 
 IS_ARCHIVED = "https://interop.esante.gouv.fr/ig/fhir/pdsm/StructureDefinition/pdsm-ext-is-archived"
 PDSM_MUTABLE = ("status", "securityLabel")

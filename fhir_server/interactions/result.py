@@ -1,26 +1,5 @@
-"""What an interaction hands back to the HTTP layer."""
+"""What an interaction hands back: :class:`fhir_server.result.Result` (kept importable from here)."""
 
-from __future__ import annotations
+from fhir_server.result import Result
 
-from dataclasses import dataclass, field
-from typing import Any
-
-from fhir_server.errors import Issue
-from fhir_server.storage import StoredVersion
-
-
-@dataclass
-class Result:
-    """Status, body and the version whose ETag/Last-Modified/Location the response carries.
-
-    ``body`` is the resource (or Bundle); ``issues`` are non-blocking warnings the
-    client sees with ``Prefer: return=OperationOutcome``.
-    """
-
-    status: int
-    body: dict[str, Any] | None = None
-    version: StoredVersion | None = None
-    location: bool = False  # send Location (create, update-as-create)
-    issues: list[Issue] = field(default_factory=list)
-    headers: dict[str, str] = field(default_factory=dict)
-    raw: bytes | None = None  # body already serialised (read path: bytes straight from the store)
+__all__ = ["Result"]

@@ -31,9 +31,10 @@ from urllib.parse import urlencode
 import orjson
 from elasticsearch import NotFoundError
 
-from fhir_server.api.limits import check_search_params
 from fhir_server.context import ServerContext
 from fhir_server.errors import FHIRError, operation_outcome
+from fhir_server.limits import check_search_params
+from fhir_server.registry import store_of
 from fhir_server.security.policy import AccessPolicy
 from fhir_server.storage import format_instant, now_us
 from search.query import CompiledSearch, SearchError, compile_search, reverse_sort
@@ -133,10 +134,9 @@ def search(ctx: ServerContext, type_: str, raw_params: list[tuple[str, str]], *,
     """``raw_params`` already carry the policy's parameters for ``type_`` (see ``authz.search_params``);
     ``policy`` filters what the executor searches or reads besides: chains, ``_has``, ``_list``, includes.
     ``client`` is who a point-in-time opened for the paging is charged to (its cap)."""
-    if type_ == "AuditEvent":  # the audit trail is served from its own SQL table
-        from fhir_server.audit import search as audit_search
-
-        return audit_search.search(ctx, raw_params, strict=strict, policy=policy)
+    own = store_of(type_)
+    if own is not None:  # a type held outside the resource store (AuditEvent: the audit trail's SQL table)
+        return own.search(ctx, raw_params, strict=strict, policy=policy)
     token = next((v for k, v in raw_params if k == "_cursor"), None)
     params = [(k, v) for k, v in raw_params if k not in _TRANSPORT_PARAMS]
     alias = ctx.indices.alias(type_)

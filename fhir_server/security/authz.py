@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
 
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from fhir_server.errors import FHIRError, not_found
-from fhir_server.interactions.result import Result
+from fhir_server.result import Result
 
 from .binary_access import binary_visible
 from .consent import opposing_patients, require_identified
@@ -45,6 +45,13 @@ def _forbidden(msg: str) -> FHIRError:
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+class Searcher(Protocol):
+    """A type search run under a policy (``interactions.search.search``)."""
+
+    def __call__(self, ctx: ServerContext, type_: str, params: list[tuple[str, str]], /, *,
+                 policy: AccessPolicy | None = None) -> Result: ...
 
 
 def prepare(request: Request) -> None:
@@ -313,9 +320,10 @@ class BundleAccess:
     referenced, reported or re-created, and answers exactly as an unknown id. What the principal writes
     must stay visible to it (403); searches carry the policy's parameters and clauses."""
 
-    def __init__(self, ctx: ServerContext, principal: Principal) -> None:
+    def __init__(self, ctx: ServerContext, principal: Principal, search: Searcher | None = None) -> None:
         self.ctx = ctx
         self.principal = principal
+        self._search = search
 
     def authorize(self, type_: str, interaction: str, id_: str | None, vid: str | None,
                   resource: dict[str, Any] | None) -> None:
@@ -339,12 +347,15 @@ class BundleAccess:
         return lambda resource: visible(self.principal, resource, interaction)
 
     def search(self, type_: str, params: list[tuple[str, str]]) -> Result:
-        from fhir_server.interactions import search  # the interaction layer imports this module's callers
+        if self._search is None:
+            raise FHIRError(500, "exception", "No search was given to this access object")
+        return self._search(self.ctx, type_, search_params(self.principal, type_, params),
+                            policy=search_policy(self.principal))
 
-        return search.search(self.ctx, type_, search_params(self.principal, type_, params),
-                             policy=search_policy(self.principal))
 
+def access(ctx: ServerContext, principal: Principal | None, search: Searcher) -> BundleAccess | None:
+    """The access object every write and Bundle entry of the request is decided by (None: no authentication).
 
-def access(ctx: ServerContext, principal: Principal | None) -> BundleAccess | None:
-    """The access object every write and Bundle entry of the request is decided by (None: no authentication)."""
-    return None if principal is None else BundleAccess(ctx, principal)
+    ``search``: the type search (``interactions.search.search``), passed in by the HTTP layer: security sits
+    below the interactions and never imports them."""
+    return None if principal is None else BundleAccess(ctx, principal, search)
