@@ -15,6 +15,7 @@ from starlette.responses import Response
 from fhir_server.errors import FHIRError, Issue, operation_outcome
 from fhir_server.formats import numbers, to_xml
 from fhir_server.interactions.result import Result
+from fhir_server.observability.metrics import count_es_error
 
 from .content import error_format
 
@@ -93,8 +94,9 @@ def es_error_response(request: Request, exc: Exception) -> Response:
     """Unreachable or overloaded index: 503. A query Elasticsearch refuses: 400 (the value was not searchable)."""
     status = getattr(exc, "status_code", None) if isinstance(exc, ApiError) else None
     fmt = error_format(request)
+    count_es_error(status if isinstance(status, int) else None)
     if isinstance(status, int) and 400 <= status < 500 and status != 429:
-        log.warning("Elasticsearch refused the query of %s %s: %s", request.method, request.url, exc)
+        log.warning("Elasticsearch refused the query of %s %s: %s", request.method, request.url.path, exc)
         return error_response(FHIRError(400, "invalid", "The search could not be executed with these values"),
                               fmt=fmt)
     log.warning("Elasticsearch failure on %s %s: %s", request.method, request.url.path, exc)

@@ -21,7 +21,7 @@ from .tokens import AuthError, TokenVerifier, bearer_token
 log = logging.getLogger(__name__)
 
 PUBLIC_PATHS = frozenset({"/fhir/metadata", "/fhir/$versions", "/fhir/.well-known/smart-configuration",
-                          "/.well-known/smart-configuration"})
+                          "/.well-known/smart-configuration", "/livez", "/readyz", "/metrics"})
 
 
 def build_verifier(settings: Settings) -> TokenVerifier | None:
