@@ -16,6 +16,7 @@ from starlette.routing import Route
 from .api.cors import cors_middleware
 from .api.encoding import RequestDecodingMiddleware, ResponseCompressionMiddleware
 from .api.headers import NoSniffMiddleware
+from .api.health import health_routes
 from .api.limits import RequestLimitsMiddleware
 from .api.negotiation import NegotiationMiddleware, versions
 from .api.responses import error_response, exception_response
@@ -25,6 +26,8 @@ from .audit.middleware import AuditMiddleware
 from .audit.writer import AuditWriter
 from .context import ServerContext
 from .errors import FHIRError
+from .observability.logs import install_record_factory
+from .observability.middleware import RequestContextMiddleware
 from .security.authn import AuthenticationMiddleware, build_verifier, smart_configuration
 from .settings import Settings
 
@@ -43,6 +46,7 @@ def create_app(build_context: Callable[[], ServerContext], settings: Settings | 
     settings = settings or Settings(auth="off")
     audit_search.plug_in()  # AuditEvent is read and searched in the audit table (registry.ResourceType.store)
     verifier = build_verifier(settings)
+    install_record_factory()  # every log line of a request carries its id
 
     async def smart_config(request: Request) -> Response:
         if settings.auth == "off":
@@ -72,10 +76,12 @@ def create_app(build_context: Callable[[], ServerContext], settings: Settings | 
                     for path in ("/fhir/.well-known/smart-configuration", "/.well-known/smart-configuration")]
     # before /fhir/{type}, which would take "$versions" for a type
     versions_route = Route("/fhir/$versions", endpoint(versions), methods=["GET"])
-    return Starlette(
-        routes=[*smart_routes, versions_route, *build_routes()],
-        # outermost first: CORS answers preflights before authentication and decorates every inner answer
-        middleware=[*cors_middleware(settings),
+    app = Starlette(
+        routes=[*health_routes(), *smart_routes, versions_route, *build_routes()],
+        # outermost first: the request id first of all (every answer and log line has one); CORS answers
+        # preflights before authentication and decorates every inner answer
+        middleware=[Middleware(RequestContextMiddleware),
+                    *cors_middleware(settings),
                     Middleware(NoSniffMiddleware),
                     Middleware(ResponseCompressionMiddleware, minimum_size=settings.gzip_min_bytes),
                     Middleware(NegotiationMiddleware),
@@ -95,3 +101,5 @@ def create_app(build_context: Callable[[], ServerContext], settings: Settings | 
             Exception: _failure,
         },
     )
+    app.state.settings = settings  # /metrics reads its token
+    return app

@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import es_node
+from .observability.logs import configure_logging
 from .settings import Settings, get_settings
 
 console = Console(stderr=True)
@@ -48,7 +49,9 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     with elasticsearch(settings) as es_url:
         app = create_app(lambda: ServerContext.build(settings, es_url), settings)
         console.print(f"[bold green]FHIR server[/] on {settings.public_base}")
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info")
+        # log_config=None: uvicorn's loggers go through ours (JSON, request ids); the access line is ours too
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+                    log_config=None, access_log=False)
     return 0
 
 
@@ -248,10 +251,10 @@ COMMANDS = {"serve": _serve, "es": _es, "load": _load, "reindex": _reindex, "val
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("elastic_transport").setLevel(logging.WARNING)
-    return COMMANDS[args.command](get_settings(), args)
+    settings = get_settings()
+    configure_logging(settings.log_format or ("json" if args.command == "serve" else "text"),
+                      logging.DEBUG if args.verbose else settings.log_level.upper())
+    return COMMANDS[args.command](settings, args)
 
 
 if __name__ == "__main__":

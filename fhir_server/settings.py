@@ -109,6 +109,14 @@ class Settings(BaseSettings):
     # searches on this server wait for them anyway; other servers sharing a PostgreSQL trail see them then).
     audit_linger_s: float = 0.5
 
+    # Operations (fhir_server/observability, api/health.py)
+    ready_max_outbox_lag_s: float = 60.0  # /readyz fails when the oldest unindexed write is older
+    ready_timeout_s: float = 2.0  # bound of each /readyz check (store, Elasticsearch)
+    # /metrics: unset, served to loopback callers only; set, to callers sending it as a bearer token
+    metrics_token: SecretStr | None = None
+    log_format: Literal["json", "text"] | None = None  # unset: json for `serve`, text for the other commands
+    log_level: str = "INFO"
+
     @property
     def audit_enabled(self) -> bool:
         if self.audit is None:

@@ -20,7 +20,7 @@ REQUEST_HEADERS = ("Authorization", "Content-Type", "Prefer", "If-Match", "If-No
                    "If-Modified-Since", "Content-Encoding", "X-Request-Id")
 # What a page must be able to read: versions, where a create went, why it was refused
 EXPOSED_HEADERS = ("ETag", "Location", "Content-Location", "Last-Modified", "Retry-After", "WWW-Authenticate",
-                   "X-Security-Context")
+                   "X-Security-Context", "X-Request-ID")
 
 
 def origins(settings: Settings) -> list[str]:

@@ -21,6 +21,7 @@ from starlette.responses import Response
 
 from fhir_server.errors import FHIRError, Issue, operation_outcome
 from fhir_server.formats import numbers, to_xml
+from fhir_server.observability.metrics import count_es_error
 from fhir_server.result import Result
 from fhir_server.storage import ConcurrentWrite
 
@@ -100,8 +101,9 @@ def result_response(result: Result, *, base_url: str, prefer_return: str | None,
 def _es_error(request: Request, exc: TransportError | ApiError) -> FHIRError:
     """Unreachable or overloaded index: 503. A query Elasticsearch refuses: 400 (the value was not searchable)."""
     status = getattr(exc, "status_code", None) if isinstance(exc, ApiError) else None
+    count_es_error(status if isinstance(status, int) else None)
     if isinstance(status, int) and 400 <= status < 500 and status != 429:
-        log.warning("Elasticsearch refused the query of %s %s: %s", request.method, request.url, exc)
+        log.warning("Elasticsearch refused the query of %s %s: %s", request.method, request.url.path, exc)
         return FHIRError(400, "invalid", "The search could not be executed with these values")
     log.warning("Elasticsearch failure on %s %s: %s", request.method, request.url.path, exc)
     return FHIRError(503, "transient", "The search index is unavailable; retry shortly", headers={"Retry-After": "5"})

@@ -29,6 +29,7 @@ INTERACTION_SYSTEM = "http://hl7.org/fhir/restful-interaction"
 ENTITY_TYPE = "http://terminology.hl7.org/CodeSystem/audit-entity-type"
 OBJECT_ROLE = "http://terminology.hl7.org/CodeSystem/object-role"
 SOURCE_TYPE = "http://terminology.hl7.org/CodeSystem/security-source-type"
+BALP_ENTITY_TYPE = "https://profiles.ihe.net/ITI/BALP/CodeSystem/BasicAuditEntityType"
 
 # restful-interaction → AuditEvent.action (BALP: queries and operations are "E"xecute)
 ACTIONS = {"read": "R", "vread": "R", "history-instance": "R", "history-type": "R", "history-system": "R",
@@ -52,6 +53,7 @@ class AuditRecord:
     content: Any = None  # the resource answered or written (bytes or dict), when the route set it
     bundle: tuple[dict[str, Any], dict[str, Any]] | None = None  # (request, response) Bundles
     location: str | None = None  # the answer's Location header (the id a create gave)
+    request_id: str | None = None  # X-Request-ID (the client's or generated): joins the trail to the logs
 
 
 def params_from_path(path: str) -> dict[str, str]:
@@ -157,6 +159,8 @@ def facts(rec: AuditRecord) -> dict[str, Any]:
                 target = f"{type_}/{content['id']}"
     out: dict[str, Any] = {"t": rec.recorded_us, "code": code, "s": rec.status, "w": _who(rec.principal),
                            "ip": rec.address, "tgt": target, "pts": sorted(patients)}
+    if rec.request_id:
+        out["rid"] = rec.request_id
     if not answered and target is not None and type_ in PATIENT_COMPARTMENT:
         out["look"] = True  # refused, failed or bodiless: the writer reads whose record it is from the store
     if type_:
@@ -175,8 +179,11 @@ def facts(rec: AuditRecord) -> dict[str, Any]:
 
 def plain_facts(rec: AuditRecord) -> dict[str, Any]:
     """The facts of a request without anything read from its bodies (when :func:`facts` failed)."""
-    return {"t": rec.recorded_us, "code": "unknown", "s": rec.status, "w": _who(rec.principal), "ip": rec.address,
-            "tgt": None, "pts": [], "d": f"{rec.method} {rec.path}"}
+    out = {"t": rec.recorded_us, "code": "unknown", "s": rec.status, "w": _who(rec.principal), "ip": rec.address,
+           "tgt": None, "pts": [], "d": f"{rec.method} {rec.path}"}
+    if rec.request_id:
+        out["rid"] = rec.request_id
+    return out
 
 
 def _entry_facts(request: dict[str, Any], response: dict[str, Any]) -> list[list[Any]]:
@@ -245,7 +252,8 @@ def _entities(target: str | None, patients: list[str], query: str | None) -> lis
 # -- one AuditEvent's facts: what the audit table stores, and what it is rendered from ------------------
 #
 # {"v": 1, "t": recorded µs, "code": restful-interaction, "s": HTTP status, "w": who (or None), "ip": address,
-#  "tgt": "Type/id" (or None), "pts": ["Patient/x", ...] sorted, "q": query (optional), "d": detail (optional)}
+#  "tgt": "Type/id" (or None), "pts": ["Patient/x", ...] sorted, "q": query (optional), "d": detail (optional),
+#  "rid": the request's X-Request-ID (optional; one value for the events of one request)}
 #
 # Why facts and not the AuditEvent JSON: every request writes a record and almost none is ever read, so
 # the FHIR rendering (about 1.1 kB and 10 µs per record) is done on read; the stored facts are about a
@@ -273,6 +281,8 @@ def event_facts(f: dict[str, Any], lookup: Any = None) -> list[dict[str, Any]]:
     if code == "search-type" and who and who.get("patient"):
         patients.add(f"Patient/{who['patient']}")  # the compartment filter named it
     shared = {"v": FACTS_VERSION, "t": f["t"], "w": who, "ip": f.get("ip")}
+    if f.get("rid"):
+        shared["rid"] = f["rid"]
     first = {**shared, "code": code, "s": status, "tgt": target, "pts": sorted(patients)}
     if query is not None:
         first["q"] = query
@@ -335,6 +345,9 @@ def render(ef: dict[str, Any], id_: str) -> dict[str, Any]:
         "source": SOURCE,
     }
     entities = _entities(ef.get("tgt"), list(ef.get("pts") or ()), ef.get("q"))
+    if ef.get("rid"):  # IHE BALP: the transport's request id is an entity of type XrequestId
+        entities.append({"what": {"identifier": {"value": str(ef["rid"])}},
+                         "type": {"system": BALP_ENTITY_TYPE, "code": "XrequestId"}})
     if entities:
         event["entity"] = entities
     return event

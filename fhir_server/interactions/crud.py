@@ -18,6 +18,7 @@ from fhir_server.errors import (
     not_found,
     unprocessable,
 )
+from fhir_server.observability.metrics import count_validation_reject
 from fhir_server.registry import get_type
 from fhir_server.settings import Settings
 from fhir_server.storage import StoredVersion, UniqueKeyViolation, version_number
@@ -32,6 +33,7 @@ def validate_resource(resource: dict[str, Any], settings: Settings | None = None
                       unknown_profile=settings.validation_unknown_profile if settings else "warning")
     errors = [i for i in issues if i.severity in ("error", "fatal")]
     if errors:
+        count_validation_reject(resource, settings.validation_required_profiles if settings else None)
         raise unprocessable(errors)
     return [i for i in issues if i.severity not in ("error", "fatal")]
 

@@ -21,9 +21,9 @@ from .tokens import AuthError, TokenVerifier, bearer_token
 log = logging.getLogger(__name__)
 
 #: What a client reads to learn how to authenticate: the CapabilityStatement, the SMART configuration, the API
-#: description (no data in any of them)
+#: description (no data in any of them); the health probes and /metrics (which guards itself: loopback or its token)
 PUBLIC_PATHS = frozenset({"/fhir/metadata", "/fhir/$versions", "/fhir/.well-known/smart-configuration",
-                          "/.well-known/smart-configuration", "/openapi.json"})
+                          "/.well-known/smart-configuration", "/openapi.json", "/livez", "/readyz", "/metrics"})
 
 
 def build_verifier(settings: Settings) -> TokenVerifier | None:

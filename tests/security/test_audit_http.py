@@ -62,7 +62,7 @@ def world(srv: RunningServer, issuer: DevIssuer) -> dict[str, Any]:
 
 
 def _refs(event: dict[str, Any]) -> set[str]:
-    return {e["what"]["reference"] for e in event.get("entity", []) if "what" in e}
+    return {e["what"]["reference"] for e in event.get("entity", []) if "reference" in e.get("what", {})}
 
 
 def test_each_request_leaves_exactly_one_committed_record(srv: RunningServer, issuer: DevIssuer,

@@ -64,7 +64,7 @@ def _entries(resp: httpx.Response) -> list[dict[str, Any]]:
 
 
 def _refs(event: dict[str, Any]) -> set[str]:
-    return {e["what"]["reference"] for e in event.get("entity", []) if "what" in e}
+    return {e["what"]["reference"] for e in event.get("entity", []) if "reference" in e.get("what", {})}
 
 
 def _pages(http: httpx.Client, params: dict[str, str]) -> list[list[dict[str, Any]]]:
