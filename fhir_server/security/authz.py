@@ -316,6 +316,9 @@ class BundleAccess:
     def __init__(self, ctx: ServerContext, principal: Principal) -> None:
         self.ctx = ctx
         self.principal = principal
+        #: what a search run for the caller ANDs to its queries, inner ones included: a GET entry's search, and
+        #: the chains, ``_has`` and ``_list`` of conditional criteria (``conditional.search_general``)
+        self.policy = AccessPolicy(principal)
 
     def authorize(self, type_: str, interaction: str, id_: str | None, vid: str | None,
                   resource: dict[str, Any] | None) -> None:
@@ -341,8 +344,7 @@ class BundleAccess:
     def search(self, type_: str, params: list[tuple[str, str]]) -> Result:
         from fhir_server.interactions import search  # the interaction layer imports this module's callers
 
-        return search.search(self.ctx, type_, search_params(self.principal, type_, params),
-                             policy=search_policy(self.principal))
+        return search.search(self.ctx, type_, search_params(self.principal, type_, params), policy=self.policy)
 
 
 def access(ctx: ServerContext, principal: Principal | None) -> BundleAccess | None:
