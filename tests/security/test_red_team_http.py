@@ -58,9 +58,9 @@ def _status(resp: httpx.Response) -> str:
     return str(resp.json()["entry"][0]["response"]["status"])[:3]
 
 
-def _new_doc(patient: str) -> dict[str, Any]:
+def _new_doc(patient: str, url: str = "http://elsewhere.example/doc") -> dict[str, Any]:
     return {"resourceType": "DocumentReference", "status": "current", "subject": {"reference": f"Patient/{patient}"},
-            "content": [{"attachment": {"contentType": "text/plain", "url": "http://elsewhere.example/doc"}}]}
+            "content": [{"attachment": {"contentType": "text/plain", "url": url}}]}
 
 
 def _version(world: dict[str, Any], path: str) -> str:
@@ -258,3 +258,45 @@ def test_every_instance_path_answers_a_hidden_id_as_an_unknown_one(srv: RunningS
                     both(entry, type_)
     for path, version in versions.items():
         assert _version(world, path) == version, f"{path} was changed"
+
+
+# -- 4. Binary binding: a professional rebinds content they see now, to keep it once it is masked ----------------
+
+@pytest.mark.parametrize("how", ["put-securityContext", "patch-securityContext", "transaction-rebind",
+                                 "delete-then-recreate"])
+def test_a_professional_cannot_rebind_a_binary_to_keep_it_after_masking(srv: RunningServer, issuer: DevIssuer,
+                                                                         world: dict[str, Any], how: str) -> None:
+    """A Binary follows the document that brought it: a professional who may read it today must not move its
+    ``securityContext`` to a document of their own, or the content stays readable once the patient has the
+    original document masked (MASQUE_PS)."""
+    w: World = world["w"]
+    patient = w.patient("Rebind")
+    record = w.record(patient)
+    binary, doc = record["binary"], record["doc"]
+    with client_for(srv, dr_token(issuer)) as c:
+        mine = c.post("/DocumentReference", json=_new_doc(patient), headers=FHIR_JSON)
+        assert mine.status_code == 201, mine.text
+        own_ref = {"reference": f"DocumentReference/{mine.json()['id']}"}
+        stored = c.get(f"/Binary/{binary}", params={"_format": "json"}).json()
+        moved = {k: v for k, v in stored.items() if k != "meta"} | {"securityContext": own_ref}
+        if how == "put-securityContext":
+            c.put(f"/Binary/{binary}", json=moved, headers=FHIR_JSON)
+        elif how == "patch-securityContext":
+            c.patch(f"/Binary/{binary}", headers=JSON_PATCH, content=orjson.dumps(
+                [{"op": "replace", "path": "/securityContext", "value": own_ref}]))
+        elif how == "transaction-rebind":  # the Binary re-sent without securityContext, next to a document naming it
+            c.post("/", headers=FHIR_JSON, json={"resourceType": "Bundle", "type": "transaction", "entry": [
+                {"resource": {k: v for k, v in moved.items() if k != "securityContext"},
+                 "request": {"method": "PUT", "url": f"Binary/{binary}"}},
+                {"resource": _new_doc(patient, url=f"Binary/{binary}"),
+                 "request": {"method": "POST", "url": "DocumentReference"}}]})
+        else:
+            assert c.delete(f"/Binary/{binary}").status_code == 204
+            c.put(f"/Binary/{binary}", json=moved, headers=FHIR_JSON)
+    # the patient has the original document masked
+    current = w.admin.get(f"/DocumentReference/{doc}").json()
+    masked = {**current, "securityLabel": [{"coding": [{"system": TRE_A07, "code": "MASQUE_PS"}]}]}
+    assert w.admin.put(f"/DocumentReference/{doc}", json=masked, headers=FHIR_JSON).status_code == 200
+    with client_for(srv, dr_token(issuer)) as c:
+        resp = c.get(f"/Binary/{binary}")
+    assert resp.status_code == 404 and record["secret"] not in resp.text, "masked content still readable"
