@@ -181,7 +181,9 @@ def mandatory_params(principal: Principal, resource_type: str, interaction: str 
         params.append((param, patient if param == "_id" else f"Patient/{patient}"))
     if resource_type == "DocumentReference" and ctx in ("patient", "user"):
         hidden = INVISIBLE_TO_PATIENT if ctx == "patient" else MASKED_FOR_PROFESSIONALS
-        params.append(("security-label:not", f"{TRE_A07}|{hidden}"))
+        # every spelling of the system :func:`visible` honours (each a :not of its own, ANDed), or a document
+        # labelled in the other spelling is hidden from a read and served by a search
+        params += [("security-label:not", f"{system}|{hidden}") for system in TRE_A07_ALIASES]
     return params
 
 

@@ -300,3 +300,65 @@ def test_a_professional_cannot_rebind_a_binary_to_keep_it_after_masking(srv: Run
     with client_for(srv, dr_token(issuer)) as c:
         resp = c.get(f"/Binary/{binary}")
     assert resp.status_code == 404 and record["secret"] not in resp.text, "masked content still readable"
+
+
+# -- 5. _include of a Binary: read by id, it must follow its document as a read does --------------------------
+
+@pytest.mark.parametrize("who", ["practitioner-masked", "patient-invisible", "opposed-practitioner"])
+def test_include_never_returns_a_hidden_binary(srv: RunningServer, issuer: DevIssuer, world: dict[str, Any],
+                                              who: str) -> None:
+    """``List.item`` is Reference(Any): a List of the caller's naming a hidden Binary must not bring its bytes
+    through ``_include`` (nor ``_include:iterate``, nor a Bundle's GET entry)."""
+    token, record = {
+        "practitioner-masked": (dr_token(issuer), world["masked"]),
+        "patient-invisible": (issuer.mint("p1", "patient/*.cruds", patient=world["p1"]), world["invisible"]),
+        "opposed-practitioner": (opposed_token(issuer), world["opposing"]),
+    }[who]
+    bait = world["w"].create({"resourceType": "List", "status": "current", "mode": "working",
+                              "subject": {"reference": f"Patient/{world['p1']}"},
+                              "entry": [{"item": {"reference": f"Binary/{record['binary']}"}}]})
+    secret_b64 = base64.b64encode(record["secret"].encode()).decode()
+    with client_for(srv, token) as c:
+        answers = [c.get("/List", params={"_id": bait, "_include": "List:item"}),
+                   c.get("/List", params={"_id": bait, "_include": "*"}),
+                   c.get("/List", params={"_id": bait, "_include:iterate": "List:item"}),
+                   c.post("/", headers=FHIR_JSON, json={"resourceType": "Bundle", "type": "batch", "entry": [
+                       {"request": {"method": "GET", "url": f"List?_id={bait}&_include=List:item"}}]})]
+    for resp in answers:
+        assert resp.status_code == 200, resp.text
+        assert secret_b64 not in resp.text and record["binary"] not in _resources_text(resp, bait), resp.text
+
+
+def _resources_text(resp: httpx.Response, bait: str) -> str:
+    """The resources a search answered, the bait List itself left out (its own data name the Binary)."""
+    body = resp.json()
+    if body.get("type") == "batch-response":
+        body = body["entry"][0]["resource"]
+    return str([e["resource"] for e in body.get("entry") or [] if e["resource"].get("id") != bait])
+
+
+# -- 6. the TRE_A07 alias system: a read hides the document, a search must too --------------------------------
+
+@pytest.mark.parametrize("who", ["practitioner-masked", "patient-invisible"])
+def test_a_label_in_the_alias_system_hides_a_document_from_searches_too(srv: RunningServer, issuer: DevIssuer,
+                                                                         world: dict[str, Any], who: str) -> None:
+    """``policy.TRE_A07_ALIASES``: the read path honours the label in either spelling of the system
+    (StatutVisibilite / StatusVisibilite); the searches' mandatory parameters must exclude both."""
+    alias = TRE_A07.replace("StatutVisibilite", "StatusVisibilite")
+    label, token = {"practitioner-masked": ("MASQUE_PS", dr_token(issuer)),
+                    "patient-invisible": ("INVISIBLE_PATIENT",
+                                          issuer.mint("p1", "patient/*.cruds", patient=world["p1"]))}[who]
+    secret = f"alias-{uuid.uuid4().hex}"
+    doc = world["w"].create({**_new_doc(world["p1"]), "description": secret,
+                             "securityLabel": [{"coding": [{"system": alias, "code": label}]}]})
+    with client_for(srv, token) as c:
+        assert c.get(f"/DocumentReference/{doc}").status_code == 404
+        for params in ({"_id": doc}, {"description": secret}, {"subject": f"Patient/{world['p1']}", "_count": "500"},
+                       {"_id": doc, "_summary": "count"}):
+            resp = c.get("/DocumentReference", params=params)
+            assert resp.status_code == 200, resp.text
+            assert secret not in str(resp.json().get("entry", [])), (params, resp.text)  # (a self link echoes it)
+            if "_id" in params:
+                assert resp.json().get("total", 0) == 0, (params, resp.text)
+        has = c.get("/Patient", params={"_id": world["p1"], "_has:DocumentReference:subject:description": secret})
+        assert has.status_code == 200 and not has.json().get("entry"), has.text
