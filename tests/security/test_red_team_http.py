@@ -394,3 +394,30 @@ def test_read_and_search_agree_on_the_compartment_of_a_reference(srv: RunningSer
             found = c.get("/DocumentReference", params={"_id": doc})
             assert read.status_code in (200, 404) and found.status_code == 200, (read.text, found.text)
             assert (read.status_code == 200) == bool(found.json().get("entry")), (subject, read.text, found.text)
+
+
+# -- 8. read and search agree on every spelling of a label -------------------------------------------------------
+
+@pytest.mark.parametrize("spelling", ["canonical", "alias", "lower-code", "mixed-code", "upper-system",
+                                      "second-coding", "second-label"])
+@pytest.mark.parametrize("who", ["practitioner", "patient"])
+def test_read_and_search_agree_on_the_spelling_of_a_label(srv: RunningServer, issuer: DevIssuer,
+                                                          world: dict[str, Any], spelling: str, who: str) -> None:
+    """However the TRE_A07 label is written, the read path and the searches take the same decision on it."""
+    code, token = {"practitioner": ("MASQUE_PS", dr_token(issuer)),
+                   "patient": ("INVISIBLE_PATIENT", issuer.mint("p1", "patient/*.rs", patient=world["p1"]))}[who]
+    alias = TRE_A07.replace("StatutVisibilite", "StatusVisibilite")
+    other = {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "N"}
+    labels = {"canonical": [{"coding": [{"system": TRE_A07, "code": code}]}],
+              "alias": [{"coding": [{"system": alias, "code": code}]}],
+              "lower-code": [{"coding": [{"system": TRE_A07, "code": code.lower()}]}],
+              "upper-system": [{"coding": [{"system": TRE_A07.upper(), "code": code}]}],
+              "mixed-code": [{"coding": [{"system": alias, "code": code.capitalize()}]}],
+              "second-coding": [{"coding": [other, {"system": TRE_A07, "code": code}]}],
+              "second-label": [{"coding": [other]}, {"coding": [{"system": TRE_A07, "code": code}]}]}[spelling]
+    doc = world["w"].create({**_new_doc(world["p1"]), "securityLabel": labels})
+    with client_for(srv, token) as c:
+        read = c.get(f"/DocumentReference/{doc}")
+        found = c.get("/DocumentReference", params={"_id": doc})
+    assert read.status_code in (200, 404) and found.status_code == 200, (read.text, found.text)
+    assert (read.status_code == 200) == bool(found.json().get("entry")), (labels, read.status_code, found.text)
