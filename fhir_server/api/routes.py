@@ -98,7 +98,9 @@ def endpoint(fn: Callable[[Request], Awaitable[Result]], *, write: bool = False)
             fmt = response_format(request)
             authz.prepare(request)  # the slot for the caller's Consent oppositions, before any check
             result = await fn(request)
-            audit_note(request.state, content=result.raw if result.raw is not None else result.body)
+            # acted: a stored version was read or written (a no-op on an unknown or hidden id has none)
+            audit_note(request.state, content=result.raw if result.raw is not None else result.body,
+                       acted=result.version is not None)
         except Exception as exc:  # answered here, not re-raised: the connection stays usable
             return exception_response(request, exc, pretty, fmt)
         ctx = _ctx(request)

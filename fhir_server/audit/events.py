@@ -54,6 +54,7 @@ class AuditRecord:
     bundle: tuple[dict[str, Any], dict[str, Any]] | None = None  # (request, response) Bundles
     location: str | None = None  # the answer's Location header (the id a create gave)
     request_id: str | None = None  # X-Request-ID (the client's or generated): joins the trail to the logs
+    acted: bool = False  # the answer came from a stored version (read or written), not a no-op on an absent id
 
 
 def params_from_path(path: str) -> dict[str, str]:
@@ -161,8 +162,11 @@ def facts(rec: AuditRecord) -> dict[str, Any]:
                            "ip": rec.address, "tgt": target, "pts": sorted(patients)}
     if rec.request_id:
         out["rid"] = rec.request_id
-    if not answered and target is not None and type_ in PATIENT_COMPARTMENT:
-        out["look"] = True  # refused, failed or bodiless: the writer reads whose record it is from the store
+    if not answered and target is not None and type_ in PATIENT_COMPARTMENT and (rec.status >= 400 or rec.acted):
+        # refused, failed or bodiless: the writer reads whose record it is from the store. Not after a 2xx
+        # no-op (DELETE or $validate of an unknown or hidden id): that answer says nothing of a stored
+        # resource, and its trace must not either (it would name a hidden document's patient)
+        out["look"] = True
     if type_:
         out["type"] = type_
     if code in ("search-type", "history-type", "history-system", "history-instance", "operation") or (

@@ -54,7 +54,7 @@ class AuditMiddleware:
             else params_from_path(scope["path"]),
             principal=state.get("principal"), address=client[0] if client else None,
             content=details.get("content"), bundle=details.get("bundle"), location=location,
-            request_id=state.get("request_id"),
+            request_id=state.get("request_id"), acted=bool(details.get("acted")),
         )
 
     async def _trace(self, writer: AuditWriter, record: AuditRecord) -> bool:

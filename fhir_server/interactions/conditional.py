@@ -50,6 +50,7 @@ from search.query import SearchError, compile_search
 
 if TYPE_CHECKING:
     from fhir_server.context import ServerContext
+    from fhir_server.security.policy import AccessPolicy
 
 # parameters of the HTTP layer or of the result page, never criteria
 _IGNORED = {"_format", "_pretty", "_summary", "_elements", "_count"}
@@ -180,24 +181,33 @@ def match(unit: WriteUnit, type_: str, criteria: list[Criterion] | tuple[Criteri
 
 # -- general path ---------------------------------------------------------------------------------
 
-def check_general(ctx: ServerContext, crit: Criteria, where: str) -> dict[str, Any]:
-    """The Elasticsearch query of general criteria; 400 naming ``where`` when they cannot be searched."""
+def check_general(ctx: ServerContext, crit: Criteria, where: str, policy: AccessPolicy | None = None) -> dict[str, Any]:
+    """The Elasticsearch query of general criteria; 400 naming ``where`` when they cannot be searched.
+
+    ``policy``: the caller's (None: unrestricted). Its chains, ``_has`` and ``_list`` run under it as in the
+    caller's own search (the same resolver), so a match never depends on what the caller may not see: a
+    patient with a masked document must match ``_has:DocumentReference:subject:security-label=...`` exactly
+    as one without. The outer query is restricted too, so hidden matches cannot crowd visible ones out of
+    :data:`MAX_GENERAL_HITS`; the write path still checks each match (with the write's own interaction)."""
     rt = get_type(crit.type)
     if rt is None or not rt.searchable:
         raise bad_request(f"{crit.type} is not searchable: only identifier and _id criteria apply", where)
-    from .search_exec import EsResolver
+    from .search_exec import EsResolver, policy_query
 
     try:
         compiled = compile_search(ctx.search_parameters, crit.type, list(crit.pairs), base_url=ctx.base_url,
-                                  strict=True, resolver=EsResolver(ctx))
+                                  strict=True, resolver=EsResolver(ctx, policy))
     except SearchError as exc:
         raise bad_request(f"Conditional criteria '{crit.key}': {exc.message}", where) from exc
-    return compiled.query
+    restricted = policy_query(ctx, policy, crit.type, compiled.query)
+    # None: the caller may not *search* the type (e.g. an update-only scope): the write path's own check decides
+    return compiled.query if restricted is None else restricted
 
 
-def search_general(ctx: ServerContext, crit: Criteria, where: str) -> set[str]:
-    """Ids Elasticsearch holds for general criteria; call after the barrier, under :func:`locked`."""
-    query = check_general(ctx, crit, where)
+def search_general(ctx: ServerContext, crit: Criteria, where: str, policy: AccessPolicy | None = None) -> set[str]:
+    """Ids Elasticsearch holds for general criteria, as the caller's ``policy`` lets them match; call after the
+    barrier, under :func:`locked`."""
+    query = check_general(ctx, crit, where, policy)
     resp = ctx.es.search(index=ctx.indices.alias(crit.type), query=query, source=False,
                          size=MAX_GENERAL_HITS, track_total_hits=False, sort=["_doc"]).body
     return {h["_id"] for h in resp["hits"]["hits"]}

@@ -60,6 +60,15 @@ class EntryAccess(Protocol):
     def search(self, type_: str, params: list[tuple[str, str]]) -> Result:
         """A GET search entry, filtered like the caller's own search."""
 
+    @property
+    def policy(self) -> Any:
+        """The caller's ``AccessPolicy``: conditional criteria (their chains, ``_has``, ``_list``) run under it."""
+
+
+def policy_of(entry: Entry) -> Any:
+    """The policy a search run for ``entry`` carries (None: unrestricted)."""
+    return None if entry.access is None else entry.access.policy
+
 
 #: the interaction of a write method, as scopes and policies name it
 INTERACTION = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}

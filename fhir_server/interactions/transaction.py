@@ -36,7 +36,7 @@ from fhir_server.storage.keys import MatchKey, extract_keys
 from search.query import SearchError, compile_search
 
 from . import conditional, crud, mhd, patch, references
-from .entries import INTERACTION, LITERAL, ORDER, Entry, EntryAccess, Prevalidated, at, located, relative
+from .entries import INTERACTION, LITERAL, ORDER, Entry, EntryAccess, Prevalidated, at, located, policy_of, relative
 from .references import conditional_urls, one
 from .result import Result
 from .search_exec import SyntaxResolver
@@ -440,7 +440,7 @@ def _general_criteria(ctx: ServerContext, entries: list[Entry],
         with at(e):
             crit = conditional.analyse(type_, query, where)
             if crit.fast is None and crit.key not in out:
-                conditional.check_general(ctx, crit, where)
+                conditional.check_general(ctx, crit, where, policy_of(e))
                 out[crit.key] = (e, crit, where)
     return out
 
@@ -463,7 +463,7 @@ def run(ctx: ServerContext, entries: list[Entry], transaction_rules: bool = True
                 ctx.indexer.wait_until_indexed()
                 for key, (e, crit, where) in general.items():
                     with at(e):
-                        found[key] = conditional.search_general(ctx, crit, where)
+                        found[key] = conditional.search_general(ctx, crit, where, policy_of(e))
             try:
                 with ctx.store.unit() as unit:
                     _execute(ctx, unit, entries, found, prevalidated, transaction_rules)

@@ -24,7 +24,7 @@ from starlette.requests import Request
 from fhir_server.errors import FHIRError, not_found
 from fhir_server.result import Result
 
-from .binary_access import binary_visible
+from .binary_access import binary_visible, security_context
 from .consent import opposing_patients, require_identified
 from .policy import AccessPolicy, mandatory_params, may_write, visible
 from .tokens import OppositionSlot, Principal
@@ -186,6 +186,23 @@ def governing_version(ctx: ServerContext, current: StoredVersion | None) -> Stor
     return version
 
 
+def keeps_binding(ctx: ServerContext, binary: dict[str, Any]) -> bool:
+    """Whether writing ``binary`` leaves a stored Binary bound where it was (its ``securityContext``, or for a
+    deleted one, that of its last content); a new id keeps nothing and passes.
+
+    The server binds a Binary to the document that brought it (``mhd.bind_binaries``, ``bind_stored``); a
+    caller who may read it today must not move it to a document of their own (by PUT, by re-sending it
+    without ``securityContext`` next to such a document, or by deleting and re-creating it), or the content
+    would stay readable to them once the original document is masked or its patient opposes them. Only a
+    caller who sees every Binary (``system``) may rebind one. Reads the store's committed state: a
+    transaction changes a resource once, so the unit holds nothing newer for this id."""
+    id_ = binary.get("id")
+    stored = governing_version(ctx, ctx.store.read("Binary", id_)) if isinstance(id_, str) else None
+    if stored is None:
+        return True
+    return security_context(binary, ctx.base_url) == security_context(stored.resource(), ctx.base_url)
+
+
 def check_governing(ctx: ServerContext, principal: Principal | None, resource_type: str, id_: str,
                     interaction: str) -> None:
     """Before serving any version of a resource (vread, instance history, a deleted resource's 410): 404
@@ -324,6 +341,9 @@ class BundleAccess:
         self.ctx = ctx
         self.principal = principal
         self._search = search
+        #: what a search run for the caller ANDs to its queries, inner ones included: a GET entry's search, and
+        #: the chains, ``_has`` and ``_list`` of conditional criteria (``conditional.search_general``)
+        self.policy = AccessPolicy(principal)
 
     def authorize(self, type_: str, interaction: str, id_: str | None, vid: str | None,
                   resource: dict[str, Any] | None) -> None:
@@ -338,6 +358,8 @@ class BundleAccess:
         return visible(self.principal, resource, interaction)
 
     def may_write(self, type_: str, resource: dict[str, Any], interaction: str) -> bool:
+        if type_ == "Binary" and not self.chooses_ids(type_) and not keeps_binding(self.ctx, resource):
+            return False
         return visible(self.principal, resource, interaction)
 
     def chooses_ids(self, type_: str) -> bool:
@@ -349,8 +371,7 @@ class BundleAccess:
     def search(self, type_: str, params: list[tuple[str, str]]) -> Result:
         if self._search is None:
             raise FHIRError(500, "exception", "No search was given to this access object")
-        return self._search(self.ctx, type_, search_params(self.principal, type_, params),
-                            policy=search_policy(self.principal))
+        return self._search(self.ctx, type_, search_params(self.principal, type_, params), policy=self.policy)
 
 
 def access(ctx: ServerContext, principal: Principal | None, search: Searcher) -> BundleAccess | None:

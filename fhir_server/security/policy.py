@@ -68,11 +68,14 @@ def escape(value: str) -> str:
 
 
 def _labels(resource: dict[str, Any]) -> set[tuple[str, str]]:
+    """The TRE_A07 labels of a document, codes lower-cased: the search index matches a TRE_A07 code in any case
+    (``search.params.token``: only a few systems are case-sensitive), so the read path must too, or a document
+    labelled ``masque_ps`` would be hidden from searches and served by a read."""
     out: set[tuple[str, str]] = set()
     for coding in resource.get("securityLabel", []) or []:
         for c in coding.get("coding", []) if isinstance(coding, dict) else []:
             if isinstance(c, dict) and c.get("system") in TRE_A07_ALIASES and isinstance(c.get("code"), str):
-                out.add((TRE_A07, c["code"]))
+                out.add((TRE_A07, c["code"].lower()))
     return out
 
 
@@ -181,7 +184,9 @@ def mandatory_params(principal: Principal, resource_type: str, interaction: str 
         params.append((param, patient if param == "_id" else f"Patient/{patient}"))
     if resource_type == "DocumentReference" and ctx in ("patient", "user"):
         hidden = INVISIBLE_TO_PATIENT if ctx == "patient" else MASKED_FOR_PROFESSIONALS
-        params.append(("security-label:not", f"{TRE_A07}|{hidden}"))
+        # every spelling of the system :func:`visible` honours (each a :not of its own, ANDed), or a document
+        # labelled in the other spelling is hidden from a read and served by a search
+        params += [("security-label:not", f"{system}|{hidden}") for system in TRE_A07_ALIASES]
     return params
 
 
@@ -199,7 +204,7 @@ def visible(principal: Principal, resource: dict[str, Any], interaction: str = "
         return False
     if type_ == "DocumentReference" and ctx in ("patient", "user"):
         hidden = INVISIBLE_TO_PATIENT if ctx == "patient" else MASKED_FOR_PROFESSIONALS
-        if (TRE_A07, hidden) in _labels(resource):
+        if (TRE_A07, hidden.lower()) in _labels(resource):
             return False
     # Consent: a user opposed by the patient sees nothing of their compartment
     return not (ctx == "user" and _in_compartment_of_any(resource, opposed(principal)))

@@ -136,9 +136,19 @@ def implicit_system(resource_type: str, code: str) -> str | None:
     return system
 
 
+#: Matched without regard to case although their CodeSystem says nothing: the ANS visibility codes
+#: (TRE_A07 ``MASQUE_PS``, ``INVISIBLE_PATIENT``, in both spellings of the system the IG examples use). The
+#: access policy hides a document so labelled in any case (``security.policy``), and its search exclusion must
+#: agree, erring on hiding: a ``masque_ps`` label hides the document from reads and from searches alike.
+FOLDED_SYSTEMS = frozenset({
+    "https://mos.esante.gouv.fr/NOS/TRE_A07-StatutVisibiliteDocument/FHIR/TRE-A07-StatutVisibiliteDocument",
+    "https://mos.esante.gouv.fr/NOS/TRE_A07-StatusVisibiliteDocument/FHIR/TRE-A07-StatusVisibiliteDocument",
+})
+
+
 @cache
 def _case_insensitive_systems() -> frozenset[str]:
-    return frozenset(_terminology()["caseInsensitiveSystems"])
+    return frozenset(_terminology()["caseInsensitiveSystems"]) | FOLDED_SYSTEMS
 
 
 def case_insensitive(system: str | None) -> bool:
