@@ -34,7 +34,8 @@ def build_verifier(settings: Settings) -> TokenVerifier | None:
     if not settings.auth_issuer or not (settings.auth_jwks_url or settings.auth_jwks_file):
         raise ValueError("FHIR_AUTH=jwt needs FHIR_AUTH_ISSUER and FHIR_AUTH_JWKS_URL or FHIR_AUTH_JWKS_FILE")
     return TokenVerifier(issuer=settings.auth_issuer, audience=settings.auth_audience,
-                         jwks_url=settings.auth_jwks_url, jwks_file=settings.auth_jwks_file)
+                         jwks_url=settings.auth_jwks_url, jwks_file=settings.auth_jwks_file,
+                         base_url=settings.public_base)
 
 
 class AuthenticationMiddleware:

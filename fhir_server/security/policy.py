@@ -100,13 +100,16 @@ def _compartment_references(resource: dict[str, Any], path: str) -> list[str]:
     return _references(values)
 
 
-def compartment_patients(resource: dict[str, Any]) -> set[str]:
+def compartment_patients(resource: dict[str, Any], base_url: str | None = None) -> set[str]:
     """Ids of the patients whose compartment holds ``resource``, read once from its compartment element.
 
     A reference names patient ``x`` when it is ``Patient/x`` or ends in ``/Patient/x``, with or without a
     ``/_history/n`` (the search index drops it too: a versioned subject is that patient's record). One walk
     of the resource however many patients it is tested against: the Consent check asks "is it in any
-    opposing patient's compartment?" on every resource a user sees."""
+    opposing patient's compartment?" on every resource a user sees.
+
+    ``base_url``: this server's; an absolute reference counts only under it, as the search index reads it
+    (``http://elsewhere/fhir/Patient/x`` is another server's patient, not ours)."""
     entry = PATIENT_COMPARTMENT.get(str(resource.get("resourceType")))
     if entry is None:
         return set()
@@ -115,20 +118,25 @@ def compartment_patients(resource: dict[str, Any]) -> set[str]:
         rid = resource.get("id")
         return {rid} if isinstance(rid, str) else set()
     out = set()
+    local = None if base_url is None else base_url.rstrip("/") + "/"
     for ref in _compartment_references(resource, path):
+        if local is not None and "://" in ref:
+            if not ref.startswith(local):
+                continue  # another server's resource
+            ref = ref[len(local):]
         head, _, pid = ref.partition("/_history/")[0].rpartition("/")
         if pid and (head == "Patient" or head.endswith("/Patient")):
             out.add(pid)
     return out
 
 
-def in_patient_compartment(resource: dict[str, Any], patient_id: str) -> bool:
-    return patient_id in compartment_patients(resource)
+def in_patient_compartment(resource: dict[str, Any], patient_id: str, base_url: str | None = None) -> bool:
+    return patient_id in compartment_patients(resource, base_url)
 
 
-def _in_compartment_of_any(resource: dict[str, Any], patients: frozenset[str]) -> bool:
+def _in_compartment_of_any(resource: dict[str, Any], patients: frozenset[str], base_url: str | None = None) -> bool:
     """Whether ``resource`` is in the compartment of one of ``patients`` (ids; the request's oppositions)."""
-    return bool(patients) and not patients.isdisjoint(compartment_patients(resource))
+    return bool(patients) and not patients.isdisjoint(compartment_patients(resource, base_url))
 
 
 class ConsentNotResolved(RuntimeError):
@@ -200,14 +208,14 @@ def visible(principal: Principal, resource: dict[str, Any], interaction: str = "
     if ctx is None:
         return False
     if ctx == "patient" and (principal.patient is None or type_ not in PATIENT_COMPARTMENT
-                             or not in_patient_compartment(resource, principal.patient)):
+                             or not in_patient_compartment(resource, principal.patient, principal.base_url)):
         return False
     if type_ == "DocumentReference" and ctx in ("patient", "user"):
         hidden = INVISIBLE_TO_PATIENT if ctx == "patient" else MASKED_FOR_PROFESSIONALS
         if (TRE_A07, hidden.lower()) in _labels(resource):
             return False
     # Consent: a user opposed by the patient sees nothing of their compartment
-    return not (ctx == "user" and _in_compartment_of_any(resource, opposed(principal)))
+    return not (ctx == "user" and _in_compartment_of_any(resource, opposed(principal), principal.base_url))
 
 
 AUDIT_EVENT = "AuditEvent"

@@ -65,6 +65,9 @@ class Principal:
     identifiers: tuple[str, ...] = ()
     # the user's own identifiers (claim ``identifier`` alone): with ``fhir_user``, what identifies the professional
     user_identifiers: tuple[str, ...] = ()
+    # the server's public base: an absolute reference under it is local (``{base}/Patient/x`` is patient x);
+    # one to another server never places a resource in a compartment here (None: any ``.../Patient/x`` is x)
+    base_url: str | None = None
     # this request's oppositions (authz.prepare gives each user-context request its own slot); not part of
     # the principal's identity, so equality and hashing ignore it
     oppositions: OppositionSlot | None = field(default=None, compare=False, repr=False)
@@ -78,12 +81,13 @@ class Principal:
 
 class TokenVerifier:
     def __init__(self, *, issuer: str, audience: str, jwks_url: str | None = None,
-                 jwks_file: Path | None = None, leeway_s: int = 30) -> None:
+                 jwks_file: Path | None = None, leeway_s: int = 30, base_url: str | None = None) -> None:
         if (jwks_url is None) == (jwks_file is None):
             raise ValueError("configure exactly one of jwks_url and jwks_file")
         self.issuer = issuer
         self.audience = audience
         self.leeway_s = leeway_s
+        self.base_url = base_url
         self._client = PyJWKClient(jwks_url, cache_keys=True, lifespan=300) if jwks_url else None
         self._keys: PyJWKSet | None = None
         self._verified: OrderedDict[str, tuple[Principal, float, float]] = OrderedDict()  # token -> (p, nbf, until)
@@ -150,6 +154,7 @@ class TokenVerifier:
             organizations=tuple(o for o in orgs if "|" not in o),
             identifiers=tuple(i for i in (*own, *orgs) if "|" in i),
             user_identifiers=tuple(own),
+            base_url=self.base_url,
         )
         return principal, claims
 

@@ -353,16 +353,10 @@ def test_a_label_in_the_alias_system_hides_a_document_from_searches_too(srv: Run
 
 # -- 7. read and search agree on every spelling of a compartment reference ------------------------------------
 
-ELSEWHERE = pytest.mark.xfail(strict=True, reason=(
-    "policy.compartment_patients counts any reference ending in /Patient/x (another server's too) while the "
-    "index keeps another server's URL whole: the read hides (or, to patient x, shows) a document that searches "
-    "show (hide). Fix: count relative references and absolute ones on this server only (the policy needs the "
-    "base URL), as search.params.reference.parse_reference does"))
 
 
 @pytest.mark.parametrize("spelling", ["relative", "absolute-here", "versioned",
-                                      pytest.param("absolute-elsewhere", marks=ELSEWHERE),
-                                      pytest.param("absolute-elsewhere-versioned", marks=ELSEWHERE),
+                                      "absolute-elsewhere", "absolute-elsewhere-versioned",
                                       "contained-style"])
 def test_read_and_search_agree_on_the_compartment_of_a_reference(srv: RunningServer, issuer: DevIssuer,
                                                                  world: dict[str, Any], spelling: str) -> None:
