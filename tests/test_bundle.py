@@ -234,3 +234,26 @@ def test_get_entries_run_chains_and_has_and_reject_malformed_ones(client: httpx.
     assert client.get("/Patient", params={"identifier": f"{sys}|not-written"}).json()["total"] == 0
     resp = post_bundle(client, [entry("GET", bad)], "batch")
     assert resp.json()["entry"][0]["response"]["status"].startswith("400")
+
+
+def test_a_post_entry_with_search_parameters_is_refused_not_ignored(client: httpx.Client) -> None:
+    """As for ``POST /fhir/Patient?identifier=...``: a create URL carries no criteria (they go in ifNoneExist);
+    ignoring them made every retry a new resource."""
+    value = uuid.uuid4().hex
+    for kind in ("transaction", "batch"):
+        resp = post_bundle(client, [entry("POST", f"Patient?identifier=urn:x|{value}&_format=json",
+                                          patient("urn:x", value))], kind=kind)
+        body = resp.json() if kind == "transaction" else resp.json()["entry"][0]["response"]["outcome"]
+        status = resp.status_code if kind == "transaction" else int(resp.json()["entry"][0]["response"]["status"][:3])
+        assert status == 400, resp.text
+        assert body["issue"][0]["expression"] == ["Bundle.entry[0].request.url"]
+        assert "identifier" in body["issue"][0]["diagnostics"]
+    assert client.get("/Patient", params={"identifier": f"urn:x|{value}", "_summary": "count"}).json()["total"] == 0
+    ok = post_bundle(client, [entry("POST", "Patient?_format=json", patient("urn:x", value))])
+    assert ok.status_code == 200, ok.text  # _format and _pretty only say how to answer
+
+
+def test_audit_event_entries_are_unknown_when_the_trail_is_off(client: httpx.Client) -> None:
+    """AuditEvent is served only with audit on (the routes, the CapabilityStatement): Bundle entries agree."""
+    resp = post_bundle(client, [entry("GET", "AuditEvent?_count=1"), entry("GET", "AuditEvent/x")], kind="batch")
+    assert [e["response"]["status"][:3] for e in resp.json()["entry"]] == ["404", "404"], resp.text

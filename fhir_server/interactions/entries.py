@@ -13,10 +13,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import parse_qsl
 
 from fhir_server.context import ServerContext
 from fhir_server.errors import FHIRError, Issue, bad_request, not_found
-from fhir_server.registry import get_type
+from fhir_server.registry import served_type
 from fhir_server.storage import StoredVersion, UniqueKeyViolation, VersionConflict, version_number
 
 from . import conditional, crud
@@ -204,9 +205,14 @@ def parse_entry(ctx: ServerContext, raw: Any, index: int) -> Entry:
                                                               f"{where}.request.ifNoneExist")
     if method in ("GET", "HEAD"):
         return entry  # any read or search URL; checked when it runs
-    if get_type(entry.type) is None:
+    if served_type(entry.type, ctx.settings) is None:
         raise not_found(f"{where}: resource type '{entry.type}' is not supported by this server",
                         f"{where}.request.url")
+    if method == "POST" and query:  # http.html#create: POST [base]/[type]; criteria go in ifNoneExist
+        criteria = sorted({k for k, _ in parse_qsl(query, keep_blank_values=True)} - {"_format", "_pretty"})
+        if criteria:
+            raise bad_request(f"{where}: a create takes no search parameters ({', '.join(criteria)}); a conditional "
+                              "create names its criteria in request.ifNoneExist", f"{where}.request.url")
     if len(segments) > 2 or (method == "POST" and len(segments) != 1):
         raise bad_request(f"{where}: '{url}' is not a valid {method} url", f"{where}.request.url")
     entry.id = segments[1] if len(segments) == 2 else None

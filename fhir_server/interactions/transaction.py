@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl
 
 from fhir_server.context import ServerContext
 from fhir_server.errors import FHIRError, Issue, bad_request, conflict, not_found
-from fhir_server.registry import RESOURCES, get_type
+from fhir_server.registry import RESOURCES, served_type
 from fhir_server.storage import (
     ConcurrentWrite,
     StoredVersion,
@@ -275,7 +275,7 @@ def _authorize(ctx: ServerContext, entry: Entry) -> None:
         interaction = "search-type" if m is None else ("vread" if vid else "read")
     else:
         type_, id_, vid, interaction = entry.type, entry.id, None, INTERACTION[entry.method]
-    rt = get_type(type_)
+    rt = served_type(type_, ctx.settings)
     if rt is None:
         return  # answered 404 when the entry runs, as a standalone request
     if not rt.supports(interaction):
@@ -339,7 +339,7 @@ def _read(ctx: ServerContext, unit: WriteUnit, entry: Entry) -> None:
     m = LITERAL.match(path)
     if m is None:
         segs = path.split("/")
-        if len(segs) != 1 or get_type(segs[0]) is None:
+        if len(segs) != 1 or served_type(segs[0], ctx.settings) is None:
             raise not_found(f"'{entry.url}' is not a read or search this server supports")
         try:
             compile_search(ctx.search_parameters, segs[0], parse_qsl(query, keep_blank_values=True),
@@ -349,7 +349,7 @@ def _read(ctx: ServerContext, unit: WriteUnit, entry: Entry) -> None:
         entry.type, entry.query, entry.status = segs[0], query, 200
         return
     type_, id_, vid = m.groups()
-    rt = get_type(type_)
+    rt = served_type(type_, ctx.settings)
     if rt is None:
         raise not_found(f"Resource type '{type_}' is not supported by this server")
     if rt.store != RESOURCES:  # held outside the resource store (AuditEvent): read after commit, like a search

@@ -68,13 +68,15 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
-TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s]: %(message)s"
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(request_tag)s: %(message)s"
 
 
 def _with_request_id(record: logging.LogRecord) -> bool:
     """A record made without the factory (``logging.makeLogRecord``) still formats."""
     if not hasattr(record, "request_id"):
         record.request_id = None
+    # " [id]" within a request; nothing outside one (a CLI command's lines carry no request)
+    record.request_tag = f" [{record.request_id}]" if record.request_id is not None else ""
     return True
 
 
