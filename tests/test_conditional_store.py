@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from fhir_server.interactions import conditional
 from fhir_server.storage import ConcurrentWrite, SQLResourceStore, UniqueKeyViolation
+from fhir_server.storage.backfill import backfill_match_keys
 from fhir_server.storage.keys import MatchKey, extract_keys
 from tests.test_storage import store  # noqa: F401  (the two-backend fixture)
 
@@ -111,8 +112,8 @@ def test_match_keys_are_backfilled_at_start_up(store: SQLResourceStore) -> None:
     with store.unit() as unit:
         assert unit.match("Patient", ("identifier",), "urn:s", "legacy") == {"old"}
         assert unit.match("Patient", ("identifier",), None, "legacy-2") == set()  # deleted: no keys
-    assert store.backfill_match_keys() == 0  # the marker makes later starts a no-op
-    assert store.backfill_match_keys(force=True) == 1
+    assert backfill_match_keys(store) == 0  # the marker makes later starts a no-op
+    assert backfill_match_keys(store, force=True) == 1
 
 
 _PARAM = st.sampled_from(["family", "birthdate", "gender", "identifier", "_id", "name:exact", "address-city"])
