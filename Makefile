@@ -34,7 +34,7 @@ test: venv
 
 lint: venv
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy fhir_common fhir_server profiles search
+	$(VENV)/bin/mypy fhir_common fhir_server fhir_devtools profiles search
 
 es-start: venv
 	$(VENV)/bin/fhir-server es start

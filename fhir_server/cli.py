@@ -14,7 +14,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import es_node
 from .settings import Settings, get_settings
 
 console = Console(stderr=True)
@@ -26,6 +25,8 @@ def elasticsearch(settings: Settings) -> Iterator[str]:
     if settings.es_url:
         yield settings.es_url
         return
+    from fhir_devtools import es_node  # development tooling: a production server is given FHIR_ES_URL
+
     cfg = es_node.NodeConfig.from_settings(settings)
     was_running = bool(es_node.status(cfg).get("running"))
     if not was_running:
@@ -56,6 +57,8 @@ def _es(settings: Settings, args: argparse.Namespace) -> int:
     if settings.es_url:
         console.print(f"FHIR_ES_URL is set ({settings.es_url}): no managed node to {args.action}")
         return 0 if args.action == "status" else 1
+    from fhir_devtools import es_node
+
     cfg = es_node.NodeConfig.from_settings(settings)
     if args.action == "start":
         console.print(f"Elasticsearch running at {es_node.start(cfg)}")
