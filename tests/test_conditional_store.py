@@ -94,10 +94,11 @@ def _forget_keys(store: SQLResourceStore) -> None:  # noqa: F811
     """What a store written before match keys (or before a key rule) looks like: no rows, no marker."""
     from sqlalchemy import delete
 
-    from fhir_server.storage.schema import match_key
+    from fhir_server.storage.schema import match_key, rules_version
 
     with store.engine.begin() as conn:
         conn.execute(delete(match_key))
+        conn.execute(delete(rules_version))
 
 
 def test_match_keys_are_backfilled_at_start_up(store: SQLResourceStore) -> None:  # noqa: F811

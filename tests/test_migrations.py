@@ -19,8 +19,17 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, insert, inspect, select, text
 
 from fhir_server.storage import open_store
+from fhir_server.storage.keys import RULES_MARKER, RULES_VERSION
 from fhir_server.storage.migrations import alembic_config
-from fhir_server.storage.schema import match_key, metadata, resource, resource_version, server_secret, type_log
+from fhir_server.storage.schema import (
+    match_key,
+    metadata,
+    resource,
+    resource_version,
+    rules_version,
+    server_secret,
+    type_log,
+)
 
 PG_URL = os.environ.get("FHIR_TEST_PG_URL")
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,6 +56,10 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+#: The tables ``create_all`` made before migrations existed (the baseline revisions).
+OLD_TABLES = [t for t in metadata.sorted_tables if t is not rules_version]
 
 
 def _engine(url: str) -> Engine:
@@ -82,7 +95,7 @@ def _legacy_patient(engine: Engine) -> None:
 def test_an_empty_database_is_brought_to_head_and_matches_the_schema(db_url: str) -> None:
     store = open_store(db_url)
     try:
-        assert _revisions(store.engine) == _heads() == {"store_0001", "audit_0001"}
+        assert _revisions(store.engine) == _heads() == {"store_0002", "audit_0001"}
         assert _schema_diff(store.engine) == []  # the migrations make exactly the tables of schema.py
     finally:
         store.dispose()
@@ -90,7 +103,7 @@ def test_an_empty_database_is_brought_to_head_and_matches_the_schema(db_url: str
 
 def test_a_store_made_by_create_all_is_adopted_with_its_data(db_url: str) -> None:
     engine = _engine(db_url)
-    metadata.create_all(engine)  # what every start did before migrations
+    metadata.create_all(engine, tables=OLD_TABLES)  # what every start did before migrations
     _legacy_patient(engine)
     store = open_store(db_url)
     try:
@@ -109,7 +122,7 @@ def test_a_store_made_by_create_all_is_adopted_with_its_data(db_url: str) -> Non
 
 def test_a_store_older_than_some_tables_gets_them(db_url: str) -> None:
     engine = _engine(db_url)
-    metadata.create_all(engine, tables=[t for t in metadata.sorted_tables if t not in (type_log, server_secret)])
+    metadata.create_all(engine, tables=[t for t in OLD_TABLES if t not in (type_log, server_secret)])
     _legacy_patient_without_secret(engine)
     store = open_store(db_url)
     try:
@@ -118,6 +131,26 @@ def test_a_store_older_than_some_tables_gets_them(db_url: str) -> None:
         assert store.read("Patient", "p1") is not None
         with store.engine.connect() as conn:
             assert conn.execute(select(type_log.c.type)).scalars().all() == ["Consent"]  # backfilled
+    finally:
+        store.dispose()
+        engine.dispose()
+
+
+def test_the_rules_marker_moves_out_of_match_key(db_url: str) -> None:
+    """Revision store_0002: the rules' version, a fake match_key row before, is kept in rules_version, so keys
+    derived under the current rules are not rebuilt."""
+    engine = _engine(db_url)
+    metadata.create_all(engine, tables=OLD_TABLES)
+    _legacy_patient(engine)  # its keys are missing, but the marker says they are current: no rebuild expected
+    with engine.begin() as conn:
+        conn.execute(insert(match_key).values(type="$", id="match-key-rules", element="rules", system="",
+                                              value=str(RULES_VERSION)))
+    store = open_store(db_url)
+    try:
+        with store.engine.connect() as conn:
+            assert conn.execute(select(rules_version.c.name, rules_version.c.version)).all() == [
+                (RULES_MARKER, str(RULES_VERSION))]
+            assert conn.execute(select(match_key.c.type)).scalars().all() == []  # no marker row, nothing rebuilt
     finally:
         store.dispose()
         engine.dispose()

@@ -1,20 +1,19 @@
 """Start-up backfills: data the store derives from stored versions, rebuilt when the rules deriving it change.
 
 Schema changes are migrations (``migrations``); these are data: the match keys of every current resource
-(``keys.extract_keys``, versioned by ``keys.RULES_VERSION``) and the change-log rows of the tracked types
-(``unit.TRACKED_TYPES``). Each is a no-op once done, so every process runs them at every start.
+(``keys.extract_keys``, versioned by ``keys.RULES_VERSION`` in ``rules_version``) and the change-log rows of
+the tracked types (``unit.TRACKED_TYPES``). Each is a no-op once done, so every process runs them at every start.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, func, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, select
 
 from .engine import dialect_insert, write_conn
 from .keys import RULES_MARKER, RULES_VERSION, extract_keys
-from .schema import match_key, resource, resource_version, type_log
+from .schema import resource, resource_version, rules_version, type_log
 from .unit import TRACKED_TYPES, SQLWriteUnit
 
 if TYPE_CHECKING:
@@ -48,13 +47,11 @@ def backfill_type_log(store: SQLResourceStore) -> None:
 def backfill_match_keys(store: SQLResourceStore, force: bool = False, batch: int = 500) -> int:
     """Derive the match keys of every current resource when they predate the current rules.
 
-    A no-op once the marker row holds :data:`keys.RULES_VERSION` (unless ``force``). A resource rewritten
+    A no-op once ``rules_version`` holds :data:`keys.RULES_VERSION` (unless ``force``). A resource rewritten
     meanwhile is skipped (its writer stored fresh keys). Returns the number of resources whose keys were rebuilt.
     """
-    mk, (m_type, m_id, m_element) = match_key, RULES_MARKER
-    marker = (mk.c.type == m_type) & (mk.c.id == m_id) & (mk.c.element == m_element)
     with store.engine.connect() as conn:
-        current = conn.execute(select(mk.c.value).where(marker)).scalar()
+        current = conn.execute(select(rules_version.c.version).where(rules_version.c.name == RULES_MARKER)).scalar()
         types = [r.type for r in conn.execute(select(resource.c.type).distinct())]
     if current == str(RULES_VERSION) and not force:
         return 0
@@ -64,11 +61,8 @@ def backfill_match_keys(store: SQLResourceStore, force: bool = False, batch: int
             with write_conn(store.engine) as conn:
                 unit = SQLWriteUnit(conn, for_update=store.dialect != "sqlite")
                 done += sum(unit.rekey(type_, v.id, v.seq, extract_keys(v.resource())) for v in versions)
-    try:
-        with write_conn(store.engine) as conn:
-            conn.execute(delete(mk).where(marker))
-            conn.execute(insert(mk).values(type=m_type, id=m_id, element=m_element, system="",
-                                           value=str(RULES_VERSION)))
-    except IntegrityError:
-        pass  # another process starting at the same time wrote it
+    with write_conn(store.engine) as conn:  # an upsert: another process starting meanwhile may write it too
+        ins = dialect_insert(conn)(rules_version).values(name=RULES_MARKER, version=str(RULES_VERSION))
+        conn.execute(ins.on_conflict_do_update(index_elements=[rules_version.c.name],
+                                               set_={"version": ins.excluded.version}))
     return done

@@ -54,11 +54,16 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return cfg
 
 
+def lock(conn: Connection) -> None:
+    """Take the migration lock for the rest of ``conn``'s transaction (SQLite: its write lock already is)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK})
+
+
 def upgrade(engine: Engine, target: str = STORE_HEADS) -> None:
     """Bring the database of ``engine`` to ``target`` (a head of :mod:`alembic`), under the migration lock."""
     with write_conn(engine) as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK})
+        lock(conn)
         tables = set(inspect(conn).get_table_names())
         if VERSION_TABLE not in tables and tables:
             log.info("adopting a store created before schema migrations (tables: %s)", ", ".join(sorted(tables)))

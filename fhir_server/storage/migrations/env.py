@@ -18,10 +18,12 @@ def _run(connection: Connection) -> None:
 def _run_from_settings() -> None:
     from fhir_server.settings import Settings
     from fhir_server.storage.engine import make_engine, write_conn
+    from fhir_server.storage.migrations import lock
 
     engine = make_engine(Settings().db_url)
     try:
         with write_conn(engine) as connection:
+            lock(connection)  # as at start-up: never beside a starting server's upgrade
             _run(connection)
     finally:
         engine.dispose()
