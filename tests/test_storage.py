@@ -233,8 +233,9 @@ def test_type_log_is_backfilled_for_a_store_older_than_it(store: SQLResourceStor
     seqs = [_consent(store, f"b{i}") for i in range(3)]
     with store.engine.begin() as conn:  # a store written before the table (and schema migrations) existed
         conn.execute(text("DROP TABLE type_log" if store.dialect == "sqlite" else "DELETE FROM type_log"))
-        if store.dialect == "sqlite":
+        if store.dialect == "sqlite":  # and the tables later than create_all
             conn.execute(text("DROP TABLE alembic_version"))
+            conn.execute(text("DROP TABLE rules_version"))
     store.create_schema()
     with store.engine.connect() as conn:
         n = conn.execute(text("SELECT count(*) FROM resource_version WHERE type = 'Consent'")).scalar_one()
