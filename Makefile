@@ -35,7 +35,7 @@ test: venv
 
 lint: venv
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy fhir_common fhir_server profiles search
+	$(VENV)/bin/mypy fhir_common fhir_server fhir_devtools profiles search
 	$(PY) -m pytest -q -p no:cacheprovider tests/test_layering.py
 
 es-start: venv

@@ -183,7 +183,7 @@ class Environment:
         self._stack.close()
 
     def _start_es(self, data_dir: Path) -> str:
-        from fhir_server import es_node
+        from fhir_devtools import es_node
         from fhir_server.settings import Settings
 
         cfg = es_node.NodeConfig.from_settings(Settings(), port=es_node.free_port(), data_dir=data_dir, name="bench")
@@ -205,7 +205,7 @@ class Environment:
         if self.url is not None:
             yield self.url
             return
-        from fhir_server import es_node
+        from fhir_devtools import es_node
         from fhir_server.settings import Settings
         from tests.harness import start_server
 

@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: the repository root
-from fhir_server import es_node
+from fhir_devtools import es_node
 from fhir_server.security.dev_issuer import DevIssuer
 from fhir_server.settings import Settings
 from tests.harness import start_server

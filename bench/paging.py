@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     args.url = args.db_url = None
 
-    from fhir_server import es_node
+    from fhir_devtools import es_node
     from fhir_server.settings import Settings
     from tests.harness import start_server
 

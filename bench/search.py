@@ -302,7 +302,7 @@ class Dataset:
 
 def http_ingest_rate(es_url: str, n: int, seed: int) -> float:
     """Resources/s of PUTs over HTTP (LOAD_CONCURRENCY clients) into a scratch server, until searchable."""
-    from fhir_server import es_node
+    from fhir_devtools import es_node
     from fhir_server.settings import Settings
     from tests.harness import start_server
 
@@ -371,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     keys = orjson.loads((ds.directory / "keys.json").read_bytes())
-    from fhir_server import es_node
+    from fhir_devtools import es_node
     from tests.harness import start_server
 
     srv = start_server(ds.settings(port=es_node.free_port()))

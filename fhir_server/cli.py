@@ -1,4 +1,4 @@
-"""``fhir-server serve | es start|stop|status | load PATH... | reindex``."""
+"""``fhir-server serve | es start|stop|status | load PATH... | reindex | validate PATH... | index-errors``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import es_node
 from .observability.logs import configure_logging
 from .settings import Settings, get_settings
 
@@ -27,6 +26,8 @@ def elasticsearch(settings: Settings) -> Iterator[str]:
     if settings.es_url:
         yield settings.es_url
         return
+    from fhir_devtools import es_node  # development tooling: a production server is given FHIR_ES_URL
+
     cfg = es_node.NodeConfig.from_settings(settings)
     was_running = bool(es_node.status(cfg).get("running"))
     if not was_running:
@@ -59,6 +60,8 @@ def _es(settings: Settings, args: argparse.Namespace) -> int:
     if settings.es_url:
         console.print(f"FHIR_ES_URL is set ({settings.es_url}): no managed node to {args.action}")
         return 0 if args.action == "status" else 1
+    from fhir_devtools import es_node
+
     cfg = es_node.NodeConfig.from_settings(settings)
     if args.action == "start":
         console.print(f"Elasticsearch running at {es_node.start(cfg)}")
@@ -171,6 +174,46 @@ def _reindex(settings: Settings, args: argparse.Namespace) -> int:
             ctx.close()
     for result in results:
         console.print(result)
+    _warn_index_errors(settings)
+    return 0
+
+
+def _warn_index_errors(settings: Settings) -> None:
+    """Say when documents failed to index (``index-errors`` shows which)."""
+    from .storage import open_store
+
+    store = open_store(settings.db_url, busy_timeout_s=settings.db_busy_timeout_s)
+    try:
+        if n := len(store.outbox.errors()):
+            console.print(f"[yellow]{n} resources failed to index:[/] see `fhir-server index-errors`")
+    finally:
+        store.dispose()
+
+
+def _index_errors(settings: Settings, args: argparse.Namespace) -> int:
+    """The resources the indexer gave up on (outbox entries parked in ``index_error``), with the reason; with
+    ``--retry``, queue them for the indexer again (the next ``serve`` or a running one picks them up)."""
+    from .storage import open_store
+
+    store = open_store(settings.db_url, busy_timeout_s=settings.db_busy_timeout_s)
+    try:
+        failures = store.outbox.errors(args.limit)
+        if args.json:
+            sys.stdout.write(orjson.dumps([{"seq": f.seq, "type": f.type, "id": f.id, "error": f.error}
+                                           for f in failures], option=orjson.OPT_INDENT_2).decode() + "\n")
+        elif failures:
+            table = Table(title="Resources that failed to index")
+            for column in ("seq", "resource", "error"):
+                table.add_column(column)
+            for f in failures:
+                table.add_row(str(f.seq), f"{f.type}/{f.id}", f.error)
+            Console().print(table)
+        else:
+            console.print("No resource failed to index")
+        if args.retry:
+            console.print(f"Queued {store.outbox.retry_errors()} for the indexer again")
+    finally:
+        store.dispose()
     return 0
 
 
@@ -243,10 +286,15 @@ def build_parser() -> argparse.ArgumentParser:
     rx.add_argument("--workers", type=int, default=None,
                     help="worker processes building the documents (default: CPU count from 5,000 resources of a "
                          "type; 0 = in this process)")
+    ie = sub.add_parser("index-errors", help="list the resources the indexer gave up on, with the reason")
+    ie.add_argument("--json", action="store_true", help="JSON on stdout: [{seq, type, id, error}]")
+    ie.add_argument("--limit", type=int, default=None, help="at most this many (oldest first)")
+    ie.add_argument("--retry", action="store_true", help="then queue them for the indexer again")
     return parser
 
 
-COMMANDS = {"serve": _serve, "es": _es, "load": _load, "reindex": _reindex, "validate": _validate_files}
+COMMANDS = {"serve": _serve, "es": _es, "load": _load, "reindex": _reindex, "validate": _validate_files,
+            "index-errors": _index_errors}
 
 
 def main(argv: list[str] | None = None) -> int:

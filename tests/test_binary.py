@@ -38,4 +38,4 @@ def test_fhir_json_binary_and_errors(client: httpx.Client) -> None:
 def test_binary_is_never_indexed(client: httpx.Client, server: object) -> None:
     ctx = server.ctx  # type: ignore[attr-defined]
     client.post("/Binary", content=b"x", headers={"Content-Type": "text/plain"})
-    assert all(e.type != "Binary" for e in ctx.store.outbox_pending(10_000))
+    assert all(e.type != "Binary" for e in ctx.store.outbox.pending(10_000))

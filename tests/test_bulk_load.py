@@ -62,7 +62,7 @@ def test_bulk_load_stores_versions_indexes_and_restores_settings(ctx: ServerCont
     lines = [orjson.loads(line) for f in served for line in f.read_bytes().splitlines() if line.strip()]
     assert report.loaded == len(lines) == stats.fast
     assert stats.es_error is None and stats.left_to_indexer == 0
-    assert ctx.store.outbox_max_seq() is None  # every row applied, none left for the indexer
+    assert ctx.store.outbox.max_seq() is None  # every row applied, none left for the indexer
     for res in lines[:20]:
         stored = ctx.store.read(res["resourceType"], res["id"])
         assert stored is not None and stored.version == 1 and stored.method == "PUT"
@@ -119,7 +119,7 @@ def test_existing_and_repeated_ids_become_new_versions(ctx: ServerContext, tmp_p
     assert ctx.store.read("Patient", "p0").resource()["gender"] == "female"  # type: ignore[union-attr]
     assert ctx.store.read("Patient", "p1").version == 2  # type: ignore[union-attr]
     assert ctx.store.read("Patient", "p2").version == 1  # type: ignore[union-attr]
-    assert ctx.store.outbox_max_seq() is None
+    assert ctx.store.outbox.max_seq() is None
     assert _search_ids(ctx, "Patient", {"term": {"sp.family.norm": "zoe"}}) == {"p0"}
     assert len(ctx.store.history("Patient", "p0", before_seq=None, since_us=None, count=10)) == 3
 
@@ -193,9 +193,9 @@ def test_elasticsearch_down_loses_nothing(ctx: ServerContext, tmp_path: Path) ->
     assert report.loaded == 30 and report.rejected == []
     assert stats.es_error is not None and stats.left_to_indexer == 30
     assert ctx.store.read("Patient", "p29") is not None
-    assert ctx.store.outbox_pending_upto(10**12)  # the indexer has the rows...
+    assert ctx.store.outbox.pending_upto(10**12)  # the indexer has the rows...
     ctx.indexer.drain_all()  # ...and applies them once ES answers
-    assert ctx.store.outbox_max_seq() is None
+    assert ctx.store.outbox.max_seq() is None
     assert len(_search_ids(ctx, "Patient", {"match_all": {}})) == 30
 
 
@@ -234,14 +234,14 @@ def test_outbox_rows_are_cleared_only_once_searchable(ctx: ServerContext, tmp_pa
     monkeypatch.setattr(bulk, "ACK_EVERY", 30)
     alias = ctx.indices.alias("Patient")
     cleared: list[int] = []
-    done = ctx.store.outbox_done
+    done = ctx.store.outbox.done
 
     def checked_done(seqs: list[int]) -> None:
         cleared.extend(seqs)
         assert ctx.es.count(index=alias)["count"] >= len(cleared)  # what search sees, no refresh of ours
         done(seqs)
 
-    monkeypatch.setattr(ctx.store, "outbox_done", checked_done)
+    monkeypatch.setattr(ctx.store.outbox, "done", checked_done)
     report = bulk_load(ctx, [_ndjson(tmp_path / "p.ndjson", _patients(100))], workers=0, batch=20, stats=BulkStats())
     assert report.rejected == [] and len(cleared) == 100
 
@@ -292,8 +292,7 @@ def test_json_files_are_read_once_and_loaded_in_order(ctx: ServerContext, tmp_pa
 
 def test_a_batch_colliding_with_another_writer_takes_the_ordinary_path(ctx: ServerContext, tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from fhir_server.storage import ConcurrentWrite
-    from fhir_server.storage.sql import SQLWriteUnit
+    from fhir_server.storage import ConcurrentWrite, SQLWriteUnit
 
     def collide(self: SQLWriteUnit, items: list[Any]) -> list[Any]:
         raise ConcurrentWrite("an id of the batch was created meanwhile")

@@ -15,7 +15,7 @@ import httpx
 import pytest
 from elasticsearch import Elasticsearch
 
-from fhir_server import es_node
+from fhir_devtools import es_node
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 ENTRIES = 4000

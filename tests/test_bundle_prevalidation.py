@@ -13,8 +13,7 @@ import pytest
 from fhir_server.context import ServerContext
 from fhir_server.errors import Issue
 from fhir_server.interactions import bundle, crud
-from fhir_server.storage import ConcurrentWrite
-from fhir_server.storage.sql import SQLWriteUnit
+from fhir_server.storage import ConcurrentWrite, SQLWriteUnit
 from tests.conftest import make_settings
 
 

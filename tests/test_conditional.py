@@ -135,7 +135,7 @@ def test_resources_stored_before_match_keys_are_matched(es_url: str, tmp_path: A
     from sqlalchemy import delete
 
     from fhir_server.storage import open_store
-    from fhir_server.storage.schema import match_key
+    from fhir_server.storage.schema import match_key, rules_version
     from tests.conftest import make_settings
     from tests.harness import start_server
 
@@ -146,6 +146,7 @@ def test_resources_stored_before_match_keys_are_matched(es_url: str, tmp_path: A
         unit.put("Patient", "legacy", patient(sys, "old"), method="PUT")
     with store.engine.begin() as conn:
         conn.execute(delete(match_key))
+        conn.execute(delete(rules_version))  # and the rules they were derived with
     store.dispose()
     srv = start_server(settings)
     try:

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from fhir_server.interactions import conditional
 from fhir_server.storage import ConcurrentWrite, SQLResourceStore, UniqueKeyViolation
+from fhir_server.storage.backfill import backfill_match_keys
 from fhir_server.storage.keys import MatchKey, extract_keys
 from tests.test_storage import store  # noqa: F401  (the two-backend fixture)
 
@@ -93,10 +94,11 @@ def _forget_keys(store: SQLResourceStore) -> None:  # noqa: F811
     """What a store written before match keys (or before a key rule) looks like: no rows, no marker."""
     from sqlalchemy import delete
 
-    from fhir_server.storage.schema import match_key
+    from fhir_server.storage.schema import match_key, rules_version
 
     with store.engine.begin() as conn:
         conn.execute(delete(match_key))
+        conn.execute(delete(rules_version))
 
 
 def test_match_keys_are_backfilled_at_start_up(store: SQLResourceStore) -> None:  # noqa: F811
@@ -111,8 +113,8 @@ def test_match_keys_are_backfilled_at_start_up(store: SQLResourceStore) -> None:
     with store.unit() as unit:
         assert unit.match("Patient", ("identifier",), "urn:s", "legacy") == {"old"}
         assert unit.match("Patient", ("identifier",), None, "legacy-2") == set()  # deleted: no keys
-    assert store.backfill_match_keys() == 0  # the marker makes later starts a no-op
-    assert store.backfill_match_keys(force=True) == 1
+    assert backfill_match_keys(store) == 0  # the marker makes later starts a no-op
+    assert backfill_match_keys(store, force=True) == 1
 
 
 _PARAM = st.sampled_from(["family", "birthdate", "gender", "identifier", "_id", "name:exact", "address-city"])

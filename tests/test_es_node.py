@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from fhir_server import es_node
-from fhir_server.es_node import NodeConfig
+from fhir_devtools import es_node
+from fhir_devtools.es_node import NodeConfig
 from fhir_server.settings import Settings
 
 

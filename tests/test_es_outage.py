@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fhir_server import es_node
+from fhir_devtools import es_node
 from fhir_server.settings import Settings
 from tests.conftest import make_settings
 from tests.harness import RunningServer, start_server

@@ -203,3 +203,13 @@ def test_exceptions_become_answers_in_one_place() -> None:
                 if isinstance(call, ast.Call) and name.endswith("_response") and name != "exception_response":
                     builders.append((rel, call.lineno, name))
     assert builders == []
+
+
+def test_development_tooling_stays_out_of_the_runtime_package() -> None:
+    """The managed Elasticsearch node (Maven, a JVM, ``setpriv``) is ``fhir_devtools``: the runtime package only
+    reaches it from the CLI, for ``serve``/``es`` without ``FHIR_ES_URL``."""
+    assert sorted({f for f, m in _imports() if _within(m, "fhir_devtools")}) == ["fhir_server/cli.py"]
+    tooling = [rel for p in sorted((ROOT / "fhir_server").rglob("*.py"))
+               if not (rel := p.relative_to(ROOT).as_posix()).startswith(BUILD_TOOLS)
+               and any(word in p.read_text(encoding="utf-8") for word in ("setpriv", "mvn ", "dependency:copy"))]
+    assert tooling == []

@@ -161,7 +161,7 @@ def test_an_unbuildable_document_is_left_to_the_indexer(loaded: ServerContext,
     monkeypatch.setattr(loaded.indexer.builder, "build", broken)
     result = _reindex(loaded, workers=0)
     assert result["not_buildable"] == 1 and result["copied"] == 299
-    assert [(e.type, e.id) for e in loaded.store.outbox_pending(10)] == [("Patient", "p7")]
+    assert [(e.type, e.id) for e in loaded.store.outbox.pending(10)] == [("Patient", "p7")]
 
 
 def test_cli_reindex_with_worker_processes(es_url: str, tmp_path: Path, shared_data: Path) -> None:

@@ -19,8 +19,8 @@ import orjson
 
 from fhir_server.security.policy import PATIENT_COMPARTMENT, compartment_patients
 from fhir_server.security.tokens import Principal
+from fhir_server.storage import format_instant
 from fhir_server.storage.audit import AGENT, ENTITY
-from fhir_server.storage.sql import format_instant
 
 DCM = "http://dicom.nema.org/resources/ontology/DCM"
 EVENT_TYPE = {"system": "http://terminology.hl7.org/CodeSystem/audit-event-type", "code": "rest",

@@ -17,7 +17,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from fhir_server.errors import FHIRError
-from fhir_server.storage.sql import now_us
+from fhir_server.storage import now_us
 
 from .events import AuditRecord, params_from_path
 from .writer import AuditWriter

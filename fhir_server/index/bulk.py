@@ -216,7 +216,7 @@ class BulkIndexer(_BulkSender):
             self.left_to_indexer += len(self._acked)
             self._acked = []
             return
-        self.store.outbox_done(self._acked)
+        self.store.outbox.done(self._acked)
         self.indexed += len(self._acked)
         self._acked = []
 

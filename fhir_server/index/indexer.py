@@ -111,7 +111,7 @@ class Indexer:
     def drain_once(self) -> int:
         """Apply one batch of outbox rows; returns how many rows it consumed."""
         with self._lock:
-            entries = self.store.outbox_pending(self.settings.indexer_batch_size)
+            entries = self.store.outbox.pending(self.settings.indexer_batch_size)
             if not entries:
                 return 0
             self._apply(entries)
@@ -174,8 +174,8 @@ class Indexer:
         failed = [(e, item_errors[(e.type, e.id)]) for e in entries if (e.type, e.id) in item_errors]
         if failed:
             log.error("indexer: %d entries failed: %s", len(failed), failed[:3])
-            self.store.outbox_failed(failed, MAX_ATTEMPTS)
-        self.store.outbox_done([e.seq for e in entries if (e.type, e.id) not in item_errors])
+            self.store.outbox.failed(failed, MAX_ATTEMPTS)
+        self.store.outbox.done([e.seq for e in entries if (e.type, e.id) not in item_errors])
         self.applied += len(entries) - len(failed)
 
     def _type_of(self, index: str, keys: list[tuple[str, str]]) -> str:
@@ -187,14 +187,14 @@ class Indexer:
     # -- read-your-writes -----------------------------------------------------------------------
     def wait_until_indexed(self, timeout: float | None = None) -> None:
         """Block until every write acknowledged before this call is searchable."""
-        target = self.store.outbox_max_seq()
+        target = self.store.outbox.max_seq()
         if target is None:
             return
         deadline = time.monotonic() + (timeout if timeout is not None else
                                        self.settings.search_consistency_timeout_s)
         self._urgent.set()
         self.notify()
-        while self.store.outbox_pending_upto(target):
+        while self.store.outbox.pending_upto(target):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 detail = f" ({self.last_error})" if self.last_error else ""

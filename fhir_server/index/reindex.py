@@ -167,13 +167,13 @@ def _rebuild(store: SQLResourceStore, es: Elasticsearch, indices: IndexManager, 
             caught += _catch_up(store, copier, builder, type_, mark, failed)
         es.indices.refresh(index=new_index)
     except Exception as exc:
-        store.outbox_enqueue([(t, id_) for t, id_ in store.changed_since(mark) if t == type_])
+        store.outbox.enqueue([(t, id_) for t, id_ in store.changed_since(mark) if t == type_])
         raise ReindexError(f"{type_} is now served from {new_index}, but writes made during the rebuild could not "
                            f"all be copied into it ({exc}); they are queued in the outbox for the indexer") from exc
     if failed:
         log.error("reindex %s: %d documents could not be built (queued for the indexer, then index_error): %s",
                   type_, len(failed), failed[:3])
-        store.outbox_enqueue([(type_, id_) for id_, _ in failed])
+        store.outbox.enqueue([(type_, id_) for id_, _ in failed])
     for o in old:
         es.indices.delete(index=o, ignore_unavailable=True)
     log.info("reindex %s: %d copied, %d caught up, %d not buildable, now %s (dropped %s)", type_, copied, caught,

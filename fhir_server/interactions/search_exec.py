@@ -128,7 +128,7 @@ class EsResolver:
         seq = self.ctx.store.max_seq()
         if cached == seq:
             return False
-        settled = not self.ctx.store.outbox_pending_upto(seq)
+        settled = not self.ctx.store.outbox.pending_upto(seq)
         resp = self.ctx.search_es.search(index=alias, size=0, track_total_hits=1, terminate_after=1,
                                          query={"term": {f"sp.{ref_param}.type": target_type}}).body
         found = bool(resp["hits"]["total"]["value"])

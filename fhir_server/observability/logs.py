@@ -76,7 +76,8 @@ def _with_request_id(record: logging.LogRecord) -> bool:
     if not hasattr(record, "request_id"):
         record.request_id = None
     # " [id]" within a request; nothing outside one (a CLI command's lines carry no request)
-    record.request_tag = f" [{record.request_id}]" if record.request_id is not None else ""
+    rid = getattr(record, "request_id", None)
+    record.request_tag = f" [{rid}]" if rid is not None else ""
     return True
 
 

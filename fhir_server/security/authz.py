@@ -114,13 +114,6 @@ def is_system(principal: Principal | None, resource_type: str, interaction: str)
     return principal is None or principal.scopes.contexts_for(resource_type, interaction) == {"system"}
 
 
-def require_system(principal: Principal | None, resource_type: str, interaction: str) -> None:
-    """Interactions only backend (``system/``) tokens may use until the policy can filter them."""
-    require(principal, resource_type, interaction)
-    if not is_system(principal, resource_type, interaction):
-        raise _forbidden(f"{interaction} on {resource_type} is only available to system-context tokens")
-
-
 def check_visible(principal: Principal | None, resource_type: str, resource: dict[str, Any] | bytes | None,
                   interaction: str = "read") -> None:
     """404 (not 403: existence is not revealed) when the principal may not see ``resource`` (not a Binary).

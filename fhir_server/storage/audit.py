@@ -50,8 +50,9 @@ from sqlalchemy import (
 from sqlalchemy.engine import make_url
 from sqlalchemy.sql.elements import ColumnElement
 
-from .schema import audit_event, audit_journal, audit_ref, metadata
-from .sql import make_engine
+from .engine import make_engine
+from .migrations import AUDIT_HEAD, upgrade
+from .schema import audit_event, audit_journal, audit_ref
 
 Sync = Literal["normal", "full"]  # the journal's: see fhir_server.audit.journal
 ENTITY = "e"
@@ -111,7 +112,7 @@ def _audit_engine(store_url: str, relaxed: bool = False) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
-    metadata.create_all(engine, tables=[audit_event, audit_ref, audit_journal])  # idempotent (checkfirst)
+    upgrade(engine, AUDIT_HEAD)  # a no-op at head; the trail's tables only (its own file on SQLite)
     return engine
 
 

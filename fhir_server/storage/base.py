@@ -45,10 +45,22 @@ class StoredVersion:
 
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
+    """A resource whose index entry is stale since version ``seq``, and how often indexing it failed."""
+
     seq: int
     type: str
     id: str
     attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class IndexFailure:
+    """An outbox entry the indexer gave up on (its document could not be built or stored), with the reason."""
+
+    seq: int
+    type: str
+    id: str
+    error: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,8 +132,32 @@ class WriteUnit(Protocol):
     def match(self, type_: str, elements: tuple[str, ...], system: str | None, value: str | None) -> set[str]: ...
 
 
+class Outbox(Protocol):
+    """The queue of resources whose search-index entry is stale (the indexer's work), filled by write units in
+    the transaction of the versions, drained once Elasticsearch has them and they are searchable."""
+
+    def pending(self, limit: int) -> list[OutboxEntry]: ...
+
+    def max_seq(self) -> int | None: ...
+
+    def pending_upto(self, seq: int) -> bool: ...
+
+    def done(self, seqs: list[int]) -> None: ...
+
+    def failed(self, entries: list[tuple[OutboxEntry, str]], max_attempts: int) -> None: ...
+
+    def enqueue(self, items: list[tuple[str, str]]) -> None: ...
+
+    def errors(self, limit: int | None = None) -> list[IndexFailure]: ...
+
+    def retry_errors(self) -> int: ...
+
+
 class ResourceStore(Protocol):
-    """Versioned store of record with a transactional outbox for the search index."""
+    """Versioned store of record; its :attr:`outbox` is the search index's transactional outbox."""
+
+    @property
+    def outbox(self) -> Outbox: ...
 
     def create_schema(self) -> None: ...
 
@@ -158,17 +194,5 @@ class ResourceStore(Protocol):
     def changed_since(self, seq: int) -> list[tuple[str, str]]: ...
 
     def max_seq(self) -> int: ...
-
-    def outbox_pending(self, limit: int) -> list[OutboxEntry]: ...
-
-    def outbox_max_seq(self) -> int | None: ...
-
-    def outbox_pending_upto(self, seq: int) -> bool: ...
-
-    def outbox_done(self, seqs: list[int]) -> None: ...
-
-    def outbox_failed(self, entries: list[tuple[OutboxEntry, str]], max_attempts: int) -> None: ...
-
-    def outbox_enqueue(self, items: list[tuple[str, str]]) -> None: ...
 
     def dispose(self) -> None: ...

@@ -29,11 +29,11 @@ from typing import Any
 
 KEY_ELEMENTS = ("identifier", "masterIdentifier")
 #: Version of the rules of :func:`extract_keys`. The store records the version its rows were derived with
-#: (a marker row in ``match_key``) and rebuilds the rows of every current resource at start-up when it
-#: differs, so resources stored before a rule existed (or before the table did) are still matched.
-#: Bump it whenever :func:`extract_keys` changes.
+#: (the ``RULES_MARKER`` row of ``rules_version``) and rebuilds the rows of every current resource at start-up
+#: when it differs (``backfill.py``), so resources stored before a rule existed (or before the table did) are
+#: still matched. Bump it whenever :func:`extract_keys` changes.
 RULES_VERSION = 2  # 2: Consent actors
-RULES_MARKER = ("$", "match-key-rules", "rules")  # (type, id, element) of the marker row
+RULES_MARKER = "match-key-rules"  # its row in ``rules_version`` (before revision store_0002: a row of match_key)
 UNIQUE_ELEMENTS: dict[str, tuple[str, ...]] = {"DocumentReference": ("masterIdentifier",)}
 MAX_PART = 255
 CONSENT_ACTOR = "consent-actor"

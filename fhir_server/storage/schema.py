@@ -15,6 +15,9 @@
   AuditEvent, never versioned nor indexed in Elasticsearch; ``audit_ref`` holds the entity and agent
   references with the time, so ``AuditEvent?patient=`` is one index range scan (``storage/audit.py``).
 - ``server_secret``: random secrets shared by the processes of one store (the page cursors' MAC key).
+- ``rules_version``: the version of the rules that derived each kind of derived data (``backfill.py``).
+
+A change here is a new Alembic revision too (``migrations/``); ``tests/test_migrations.py`` compares the two.
 """
 
 from __future__ import annotations
@@ -145,4 +148,13 @@ server_secret = Table(
     # store reads the same one (e.g. the key of the page cursors when FHIR_CURSOR_SECRET is unset)
     Column("name", String(64), primary_key=True),
     Column("value", String(128), nullable=False),  # hex
+)
+
+rules_version = Table(
+    "rules_version",
+    metadata,
+    # one row per kind of data the store derives from the versions by rules (keys.RULES_MARKER: the match keys),
+    # holding the rules' version the data was derived with; a start whose rules differ rebuilds it (backfill.py)
+    Column("name", String(64), primary_key=True),
+    Column("version", String(32), nullable=False),
 )

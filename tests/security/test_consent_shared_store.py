@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from fhir_server import es_node
+from fhir_devtools import es_node
 from fhir_server.security import authz
 from fhir_server.security.dev_issuer import DevIssuer
 from tests.harness import RunningServer, pg_schema_url

@@ -32,7 +32,7 @@ from fhir_server.storage.keys import (
     identifier_values,
     reference_key,
 )
-from fhir_server.storage.schema import match_key
+from fhir_server.storage.schema import match_key, rules_version
 from search.params.reference import parse_reference
 from tests.harness import RunningServer
 from tests.security.support import client_for, create_as, start_secured
@@ -167,11 +167,9 @@ def test_consent_actor_keys_are_backfilled_for_consents_stored_before_the_rule(
         store: SQLResourceStore) -> None:  # noqa: F811
     with store.unit() as unit:
         unit.put("Consent", "old", _consent([{"reference": {"reference": "Organization/9"}}]), method="PUT")
-    m_type, m_id, m_element = RULES_MARKER
     with store.engine.begin() as conn:  # a store written under rules version 1: identifiers only
         conn.execute(delete(match_key).where(match_key.c.element.in_([CONSENT_ACTOR, CONSENT_ACTOR_ID])))
-        conn.execute(update(match_key).where(match_key.c.type == m_type, match_key.c.id == m_id,
-                                             match_key.c.element == m_element).values(value="1"))
+        conn.execute(update(rules_version).where(rules_version.c.name == RULES_MARKER).values(version="1"))
     assert store.ids_with_keys("Consent", [(CONSENT_ACTOR, "9")]) == set()
     store.create_schema()  # what every start does
     assert store.ids_with_keys("Consent", [(CONSENT_ACTOR, "9")]) == {"old"}

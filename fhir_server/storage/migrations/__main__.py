@@ -1,0 +1,3 @@
+from fhir_server.storage.migrations import main
+
+main()
