@@ -65,7 +65,7 @@ def _pretty(request: Request) -> bool:
 
 
 def _type(request: Request, interaction: str) -> str:
-    name = request.path_params["type"]
+    name: str = request.path_params["type"]
     rt = served_type(name, _ctx(request).settings)
     if rt is None:
         raise not_found(f"Resource type '{name}' is not supported by this server")
