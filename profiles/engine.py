@@ -16,6 +16,7 @@ from typing import Any
 
 from fhir_common.narrative import check_div
 from fhir_common.outcome import Issue
+from fhir_common.types import Resource
 
 from . import primitives
 from .bundles import bundle_rules
@@ -58,7 +59,7 @@ SIMPLE_QUANTITY = frozenset({"Immunization.doseQuantity"})
 class Frame:
     """Per-resource state: the resource (for %resource) and its contained ids / local references."""
 
-    resource: dict[str, Any]
+    resource: Resource
     contained: dict[str, str] = field(default_factory=dict)  # id → resourceType
     local_refs: set[str] = field(default_factory=set)
 
@@ -571,7 +572,7 @@ _RESTFUL = re.compile(r"(https?://([A-Za-z0-9.:%$]*/)*)?([A-Z][A-Za-z]+)/[A-Za-z
 _FULLURL_OPTIONAL = frozenset({"transaction", "transaction-response", "batch", "batch-response"})
 
 
-def _bundle_rules(bundle: dict[str, Any], path: str, issues: list[Issue]) -> None:
+def _bundle_rules(bundle: Resource, path: str, issues: list[Issue]) -> None:
     """The HL7 validator's Bundle rules (BundleValidator): an absolute fullUrl, which when it looks like a RESTful
     URL ends with its resource's [type]/[id]; a fullUrl on every entry except in transactions and batches."""
     entries = bundle.get("entry")
