@@ -7,5 +7,6 @@ Layering rule: this package imports only the standard library and third-party li
 * :mod:`.fhirpath` - the one FHIRPath adapter (fhirpathpy, serialised: it keeps module state);
 * :mod:`.safexml` - the hardened expat parser (no DTD, no entity);
 * :mod:`.narrative` - the narrative ``div`` checker, on that parser, for the validator and the XML writer.
-* :mod:`.outcome` - the OperationOutcome ``Issue`` the validator reports and the server's errors carry.
+* :mod:`.outcome` - the OperationOutcome ``Issue`` the validator reports and the server's errors carry;
+* :mod:`.types` - named aliases (``Resource``, ``SearchParams``, ``EsQuery``) for the JSON every layer passes.
 """

@@ -7,9 +7,9 @@ OperationOutcome, so no error path has to build JSON itself.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from fhir_common.outcome import Issue, operation_outcome
+from fhir_common.types import Resource
 
 __all__ = ["FHIRError", "Issue", "bad_request", "conflict", "gone", "not_found", "operation_outcome",
            "precondition_failed", "unavailable", "unprocessable"]
@@ -33,7 +33,7 @@ class FHIRError(Exception):
     def issues(self) -> list[Issue]:
         return [Issue("error", self.code, self.diagnostics, self.expression), *self.extra_issues]
 
-    def outcome(self) -> dict[str, Any]:
+    def outcome(self) -> Resource:
         return operation_outcome(self.issues)
 
 

@@ -27,6 +27,8 @@ from typing import Any
 
 import orjson
 
+from fhir_common.types import Resource
+
 from .context import ServerContext
 from .errors import FHIRError
 from .formats import numbers
@@ -63,7 +65,7 @@ def _file_of(source: str) -> str:
     return _SOURCE_SUFFIX.sub("", source)
 
 
-def _is_fhir(resource: dict[str, Any]) -> bool:
+def _is_fhir(resource: Resource) -> bool:
     return isinstance(resource.get("resourceType"), str)
 
 
@@ -88,7 +90,7 @@ def _rewrite_urns(node: Any, urns: dict[str, str]) -> Any:
     return node
 
 
-def _bundle_resources(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+def _bundle_resources(bundle: Resource) -> list[Resource]:
     entries = [e for e in bundle.get("entry", []) if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
     urns: dict[str, str] = {}
     for e in entries:
@@ -106,12 +108,12 @@ class _Transaction:
     """A ``transaction`` Bundle file: it goes through the transaction path, whole."""
 
     source: str
-    bundle: dict[str, Any]
+    bundle: Resource
 
 
 #: One input resource: an ndjson line (parsed by whoever handles it: the bulk path's workers), a resource
 #: parsed from a ``.json`` file, or why the input has no resource.
-_Raw = bytes | dict[str, Any] | str
+_Raw = bytes | Resource | str
 
 
 def _inputs(paths: Iterable[Path]) -> Iterator[_Transaction | tuple[str, _Raw]]:
@@ -139,7 +141,7 @@ def _inputs(paths: Iterable[Path]) -> Iterator[_Transaction | tuple[str, _Raw]]:
             yield name, data if isinstance(data, dict) else "400 not a JSON object"
 
 
-def _resource(raw: _Raw) -> dict[str, Any] | str:
+def _resource(raw: _Raw) -> Resource | str:
     """The resource of an input, or why it has none."""
     if isinstance(raw, bytes):
         try:
@@ -157,7 +159,7 @@ def _reason(status: object, diagnostics: str, expression: Iterable[str]) -> str:
     return f"{status} {diagnostics} at {where}" if where else f"{status} {diagnostics}"
 
 
-def load_one(ctx: ServerContext, resource: dict[str, Any]) -> None:
+def load_one(ctx: ServerContext, resource: Resource) -> None:
     type_ = str(resource.get("resourceType"))
     if resource.get("id"):
         bundle.single(ctx, "PUT", type_, id_=str(resource["id"]), resource=resource)
@@ -165,7 +167,7 @@ def load_one(ctx: ServerContext, resource: dict[str, Any]) -> None:
         bundle.single(ctx, "POST", type_, resource=resource)
 
 
-def load_transaction(ctx: ServerContext, source: str, bundle: dict[str, Any], report: LoadReport) -> None:
+def load_transaction(ctx: ServerContext, source: str, bundle: Resource, report: LoadReport) -> None:
     """A transaction Bundle goes through the transaction path: all of its served entries or none.
 
     Entries of types this server does not hold are dropped (counted as skipped)
@@ -174,7 +176,7 @@ def load_transaction(ctx: ServerContext, source: str, bundle: dict[str, Any], re
     """
     from .interactions import bundle as transactions  # the loader is imported by the CLI before the app
 
-    kept: list[dict[str, Any]] = []
+    kept: list[Resource] = []
     dropped: dict[str, str] = {}
     for e in bundle.get("entry") or []:
         res = e.get("resource") if isinstance(e, dict) else None
@@ -257,14 +259,14 @@ class _Prepared:
     source: str
     new: NewResource | None  # None: must take the ordinary write path (with ``slow``)
     doc: bytes | None = None  # ES document; None for types ES does not hold, or when extraction failed
-    slow: dict[str, Any] | None = None
+    slow: Resource | None = None
 
-    def original(self) -> dict[str, Any]:
+    def original(self) -> Resource:
         """The resource as given, for the ordinary path: the stamped body minus the version stamps."""
         if self.new is None:
             assert self.slow is not None
             return self.slow
-        body: dict[str, Any] = numbers.loads(self.new.content)
+        body: Resource = numbers.loads(self.new.content)
         meta = {k: v for k, v in body.get("meta", {}).items() if k not in ("versionId", "lastUpdated")}
         if meta:
             body["meta"] = meta
@@ -283,7 +285,7 @@ class _Chunk:
     not_fhir: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
-def _has_inline_data(resource: dict[str, Any]) -> bool:
+def _has_inline_data(resource: Resource) -> bool:
     contents = resource.get("content")
     return resource.get("resourceType") == "DocumentReference" and isinstance(contents, list) and any(
         isinstance(c, dict) and isinstance(c.get("attachment"), dict) and "data" in c["attachment"]
@@ -333,7 +335,7 @@ def _prepare_chunk(items: list[tuple[str, _Raw]], validate_: bool) -> _Chunk:
         meta = dict(res.get("meta") or {})
         meta["versionId"] = "1"
         meta["lastUpdated"] = format_instant(ts)
-        body: dict[str, Any] = {"resourceType": type_, "id": id_, "meta": meta}
+        body: Resource = {"resourceType": type_, "id": id_, "meta": meta}
         body.update((k, v) for k, v in res.items() if k not in ("resourceType", "id", "meta"))
         doc: bytes | None = None
         if rtype.searchable:

@@ -7,8 +7,8 @@ none of the three has to import another for it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
+from fhir_common.types import Resource
 from fhir_server.errors import Issue
 from fhir_server.storage import StoredVersion
 
@@ -22,7 +22,7 @@ class Result:
     """
 
     status: int
-    body: dict[str, Any] | None = None
+    body: Resource | None = None
     version: StoredVersion | None = None
     location: bool = False  # send Location (create, update-as-create)
     issues: list[Issue] = field(default_factory=list)

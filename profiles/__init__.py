@@ -17,6 +17,7 @@ from functools import cache
 from typing import Any
 
 from fhir_common.outcome import Issue
+from fhir_common.types import Resource
 
 from .engine import Validator
 from .profile import ProfileChecker, lookup, registry
@@ -63,9 +64,9 @@ def validate(resource: Any, *, profiles: Iterable[str] = (),
     return _unique(issues)
 
 
-def _inner_resources(resource: dict[str, Any], path: str) -> list[tuple[str, dict[str, Any]]]:
+def _inner_resources(resource: Resource, path: str) -> list[tuple[str, Resource]]:
     """Contained resources and Bundle entries (recursively), which are checked against the profiles they claim."""
-    out: list[tuple[str, dict[str, Any]]] = []
+    out: list[tuple[str, Resource]] = []
     for key in ("contained", "entry"):
         items = resource.get(key)
         for i, item in enumerate(items if isinstance(items, list) else ()):
@@ -89,7 +90,7 @@ def _unique(issues: list[Issue]) -> list[Issue]:
     return out
 
 
-def _profiles(resource: dict[str, Any], path: str, extra: list[str], unknown_profile: str) -> list[Issue]:
+def _profiles(resource: Resource, path: str, extra: list[str], unknown_profile: str) -> list[Issue]:
     issues: list[Issue] = []
     meta = resource.get("meta")
     claimed = meta.get("profile") if isinstance(meta, dict) else None

@@ -24,6 +24,7 @@ import re
 from typing import Any
 
 from fhir_common.outcome import Issue
+from fhir_common.types import Resource
 
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*:")
 _CONDITIONAL = re.compile(r"[A-Z][A-Za-z]+\?")
@@ -32,7 +33,7 @@ _PAGING = ("first", "previous", "next", "last")
 _SEARCH_LINKS = ("searchset", "history")
 
 
-def bundle_rules(bundle: dict[str, Any], path: str, issues: list[Issue]) -> None:
+def bundle_rules(bundle: Resource, path: str, issues: list[Issue]) -> None:
     """Links, searchset entries and references between entries of ``bundle`` (at ``path``)."""
     btype = bundle.get("type")
     raw = bundle.get("entry")
@@ -45,7 +46,7 @@ def bundle_rules(bundle: dict[str, Any], path: str, issues: list[Issue]) -> None
 
 # -- links ------------------------------------------------------------------------------------------------
 
-def _links(bundle: dict[str, Any], btype: Any, path: str, issues: list[Issue]) -> None:
+def _links(bundle: Resource, btype: Any, path: str, issues: list[Issue]) -> None:
     links = bundle.get("link")
     seen: set[str] = set()
     for i, link in enumerate(links if isinstance(links, list) else ()):
@@ -68,7 +69,7 @@ def _links(bundle: dict[str, Any], btype: Any, path: str, issues: list[Issue]) -
 
 # -- searchset ----------------------------------------------------------------------------------------------
 
-def _searched_types(bundle: dict[str, Any]) -> list[str]:
+def _searched_types(bundle: Resource) -> list[str]:
     """The types the ``self`` link searched: its last path segment, else its ``_type`` parameter."""
     for link in bundle.get("link") or ():
         if isinstance(link, dict) and link.get("relation") == "self" and isinstance(link.get("url"), str):
@@ -80,7 +81,7 @@ def _searched_types(bundle: dict[str, Any]) -> list[str]:
     return []
 
 
-def _searchset(bundle: dict[str, Any], entries: list[dict[str, Any]], path: str, issues: list[Issue]) -> None:
+def _searchset(bundle: Resource, entries: list[dict[str, Any]], path: str, issues: list[Issue]) -> None:
     types = _searched_types(bundle)
     for i, entry in enumerate(entries):
         where = f"{path}.entry[{i}]"

@@ -16,6 +16,7 @@ from typing import Any
 
 from fhir_common.narrative import check_div
 from fhir_common.outcome import Issue
+from fhir_common.types import Resource
 
 from . import primitives
 from .bundles import bundle_rules
@@ -58,7 +59,7 @@ SIMPLE_QUANTITY = frozenset({"Immunization.doseQuantity"})
 class Frame:
     """Per-resource state: the resource (for %resource) and its contained ids / local references."""
 
-    resource: dict[str, Any]
+    resource: Resource
     contained: dict[str, str] = field(default_factory=dict)  # id → resourceType
     local_refs: set[str] = field(default_factory=set)
 
@@ -223,7 +224,7 @@ class Validator:
                 issues.append(Issue("error", "required", f"Missing required element '{node.name}' "
                                                          f"(minimum {node.min})", (f"{path}.{node.name}",)))
         for inv in model.invariants:
-            if not inv.check(_aliased(model, obj), frame.resource):  # type: ignore[misc]
+            if inv.check is not None and not inv.check(_aliased(model, obj), frame.resource):
                 issues.append(Issue(inv.severity, "invariant", f"Constraint failed: {inv.key}: {inv.human}", (path,)))
 
     def _element(self, node: Node, t: str, value: Any, companion: Any, parent: str, frame: Frame,
@@ -399,7 +400,7 @@ class Validator:
         if isinstance(system, str) and ":" not in system:
             issues.append(Issue("warning", "value", f"Coding.system should be an absolute reference, not a local "
                                                   f"reference ('{system}')", (f"{path}.system",)))
-        codes = self.defs.codesystems.get(system)  # type: ignore[arg-type]
+        codes = self.defs.codesystems.get(system) if isinstance(system, str) else None
         code = v.get("code")
         if codes is not None and isinstance(code, str) and code not in codes:
             issues.append(Issue("error", "code-invalid", f"Unknown code '{code}' in the code system "
@@ -571,7 +572,7 @@ _RESTFUL = re.compile(r"(https?://([A-Za-z0-9.:%$]*/)*)?([A-Z][A-Za-z]+)/[A-Za-z
 _FULLURL_OPTIONAL = frozenset({"transaction", "transaction-response", "batch", "batch-response"})
 
 
-def _bundle_rules(bundle: dict[str, Any], path: str, issues: list[Issue]) -> None:
+def _bundle_rules(bundle: Resource, path: str, issues: list[Issue]) -> None:
     """The HL7 validator's Bundle rules (BundleValidator): an absolute fullUrl, which when it looks like a RESTful
     URL ends with its resource's [type]/[id]; a fullUrl on every entry except in transactions and batches."""
     entries = bundle.get("entry")
@@ -592,9 +593,9 @@ def _bundle_rules(bundle: dict[str, Any], path: str, issues: list[Issue]) -> Non
                                 (f"{where}.fullUrl",)))
             continue
         rt = res.get("resourceType") if isinstance(res, dict) else None
-        if not isinstance(rt, str) or not _RESTFUL.fullmatch(full):
+        if not isinstance(res, dict) or not isinstance(rt, str) or not _RESTFUL.fullmatch(full):
             continue
-        rid = res.get("id")  # type: ignore[union-attr]
+        rid = res.get("id")
         if not isinstance(rid, str):
             issues.append(Issue("error", "invalid", f"The fullUrl '{full}' looks like a RESTful server URL, so the "
                                                     "resource must have an id", (f"{where}.fullUrl",)))

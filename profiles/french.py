@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from fhir_common.outcome import Issue
+from fhir_common.types import Resource
 
 NIR_OID = "urn:oid:1.2.250.1.213.1.4.8"
 NIA_OID = "urn:oid:1.2.250.1.213.1.4.9"
@@ -26,7 +27,7 @@ def nir_key_ok(value: str) -> bool:
     return 97 - int(body) % 97 == int(value[13:])
 
 
-def nir_key_issues(resource: dict[str, Any], root: str) -> list[Issue]:
+def nir_key_issues(resource: Resource, root: str) -> list[Issue]:
     issues = []
     for i, ident in enumerate(resource.get("identifier") or ()):
         if not isinstance(ident, dict) or ident.get("system") not in (NIR_OID, NIA_OID):
@@ -39,7 +40,7 @@ def nir_key_issues(resource: dict[str, Any], root: str) -> list[Issue]:
     return issues
 
 
-def _provide_bundle(bundle: dict[str, Any], root: str) -> list[Issue]:
+def _provide_bundle(bundle: Resource, root: str) -> list[Issue]:
     """ITI-65 (PDSm): every attachment.url names a Binary of the Bundle, and the SubmissionSet and the
     DocumentReferences concern the same patient."""
     issues: list[Issue] = []
@@ -79,7 +80,7 @@ def _provide_bundle(bundle: dict[str, Any], root: str) -> list[Issue]:
     return issues
 
 
-def custom_checks(extra: dict[str, Any], resource: dict[str, Any], root: str) -> list[Issue]:
+def custom_checks(extra: dict[str, Any], resource: Resource, root: str) -> list[Issue]:
     """The checks a profile's ``extra`` switches on."""
     issues: list[Issue] = []
     if extra.get("nir_key"):
@@ -97,7 +98,7 @@ _RELIABILITY = "https://hl7.fr/ig/fhir/core/StructureDefinition/fr-core-identity
 _INS_OIDS = ("urn:oid:1.2.250.1.213.1.4.10", "urn:oid:1.2.250.1.213.1.4.11")
 
 
-def _validated(patient: dict[str, Any]) -> bool:
+def _validated(patient: Resource) -> bool:
     for ext in patient.get("extension") or ():
         if isinstance(ext, dict) and ext.get("url") == _RELIABILITY:
             for sub in ext.get("extension") or ():
@@ -112,7 +113,7 @@ def _identifiers(patient: dict[str, Any]) -> list[dict[str, Any]]:
     return [i for i in patient.get("identifier") or () if isinstance(i, dict)]
 
 
-def fr_core_1(patient: Any, _resource: dict[str, Any]) -> bool:
+def fr_core_1(patient: Any, _resource: Resource) -> bool:
     if not isinstance(patient, dict) or not _validated(patient):
         return True
     for i in _identifiers(patient):
@@ -123,7 +124,7 @@ def fr_core_1(patient: Any, _resource: dict[str, Any]) -> bool:
     return False
 
 
-def fr_core_2(patient: Any, _resource: dict[str, Any]) -> bool:
+def fr_core_2(patient: Any, _resource: Resource) -> bool:
     if not isinstance(patient, dict) or not _validated(patient):
         return True
     ids = _identifiers(patient)
@@ -151,7 +152,7 @@ def _sub_codes(ext: dict[str, Any], url: str) -> set[str]:
     return out
 
 
-def comment_requires_prov(patient: Any, _resource: dict[str, Any]) -> bool:
+def comment_requires_prov(patient: Any, _resource: Resource) -> bool:
     if not isinstance(patient, dict):
         return True
     for ext in patient.get("extension") or ():

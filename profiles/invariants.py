@@ -19,13 +19,14 @@ from functools import cache
 from typing import Any
 
 from fhir_common.fhirpath import FHIRPathError, check_compiles, evaluate
+from fhir_common.types import Resource
 
 log = logging.getLogger(__name__)
 
 # evaluated by the engine during the walk
 ENGINE_RULES = frozenset({"ele-1", "ext-1", "ref-1", "dom-2", "dom-3", "dom-4", "dom-5", "dom-6", "txt-1", "txt-2"})
 
-Check = Callable[[Any, dict[str, Any]], bool]
+Check = Callable[[Any, Resource], bool]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +47,7 @@ def _when(value: str) -> datetime | str:
     return value
 
 
-def _per1(v: Any, _r: dict[str, Any]) -> bool:
+def _per1(v: Any, _r: Resource) -> bool:
     start, end = v.get("start"), v.get("end")
     if not isinstance(start, str) or not isinstance(end, str):
         return True
@@ -60,18 +61,18 @@ def _per1(v: Any, _r: dict[str, Any]) -> bool:
     return start[:n] <= end[:n]
 
 
-def _entries(bundle: dict[str, Any]) -> list[dict[str, Any]]:
+def _entries(bundle: Resource) -> list[dict[str, Any]]:
     entries = bundle.get("entry")
     return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
 
 
-def _first_resource_type(bundle: dict[str, Any]) -> Any:
+def _first_resource_type(bundle: Resource) -> Any:
     entries = _entries(bundle)
     res = entries[0].get("resource") if entries else None
     return res.get("resourceType") if isinstance(res, dict) else None
 
 
-def _bdl7(b: dict[str, Any], _r: dict[str, Any]) -> bool:
+def _bdl7(b: Resource, _r: Resource) -> bool:
     if b.get("type") == "history":
         return True
     keys = []
@@ -117,7 +118,7 @@ def _fhirpath(expression: str) -> Check | None:
         log.info("invariant not compiled (%s): %s", exc, expression)
         return None
 
-    def check(value: Any, resource: dict[str, Any]) -> bool:
+    def check(value: Any, resource: Resource) -> bool:
         try:
             result = evaluate(prepared, value, {"resource": resource, "rootResource": resource, "context": value})
         except FHIRPathError:  # fhirpathpy gaps (functions, type resolution): not the client's fault

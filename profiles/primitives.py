@@ -70,7 +70,7 @@ def _dated(pattern: re.Pattern[str], what: str) -> Callable[[object], str | None
     base = _regex(pattern, what)
 
     def check(value: object) -> str | None:
-        return base(value) or _calendar(value)  # type: ignore[arg-type]
+        return base(value) or (_calendar(value) if isinstance(value, str) else None)  # base accepts strings only
 
     return check
 
@@ -150,9 +150,9 @@ CHECKS: dict[str, Callable[[object], str | None]] = {
 def _fast(type_code: str) -> Callable[[object], bool]:
     fn = CHECKS[type_code]
     if type_code in ("string", "markdown"):
-        return lambda v: fn(v) is None and not (v[:1].isspace() or v[-1:].isspace())  # type: ignore[index]
+        return lambda v: fn(v) is None and isinstance(v, str) and not (v[:1].isspace() or v[-1:].isspace())
     if type_code in ("uri", "url", "canonical"):
-        return lambda v: fn(v) is None and v[:1] != "#"  # type: ignore[index]
+        return lambda v: fn(v) is None and isinstance(v, str) and v[:1] != "#"
     return lambda v: fn(v) is None
 
 

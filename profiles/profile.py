@@ -32,6 +32,7 @@ from functools import cache
 from typing import Any
 
 from fhir_common.outcome import Issue
+from fhir_common.types import Resource
 
 from .engine import Validator, _matches
 from .invariants import Invariant, compile_invariant
@@ -208,7 +209,7 @@ class ProfileChecker:
         self.defs = defs or definitions()
         self._base = Validator(self.defs)
 
-    def check(self, profile: Profile, resource: dict[str, Any], path: str | None = None) -> list[Issue]:
+    def check(self, profile: Profile, resource: Resource, path: str | None = None) -> list[Issue]:
         issues: list[Issue] = []
         root = path or str(resource.get("resourceType"))
         for p in chain(profile):
@@ -226,13 +227,13 @@ class ProfileChecker:
                 issues.extend(custom_checks(p.extra, resource, root))
         return issues
 
-    def _invariant(self, inv: Invariant, value: Any, resource: dict[str, Any], path: str, issues: list[Issue],
+    def _invariant(self, inv: Invariant, value: Any, resource: Resource, path: str, issues: list[Issue],
                    p: Profile) -> None:
         if inv.check is not None and not inv.check(value, resource):
             issues.append(Issue(inv.severity, "invariant", f"Constraint failed: {inv.key}: {inv.human} "
                                                            f"(profile {p.name})", (path,)))
 
-    def _apply(self, rule: Rule, obj: Any, path: str, resource: dict[str, Any], issues: list[Issue],
+    def _apply(self, rule: Rule, obj: Any, path: str, resource: Resource, issues: list[Issue],
                p: Profile) -> None:
         if not isinstance(obj, dict):
             return
@@ -265,7 +266,7 @@ class ProfileChecker:
         if rule.slices:
             self._slices(rule, items, where, resource, issues, p)
 
-    def _item(self, rule: Rule, value: Any, ipath: str, resource: dict[str, Any], issues: list[Issue],
+    def _item(self, rule: Rule, value: Any, ipath: str, resource: Resource, issues: list[Issue],
               p: Profile) -> None:
         if value is None:
             return
@@ -331,7 +332,7 @@ class ProfileChecker:
                 value.get("resourceType") == base.rsplit("/", 1)[-1]
         return not any(i.severity in ("error", "fatal") for i in self.check(profile, value))
 
-    def _slices(self, rule: Rule, items: list[tuple[Any, str]], where: str, resource: dict[str, Any],
+    def _slices(self, rule: Rule, items: list[tuple[Any, str]], where: str, resource: Resource,
                 issues: list[Issue], p: Profile) -> None:
         counts = {s.name: 0 for s in rule.slices}
         order = {s.name: i for i, s in enumerate(rule.slices)}

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from fhir_common.outcome import Issue
+from fhir_common.types import Resource
 
 _ID_RE = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 
@@ -44,7 +45,7 @@ def fhirpath_of(resource_type: str, loc: tuple[Any, ...]) -> str:
     return path
 
 
-def validate_structure(resource: dict[str, Any]) -> list[Issue]:
+def validate_structure(resource: Resource) -> list[Issue]:
     """Issues (all of severity error) that make ``resource`` structurally invalid."""
     resource_type = resource.get("resourceType")
     if not isinstance(resource_type, str):

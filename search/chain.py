@@ -20,8 +20,9 @@ A resolution that would exceed :data:`MAX_IDS` ids is refused (``too-costly``), 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
+from fhir_common.types import EsQuery, SearchParams
 from search.errors import SearchError
 from search.normalize import normalize_string
 from search.params.base import any_of, match_nothing, split_escaped, unescape
@@ -37,12 +38,12 @@ class Resolver(Protocol):
 
     def served_types(self) -> Sequence[str]: ...
 
-    def matching_ids(self, resource_type: str, params: list[tuple[str, str]]) -> list[str]:
+    def matching_ids(self, resource_type: str, params: SearchParams) -> list[str]:
         """Ids of ``resource_type`` matching ``params`` (compiled recursively); raise if > MAX_IDS."""
         ...
 
     def referenced_ids(
-        self, source_type: str, ref_param: str, params: list[tuple[str, str]], target_type: str
+        self, source_type: str, ref_param: str, params: SearchParams, target_type: str
     ) -> list[str]:
         """Ids of ``target_type`` referenced through ``ref_param`` by ``source_type`` resources matching ``params``."""
         ...
@@ -67,13 +68,13 @@ def _need(resolver: Resolver | None, name: str) -> Resolver:
     return resolver
 
 
-def _ref_terms(field: str, refs: list[str]) -> dict[str, Any]:
+def _ref_terms(field: str, refs: list[str]) -> EsQuery:
     return {"terms": {field: refs}} if refs else match_nothing()
 
 
 def _contained_clause(
     param: SearchParameter, rest: str, type_modifier: str | None, value: str
-) -> dict[str, Any] | None:
+) -> EsQuery | None:
     code, _, modifier = rest.partition(":")
     spec = CONTAINED_CHAINS.get(code)
     if spec is None or "." in rest or modifier:
@@ -102,7 +103,7 @@ def _contained_clause(
 
 def chain_clause(
     registry: SearchParameterRegistry, resource_type: str, name: str, value: str, resolver: Resolver | None
-) -> dict[str, Any]:
+) -> EsQuery:
     """The clause of one chained parameter occurrence ``head[:Type].rest=value``."""
     head, _, rest = name.partition(".")
     code, _, type_modifier = head.partition(":")
@@ -119,7 +120,7 @@ def chain_clause(
     served = [t for t in candidates if t in served_types]
     rest_code = rest.split(".", 1)[0].split(":", 1)[0]
     applicable = [t for t in served if registry.get(t, rest_code) is not None or rest_code == "_has"]
-    clauses: list[dict[str, Any]] = []
+    clauses: list[EsQuery] = []
     for target in applicable:
         if not res.refers_to_type(resource_type, code, target):
             clauses.append(match_nothing())
@@ -140,7 +141,7 @@ def chain_clause(
 
 def has_clause(
     registry: SearchParameterRegistry, resource_type: str, name: str, value: str, resolver: Resolver | None
-) -> dict[str, Any]:
+) -> EsQuery:
     """``_has:Source:refParam:rest=value`` -> ids of ``resource_type`` referenced by matching Sources."""
     parts = name.split(":")
     if len(parts) < 4 or not all(parts[1:4]):
@@ -158,7 +159,7 @@ def has_clause(
     return {"terms": {"id": ids}} if ids else match_nothing()
 
 
-def list_clause(resource_type: str, name: str, values: list[str], resolver: Resolver | None) -> dict[str, Any]:
+def list_clause(resource_type: str, name: str, values: list[str], resolver: Resolver | None) -> EsQuery:
     """``_list=a,b``: resources of this type that are items of List a or List b."""
     res = _need(resolver, name)
     ids: list[str] = []

@@ -22,6 +22,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
+from fhir_common.types import Resource
 from search import fulltext
 from search.fhirpath import evaluate
 from search.params import handler_for
@@ -51,7 +52,7 @@ class IndexDocumentBuilder:
         self.base_url = base_url
         self.skip_absent = skip_absent
 
-    def build(self, resource: dict[str, Any]) -> dict[str, Any]:
+    def build(self, resource: Resource) -> dict[str, Any]:
         """The ES document body (the caller sets ``_id`` = id and external version = versionId)."""
         rtype = resource["resourceType"]
         rid = resource.get("id")
@@ -83,7 +84,7 @@ class IndexDocumentBuilder:
         doc["sp"] = sp
         return doc
 
-    def values(self, param: SearchParameter, resource: dict[str, Any]) -> list[FhirValue]:
+    def values(self, param: SearchParameter, resource: Resource) -> list[FhirValue]:
         """The typed values of ``param`` in ``resource`` (``resolve() is X`` filters applied)."""
         out: list[FhirValue] = []
         for path in param.paths:
@@ -95,7 +96,7 @@ class IndexDocumentBuilder:
             out.extend(found)
         return out
 
-    def _index_param(self, param: SearchParameter, resource: dict[str, Any], ctx: IndexContext) -> dict[str, Any]:
+    def _index_param(self, param: SearchParameter, resource: Resource, ctx: IndexContext) -> dict[str, Any]:
         handler = handler_for(param.type)
         if handler is None:
             return {}
@@ -130,7 +131,7 @@ def _first_element(expression: str) -> str | None:
     return stripped.split(".")[1]
 
 
-def _top_element_absent(expression: str, resource: dict[str, Any]) -> bool:
+def _top_element_absent(expression: str, resource: Resource) -> bool:
     first = _first_element(expression)
     if first is None:
         return False
@@ -141,7 +142,7 @@ def _top_element_absent(expression: str, resource: dict[str, Any]) -> bool:
     return not any(k.startswith(first) and len(k) > n and k[n].isupper() for k in resource)
 
 
-def _meta(resource: dict[str, Any]) -> dict[str, Any]:
+def _meta(resource: Resource) -> dict[str, Any]:
     meta = resource.get("meta") or {}
     out: dict[str, Any] = {}
     version = meta.get("versionId")

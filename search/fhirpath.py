@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from fhir_common.fhirpath import evaluate_nodes
+from fhir_common.types import Resource
 from search.params.base import FhirValue
 
 
-def evaluate(expression: str, resource: dict[str, Any]) -> list[FhirValue]:
+def evaluate(expression: str, resource: Resource) -> list[FhirValue]:
     """Evaluate ``expression`` on ``resource``, returning values with their FHIR type names."""
     out: list[FhirValue] = []
     for node in evaluate_nodes(expression, resource):

@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from fhir_common.types import EsQuery, Resource
 from search.errors import SearchError
 from search.normalize import normalize_string
 from search.params.base import any_of, unescape
@@ -28,7 +29,7 @@ _TAG = re.compile(r"<[^>]+>")
 _SKIP_KEYS = frozenset({"data", "div", "resourceType", "id", "url", "system", "reference", "fullUrl"})
 
 
-def narrative_text(resource: dict[str, Any]) -> str:
+def narrative_text(resource: Resource) -> str:
     """The human-readable text of ``Resource.text.div`` (markup removed, entities decoded)."""
     div = (resource.get("text") or {}).get("div")
     return html.unescape(_TAG.sub(" ", div)) if isinstance(div, str) else ""
@@ -46,14 +47,14 @@ def _strings(node: Any, key: str = "") -> Iterator[str]:
             yield from _strings(v, key)
 
 
-def fields(resource: dict[str, Any]) -> dict[str, str]:
+def fields(resource: Resource) -> dict[str, str]:
     """``{"narrative": ..., "content": ...}`` (empty entries left out) for the index document."""
     narrative = normalize_string(narrative_text(resource))[:MAX_CHARS]
     content = normalize_string(" ".join([narrative, *_strings(resource)]))[:MAX_CHARS]
     return {k: v for k, v in (("narrative", narrative), ("content", content)) if v}
 
 
-def compile_query(code: str, modifier: str | None, values: Sequence[str], name: str) -> dict[str, Any]:
+def compile_query(code: str, modifier: str | None, values: Sequence[str], name: str) -> EsQuery:
     if modifier is not None:
         raise SearchError(f"modifier :{modifier} is not supported on {code}", name)
     clauses = []

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from fhir_common.types import EsQuery, SearchParams
 from search import fulltext
 from search.chain import Resolver, chain_clause, has_clause, list_clause
 from search.errors import SearchError
@@ -50,13 +51,13 @@ class CompiledSearch:
     """Everything the HTTP layer needs to run one search against the type's index."""
 
     resource_type: str
-    query: dict[str, Any]
+    query: EsQuery
     sort: list[Any]
     count: int | None = None
     total: str | None = None
     summary: str | None = None
     elements: list[str] | None = None
-    self_params: list[tuple[str, str]] = field(default_factory=list)
+    self_params: SearchParams = field(default_factory=list)
     includes: list[str] = field(default_factory=list)
     revincludes: list[str] = field(default_factory=list)
     #: ``"_include=<value>"`` / ``"_revinclude=<value>"`` given with ``:iterate`` (R4 also accepts ``:recurse``)
@@ -81,7 +82,7 @@ def compile_search(
     """
     ctx = QueryContext(base_url.rstrip("/"), now or datetime.now().astimezone())
     known = registry.for_type(resource_type)
-    filters: list[dict[str, Any]] = [{"term": {"resource_type": resource_type}}]
+    filters: list[EsQuery] = [{"term": {"resource_type": resource_type}}]
     out = CompiledSearch(resource_type, {}, [])
     sort_value: str | None = None
     for name, value in params:
@@ -142,7 +143,7 @@ def _unknown(name: str, resource_type: str, strict: bool) -> None:
 
 def _criterion(
     param: SearchParameter, modifier: str | None, values: list[str], ctx: QueryContext, name: str
-) -> dict[str, Any]:
+) -> EsQuery:
     """One parameter occurrence (OR over its comma-separated values)."""
     if modifier == "missing":
         return any_of([_missing(param, v, name) for v in values])
@@ -159,7 +160,7 @@ def _criterion(
     return handler.compile_query(param, modifier, values, ctx, name)
 
 
-def _missing(param: SearchParameter, value: str, name: str) -> dict[str, Any]:
+def _missing(param: SearchParameter, value: str, name: str) -> EsQuery:
     if value not in ("true", "false"):
         raise SearchError(f":missing expects true or false, got {value!r}", name)
     if param.code == "_id":

@@ -8,6 +8,7 @@ import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from fhir_common.types import Resource
 from fhir_server.errors import FHIRError, bad_request
 from fhir_server.formats import XMLFormatError, from_xml, numbers
 from fhir_server.limits import MAX_DEPTH, depth_ok
@@ -138,7 +139,7 @@ def _loads(raw: bytes) -> Any:
         raise bad_request(f"Malformed JSON: {exc}") from exc
 
 
-async def parse_resource(ctype: str, raw: bytes) -> dict[str, Any]:
+async def parse_resource(ctype: str, raw: bytes) -> Resource:
     """FHIR JSON or XML bytes as a JSON object, or 400 with what is wrong."""
     if not raw.strip():
         raise bad_request("The request body is empty")
@@ -166,7 +167,7 @@ def parse_json(raw: bytes) -> Any:
     return data
 
 
-async def read_resource(request: Request, max_bytes: int) -> dict[str, Any]:
+async def read_resource(request: Request, max_bytes: int) -> Resource:
     """The resource in the body (FHIR JSON or XML) as JSON, or a FHIRError with the right status (413, 415, 400)."""
     ctype = media_of(request.headers.get("content-type", ""))
     if ctype not in JSON_TYPES and ctype not in XML_TYPES:

@@ -16,11 +16,10 @@ element at fault in ``expression``) instead of tying up the store or Elasticsear
 
 from __future__ import annotations
 
-from typing import Any
-
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from fhir_common.types import Resource
 from fhir_server.errors import FHIRError
 from fhir_server.limits import chain_depth, check_search_params, has_depth
 from fhir_server.settings import Settings
@@ -58,7 +57,7 @@ async def _refuse(send: Send, err: FHIRError) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def check_bundle(bundle: dict[str, Any], settings: Settings) -> None:
+def check_bundle(bundle: Resource, settings: Settings) -> None:
     """413 ``too-costly`` for a Bundle with more entries than ``max_bundle_entries`` (checked before any work)."""
     entries = bundle.get("entry")
     if isinstance(entries, list) and len(entries) > settings.max_bundle_entries:

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from fhir_common.types import Resource
 from fhir_server.errors import FHIRError, Issue, operation_outcome
 from fhir_server.formats import numbers, to_xml
 from fhir_server.observability.metrics import count_es_error
@@ -63,7 +64,7 @@ def error_response(err: FHIRError, pretty: bool = False, fmt: str = "json") -> R
     return fhir_response(err.status, err.outcome(), dict(err.headers), pretty=pretty, fmt=fmt)
 
 
-def _information(msg: str) -> dict[str, Any]:
+def _information(msg: str) -> Resource:
     return operation_outcome([Issue("information", "informational", msg)])
 
 

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from fhir_common.types import Resource, SearchParams
 from fhir_server.audit.middleware import note as audit_note
 from fhir_server.context import ServerContext
 from fhir_server.errors import FHIRError, bad_request, not_found, unprocessable
@@ -65,7 +66,7 @@ def _pretty(request: Request) -> bool:
 
 
 def _type(request: Request, interaction: str) -> str:
-    name = request.path_params["type"]
+    name: str = request.path_params["type"]
     rt = served_type(name, _ctx(request).settings)
     if rt is None:
         raise not_found(f"Resource type '{name}' is not supported by this server")
@@ -112,7 +113,7 @@ def endpoint(fn: Callable[[Request], Awaitable[Result]], *, write: bool = False)
     return handle
 
 
-def _params(request: Request) -> list[tuple[str, str]]:
+def _params(request: Request) -> SearchParams:
     return list(request.query_params.multi_items())
 
 
@@ -249,7 +250,7 @@ async def _write(request: Request, method: str, type_: str, **kwargs: Any) -> Re
         raise _standalone(err, type_) from None
 
 
-def _no_conditional_references(resource: dict[str, Any]) -> None:
+def _no_conditional_references(resource: Resource) -> None:
     """A plain create or update resolves no conditional reference (only the transaction path does, which
     conditional create and update take): such a reference would be stored as a query. 422."""
     issues = conditional_references(resource)

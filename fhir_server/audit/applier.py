@@ -29,6 +29,7 @@ from typing import Any
 
 import orjson
 
+from fhir_common.types import Resource
 from fhir_server.storage import SQLResourceStore
 from fhir_server.storage.audit import AuditAppender, AuditRow, audit_id
 
@@ -73,7 +74,7 @@ class Applier:
     def damaged(self) -> int:
         return self.reader.damaged
 
-    def _lookup(self, type_: str, id_: str) -> dict[str, Any] | None:
+    def _lookup(self, type_: str, id_: str) -> Resource | None:
         if self._store is None:
             self._store = SQLResourceStore(self.store_url)
         stored = self._store.read(type_, id_)

@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 
 import orjson
 
+from fhir_common.types import Resource
 from fhir_server.security.policy import PATIENT_COMPARTMENT, compartment_patients
 from fhir_server.security.tokens import Principal
 from fhir_server.storage import format_instant
@@ -51,7 +52,7 @@ class AuditRecord:
     principal: Principal | None
     address: str | None
     content: Any = None  # the resource answered or written (bytes or dict), when the route set it
-    bundle: tuple[dict[str, Any], dict[str, Any]] | None = None  # (request, response) Bundles
+    bundle: tuple[Resource, Resource] | None = None  # (request, response) Bundles
     location: str | None = None  # the answer's Location header (the id a create gave)
     request_id: str | None = None  # X-Request-ID (the client's or generated): joins the trail to the logs
     acted: bool = False  # the answer came from a stored version (read or written), not a no-op on an absent id
@@ -91,7 +92,7 @@ def outcome(status: int) -> str:
     return "0" if status < 400 else "4" if status < 500 else "8"
 
 
-def patients_of(resource: dict[str, Any]) -> set[str]:
+def patients_of(resource: Resource) -> set[str]:
     """``Patient/x`` of the patients whose compartment holds a resource (the access policy's own reading);
     none for an AuditEvent, which is about what it records, not in whose compartment it is stored."""
     if resource.get("resourceType") == "AuditEvent":
@@ -112,7 +113,7 @@ def patients_of_query(type_: str | None, query: str) -> set[str]:
     return out
 
 
-def _load(content: Any) -> dict[str, Any] | None:
+def _load(content: Any) -> Resource | None:
     if isinstance(content, bytes | bytearray):
         try:
             data = orjson.loads(content)
@@ -190,7 +191,7 @@ def plain_facts(rec: AuditRecord) -> dict[str, Any]:
     return out
 
 
-def _entry_facts(request: dict[str, Any], response: dict[str, Any]) -> list[list[Any]]:
+def _entry_facts(request: Resource, response: Resource) -> list[list[Any]]:
     """[method, url, location, status, patients] of each Bundle entry."""
     out: list[list[Any]] = []
     for req_entry, resp_entry in zip(request.get("entry") or [], response.get("entry") or [], strict=False):
@@ -332,10 +333,10 @@ def columns(ef: dict[str, Any]) -> tuple[str, str, str, tuple[tuple[str, str], .
             tuple((k, r) for k, r in refs if isinstance(r, str) and len(r) <= 255))
 
 
-def render(ef: dict[str, Any], id_: str) -> dict[str, Any]:
+def render(ef: dict[str, Any], id_: str) -> Resource:
     """The AuditEvent (IHE BALP RESTful event) of stored facts."""
     code, status, recorded = str(ef["code"]), int(ef["s"]), format_instant(int(ef["t"]))
-    event: dict[str, Any] = {
+    event: Resource = {
         "resourceType": "AuditEvent",
         "id": id_,
         "meta": {"versionId": "1", "lastUpdated": recorded},
@@ -357,7 +358,7 @@ def render(ef: dict[str, Any], id_: str) -> dict[str, Any]:
     return event
 
 
-def stored_event(content: bytes, id_: str) -> dict[str, Any]:
+def stored_event(content: bytes, id_: str) -> Resource:
     """The AuditEvent of a stored row (rows written before facts were stored hold the AuditEvent itself)."""
-    data: dict[str, Any] = orjson.loads(content)
+    data: Resource = orjson.loads(content)
     return data if "resourceType" in data else render(data, id_)

@@ -26,6 +26,7 @@ from urllib.parse import urlencode
 
 import orjson
 
+from fhir_common.types import Resource, SearchParams
 from fhir_server import registry
 from fhir_server.errors import FHIRError, bad_request, not_found
 from fhir_server.interactions.paging import decode_cursor, encode_cursor, invalid_cursor, is_int, page_size, scope_of
@@ -136,11 +137,10 @@ def _dates(name: str, value: str) -> list[tuple[int | None, int | None]]:
     return out
 
 
-def _parse(ctx: ServerContext, params: list[tuple[str, str]], strict: bool) -> tuple[
-        AuditQuery, dict[str, str], list[tuple[str, str]]]:
+def _parse(ctx: ServerContext, params: SearchParams, strict: bool) -> tuple[AuditQuery, dict[str, str], SearchParams]:
     q = AuditQuery()
     control: dict[str, str] = {}
-    used: list[tuple[str, str]] = []
+    used: SearchParams = []
     for name, value in params:
         base, _, modifier = name.partition(":")
         if base in _TRANSPORT:
@@ -195,7 +195,7 @@ def _view(principal: Principal | None, interaction: str) -> AuditView | None:
     return view
 
 
-def _hidden_documents(ctx: ServerContext, params: list[tuple[str, str]]) -> list[str]:
+def _hidden_documents(ctx: ServerContext, params: SearchParams) -> list[str]:
     """``DocumentReference/<id>`` of the documents designated by ``params``, from the search index."""
     from fhir_server.interactions.search_exec import EsResolver  # the interaction layer imports this module
 
@@ -233,7 +233,7 @@ def _caught_up(ctx: ServerContext) -> None:
                         headers={"Retry-After": "1"})
 
 
-def search(ctx: ServerContext, raw_params: list[tuple[str, str]], *, strict: bool = False,
+def search(ctx: ServerContext, raw_params: SearchParams, *, strict: bool = False,
            policy: AccessPolicy | None = None) -> Result:
     """``raw_params``: the client's (``authz.search_params`` adds none for AuditEvent); ``policy``: the caller's,
     whose audit view (``policy.audit_view``) this search applies in its SQL."""
@@ -284,8 +284,8 @@ def search(ctx: ServerContext, raw_params: list[tuple[str, str]], *, strict: boo
         last_id, last_t, _ = rows[-1]
         cursor = encode_cursor(ctx.cursor_key, scope, {"t": last_t, "i": last_id})
         links.append({"relation": "next", "url": f"{base}?{query}{'&' if query else ''}_cursor={cursor}"})
-    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset",
-                              "meta": {"lastUpdated": format_instant(now_us())}}
+    bundle: Resource = {"resourceType": "Bundle", "type": "searchset",
+                        "meta": {"lastUpdated": format_instant(now_us())}}
     if (summary == "count" or total_mode != "none") and q.after is None and not withheld:
         bundle["total"] = log.count(q)
     bundle["link"] = links

@@ -15,6 +15,7 @@ import binascii
 import hashlib
 from typing import Any
 
+from fhir_common.types import Resource
 from fhir_server.errors import FHIRError, bad_request
 
 FHIR_MEDIA = {"application/fhir+json", "application/json+fhir", "application/fhir+xml", "application/xml+fhir"}
@@ -37,12 +38,12 @@ def sha1_b64(content: bytes) -> str:
     return base64.b64encode(hashlib.sha1(content).digest()).decode("ascii")
 
 
-def make_binary(content_type: str, content: bytes) -> dict[str, Any]:
+def make_binary(content_type: str, content: bytes) -> Resource:
     return {"resourceType": "Binary", "contentType": content_type,
             "data": base64.b64encode(content).decode("ascii")}
 
 
-def raw_content(resource: dict[str, Any]) -> tuple[str, bytes]:
+def raw_content(resource: Resource) -> tuple[str, bytes]:
     """(contentType, bytes) of a stored Binary."""
     content_type = resource.get("contentType")
     if not isinstance(content_type, str) or not content_type:

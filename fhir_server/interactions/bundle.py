@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qsl
 
+from fhir_common.types import Resource
 from fhir_server.context import ServerContext
 from fhir_server.errors import FHIRError, Issue, not_found, operation_outcome
 from fhir_server.registry import store_of
@@ -78,7 +79,7 @@ def _response_entry(ctx: ServerContext, entry: Entry, prefer_return: str) -> dic
     return out
 
 
-def _bundle(kind: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+def _bundle(kind: str, entries: list[dict[str, Any]]) -> Resource:
     return {"resourceType": "Bundle", "type": kind, "meta": {"lastUpdated": format_instant(now_us())},
             "entry": entries}
 
@@ -104,7 +105,7 @@ def batch(ctx: ServerContext, entries: list[Entry], prefer_return: str) -> Resul
     return Result(200, _bundle("batch-response", out))
 
 
-def process(ctx: ServerContext, bundle: dict[str, Any], prefer_return: str | None = None,
+def process(ctx: ServerContext, bundle: Resource, prefer_return: str | None = None,
             access: EntryAccess | None = None) -> Result:
     """POST [base] with a batch or transaction Bundle; ``access``: the caller's policy for each entry."""
     kind, entries = parse_bundle(ctx, bundle)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fhir_common.types import Resource
 from fhir_server import __version__
 from fhir_server.context import ServerContext
 from fhir_server.registry import ResourceType, served_types, store_of
@@ -82,7 +83,7 @@ def _validate_only(type_: str) -> dict[str, Any]:
             "documentation": "Not stored: $validate only (the resource is checked, never kept)."}
 
 
-def capability_statement(ctx: ServerContext) -> dict[str, Any]:
+def capability_statement(ctx: ServerContext) -> Resource:
     served = served_types(ctx.settings)
     resources = [_resource(ctx, rt) for rt in served]
     resources += [_validate_only(t) for t in validate_only_types({rt.name for rt in served})]
@@ -95,7 +96,7 @@ def capability_statement(ctx: ServerContext) -> dict[str, Any]:
     security = capability_security(ctx.settings)
     if security is not None:
         rest["security"] = security
-    statement: dict[str, Any] = {
+    statement: Resource = {
         "resourceType": "CapabilityStatement",
         "status": "active",
         "date": format_instant(now_us()),

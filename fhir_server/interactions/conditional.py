@@ -40,9 +40,10 @@ import zlib
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode
 
+from fhir_common.types import EsQuery, SearchParams
 from fhir_server.errors import FHIRError, bad_request
 from fhir_server.registry import get_type
 from fhir_server.storage import WriteUnit
@@ -93,7 +94,7 @@ def _token(raw: str) -> tuple[str | None, str | None]:
     return system, (value or None)
 
 
-def _fast(pairs: list[tuple[str, str]]) -> tuple[Criterion, ...] | None:
+def _fast(pairs: SearchParams) -> tuple[Criterion, ...] | None:
     out: list[Criterion] = []
     for name, value in pairs:
         if name not in ("_id", "identifier") or "\\" in value:
@@ -105,10 +106,10 @@ def _fast(pairs: list[tuple[str, str]]) -> tuple[Criterion, ...] | None:
     return tuple(out)
 
 
-def analyse(type_: str, query: str | list[tuple[str, str]], where: str) -> Criteria:
+def analyse(type_: str, query: str | SearchParams, where: str) -> Criteria:
     """The criteria of ``Type?query``; 400 (naming ``where``) when there are none or a value is empty."""
     pairs = parse_qsl(query, keep_blank_values=True) if isinstance(query, str) else list(query)
-    kept: list[tuple[str, str]] = []
+    kept: SearchParams = []
     for name, value in pairs:
         if name in _IGNORED:
             continue
@@ -149,7 +150,7 @@ def if_none_exist_query(raw: str, type_: str, base_url: str, where: str) -> str:
     return query
 
 
-def parse_criteria(type_: str, query: str | list[tuple[str, str]], where: str) -> list[Criterion]:
+def parse_criteria(type_: str, query: str | SearchParams, where: str) -> list[Criterion]:
     """Fast-path criteria of ``Type?query`` (identifier/_id only); 400 for anything else."""
     crit = analyse(type_, query, where)
     if crit.fast is None:
@@ -181,7 +182,7 @@ def match(unit: WriteUnit, type_: str, criteria: list[Criterion] | tuple[Criteri
 
 # -- general path ---------------------------------------------------------------------------------
 
-def check_general(ctx: ServerContext, crit: Criteria, where: str, policy: AccessPolicy | None = None) -> dict[str, Any]:
+def check_general(ctx: ServerContext, crit: Criteria, where: str, policy: AccessPolicy | None = None) -> EsQuery:
     """The Elasticsearch query of general criteria; 400 naming ``where`` when they cannot be searched.
 
     ``policy``: the caller's (None: unrestricted). Its chains, ``_has`` and ``_list`` run under it as in the

@@ -7,8 +7,7 @@ one path: ``transaction.single`` / ``bundle.process`` → one store transaction 
 
 from __future__ import annotations
 
-from typing import Any
-
+from fhir_common.types import Resource
 from fhir_server.context import ServerContext
 from fhir_server.errors import (
     FHIRError,
@@ -27,7 +26,7 @@ from profiles import validate
 from .result import Result
 
 
-def validate_resource(resource: dict[str, Any], settings: Settings | None = None) -> list[Issue]:
+def validate_resource(resource: Resource, settings: Settings | None = None) -> list[Issue]:
     """Base R4 + claimed and required profiles (profiles.validate); errors → 422, the rest is returned."""
     issues = validate(resource, required=settings.validation_required_profiles if settings else None,
                       unknown_profile=settings.validation_unknown_profile if settings else "warning")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
 
+from fhir_common.types import Resource, SearchParams
 from fhir_server.context import ServerContext
 from fhir_server.errors import FHIRError, Issue, bad_request, not_found
 from fhir_server.registry import served_type
@@ -42,23 +43,23 @@ class EntryAccess(Protocol):
     not see is treated exactly as one that does not exist."""
 
     def authorize(self, type_: str, interaction: str, id_: str | None, vid: str | None,
-                  resource: dict[str, Any] | None) -> None:
+                  resource: Resource | None) -> None:
         """Before the entry runs: 403 without a scope for the type and interaction."""
 
-    def sees(self, type_: str, resource: dict[str, Any], interaction: str, read: Reader) -> bool:
+    def sees(self, type_: str, resource: Resource, interaction: str, read: Reader) -> bool:
         """Whether the caller may see this stored resource (``read``: for a Binary's ``securityContext``)."""
 
-    def may_write(self, type_: str, resource: dict[str, Any], interaction: str) -> bool:
+    def may_write(self, type_: str, resource: Resource, interaction: str) -> bool:
         """Whether content the caller writes stays within what it may see."""
 
     def chooses_ids(self, type_: str) -> bool:
         """Whether the caller may create with an id of its choice (update-as-create): only a caller who sees
         every resource of the type, else "hidden" and "unknown" would answer differently."""
 
-    def guard(self, interaction: str) -> Callable[[dict[str, Any]], bool]:
+    def guard(self, interaction: str) -> Callable[[Resource], bool]:
         """Whether a stored resource (not a Binary) may be seen: :meth:`sees` without a reader."""
 
-    def search(self, type_: str, params: list[tuple[str, str]]) -> Result:
+    def search(self, type_: str, params: SearchParams) -> Result:
         """A GET search entry, filtered like the caller's own search."""
 
     @property
@@ -79,8 +80,8 @@ INTERACTION = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "d
 class Prevalidated:
     """An entry validated before the store unit (``transaction.run`` pre-validates when ids are known)."""
 
-    resource: dict[str, Any]  # its resource with references rewritten, as the unit writes it when the ids agree
-    body: dict[str, Any]  # what was validated: that resource with its id
+    resource: Resource  # its resource with references rewritten, as the unit writes it when the ids agree
+    body: Resource  # what was validated: that resource with its id
     issues: list[Issue]
 
 
@@ -96,16 +97,16 @@ class Entry:
     vid: str | None = None
     query: str | None = None  # conditional or search criteria
     full_url: str | None = None
-    resource: dict[str, Any] | None = None
+    resource: Resource | None = None
     if_match: int | None = None
     if_none_exist: str | None = None
     # outcome
     target: str | None = None  # resolved logical id
     status: int = 0
     stored: StoredVersion | None = None
-    body: dict[str, Any] | None = None
+    body: Resource | None = None
     issues: list[Issue] = field(default_factory=list)
-    original: dict[str, Any] | None = None  # the resource as sent (each attempt rewrites from it)
+    original: Resource | None = None  # the resource as sent (each attempt rewrites from it)
     new_id: str = field(default_factory=new_id)  # stable across retries
     validated: Prevalidated | None = None  # content validated outside the store unit
     # the caller's access policy (None: unrestricted): what it may not see never matches, nor is changed
@@ -230,7 +231,7 @@ def parse_entry(ctx: ServerContext, raw: Any, index: int) -> Entry:
     return entry
 
 
-def parse_bundle(ctx: ServerContext, bundle: dict[str, Any]) -> tuple[str, list[Entry]]:
+def parse_bundle(ctx: ServerContext, bundle: Resource) -> tuple[str, list[Entry]]:
     if bundle.get("resourceType") != "Bundle":
         raise bad_request("POST on the base takes a Bundle", "resourceType")
     kind = bundle.get("type")

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
+from fhir_common.types import Resource
 from fhir_server.context import ServerContext
 from fhir_server.errors import bad_request, not_found
 from fhir_server.storage import StoredVersion, format_instant, now_us
@@ -111,7 +112,7 @@ def history(ctx: ServerContext, type_: str | None, id_: str | None, params: dict
     if next_before is not None:
         token = encode_cursor(ctx.cursor_key, scope, {"before": next_before})
         links.append({"relation": "next", "url": base + "?" + urlencode([*kept, ("_cursor", token)])})
-    bundle: dict[str, Any] = {
+    bundle: Resource = {
         "resourceType": "Bundle",
         "type": "history",
         "meta": {"lastUpdated": format_instant(now_us())},

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
 
+from fhir_common.types import Resource
 from fhir_server.context import ServerContext
 from fhir_server.errors import Issue, bad_request
 from fhir_server.security.policy import AccessPolicy
@@ -43,7 +43,7 @@ class IncludeSpec:
 
 @dataclass
 class IncludeResult:
-    resources: list[dict[str, Any]] = field(default_factory=list)
+    resources: list[Resource] = field(default_factory=list)
     issues: list[Issue] = field(default_factory=list)
 
 
@@ -82,7 +82,7 @@ def _ref_params(ctx: ServerContext, source: str, param: str) -> list[str]:
     return [param] if param != "*" else list(ctx.search_parameters.reference_params(source))
 
 
-def _references(ctx: ServerContext, resource: dict[str, Any], codes: list[str]) -> list[str]:
+def _references(ctx: ServerContext, resource: Resource, codes: list[str]) -> list[str]:
     builder = ctx.indexer.builder
     rtype = resource["resourceType"]
     ictx = IndexContext(rtype, resource.get("id"), ctx.base_url)
@@ -95,7 +95,7 @@ def _references(ctx: ServerContext, resource: dict[str, Any], codes: list[str]) 
     return refs
 
 
-def _forward(ctx: ServerContext, spec: IncludeSpec, pool: list[dict[str, Any]]) -> dict[str, set[str]]:
+def _forward(ctx: ServerContext, spec: IncludeSpec, pool: list[Resource]) -> dict[str, set[str]]:
     wanted: dict[str, set[str]] = defaultdict(set)
     served = set(ctx.indices.searchable_types())
     for res in pool:
@@ -108,7 +108,7 @@ def _forward(ctx: ServerContext, spec: IncludeSpec, pool: list[dict[str, Any]]) 
     return wanted
 
 
-def _reverse(ctx: ServerContext, spec: IncludeSpec, pool: list[dict[str, Any]],
+def _reverse(ctx: ServerContext, spec: IncludeSpec, pool: list[Resource],
              limit: int, policy: AccessPolicy | None) -> tuple[dict[str, set[str]], bool]:
     """Sources referring to the pool; ``True`` when more than ``limit`` exist."""
     wanted: dict[str, set[str]] = defaultdict(set)
@@ -143,7 +143,7 @@ def _reverse(ctx: ServerContext, spec: IncludeSpec, pool: list[dict[str, Any]],
     return wanted, truncated
 
 
-def collect(ctx: ServerContext, type_: str, compiled: CompiledSearch, matches: list[dict[str, Any]],
+def collect(ctx: ServerContext, type_: str, compiled: CompiledSearch, matches: list[Resource],
             policy: AccessPolicy | None = None) -> IncludeResult:
     """The included resources of one page (``matches`` are the page's resources)."""
     result = IncludeResult()
@@ -169,7 +169,7 @@ def collect(ctx: ServerContext, type_: str, compiled: CompiledSearch, matches: l
                 truncated |= cut
                 for t, ids in found.items():
                     wanted[t] |= ids
-        new: list[dict[str, Any]] = []
+        new: list[Resource] = []
         for t, ids in sorted(wanted.items()):
             fresh = sorted(i for i in ids if (t, i) not in seen)
             for stored in ctx.store.read_many(t, fresh).values() if fresh else []:

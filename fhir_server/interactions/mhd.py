@@ -28,6 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
+from fhir_common.types import Resource
 from fhir_server.errors import FHIRError, conflict, not_found
 from fhir_server.storage import ResourceStore, StoredVersion, WriteUnit
 
@@ -49,7 +50,7 @@ def _invalid(msg: str, where: str) -> FHIRError:
     return FHIRError(422, "business-rule", msg, (where,))
 
 
-def list_kind(resource: dict[str, Any]) -> str | None:
+def list_kind(resource: Resource) -> str | None:
     """``submissionset`` / ``folder`` for MHD Lists, else None."""
     if resource.get("resourceType") != "List":
         return None
@@ -86,7 +87,7 @@ def _binary_bytes(unit: WriteUnit, url: str, in_bundle: dict[str, Entry], where:
     return binary.raw_content(stored.resource())[1]
 
 
-def _replaced(unit: WriteUnit, old_id: str, in_bundle: dict[str, Entry], sees: Sees) -> dict[str, Any] | None:
+def _replaced(unit: WriteUnit, old_id: str, in_bundle: dict[str, Entry], sees: Sees) -> Resource | None:
     """The document a ``replaces`` names, as the caller may see it: written by this Bundle, or stored."""
     entry = in_bundle.get(old_id)
     if entry is not None and entry.resource is not None:
@@ -152,7 +153,7 @@ def supersede(unit: WriteUnit, doc_id: str, where: str) -> None:
              if_match=old.version)
 
 
-def externalize_inline_data(unit: WriteUnit, resource: dict[str, Any], owner: str) -> dict[str, Any]:
+def externalize_inline_data(unit: WriteUnit, resource: Resource, owner: str) -> Resource:
     """ITI-105: move each ``attachment.data`` into a Binary written in ``unit``, its ``securityContext`` the
     document ``owner`` (``DocumentReference/id``) that brought it; returns the new resource."""
     contents = resource.get("content")
@@ -183,7 +184,7 @@ def externalize_inline_data(unit: WriteUnit, resource: dict[str, Any], owner: st
 
 # -- which document a Binary belongs to (security/binary_access.py reads it) -------------------------------
 
-def attachment_binaries(doc: dict[str, Any], base_url: str) -> list[str]:
+def attachment_binaries(doc: Resource, base_url: str) -> list[str]:
     """Ids of the Binaries of this server a DocumentReference's ``content.attachment.url`` names, in order."""
     out: list[str] = []
     for content in doc.get("content") or []:

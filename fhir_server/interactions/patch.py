@@ -28,6 +28,7 @@ import jsonpatch
 import orjson
 
 from fhir_common.fhirpath import FHIRPathError, evaluate_nodes
+from fhir_common.types import Resource
 from fhir_server.errors import FHIRError, bad_request
 from fhir_server.formats import numbers
 from fhir_server.formats.model import CHOICE, COMPLEX, RESOURCE, Child, choice_name, primitive_kinds, type_info
@@ -44,7 +45,7 @@ def _unprocessable(msg: str, *where: str) -> FHIRError:
 
 # -- JSON Patch ------------------------------------------------------------------------------------
 
-def apply_json_patch(resource: dict[str, Any], operations: Any) -> dict[str, Any]:
+def apply_json_patch(resource: Resource, operations: Any) -> Resource:
     if not isinstance(operations, list):
         raise bad_request("A JSON Patch body is a JSON array of operations")
     try:
@@ -104,7 +105,7 @@ def _next_type(child: Child, code: str, value: Any) -> str:
     return code
 
 
-def _locate(resource: dict[str, Any], prop: str, where: str) -> _Loc:
+def _locate(resource: Resource, prop: str, where: str) -> _Loc:
     """The element fhirpathpy designates by ``prop`` (``Patient.name[1].given[0]``), walked in the JSON."""
     steps = prop.split(".")
     rtype = str(resource.get("resourceType"))
@@ -134,7 +135,7 @@ def _locate(resource: dict[str, Any], prop: str, where: str) -> _Loc:
     return loc
 
 
-def _select(resource: dict[str, Any], path: str, where: str) -> list[_Loc]:
+def _select(resource: Resource, path: str, where: str) -> list[_Loc]:
     """The elements ``path`` designates, in document order; 400 when it is not FHIRPath or yields values
     that are not elements of the resource (literals, computed values)."""
     try:
@@ -256,8 +257,8 @@ def _list_of(locs: list[_Loc], path: str, op: str, where: str) -> _Loc:
     return locs[0]
 
 
-def _insert_target(resource: dict[str, Any], path: str, where: str) -> tuple[dict[str, Any], str, Child | None,
-                                                                           str | None]:
+def _insert_target(resource: Resource, path: str, where: str
+                   ) -> tuple[dict[str, Any], str, Child | None, str | None]:
     """For insert into an absent list: the object that will hold it, from ``path`` minus its last name."""
     head, _, last = path.rpartition(".")
     if not head or not _STEP.match(last) or "[" in last:
@@ -284,7 +285,7 @@ def _integer(parts: dict[Any, Any], name: str, op: str, where: str) -> int:
     return value
 
 
-def _apply_operation(resource: dict[str, Any], op: dict[str, Any], n: int) -> None:
+def _apply_operation(resource: Resource, op: dict[str, Any], n: int) -> None:
     where = f"Parameters.parameter[{n}]"
     raw_parts = op.get("part")
     parts = {p["name"]: p for p in (raw_parts if isinstance(raw_parts, list) else [])
@@ -360,7 +361,7 @@ def _apply_operation(resource: dict[str, Any], op: dict[str, Any], n: int) -> No
     items.insert(dst, items.pop(src))
 
 
-def apply_fhirpath_patch(resource: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
+def apply_fhirpath_patch(resource: Resource, parameters: Resource) -> Resource:
     if parameters.get("resourceType") != "Parameters":
         raise bad_request("A FHIRPath Patch body is a Parameters resource", "resourceType")
     operations = parameters.get("parameter") or []
@@ -375,7 +376,7 @@ def apply_fhirpath_patch(resource: dict[str, Any], parameters: dict[str, Any]) -
     return patched
 
 
-def apply_patch(resource: dict[str, Any], body: Any, media_type: str) -> dict[str, Any]:
+def apply_patch(resource: Resource, body: Any, media_type: str) -> Resource:
     """The patched resource; ``body`` is a JSON Patch array or a Parameters resource."""
     if media_type in JSON_PATCH_TYPES or isinstance(body, list):
         patched = apply_json_patch(resource, body)
@@ -394,7 +395,7 @@ def apply_patch(resource: dict[str, Any], body: Any, media_type: str) -> dict[st
     return patched
 
 
-def _binary_json_patch(binary: dict[str, Any]) -> Any:
+def _binary_json_patch(binary: Resource) -> Any:
     """A JSON Patch carried in a transaction entry as a Binary (http.html#patch: bundles)."""
     import base64
     import binascii
@@ -405,7 +406,7 @@ def _binary_json_patch(binary: dict[str, Any]) -> Any:
         raise bad_request(f"The Binary of a JSON Patch entry does not hold JSON: {exc}", "Binary.data") from exc
 
 
-def _comparable(resource: dict[str, Any]) -> dict[str, Any]:
+def _comparable(resource: Resource) -> Resource:
     out = {k: v for k, v in resource.items() if k not in ("meta", *PDSM_MUTABLE)}
     ext = [e for e in out.get("extension", []) if not (isinstance(e, dict) and e.get("url") == IS_ARCHIVED)]
     out.pop("extension", None)
@@ -414,7 +415,7 @@ def _comparable(resource: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def check_metadata_update(before: dict[str, Any], after: dict[str, Any]) -> None:
+def check_metadata_update(before: Resource, after: Resource) -> None:
     """PDSm flux 03: only status, securityLabel and isArchived may change on a DocumentReference (else 405)."""
     if before.get("resourceType") != "DocumentReference":
         return

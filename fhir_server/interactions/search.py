@@ -31,6 +31,7 @@ from urllib.parse import urlencode
 import orjson
 from elasticsearch import NotFoundError
 
+from fhir_common.types import EsQuery, EsResponse, Resource, SearchParams
 from fhir_server.context import ServerContext
 from fhir_server.errors import FHIRError, operation_outcome
 from fhir_server.limits import check_search_params
@@ -50,7 +51,7 @@ TOTAL_EXACT_UP_TO = 10_000
 _TRANSPORT_PARAMS = {"_format", "_pretty", "_cursor"}
 
 
-def _compile(ctx: ServerContext, type_: str, params: list[tuple[str, str]], strict: bool,
+def _compile(ctx: ServerContext, type_: str, params: SearchParams, strict: bool,
              policy: AccessPolicy | None) -> CompiledSearch:
     check_search_params(params, ctx.settings)
     try:
@@ -66,7 +67,7 @@ def _count(ctx: ServerContext, compiled: CompiledSearch) -> int:
     return max(0, min(compiled.count, ctx.settings.max_count))
 
 
-def _run(ctx: ServerContext, alias: str, body: dict[str, Any], cursor: dict[str, Any]) -> dict[str, Any]:
+def _run(ctx: ServerContext, alias: str, body: EsQuery, cursor: dict[str, Any]) -> EsResponse:
     """The page, through the cursor's snapshot when it is a live one of this process on ``alias`` (else
     ``pit`` leaves the cursor: current data, same order, same position)."""
     pit = cursor.pop("pit", None)
@@ -74,12 +75,14 @@ def _run(ctx: ServerContext, alias: str, body: dict[str, Any], cursor: dict[str,
         with ctx.pits.reading(pit, alias) as ours:
             if ours:
                 try:
-                    resp = ctx.search_es.search(**body, pit={"id": pit, "keep_alive": ctx.pits.keep_alive}).body
+                    snapshot = {"id": pit, "keep_alive": ctx.pits.keep_alive}
+                    resp: EsResponse = ctx.search_es.search(**body, pit=snapshot).body
                     cursor["pit"] = pit
                     return resp
                 except NotFoundError:
                     ctx.pits.forget(pit)  # expired in Elasticsearch
-    return ctx.search_es.search(index=alias, **body).body
+    current: EsResponse = ctx.search_es.search(index=alias, **body).body
+    return current
 
 
 def _moves(sort: list[Any]) -> bool:
@@ -129,7 +132,7 @@ def _entry(ctx: ServerContext, resource: Any, type_: str, id_: str, mode: str) -
     return {"fullUrl": f"{ctx.base_url}/{type_}/{id_}", "resource": resource, "search": {"mode": mode}}
 
 
-def search(ctx: ServerContext, type_: str, raw_params: list[tuple[str, str]], *, strict: bool = False,
+def search(ctx: ServerContext, type_: str, raw_params: SearchParams, *, strict: bool = False,
            policy: AccessPolicy | None = None, client: str = "") -> Result:
     """``raw_params`` already carry the policy's parameters for ``type_`` (see ``authz.search_params``);
     ``policy`` filters what the executor searches or reads besides: chains, ``_has``, ``_list``, includes.
@@ -153,8 +156,8 @@ def search(ctx: ServerContext, type_: str, raw_params: list[tuple[str, str]], *,
 
     only_count = compiled.summary == "count" or count == 0
     sort = reverse_sort(compiled.sort) if backwards else compiled.sort
-    body: dict[str, Any] = {"query": compiled.query, "sort": sort, "_source": False,
-                            "size": 0 if only_count else count + 1}
+    body: EsQuery = {"query": compiled.query, "sort": sort, "_source": False,
+                     "size": 0 if only_count else count + 1}
     known_total = cursor.get("total")
     if only_count or compiled.total == "accurate":
         body["track_total_hits"] = True
@@ -183,7 +186,7 @@ def search(ctx: ServerContext, type_: str, raw_params: list[tuple[str, str]], *,
     found = ctx.store.read_many(type_, [h["_id"] for h in hits])
     subsetting = bool(compiled.elements) or compiled.summary in ("true", "data", "text")
     entries: list[dict[str, Any]] = []
-    matched: list[dict[str, Any]] = []
+    matched: list[Resource] = []
     for h in hits:
         stored = found.get(h["_id"])
         if stored is None or stored.deleted or stored.content is None:
@@ -224,8 +227,8 @@ def search(ctx: ServerContext, type_: str, raw_params: list[tuple[str, str]], *,
                 token = encode_cursor(ctx.cursor_key, scope, state)
                 links.append({"relation": relation, "url": f"{base}?{self_query}{sep}_cursor={token}"})
 
-    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset",
-                              "meta": {"lastUpdated": format_instant(now_us())}}
+    bundle: Resource = {"resourceType": "Bundle", "type": "searchset",
+                        "meta": {"lastUpdated": format_instant(now_us())}}
     if total is not None and compiled.total != "none":
         bundle["total"] = total
     bundle["link"] = links

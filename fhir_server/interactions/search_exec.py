@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from fhir_common.types import EsQuery, SearchParams
 from fhir_server.context import ServerContext
 from fhir_server.security.policy import AccessPolicy
 from search.chain import MAX_IDS
@@ -28,7 +29,7 @@ from search.query import CompiledSearch, compile_search
 FIRST_TRY = 100
 
 
-def _no_result_params(compiled: CompiledSearch, params: list[tuple[str, str]]) -> None:
+def _no_result_params(compiled: CompiledSearch, params: SearchParams) -> None:
     """An inner search takes criteria only: any other parameter kept off ``self_params`` is refused."""
     if compiled.self_params != [p for p in params if p[1] != ""]:
         raise SearchError("result parameters (_sort, _count...) are not allowed inside a chain or _has",
@@ -36,7 +37,7 @@ def _no_result_params(compiled: CompiledSearch, params: list[tuple[str, str]]) -
 
 
 def policy_query(ctx: ServerContext, policy: AccessPolicy | None, resource_type: str,
-                 query: dict[str, Any]) -> dict[str, Any] | None:
+                 query: EsQuery) -> EsQuery | None:
     """``query`` restricted to what ``policy`` lets its principal see of ``resource_type``: ANDed with their
     mandatory parameters and with the negation of their Consent exclusions. None: they see none of it.
 
@@ -62,7 +63,7 @@ class EsResolver:
     def served_types(self) -> Sequence[str]:
         return self.ctx.indices.searchable_types()
 
-    def _query(self, resource_type: str, params: list[tuple[str, str]]) -> dict[str, Any]:
+    def _query(self, resource_type: str, params: SearchParams) -> EsQuery:
         compiled = compile_search(self.ctx.search_parameters, resource_type, params, base_url=self.ctx.base_url,
                                   strict=True, resolver=self)
         query = policy_query(self.ctx, self.policy, resource_type, compiled.query)
@@ -71,7 +72,7 @@ class EsResolver:
         _no_result_params(compiled, params)
         return query
 
-    def matching_ids(self, resource_type: str, params: list[tuple[str, str]]) -> list[str]:
+    def matching_ids(self, resource_type: str, params: SearchParams) -> list[str]:
         query = self._query(resource_type, params)
         hits: list[dict[str, Any]] = []
         for size in (FIRST_TRY, MAX_IDS + 1):  # most chains designate a few resources: ask small first
@@ -85,7 +86,7 @@ class EsResolver:
                               "narrow them", params[0][0], code="too-costly")
         return [h["_id"] for h in hits]
 
-    def referenced_ids(self, source_type: str, ref_param: str, params: list[tuple[str, str]],
+    def referenced_ids(self, source_type: str, ref_param: str, params: SearchParams,
                        target_type: str) -> list[str]:
         query = self._query(source_type, params)
         field = f"sp.{ref_param}.ref"
@@ -156,16 +157,16 @@ class SyntaxResolver:
     def served_types(self) -> Sequence[str]:
         return self.ctx.indices.searchable_types()
 
-    def _check(self, resource_type: str, params: list[tuple[str, str]]) -> None:
+    def _check(self, resource_type: str, params: SearchParams) -> None:
         compiled = compile_search(self.ctx.search_parameters, resource_type, params, base_url=self.ctx.base_url,
                                   strict=True, resolver=self)
         _no_result_params(compiled, params)
 
-    def matching_ids(self, resource_type: str, params: list[tuple[str, str]]) -> list[str]:
+    def matching_ids(self, resource_type: str, params: SearchParams) -> list[str]:
         self._check(resource_type, params)
         return []
 
-    def referenced_ids(self, source_type: str, ref_param: str, params: list[tuple[str, str]],
+    def referenced_ids(self, source_type: str, ref_param: str, params: SearchParams,
                        target_type: str) -> list[str]:
         self._check(source_type, params)
         return []

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+from fhir_common.types import Resource
 from fhir_server.context import ServerContext
 from fhir_server.errors import FHIRError, Issue, bad_request, conflict, not_found
 from fhir_server.registry import RESOURCES, served_type
@@ -85,7 +86,7 @@ def _match(unit: WriteUnit, pending: _Pending, crit: conditional.Criteria) -> se
     return in_store | pending.match(type_, criteria)
 
 
-def _allowed(unit: WriteUnit, entry: Entry, type_: str, resource: dict[str, Any], interaction: str) -> bool:
+def _allowed(unit: WriteUnit, entry: Entry, type_: str, resource: Resource, interaction: str) -> bool:
     """Whether the entry's caller may see this resource (read inside the unit: a Binary's ``securityContext``
     may be a document of the same transaction)."""
     return entry.access is None or entry.access.sees(type_, resource, interaction, unit.current)
@@ -213,14 +214,14 @@ def _delete(ctx: ServerContext, unit: WriteUnit, entry: Entry, pending: _Pending
     entry.stored = stored
 
 
-def _same_parts(validated: dict[str, Any], body: dict[str, Any]) -> bool:
+def _same_parts(validated: Resource, body: Resource) -> bool:
     """``body`` is ``validated`` rebuilt from the same parts: each top-level value the same object (strings:
     equal), as when the unit writes the pre-validated rewrite. Neither serialises nor walks the content."""
     return validated.keys() == body.keys() and all(
         v is body[k] or (type(v) is str and type(body[k]) is str and v == body[k]) for k, v in validated.items())
 
 
-def _validated(ctx: ServerContext, entry: Entry, body: dict[str, Any]) -> list[Issue]:
+def _validated(ctx: ServerContext, entry: Entry, body: Resource) -> list[Issue]:
     """Validation issues of ``body``, reusing the result of the pre-validation when the content is the same."""
     if entry.validated is not None and _same_parts(entry.validated.body, body):
         return entry.validated.issues
@@ -255,7 +256,7 @@ def _prevalidate(ctx: ServerContext, entries: list[Entry], rewrite: bool = True)
 
 
 
-def _check_content(entry: Entry, body: dict[str, Any]) -> None:
+def _check_content(entry: Entry, body: Resource) -> None:
     """What an entry writes (references rewritten, its id assigned) must stay within what the caller may see."""
     interaction = INTERACTION[entry.method]
     if entry.access is not None and not entry.access.may_write(entry.type, body, interaction):
@@ -318,7 +319,7 @@ def _write(ctx: ServerContext, unit: WriteUnit, entry: Entry) -> None:
     entry.status = 200
 
 
-def _put(unit: WriteUnit, entry: Entry, body: dict[str, Any], **kwargs: Any) -> StoredVersion:
+def _put(unit: WriteUnit, entry: Entry, body: Resource, **kwargs: Any) -> StoredVersion:
     """``unit.put`` of the entry's target; a unique key held by another resource is a 409 that names the
     holder only when the caller may see it."""
     assert entry.target is not None
@@ -473,7 +474,7 @@ def run(ctx: ServerContext, entries: list[Entry], transaction_rules: bool = True
                     raise conflict(f"The transaction collided with concurrent writes ({exc}); retry") from exc
 
 
-def _check_standalone(method: str, type_: str, id_: str | None, resource: dict[str, Any]) -> None:
+def _check_standalone(method: str, type_: str, id_: str | None, resource: Resource) -> None:
     """The body must be of the URL's type; a PUT's body carries the URL's id (http.html#update)."""
     actual = resource.get("resourceType")
     if actual != type_:
@@ -487,7 +488,7 @@ def _check_standalone(method: str, type_: str, id_: str | None, resource: dict[s
 
 
 def single(ctx: ServerContext, method: str, type_: str, *, id_: str | None = None, query: str | None = None,
-           resource: dict[str, Any] | None = None, if_match: int | None = None,
+           resource: Resource | None = None, if_match: int | None = None,
            if_none_exist: str | None = None, access: EntryAccess | None = None) -> Result:
     """One create, update, delete or patch (plain or conditional): a one-entry transaction, so every write
     takes the same path and the same access checks as a Bundle entry.

@@ -9,8 +9,8 @@ The same engine as the write path, with the same server policy (required profile
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from typing import Any
 
+from fhir_common.types import Resource
 from fhir_server.context import ServerContext
 from fhir_server.errors import Issue, bad_request, not_found, operation_outcome
 from profiles import validate as validate_resource
@@ -27,7 +27,7 @@ def validatable(type_: str) -> bool:
     return definitions().is_resource(type_)
 
 
-def _parameters(body: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None, str | None]:
+def _parameters(body: Resource) -> tuple[Resource | None, str | None, str | None]:
     """(resource, profile, mode) from a Parameters body."""
     resource = profile = mode = None
     for i, p in enumerate(body.get("parameter") or ()):
@@ -46,13 +46,13 @@ def _parameters(body: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None
     return resource, profile, mode
 
 
-def validate(ctx: ServerContext, type_: str, id_: str | None, body: dict[str, Any] | None,
+def validate(ctx: ServerContext, type_: str, id_: str | None, body: Resource | None,
              query_profile: str | None = None, query_mode: str | None = None,
-             sees: Callable[[dict[str, Any]], bool] | None = None) -> Result:
+             sees: Callable[[Resource], bool] | None = None) -> Result:
     """``sees``: the caller's policy on the stored instance; one it may not see is answered as an unknown id."""
-    resource: dict[str, Any] | None = body
+    resource: Resource | None = body
 
-    def stored_instance() -> dict[str, Any] | None:
+    def stored_instance() -> Resource | None:
         assert id_ is not None
         stored = ctx.store.read(type_, id_)
         if stored is None or stored.deleted or stored.content is None:

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, Protocol, TypeVar
 
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from fhir_common.types import Resource, SearchParams
 from fhir_server.errors import FHIRError, not_found
 from fhir_server.result import Result
 
@@ -50,7 +51,7 @@ T = TypeVar("T")
 class Searcher(Protocol):
     """A type search run under a policy (``interactions.search.search``)."""
 
-    def __call__(self, ctx: ServerContext, type_: str, params: list[tuple[str, str]], /, *,
+    def __call__(self, ctx: ServerContext, type_: str, params: SearchParams, /, *,
                  policy: AccessPolicy | None = None) -> Result: ...
 
 
@@ -114,7 +115,7 @@ def is_system(principal: Principal | None, resource_type: str, interaction: str)
     return principal is None or principal.scopes.contexts_for(resource_type, interaction) == {"system"}
 
 
-def check_visible(principal: Principal | None, resource_type: str, resource: dict[str, Any] | bytes | None,
+def check_visible(principal: Principal | None, resource_type: str, resource: Resource | bytes | None,
                   interaction: str = "read") -> None:
     """404 (not 403: existence is not revealed) when the principal may not see ``resource`` (not a Binary).
 
@@ -128,7 +129,7 @@ def check_visible(principal: Principal | None, resource_type: str, resource: dic
 
 
 def check_stored(ctx: ServerContext, principal: Principal | None, resource_type: str,
-                 resource: dict[str, Any] | bytes | None, interaction: str = "read") -> None:
+                 resource: Resource | bytes | None, interaction: str = "read") -> None:
     """:func:`check_visible`, where a Binary follows its DocumentReference (look-ups: in a worker thread,
     inside the interaction's own hop)."""
     if principal is None or resource is None or is_system(principal, resource_type, interaction):
@@ -142,7 +143,7 @@ def check_stored(ctx: ServerContext, principal: Principal | None, resource_type:
 
 
 def search_params(principal: Principal | None, resource_type: str,
-                  params: list[tuple[str, str]]) -> list[tuple[str, str]]:
+                  params: SearchParams) -> SearchParams:
     """The client's parameters ANDed with the policy's mandatory ones."""
     if principal is None:
         return params
@@ -152,7 +153,7 @@ def search_params(principal: Principal | None, resource_type: str,
     return params + mandatory
 
 
-def _sees(ctx: ServerContext, principal: Principal, resource_type: str, resource: dict[str, Any],
+def _sees(ctx: ServerContext, principal: Principal, resource_type: str, resource: Resource,
           interaction: str) -> bool:
     """:func:`.policy.visible`, where a Binary follows its DocumentReference (look-ups: call off the event loop)."""
     if resource_type == "Binary":
@@ -179,7 +180,7 @@ def governing_version(ctx: ServerContext, current: StoredVersion | None) -> Stor
     return version
 
 
-def keeps_binding(ctx: ServerContext, binary: dict[str, Any]) -> bool:
+def keeps_binding(ctx: ServerContext, binary: Resource) -> bool:
     """Whether writing ``binary`` leaves a stored Binary bound where it was (its ``securityContext``, or for a
     deleted one, that of its last content); a new id keeps nothing and passes.
 
@@ -339,18 +340,18 @@ class BundleAccess:
         self.policy = AccessPolicy(principal)
 
     def authorize(self, type_: str, interaction: str, id_: str | None, vid: str | None,
-                  resource: dict[str, Any] | None) -> None:
+                  resource: Resource | None) -> None:
         require(self.principal, type_, interaction)
         if interaction == "search-type" and mandatory_params(self.principal, type_) is None:
             raise _forbidden(f"The token's scopes do not grant search on {type_}")
 
-    def sees(self, type_: str, resource: dict[str, Any], interaction: str,
+    def sees(self, type_: str, resource: Resource, interaction: str,
              read: Callable[[str, str], StoredVersion | None]) -> bool:
         if type_ == "Binary":
             return binary_visible(self.ctx, self.principal, resource, interaction, read)
         return visible(self.principal, resource, interaction)
 
-    def may_write(self, type_: str, resource: dict[str, Any], interaction: str) -> bool:
+    def may_write(self, type_: str, resource: Resource, interaction: str) -> bool:
         if type_ == "Binary" and not self.chooses_ids(type_) and not keeps_binding(self.ctx, resource):
             return False
         return visible(self.principal, resource, interaction)
@@ -358,10 +359,10 @@ class BundleAccess:
     def chooses_ids(self, type_: str) -> bool:
         return is_system(self.principal, type_, "update")
 
-    def guard(self, interaction: str) -> Callable[[dict[str, Any]], bool]:
+    def guard(self, interaction: str) -> Callable[[Resource], bool]:
         return lambda resource: visible(self.principal, resource, interaction)
 
-    def search(self, type_: str, params: list[tuple[str, str]]) -> Result:
+    def search(self, type_: str, params: SearchParams) -> Result:
         if self._search is None:
             raise FHIRError(500, "exception", "No search was given to this access object")
         return self._search(self.ctx, type_, search_params(self.principal, type_, params), policy=self.policy)

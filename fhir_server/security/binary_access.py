@@ -16,8 +16,9 @@ visible DocumentReference pointing at it", which did exactly that).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from fhir_common.types import Resource
 from fhir_server.storage import StoredVersion
 from search.params.reference import parse_reference
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 Reader = Callable[[str, str], StoredVersion | None]
 
 
-def security_context(binary: dict[str, Any], base_url: str) -> tuple[str, str] | None:
+def security_context(binary: Resource, base_url: str) -> tuple[str, str] | None:
     """(type, id) named by ``Binary.securityContext`` (relative, or absolute on this server), else None."""
     raw = binary.get("securityContext")
     ref = raw.get("reference") if isinstance(raw, dict) else None
@@ -44,7 +45,7 @@ def security_context(binary: dict[str, Any], base_url: str) -> tuple[str, str] |
     return rtype, rid
 
 
-def binary_visible(ctx: ServerContext, principal: Principal, binary: dict[str, Any], interaction: str,
+def binary_visible(ctx: ServerContext, principal: Principal, binary: Resource, interaction: str,
                    read: Reader | None = None) -> bool:
     """Whether the principal may see this Binary (read, vread, history, downloads, writes' targets).
 

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from fhir_common.types import Resource
 from fhir_server.context import ServerContext
 from fhir_server.errors import FHIRError
 from fhir_server.storage.keys import CONSENT_ACTOR, CONSENT_ACTOR_ID, identifier_values, reference_key
@@ -121,7 +122,7 @@ def _period(provision: dict[str, Any]) -> tuple[datetime | None, datetime | None
     return start, end
 
 
-def opposition(consent: dict[str, Any], keys: ActorKeys, base_url: str) -> Opposition | None:
+def opposition(consent: Resource, keys: ActorKeys, base_url: str) -> Opposition | None:
     """The opposition ``consent`` expresses against the actor, if it has the supported shape and names it."""
     if consent.get("status") != "active":
         return None

@@ -58,6 +58,8 @@ class DevIssuer:
         self.ensure_keys()
         jwk = json.loads(self.private_key_file.read_text(encoding="utf-8"))
         key = ECAlgorithm.from_jwk(json.dumps(jwk))
+        if not isinstance(key, ec.EllipticCurvePrivateKey):  # a JWK without "d": nothing to sign with
+            raise ValueError(f"{self.private_key_file} holds no private key")
         now = int(time.time())
         claims: dict[str, Any] = {"iss": self.issuer, "aud": self.audience, "sub": subject, "iat": now,
                                   "nbf": now, "exp": now + ttl_s, "scope": scopes, "jti": uuid.uuid4().hex}
@@ -66,4 +68,4 @@ class DevIssuer:
         if fhir_user:
             claims["fhirUser"] = fhir_user
         claims.update(extra or {})
-        return jwt.encode(claims, key, algorithm="ES256", headers={"kid": jwk["kid"]})  # type: ignore[arg-type]
+        return jwt.encode(claims, key, algorithm="ES256", headers={"kid": jwk["kid"]})

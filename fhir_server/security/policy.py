@@ -34,6 +34,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from fhir_common.types import EsQuery, Resource, SearchParams
+
 from .scopes import INTERACTION_PERMISSION
 from .tokens import Principal
 
@@ -67,7 +69,7 @@ def escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace(",", "\\,").replace("$", "\\$").replace("|", "\\|")
 
 
-def _labels(resource: dict[str, Any]) -> set[tuple[str, str]]:
+def _labels(resource: Resource) -> set[tuple[str, str]]:
     """The TRE_A07 labels of a document, codes lower-cased: the search index matches a TRE_A07 code in any case
     (``search.params.token``: only a few systems are case-sensitive), so the read path must too, or a document
     labelled ``masque_ps`` would be hidden from searches and served by a read."""
@@ -88,7 +90,7 @@ def _references(value: Any) -> list[str]:
     return []
 
 
-def _compartment_references(resource: dict[str, Any], path: str) -> list[str]:
+def _compartment_references(resource: Resource, path: str) -> list[str]:
     """The literal references at ``path`` (dot-separated elements, lists flattened) of ``resource``."""
     values: list[Any] = [resource]
     for step in path.split("."):
@@ -100,7 +102,7 @@ def _compartment_references(resource: dict[str, Any], path: str) -> list[str]:
     return _references(values)
 
 
-def compartment_patients(resource: dict[str, Any], base_url: str | None = None) -> set[str]:
+def compartment_patients(resource: Resource, base_url: str | None = None) -> set[str]:
     """Ids of the patients whose compartment holds ``resource``, read once from its compartment element.
 
     A reference names patient ``x`` when it is ``Patient/x`` or ends in ``/Patient/x``, with or without a
@@ -130,11 +132,11 @@ def compartment_patients(resource: dict[str, Any], base_url: str | None = None) 
     return out
 
 
-def in_patient_compartment(resource: dict[str, Any], patient_id: str, base_url: str | None = None) -> bool:
+def in_patient_compartment(resource: Resource, patient_id: str, base_url: str | None = None) -> bool:
     return patient_id in compartment_patients(resource, base_url)
 
 
-def _in_compartment_of_any(resource: dict[str, Any], patients: frozenset[str], base_url: str | None = None) -> bool:
+def _in_compartment_of_any(resource: Resource, patients: frozenset[str], base_url: str | None = None) -> bool:
     """Whether ``resource`` is in the compartment of one of ``patients`` (ids; the request's oppositions)."""
     return bool(patients) and not patients.isdisjoint(compartment_patients(resource, base_url))
 
@@ -169,8 +171,8 @@ def _context(principal: Principal, resource_type: str, interaction: str) -> str 
     return None
 
 
-def mandatory_params(principal: Principal, resource_type: str, interaction: str = "search-type") -> list[
-        tuple[str, str]] | None:
+def mandatory_params(principal: Principal, resource_type: str,
+                     interaction: str = "search-type") -> SearchParams | None:
     """Search parameters ANDed to the principal's searches on ``resource_type``; None = no access at all.
 
     AuditEvent: none, the audit search applies :func:`audit_view` itself (an agent restriction is the token's
@@ -180,7 +182,7 @@ def mandatory_params(principal: Principal, resource_type: str, interaction: str 
     ctx = _context(principal, resource_type, interaction)
     if ctx is None:
         return None
-    params: list[tuple[str, str]] = []
+    params: SearchParams = []
     if ctx == "patient":
         if principal.patient is None:
             return None  # a patient scope without a patient claim grants nothing
@@ -198,7 +200,7 @@ def mandatory_params(principal: Principal, resource_type: str, interaction: str 
     return params
 
 
-def visible(principal: Principal, resource: dict[str, Any], interaction: str = "read") -> bool:
+def visible(principal: Principal, resource: Resource, interaction: str = "read") -> bool:
     """Whether the principal may see this resource (the same rules as :func:`mandatory_params`)."""
     type_ = str(resource.get("resourceType"))
     if type_ == AUDIT_EVENT:
@@ -259,7 +261,7 @@ class AuditView:
         them (Consent; the audit trail is in the patient's compartment). Asked once the look-up ran."""
         return opposed(self.principal) if self.context == "user" else frozenset()
 
-    def hidden_documents(self) -> list[tuple[str, str]] | None:
+    def hidden_documents(self) -> SearchParams | None:
         """DocumentReference search parameters designating the documents whose records the SQL drops: the
         patient's own ``INVISIBLE_PATIENT`` ones. The record is dropped, not shown without its entity: that a
         professional read something of theirs they may not know of would already be a hint. Known gap: the
@@ -270,7 +272,7 @@ class AuditView:
         labels = ",".join(f"{system}|{INVISIBLE_TO_PATIENT}" for system in TRE_A07_ALIASES)
         return [("subject", f"Patient/{self.patient}"), ("security-label", labels)]
 
-    def redact(self, event: dict[str, Any]) -> dict[str, Any]:
+    def redact(self, event: Resource) -> Resource:
         """What the caller is shown of a record the SQL let through."""
         if self.context == "patient":
             return self._for_patient(event)
@@ -282,7 +284,7 @@ class AuditView:
             return {**out, "entity": entities} if entities else out
         return event
 
-    def shows(self, event: dict[str, Any]) -> bool:
+    def shows(self, event: Resource) -> bool:
         """Whether a rendered (redacted) record is one :func:`audit_view` lets the caller read."""
         if self.context == "patient":
             return self.patient is not None and self.patient in compartment_patients(event)
@@ -292,7 +294,7 @@ class AuditView:
                 not _in_compartment_of_any(event, self.excluded_patients())
         return True
 
-    def _for_patient(self, event: dict[str, Any]) -> dict[str, Any]:
+    def _for_patient(self, event: Resource) -> Resource:
         """Who (a professional's reference; no address, identifier or application), when, what of their own
         record; never another patient's id, a query (a professional's search may name other patients) or a
         Bundle entry's URL (``outcomeDesc`` is cut to the HTTP status)."""
@@ -363,14 +365,14 @@ class AccessPolicy:
 
     principal: Principal
 
-    def params(self, resource_type: str) -> list[tuple[str, str]] | None:
+    def params(self, resource_type: str) -> SearchParams | None:
         """Parameters to AND to a search of ``resource_type``; None = the principal sees none of it."""
         return mandatory_params(self.principal, resource_type)
 
-    def allows(self, resource: dict[str, Any]) -> bool:
+    def allows(self, resource: Resource) -> bool:
         return visible(self.principal, resource, "search-type")
 
-    def excluded(self, resource_type: str) -> list[tuple[str, str]]:
+    def excluded(self, resource_type: str) -> SearchParams:
         """Parameters designating what :meth:`params` cannot exclude: the compartments of the patients who
         opposed a user (Consent). The caller negates them (empty: nothing to exclude)."""
         if _context(self.principal, resource_type, "search-type") != "user":
@@ -383,13 +385,13 @@ class AccessPolicy:
         return [(param, ",".join(escape(p) if param == "_id" else f"Patient/{escape(p)}" for p in patients))]
 
     def restrict(self, registry: SearchParameterRegistry, base_url: str, resource_type: str,
-                 query: dict[str, Any]) -> dict[str, Any]:
+                 query: EsQuery) -> EsQuery:
         """``query`` ANDed with the negation of :meth:`excluded`."""
         exclusion = self.exclusion_clause(registry, base_url, resource_type)
         return query if exclusion is None else {"bool": {"filter": [query], "must_not": [exclusion]}}
 
     def exclusion_clause(self, registry: SearchParameterRegistry, base_url: str,
-                         resource_type: str) -> dict[str, Any] | None:
+                         resource_type: str) -> EsQuery | None:
         """The Elasticsearch clause matching :meth:`excluded` (None: nothing excluded)."""
         from search.query import compile_search  # policy stays importable without the search stack
 

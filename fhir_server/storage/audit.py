@@ -122,7 +122,9 @@ _READERS_LOCK = threading.Lock()
 
 def _pragma(conn: Connection, setting: str) -> None:
     """A SQLite PRAGMA on the DB-API connection: SQLAlchemy would begin a transaction first."""
-    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    dbapi = conn.connection.dbapi_connection
+    assert dbapi is not None  # None only once the connection is closed or invalidated
+    cur = dbapi.cursor()
     try:
         cur.execute(f"PRAGMA {setting}")
     finally:

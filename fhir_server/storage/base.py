@@ -6,8 +6,9 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
+from fhir_common.types import Resource
 from fhir_server.errors import FHIRError
 from fhir_server.formats import numbers
 
@@ -36,10 +37,10 @@ class StoredVersion:
     def last_updated(self) -> datetime:
         return datetime.fromtimestamp(self.last_updated_us / 1_000_000, tz=UTC)
 
-    def resource(self) -> dict[str, Any]:
+    def resource(self) -> Resource:
         if self.content is None:
             raise ValueError(f"{self.type}/{self.id} version {self.version} is a deletion")
-        data: dict[str, Any] = numbers.loads(self.content)  # decimals keep their digits
+        data: Resource = numbers.loads(self.content)  # decimals keep their digits
         return data
 
 
@@ -108,7 +109,7 @@ class WriteUnit(Protocol):
         self,
         type_: str,
         id_: str,
-        resource: dict[str, Any],
+        resource: Resource,
         *,
         method: str,
         if_match: int | None = None,

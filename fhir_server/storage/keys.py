@@ -27,6 +27,8 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+from fhir_common.types import Resource
+
 KEY_ELEMENTS = ("identifier", "masterIdentifier")
 #: Version of the rules of :func:`extract_keys`. The store records the version its rows were derived with
 #: (the ``RULES_MARKER`` row of ``rules_version``) and rebuilds the rows of every current resource at start-up
@@ -71,7 +73,7 @@ def identifier_values(system_value: str) -> set[str]:
     return {"|".join(parts[i:])[:MAX_PART] for i in range(1, len(parts))}
 
 
-def _consent_actor_keys(resource: dict[str, Any]) -> set[MatchKey]:
+def _consent_actor_keys(resource: Resource) -> set[MatchKey]:
     """Keys for the actors of a Consent's top-level provision, read as ``consent.opposition`` reads them."""
     provision = resource.get("provision")
     actors = provision.get("actor") if isinstance(provision, dict) else None
@@ -88,7 +90,7 @@ def _consent_actor_keys(resource: dict[str, Any]) -> set[MatchKey]:
     return keys
 
 
-def extract_keys(resource: dict[str, Any]) -> set[MatchKey]:
+def extract_keys(resource: Resource) -> set[MatchKey]:
     """The match keys of a resource (malformed identifiers are ignored, never an error)."""
     keys: set[MatchKey] = _consent_actor_keys(resource) if resource.get("resourceType") == "Consent" else set()
     idents = resource.get("identifier")

@@ -148,7 +148,10 @@ def _install_r4_core() -> None:
             name = member.name.rsplit("/", 1)[-1]
             if not member.isfile() or not name.endswith(".json") or name.split("-")[0] not in _CONFORMANCE:
                 continue
-            raw = tar.extractfile(member).read()  # type: ignore[union-attr]
+            extracted = tar.extractfile(member)
+            if extracted is None:  # not a regular file (checked above)
+                continue
+            raw = extracted.read()
             res = json.loads(raw)
             if res.get("resourceType") not in _CONFORMANCE:
                 continue

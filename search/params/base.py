@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from fhir_common.types import EsQuery, Resource
 from search.errors import SearchError
 from search.normalize import MAX_KEYWORD_CHARS, normalize_string
 from search.registry import SearchParameter
@@ -50,7 +51,7 @@ class IndexContext:
     resource_id: str | None
     base_url: str | None = None
     #: contained resources by id (``#id`` references are indexed through them for chains)
-    contained: dict[str, dict[str, Any]] = field(default_factory=dict)
+    contained: dict[str, Resource] = field(default_factory=dict)
 
     def skip(self, param: SearchParameter, value: Any, why: str) -> None:
         """Log a value that cannot be indexed; indexing never fails a write."""
@@ -81,7 +82,7 @@ class ParamType(Protocol):
 
     def compile_query(
         self, param: SearchParameter, modifier: str | None, values: Sequence[str], ctx: QueryContext, name: str
-    ) -> dict[str, Any]: ...
+    ) -> EsQuery: ...
 
     def sort(self, param: SearchParameter, descending: bool) -> list[dict[str, Any]]: ...
 
@@ -98,22 +99,22 @@ def add(fields: Fields, key: str, value: Any) -> None:
         bucket.append(value)
 
 
-def any_of(clauses: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def any_of(clauses: Sequence[EsQuery]) -> EsQuery:
     """OR of clauses (a single clause is returned as is)."""
     if len(clauses) == 1:
         return clauses[0]
     return {"bool": {"should": list(clauses), "minimum_should_match": 1}}
 
 
-def none_of(clauses: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def none_of(clauses: Sequence[EsQuery]) -> EsQuery:
     return {"bool": {"must_not": list(clauses)}}
 
 
-def match_nothing() -> dict[str, Any]:
+def match_nothing() -> EsQuery:
     return {"bool": {"must_not": [{"match_all": {}}]}}
 
 
-def term(field_path: str, value: Any) -> dict[str, Any]:
+def term(field_path: str, value: Any) -> EsQuery:
     return {"term": {field_path: value}}
 
 
@@ -179,7 +180,7 @@ def _regexp_literal(s: str) -> str:
     return "".join(c if c.isalnum() else "\\" + c for c in s)
 
 
-def text_prefix(field_path: str, raw: str, name: str) -> dict[str, Any]:
+def text_prefix(field_path: str, raw: str, name: str) -> EsQuery:
     """Token / reference ``:text``: string search semantics (search.html#string) on the text of the value:
     the whole normalised text starts with the normalised query (``summary`` does not match "Discharge
     summary"; ``discharge sum`` does).  ``field_path`` holds :func:`search.normalize.normalize_string`
@@ -192,7 +193,7 @@ def text_prefix(field_path: str, raw: str, name: str) -> dict[str, Any]:
     return {"prefix": {field_path: norm}}
 
 
-def words_clause(field_path: str, folded: str, name: str) -> dict[str, Any]:
+def words_clause(field_path: str, folded: str, name: str) -> EsQuery:
     """``:text``: every word of ``folded`` (a normalised query) starts a word of one value of ``field_path``.
 
     Values are normalised too (case/accent folded, so Latin letters are ASCII); a word starts the value

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from itertools import product
 from typing import Any
 
+from fhir_common.types import EsQuery
 from search.errors import SearchError
 from search.params.base import (
     KEYWORD,
@@ -118,7 +119,7 @@ def _query_keys(raw: str, ctx: QueryContext) -> list[str]:
 
 def compile_query(
     param: SearchParameter, modifier: str | None, values: Sequence[str], ctx: QueryContext, name: str
-) -> dict[str, Any]:
+) -> EsQuery:
     check_modifier(MODIFIERS, param, modifier, name)
     clauses = []
     for raw in values:

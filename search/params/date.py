@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+from fhir_common.types import EsQuery
 from search.errors import SearchError
 from search.params.base import (
     FhirValue,
@@ -242,7 +243,7 @@ def parse_search_value(value: str, name: str) -> DateRange:
         raise SearchError(f"invalid date value {value!r}: expected {expected}", name) from e
 
 
-def _range(f: str, relation: str, gte: datetime | None = None, lt: datetime | None = None) -> dict[str, Any]:
+def _range(f: str, relation: str, gte: datetime | None = None, lt: datetime | None = None) -> EsQuery:
     body: dict[str, Any] = {}
     if gte is not None:
         body["gte"] = micros(gte)
@@ -252,15 +253,15 @@ def _range(f: str, relation: str, gte: datetime | None = None, lt: datetime | No
     return {"range": {f: body}}
 
 
-def _above(f: str, s: DateRange, relation: str) -> dict[str, Any]:
+def _above(f: str, s: DateRange, relation: str) -> EsQuery:
     return match_nothing() if s.hi is None else _range(f, relation, gte=s.hi)
 
 
-def _below(f: str, s: DateRange, relation: str) -> dict[str, Any]:
+def _below(f: str, s: DateRange, relation: str) -> EsQuery:
     return match_nothing() if s.lo is None else _range(f, relation, lt=s.lo)
 
 
-def clause_for(f: str, prefix: str, s: DateRange, now: datetime) -> dict[str, Any]:
+def clause_for(f: str, prefix: str, s: DateRange, now: datetime) -> EsQuery:
     """The ES clause for one prefixed search range on date_range field ``f`` (see module doc)."""
     eq = _range(f, "within", gte=s.lo, lt=s.hi)
     if prefix == "eq":
@@ -288,7 +289,7 @@ def clause_for(f: str, prefix: str, s: DateRange, now: datetime) -> dict[str, An
 
 def compile_query(
     param: SearchParameter, modifier: str | None, values: Sequence[str], ctx: QueryContext, name: str
-) -> dict[str, Any]:
+) -> EsQuery:
     check_modifier(MODIFIERS, param, modifier, name)
     clauses = []
     for raw in values:

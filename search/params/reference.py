@@ -28,6 +28,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from fhir_common.types import EsQuery, Resource
 from search.errors import SearchError
 from search.normalize import MAX_KEYWORD_CHARS, normalize_string
 from search.params.base import (
@@ -98,7 +99,7 @@ def parse_reference(reference: str, base_url: str | None) -> tuple[str, str | No
     return ref, (tail.group(1) if tail else None), None
 
 
-def target_type(data: Any, resource: dict[str, Any]) -> str | None:
+def target_type(data: Any, resource: Resource) -> str | None:
     """The type a Reference points to, as ``resolve() is X`` would see it (contained included)."""
     if not isinstance(data, dict):
         return None
@@ -151,7 +152,7 @@ def index(param: SearchParameter, values: Sequence[FhirValue], ctx: IndexContext
     return fields
 
 
-def _index_contained(fields: Fields, target: dict[str, Any], contained: dict[str, dict[str, Any]]) -> None:
+def _index_contained(fields: Fields, target: Resource, contained: dict[str, Resource]) -> None:
     """Names and identifiers of a contained target; a contained PractitionerRole (the PDSm author form)
     also contributes those of its contained ``practitioner``."""
     if isinstance(target.get("resourceType"), str):
@@ -179,7 +180,7 @@ def _index_contained(fields: Fields, target: dict[str, Any], contained: dict[str
             add(fields, "contained_identifier", f"{ident.get('system') or ''}|{ident['value']}")
 
 
-def _identifier(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
+def _identifier(param: SearchParameter, raw: str, name: str) -> EsQuery:
     parts = split_escaped(raw, "|")
     if len(parts) == 1:
         return term(field_name(param, "identifier_value"), unescape(raw))
@@ -191,7 +192,7 @@ def _identifier(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
     raise SearchError(f"identifier value {raw!r} has neither a system nor a value", name)
 
 
-def _display(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
+def _display(param: SearchParameter, raw: str, name: str) -> EsQuery:
     return text_prefix(field_name(param, "display"), raw, name)
 
 
@@ -200,7 +201,7 @@ def _check_type(param: SearchParameter, rtype: str, name: str) -> None:
         raise SearchError(f"{rtype} is not a target type of {param.code} ({', '.join(param.target)})", name)
 
 
-def _match(param: SearchParameter, type_modifier: str | None, raw: str, ctx: QueryContext, name: str) -> dict[str, Any]:
+def _match(param: SearchParameter, type_modifier: str | None, raw: str, ctx: QueryContext, name: str) -> EsQuery:
     value = _local(unescape(raw), ctx.base_url)
     m = _RELATIVE.match(value)
     if m:
@@ -221,7 +222,7 @@ def _match(param: SearchParameter, type_modifier: str | None, raw: str, ctx: Que
 
 def compile_query(
     param: SearchParameter, modifier: str | None, values: Sequence[str], ctx: QueryContext, name: str
-) -> dict[str, Any]:
+) -> EsQuery:
     if modifier == "identifier":
         return any_of([_identifier(param, v, name) for v in values])
     if modifier == "text":

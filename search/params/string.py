@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from fhir_common.types import EsQuery
 from search.errors import SearchError
 from search.normalize import MAX_KEYWORD_CHARS, normalize_exact, normalize_string
 from search.params.base import (
@@ -130,7 +131,7 @@ def _escape_wildcard(s: str) -> str:
     return s.replace("\\", "\\\\").replace("*", "\\*").replace("?", "\\?")
 
 
-def _clause(param: SearchParameter, modifier: str | None, raw: str, name: str) -> dict[str, Any]:
+def _clause(param: SearchParameter, modifier: str | None, raw: str, name: str) -> EsQuery:
     value = unescape(raw)
     if param.code == PHONETIC and modifier is None:
         codes = _soundex_codes(normalize_string(value))
@@ -155,7 +156,7 @@ def _clause(param: SearchParameter, modifier: str | None, raw: str, name: str) -
 
 def compile_query(
     param: SearchParameter, modifier: str | None, values: Sequence[str], ctx: QueryContext, name: str
-) -> dict[str, Any]:
+) -> EsQuery:
     check_modifier(MODIFIERS, param, modifier, name)
     return any_of([_clause(param, modifier, v, name) for v in values])
 

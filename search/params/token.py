@@ -48,6 +48,7 @@ from importlib import resources
 from typing import Any
 
 from fhir_common.fhirpath import element_types
+from fhir_common.types import EsQuery
 from search.errors import SearchError
 from search.normalize import MAX_KEYWORD_CHARS, normalize_string
 from search.params.base import (
@@ -192,13 +193,13 @@ def index(param: SearchParameter, values: Sequence[FhirValue], ctx: IndexContext
     return fields
 
 
-def _exact_or_ci(param: SearchParameter, f: str, value: str) -> dict[str, Any]:
+def _exact_or_ci(param: SearchParameter, f: str, value: str) -> EsQuery:
     """Exact match, or a match of the lower-cased copy, which only case-insensitive values have (see
     :func:`index`): two term queries, whatever the system of the stored value."""
     return any_of([term(field_name(param, f), value), term(field_name(param, f + "_ci"), value.lower())])
 
 
-def _match(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
+def _match(param: SearchParameter, raw: str, name: str) -> EsQuery:
     parts = split_escaped(raw, "|")
     if len(parts) == 1:
         return _exact_or_ci(param, "code", unescape(raw))
@@ -213,14 +214,14 @@ def _match(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
     raise SearchError(f"token value {raw!r} has neither a system nor a code", name)
 
 
-def _of_type(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
+def _of_type(param: SearchParameter, raw: str, name: str) -> EsQuery:
     parts = [unescape(p) for p in split_escaped(raw, "|")]
     if len(parts) != 3 or not parts[1] or not parts[2]:
         raise SearchError(f":of-type expects type-system|type-code|value, got {raw!r}", name)
     return term(field_name(param, "of_type"), "|".join(parts))
 
 
-def _text(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
+def _text(param: SearchParameter, raw: str, name: str) -> EsQuery:
     """R4 ``:text``: string search semantics on the whole text (starts-with, case/accent folded)."""
     return text_prefix(field_name(param, "text"), raw, name)
 
@@ -269,7 +270,7 @@ def subsumed(system: str, code: str, direction: str) -> list[str]:
     return out
 
 
-def _subsumption(param: SearchParameter, direction: str, raw: str, name: str) -> dict[str, Any]:
+def _subsumption(param: SearchParameter, direction: str, raw: str, name: str) -> EsQuery:
     parts = split_escaped(raw, "|")
     if len(parts) == 1 or not unescape(parts[0]):
         raise SearchError(f":{direction} needs system|code (subsumption is defined within a code system), "
@@ -285,7 +286,7 @@ def _subsumption(param: SearchParameter, direction: str, raw: str, name: str) ->
     return _any_sys_code(param, [f"{system}|{c}" for c in subsumed(system, code, direction)])
 
 
-def _in(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
+def _in(param: SearchParameter, raw: str, name: str) -> EsQuery:
     url = unescape(raw).split("|", 1)[0]  # a |version is accepted and ignored (one version known)
     codes = value_sets().get(url)
     if codes is None:
@@ -293,7 +294,7 @@ def _in(param: SearchParameter, raw: str, name: str) -> dict[str, Any]:
     return _any_sys_code(param, codes)
 
 
-def _any_sys_code(param: SearchParameter, system_codes: list[str]) -> dict[str, Any]:
+def _any_sys_code(param: SearchParameter, system_codes: list[str]) -> EsQuery:
     """Any of ``system|code``, exactly or by the lower-cased copy (``:in`` and ``:below``/``:above`` both
     expand to such a list, and both must treat case as a plain ``system|code`` does)."""
     return any_of([{"terms": {field_name(param, "sys_code"): system_codes}},
@@ -307,7 +308,7 @@ def _lower_code(system_code: str) -> str:
 
 def compile_query(
     param: SearchParameter, modifier: str | None, values: Sequence[str], ctx: QueryContext, name: str
-) -> dict[str, Any]:
+) -> EsQuery:
     if modifier in ("below", "above"):
         return any_of([_subsumption(param, modifier, v, name) for v in values])
     if modifier in ("in", "not-in"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from fhir_common.types import EsQuery
 from search.errors import SearchError
 from search.params.base import (
     KEYWORD,
@@ -65,7 +66,7 @@ def _above_candidates(uri: str) -> list[str]:
     return [*cands, uri]
 
 
-def _clause(param: SearchParameter, modifier: str | None, raw: str, name: str) -> dict[str, Any]:
+def _clause(param: SearchParameter, modifier: str | None, raw: str, name: str) -> EsQuery:
     uri = unescape(raw)
     if not uri:
         raise SearchError("empty uri", name)
@@ -81,7 +82,7 @@ def _clause(param: SearchParameter, modifier: str | None, raw: str, name: str) -
 
 def compile_query(
     param: SearchParameter, modifier: str | None, values: Sequence[str], ctx: QueryContext, name: str
-) -> dict[str, Any]:
+) -> EsQuery:
     check_modifier(MODIFIERS, param, modifier, name)
     return any_of([_clause(param, modifier, v, name) for v in values])
 
