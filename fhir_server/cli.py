@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .api.transport import uvicorn_options
 from .observability.logs import configure_logging
 from .settings import Settings, get_settings
 
@@ -52,7 +53,7 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
         console.print(f"[bold green]FHIR server[/] on {settings.public_base}")
         # log_config=None: uvicorn's loggers go through ours (JSON, request ids); the access line is ours too
         uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
-                    log_config=None, access_log=False)
+                    log_config=None, access_log=False, **uvicorn_options())
     return 0
 
 

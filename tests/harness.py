@@ -17,6 +17,7 @@ import uvicorn
 from elasticsearch import Elasticsearch
 from sqlalchemy import create_engine, text
 
+from fhir_server.api.transport import uvicorn_options
 from fhir_server.app import create_app
 from fhir_server.context import ServerContext
 from fhir_server.settings import Settings
@@ -54,7 +55,8 @@ class RunningServer:
 
 def start_server(settings: Settings) -> RunningServer:
     app = create_app(lambda: ServerContext.build(settings, settings.es_url or ""), settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on")
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning", lifespan="on",
+                            **uvicorn_options())
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{settings.port}", daemon=True)
     thread.start()

@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Iterator
 
 import httpx
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -296,8 +297,8 @@ def test_options_on_the_base_is_the_capability_statement(http: httpx.Client, sec
 
 
 def test_raw_non_ascii_url_is_refused_by_the_http_parser(open_srv: RunningServer) -> None:
-    """Pins the limitation the README documents: uvicorn's h11 parser refuses a request-target with bytes outside
-    visible ASCII (RFC 9112 §3.2) with its own text/plain 400 before the application runs; percent-encoded, the same
+    """uvicorn's h11 parser refuses a request-target with bytes outside visible ASCII (RFC 9112 §3.2) before the
+    application runs: the answer is still a 400 OperationOutcome (api/transport.py); percent-encoded, the same
     search works."""
     settings_ = open_srv.settings
     with socket.create_connection((settings_.host, settings_.port), timeout=30) as sock:
@@ -305,7 +306,10 @@ def test_raw_non_ascii_url_is_refused_by_the_http_parser(open_srv: RunningServer
         answer = b""
         while chunk := sock.recv(4096):
             answer += chunk
-    assert answer.startswith(b"HTTP/1.1 400") and b"text/plain" in answer
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and b"application/fhir+json" in head, answer
+    outcome = orjson.loads(body)
+    assert outcome["resourceType"] == "OperationOutcome" and outcome["issue"][0]["expression"] == ["url"]
     with httpx.Client(base_url=open_srv.base_url, timeout=30) as c:
         assert c.get("/Patient", params={"name": "é"}).status_code == 200
 
