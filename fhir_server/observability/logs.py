@@ -22,7 +22,7 @@ _VALID_ID = re.compile(r"[!-~]{1,128}")  # printable ASCII without spaces: safe 
 
 # attributes every LogRecord has: anything else was passed as ``extra=`` and goes into the JSON line
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message", "asctime", "request_id", "color_message"}  # color_message: uvicorn's ANSI copy of the message
+    "message", "asctime", "request_id", "request_tag", "color_message"}  # color_message: uvicorn's ANSI copy of the message
 _installed = False
 
 
