@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from fhir_server import es_node
+from fhir_devtools import es_node
 from fhir_server.security.dev_issuer import DevIssuer
 from fhir_server.storage.audit import AuditLog
 from tests.conftest import make_settings

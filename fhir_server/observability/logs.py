@@ -22,7 +22,8 @@ _VALID_ID = re.compile(r"[!-~]{1,128}")  # printable ASCII without spaces: safe 
 
 # attributes every LogRecord has: anything else was passed as ``extra=`` and goes into the JSON line
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message", "asctime", "request_id", "request_tag", "color_message"}  # color_message: uvicorn's ANSI copy of the message
+    # color_message: uvicorn's ANSI copy of the message; request_tag: the text format's " [id]"
+    "message", "asctime", "request_id", "request_tag", "color_message"}
 _installed = False
 
 
