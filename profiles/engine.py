@@ -114,7 +114,8 @@ class Validator:
             bundle_rules(obj, path, issues)
 
     def _foreign(self, obj: dict[str, Any], rt: str, path: str, issues: list[Issue]) -> None:
-        """A resource type outside the vendored definitions: structural check (fhir.resources) only."""
+        """A resource type outside the validated R4 types (``r4model.validated_types``): structural check
+        (fhir.resources) only."""
         from .structural import validate_structure
 
         for issue in validate_structure(obj):

@@ -1,15 +1,18 @@
-"""Compiled validator tree: the vendored StructureDefinition snapshots turned, once per process, into nodes the
-engine walks without looking at a definition again (JSON key → node lookups, parsed cardinalities, compiled
-invariants, expanded value sets as sets)."""
+"""Compiled validator tree: the R4 StructureDefinition snapshots (``fhir_common.r4model``) and the vendored profile
+packages turned, once per process, into nodes the engine walks without looking at a definition again (JSON key →
+node lookups, parsed cardinalities, compiled invariants, expanded value sets as sets)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
+
+from fhir_common import r4model
+from fhir_common.r4model import ElementDef
 
 from .invariants import Invariant, compile_invariant
 from .primitives import FAST, PRIMITIVES
@@ -107,7 +110,7 @@ def _max(raw: str) -> int | None:
     return None if raw == "*" else int(raw)
 
 
-def _binding(raw: list[str] | None, valuesets: dict[str, Any]) -> Binding | None:
+def _binding(raw: Sequence[str] | None, valuesets: dict[str, Any]) -> Binding | None:
     if not raw:
         return None
     strength, url = raw
@@ -119,42 +122,34 @@ def _binding(raw: list[str] | None, valuesets: dict[str, Any]) -> Binding | None
     return Binding(strength, url, pairs, frozenset(c for _, c in pairs), systems)
 
 
-def _node(el: dict[str, Any], valuesets: dict[str, Any], name: str | None = None) -> Node:
-    path = el["p"]
-    last = name or path.rsplit(".", 1)[-1]
-    choice = last.endswith("[x]")
-    types = tuple(t[0] for t in el.get("t", []))
-    targets = tuple(sorted({x for t in el.get("t", []) if len(t) > 1 for x in t[1]}))
+def _node(el: ElementDef, valuesets: dict[str, Any]) -> Node:
     node = Node(
-        name=last[:-3] if choice else last, path=path, min=el["n"], max=_max(el["x"]), types=types, choice=choice,
-        targets=targets, binding=_binding(el.get("b"), valuesets),
-        invariants=tuple(compile_invariant(*c) for c in el.get("c", [])),
-        fixed=(el["f"][0], el["f"][1]) if "f" in el else None,
-        pattern=(el["pt"][0], el["pt"][1]) if "pt" in el else None,
-        content_ref=el.get("cr"))
+        name=el.name, path=el.path, min=el.min, max=el.max, types=el.types, choice=el.choice,
+        targets=el.targets, binding=_binding(el.binding, valuesets),
+        invariants=tuple(compile_invariant(*c) for c in el.constraints),
+        fixed=el.fixed, pattern=el.pattern, content_ref=el.content_ref)
     node.finish()
     return node
 
 
-def _compile_type(name: str, raw: dict[str, Any], valuesets: dict[str, Any], registry: dict[str, Model]) -> Model:
-    elements = raw["e"]
-    root = Model(name, invariants=tuple(compile_invariant(*c) for c in elements[0].get("c", [])))
-    by_path: dict[str, Model] = {elements[0]["p"]: root}
+def _compile_type(typedef: r4model.TypeDef, valuesets: dict[str, Any], registry: dict[str, Model]) -> Model:
+    name, elements = typedef.name, typedef.elements
+    root = Model(name, invariants=tuple(compile_invariant(*c) for c in elements[0].constraints))
+    by_path: dict[str, Model] = {elements[0].path: root}
     for el in elements[1:]:
-        if "s" in el or ":" in el.get("id", ""):
+        if el.sliced:
             continue  # slices of the base types (none in R4 core resources) are not needed here
-        parent_path, _ = el["p"].rsplit(".", 1)
-        parent = by_path.get(parent_path)
+        parent = by_path.get(el.path.rsplit(".", 1)[0])
         if parent is None:
             continue
         node = _node(el, valuesets)
-        if raw["k"] == "primitive-type" and node.name == "value":
+        if typedef.kind == "primitive-type" and node.name == "value":
             continue  # the primitive value itself is checked by primitives.py
         parent.add(node)
         if any(t in INLINE_TYPES for t in node.types) and name not in INLINE_TYPES:
-            node.model = Model(f"{name}:{el['p']}", invariants=node.invariants)
+            node.model = Model(f"{name}:{el.path}", invariants=node.invariants)
             node.invariants = ()
-            by_path[el["p"]] = node.model
+            by_path[el.path] = node.model
     registry.update(by_path)
     return root
 
@@ -163,11 +158,10 @@ def _extension(url: str, raw: dict[str, Any], valuesets: dict[str, Any], source:
     def value(v: dict[str, Any] | None) -> Node | None:
         if v is None:
             return None
-        el = {"p": "Extension.value[x]", "n": v["n"], "x": "1", "t": [[t, v.get("r", [])] if v.get("r") else [t]
-                                                                       for t in v["t"]]}
-        if "b" in v:
-            el["b"] = v["b"]
-        return _node(el, valuesets)
+        types = tuple(v["t"])
+        targets = tuple(sorted(set(v.get("r", ())))) if v.get("r") else ()
+        binding = (v["b"][0], v["b"][1]) if "b" in v else None
+        return _node(ElementDef("Extension.value[x]", v["n"], 1, types, targets, binding=binding), valuesets)
 
     sub = {u: (s["n"], _max(s["x"]), value(s.get("v"))) for u, s in raw.get("sub", {}).items()}
     return ExtensionDef(url, tuple(raw["ctx"]), value(raw.get("v")), sub,
@@ -182,8 +176,7 @@ def _load(name: str) -> dict[str, Any]:
 @cache
 def definitions() -> Definitions:
     """The compiled R4 core definitions plus the vendored profile extensions (built once per process)."""
-    core = _load("r4-core.json")
-    valuesets: dict[str, Any] = dict(core["valuesets"])
+    valuesets: dict[str, Any] = dict(r4model.valuesets())
     extra_ext: dict[str, Any] = {}
     for f in sorted(DEFINITIONS.glob("fr-*.json")):
         pkg = _load(f.name)
@@ -191,9 +184,10 @@ def definitions() -> Definitions:
         for url, ext in pkg.get("extensions", {}).items():
             extra_ext[url] = (ext, pkg.get("source", f.name))
     registry: dict[str, Model] = {}
-    models = {name: _compile_type(name, raw, valuesets, registry) for name, raw in core["types"].items()}
-    kinds = {name: raw["k"] for name, raw in core["types"].items()}
-    bases = {name: raw.get("base", "") for name, raw in core["types"].items()}
+    typedefs = [t for name in r4model.validated_types() if (t := r4model.type_def(name)) is not None]
+    models = {t.name: _compile_type(t, valuesets, registry) for t in typedefs}
+    kinds = {t.name: t.kind for t in typedefs}
+    bases = {t.name: t.base for t in typedefs}
 
     def chain(t: str) -> tuple[str, ...]:
         out = [t]
@@ -208,7 +202,7 @@ def definitions() -> Definitions:
             if node.content_ref and node.model is None:
                 node.model = registry.get(node.content_ref)
             node.finish()
-    extensions = {url: _extension(url, raw, valuesets, "R4") for url, raw in core["extensions"].items()}
+    extensions = {url: _extension(url, raw, valuesets, "R4") for url, raw in r4model.extensions().items()}
     for url, (raw, source) in extra_ext.items():
         extensions[url] = _extension(url, raw, valuesets, source)
     bindings = {url: b for url in valuesets if (b := _binding(["required", url], valuesets))}
@@ -216,10 +210,10 @@ def definitions() -> Definitions:
         models=models,
         kinds=kinds,
         bases=bases,
-        abstract=frozenset(name for name, raw in core["types"].items() if raw.get("a")),
+        abstract=frozenset(t.name for t in typedefs if t.abstract),
         extensions=extensions,
         valuesets=bindings,
-        codesystems={url: frozenset(codes) for url, codes in core.get("codesystems", {}).items()},
+        codesystems={url: frozenset(codes) for url, codes in r4model.codesystems().items()},
     )
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
+from fhir_common import r4model
 from fhir_common.outcome import Issue
 from fhir_common.types import Resource
 
@@ -126,7 +127,7 @@ def registry() -> dict[str, Profile]:
     out: dict[str, Profile] = {}
     for f in sorted(DEFINITIONS.glob("fr-*.json")):
         pkg = _load(f.name)
-        valuesets = {**_load("r4-core.json")["valuesets"], **pkg.get("valuesets", {})} if pkg.get("profiles") else {}
+        valuesets = {**r4model.valuesets(), **pkg.get("valuesets", {})} if pkg.get("profiles") else {}
         for raw in pkg.get("profiles", ()):
             p = Profile(url=raw["url"], version=raw["version"], name=raw["name"], type=raw["type"],
                         source=raw["source"], parent=raw.get("parent"),

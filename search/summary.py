@@ -1,10 +1,7 @@
 """``_summary`` and ``_elements``: which top-level elements of a resource a search returns.
 
-Nothing is copied by hand. The summary flags (``ElementDefinition.isSummary``) come from the
-``fhir.resources`` models (generated from the R4 StructureDefinitions, R4B being identical for the
-served types). Mandatory elements (min >= 1), which every view keeps, come from the R4
-StructureDefinitions vendored for validation (``profiles/definitions/r4-core.json``): the models
-enforce several of them in validators rather than in the field definitions, so they cannot tell.
+Nothing is copied by hand: the summary flags (``ElementDefinition.isSummary``) and the mandatory elements
+(min >= 1, which every view keeps) come from the R4 StructureDefinitions (``fhir_common.r4model``).
 
 Filtering is top-level only (the spec's "summary" view keeps whole summary elements), and a
 primitive's ``_element`` extension sibling follows its element.
@@ -12,36 +9,28 @@ primitive's ``_element`` extension sibling follows its element.
 
 from __future__ import annotations
 
-import importlib
-import json
 from functools import cache
-from importlib import resources
 from typing import Any
+
+from fhir_common import r4model
 
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
 
 #: Always returned: the spec requires id and meta (which carries SUBSETTED) in every view.
 ALWAYS = frozenset({"resourceType", "id", "meta"})
 
-_MODULES = {"DocumentReference": "documentreference"}
+
+def _top_level(resource_type: str) -> tuple[r4model.ElementDef, ...]:
+    """The elements one step below a resource type (inherited ones included); none for a non-resource."""
+    if resource_type not in r4model.resource_types():
+        return ()
+    return r4model.children(resource_type) or ()
 
 
 @cache
 def _mandatory_by_type() -> dict[str, frozenset[str]]:
-    """Top-level elements with min >= 1 of every resource type in the vendored R4 definitions, read once.
-
-    Each type lists its elements as ``{"p": path, "n": min, ...}`` (inherited ones included), so the
-    top-level ones are the paths one step below the type; choice types are named by their stem."""
-    raw = json.loads(resources.files("profiles").joinpath("definitions/r4-core.json").read_bytes())["types"]
-    out: dict[str, frozenset[str]] = {}
-    for type_, definition in raw.items():
-        if definition.get("k") != "resource":
-            continue
-        prefix = f"{type_}."
-        out[type_] = frozenset(
-            e["p"].removeprefix(prefix).removesuffix("[x]") for e in definition["e"]
-            if e["p"].startswith(prefix) and "." not in e["p"].removeprefix(prefix) and e.get("n", 0) >= 1)
-    return out
+    """Top-level elements with min >= 1 of every R4 resource type; choice types named by their stem."""
+    return {t: frozenset(el.name for el in _top_level(t) if el.min >= 1) for t in r4model.resource_types()}
 
 
 def mandatory_elements(resource_type: str) -> frozenset[str]:
@@ -52,16 +41,7 @@ def mandatory_elements(resource_type: str) -> frozenset[str]:
 @cache
 def summary_elements(resource_type: str) -> frozenset[str]:
     """Top-level element names flagged isSummary for ``resource_type`` (empty if unknown)."""
-    module = _MODULES.get(resource_type, resource_type.lower())
-    try:
-        model = getattr(importlib.import_module(f"fhir.resources.R4B.{module}"), resource_type)
-    except (ImportError, AttributeError):
-        return frozenset()
-    return frozenset(
-        name
-        for name, f in model.model_fields.items()
-        if (f.json_schema_extra or {}).get("summary_element_property")
-    )
+    return frozenset(el.name for el in _top_level(resource_type) if el.summary)
 
 
 def _stem_matches(key: str, names: frozenset[str]) -> bool:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("fhir_common", "fhir_server", "profiles", "search")
-BUILD_TOOLS = ("fhir_server/formats/definitions", "profiles/tools")  # offline generators reading trusted files
+BUILD_TOOLS = ("fhir_common/definitions", "profiles/tools")  # offline generators reading trusted files
 
 
 def _imports() -> Iterator[tuple[str, str]]:

@@ -2,17 +2,15 @@
 
 JSON and XML carry the same content but XML has no types: which elements repeat, which primitives are JSON
 booleans or numbers, which element name is which choice type, and in which order elements must be written all
-come from the definitions (xml.html, json.html). The table is ``definitions/r4-elements.json``.
+come from the definitions (xml.html, json.html), read from the one R4 model (``fhir_common.r4model``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from importlib import resources
-from typing import Any
 
-import orjson
+from fhir_common import r4model
 
 FHIR_NS = "http://hl7.org/fhir"
 XHTML_NS = "http://www.w3.org/1999/xhtml"
@@ -58,32 +56,46 @@ def choice_name(base: str, type_code: str) -> str:
     return base + type_code[0].upper() + type_code[1:]
 
 
-@cache
-def _table() -> dict[str, Any]:
-    data = resources.files("fhir_server.formats").joinpath("definitions/r4-elements.json").read_bytes()
-    table: dict[str, Any] = orjson.loads(data)
-    return table
-
-
 def primitive_kinds() -> dict[str, str]:
     """Primitive type code -> JSON kind (``boolean``, ``integer``, ``decimal`` or ``string``)."""
-    kinds: dict[str, str] = _table()["primitives"]
-    return kinds
+    return r4model.primitive_json_kinds()
 
 
-@cache
 def resource_types() -> frozenset[str]:
-    return frozenset(_table()["resources"])
+    return r4model.resource_types()
+
+
+def _child(el: r4model.ElementDef, has_children: bool) -> Child:
+    """How an element is written: its JSON/XML name, whether it repeats, its kind and the key of its type(s)."""
+    if el.xml_attr:
+        return Child(el.name, False, ATTRIBUTE, ("string",))
+    if el.content_ref:
+        return Child(el.name, el.many, COMPLEX, (el.content_ref,))
+    if el.choice:
+        return Child(el.name, el.many, CHOICE, el.types)
+    if has_children:
+        return Child(el.name, el.many, COMPLEX, (el.path,))  # a backbone element: keyed by its path
+    if el.types == ("xhtml",):
+        return Child(el.name, el.many, XHTML, el.types)
+    if el.types == ("Resource",):
+        return Child(el.name, el.many, RESOURCE, el.types)
+    if el.name == "id" and el.path.count(".") == 1:  # Resource.id: System.String in the snapshots, an id
+        return Child("id", False, PRIMITIVE, ("id",))
+    if len(el.types) != 1:
+        raise ValueError(f"unexpected element {el.path} {el.types}")
+    return Child(el.name, el.many, PRIMITIVE if el.types[0] in primitive_kinds() else COMPLEX, el.types)
 
 
 @cache
 def type_info(key: str) -> TypeInfo | None:
     """The children of a datatype, a resource type or a backbone element path; None if unknown."""
-    raw = _table()["types"].get(key)
-    if raw is None:
+    if key in primitive_kinds():
+        return None  # a primitive's value is text or a JSON value, not elements
+    elements = r4model.children(key)
+    if elements is None or ("." in key and not elements):
         return None
     prims = primitive_kinds()
-    children = tuple(Child(name, many, kind, tuple(types)) for name, many, kind, types in raw)
+    children = tuple(_child(el, bool(r4model.children(el.path))) for el in elements if el.max != 0)
     members: dict[str, Member] = {}
     attributes = set()
     for order, child in enumerate(children):

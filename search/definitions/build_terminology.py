@@ -1,7 +1,7 @@
 """Regenerate ``terminology-r4.json``: the R4 code systems and value sets token search can reason about.
 
 Source: the official R4 (4.0.1) content, npm package ``hl7.fhir.r4.examples@4.0.1`` (CC0; see
-``profiles/tools/build_r4_definitions.py`` for how to fetch it).  Two parts:
+``fhir_common/definitions/build.py`` for how to fetch it).  Two parts:
 
 * ``codeSystems``: every CodeSystem with ``content = complete``, as ``{url: {code: [parent codes]}}``.
   Parents come from nested ``concept`` elements and from the ``subsumedBy`` / ``parent`` / ``child``
