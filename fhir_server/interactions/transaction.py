@@ -96,17 +96,19 @@ def _allowed(unit: WriteUnit, entry: Entry, type_: str, resource: Resource, inte
 ABSENT, CURRENT, DELETED = "absent", "current", "deleted"
 
 
-def _state(unit: WriteUnit, entry: Entry, type_: str, id_: str, interaction: str) -> str:
+def _state(unit: WriteUnit, entry: Entry, type_: str, id_: str, interaction: str,
+           current: StoredVersion | None = None) -> str:
     """:data:`ABSENT` (unknown, or hidden from the caller: the two must look alike), :data:`CURRENT` (a
     current version the caller sees) or :data:`DELETED` (deleted, and the version it deleted the caller saw).
 
     A resource's visibility is its last content's: a deleted one hidden from the caller stays unknown to
-    them, so they can neither re-create it nor learn that it existed."""
-    cur = unit.current(type_, id_)
+    them, so they can neither re-create it nor learn that it existed. ``current``: already read by the caller."""
+    cur = current if current is not None else unit.current(type_, id_)
     if cur is None:
         return ABSENT
     if not cur.deleted and cur.content is not None:
-        return CURRENT if _allowed(unit, entry, type_, cur.resource(), interaction) else ABSENT
+        return CURRENT if entry.access is None or _allowed(unit, entry, type_, cur.resource(), interaction) \
+            else ABSENT
     if entry.access is None:
         return DELETED
     last = unit.vread(type_, id_, cur.version - 1) if cur.version > 1 else None
@@ -152,7 +154,9 @@ def _resolve_identity(ctx: ServerContext, unit: WriteUnit, entry: Entry, pending
         entry.target = entry.new_id
     elif entry.id is not None:
         entry.target = entry.id
-        if entry.method == "PUT" and _state(unit, entry, type_, entry.id, "update") == ABSENT:
+        # unrestricted callers may create at any id: no read needed (the write itself reads the head)
+        if entry.method == "PUT" and entry.access is not None and _state(unit, entry, type_, entry.id,
+                                                                         "update") == ABSENT:
             _creatable(entry, type_, entry.id)
     else:
         criteria = conditional.analyse(type_, entry.query or "", f"{entry.where}.request.url")
@@ -304,12 +308,11 @@ def _write(ctx: ServerContext, unit: WriteUnit, entry: Entry) -> None:
         entry.stored = _put(unit, entry, body, method="PUT", if_match=entry.if_match, indexed=indexed)
         entry.status = 201 if entry.stored.version == 1 else 200
         return
-    state = _state(unit, entry, type_, entry.target, "patch")  # PATCH
-    if state != CURRENT:
+    current = unit.current(type_, entry.target)  # PATCH
+    state = _state(unit, entry, type_, entry.target, "patch", current)
+    if state != CURRENT or current is None:
         raise not_found(f"{type_}/{entry.target} is not known") if state == ABSENT else FHIRError(
             410, "deleted", f"{type_}/{entry.target} was deleted")
-    current = unit.current(type_, entry.target)
-    assert current is not None
     if entry.if_match is not None and entry.if_match != current.version:
         raise VersionConflict(current.version)
     patched = patch.apply_patch(current.resource(), entry.resource, "")
@@ -358,10 +361,11 @@ def _read(ctx: ServerContext, unit: WriteUnit, entry: Entry) -> None:
         return
     unknown = not_found(f"{type_}/{id_}{'/_history/' + vid if vid else ''} is not known")
     interaction = "vread" if vid else "read"
-    if _state(unit, entry, type_, id_, interaction) == ABSENT:
+    current = unit.current(type_, id_)
+    if _state(unit, entry, type_, id_, interaction, current) == ABSENT:
         raise unknown  # unknown, or hidden from the caller: one answer
     if vid is None:
-        stored = unit.current(type_, id_)
+        stored = current
     else:
         number = version_number(vid)
         stored = unit.vread(type_, id_, number) if number is not None else None
