@@ -94,7 +94,8 @@ class Settings(BaseSettings):
     cursor_secret: SecretStr | None = Field(
         default=None,
         description="Key (16+ characters) of the page cursors' MAC; unset: a random secret kept in the store, "
-        "shared by every process of that store. Setting or changing it makes earlier `next` links 400.")
+        "shared by every process of that store (processes sharing a store set the same value or none). Setting or "
+        "changing it makes earlier `next` links 400.")
     default_count: int = Field(default=20, description="Search page size when `_count` is not given.")
     max_count: int = Field(default=1000, description="Largest search page size (`_count` above it is lowered).")
     history_default_count: int = Field(default=50, description="History page size when `_count` is not given.")
