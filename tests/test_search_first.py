@@ -123,7 +123,7 @@ def test_total_count_and_paging_via_next_links(client: httpx.Client) -> None:
 
 
 def test_paging_on_the_id_serves_each_resource_present_all_along_once(client: httpx.Client) -> None:
-    """Keyset paging on the id, without a snapshot (README, Search): writes between pages neither skip nor
+    """Keyset paging on the id, without a snapshot (docs/search.md): writes between pages neither skip nor
     repeat a resource that matches all along; one created meanwhile may be served, once."""
     family = f"Stable{uuid.uuid4().hex[:8]}"
     created = [create(client, {"resourceType": "Patient", "name": [{"family": family}]}) for _ in range(12)]

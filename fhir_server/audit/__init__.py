@@ -23,7 +23,7 @@ Design (issue 6, "Audit"):
   failure is about the trace, never silent); ``async`` answers anyway and logs it. ``FHIR_AUDIT_SYNC``:
   ``normal`` (default), the journal survives any crash of the server process and is fdatasync'ed within
   ~0.2 s; ``full``, the answer also waits for that (one per group of concurrent answers).
-- **Cost, measured**: see ``bench/audit.py`` and the README (figures as ratios to auth and audit off,
+- **Cost, measured**: see ``bench/audit.py`` and ``docs/audit.md`` (figures as ratios to auth and audit off,
   configurations interleaved in one run).
 - **Hook**: an ASGI middleware (:mod:`.middleware`) outside authentication, so 401s are traced too; routes
   add what only they know (the result, the Bundle) to ``request.state``.

@@ -1,6 +1,6 @@
 """A patient's opposition to a practitioner or organisation (``Consent``), looked up once per request.
 
-Supported shape (README, Security): a ``Consent`` with
+Supported shape (docs/security.md): a ``Consent`` with
 
 - ``status`` = ``active`` and ``scope`` coded ``patient-privacy``
   (``http://terminology.hl7.org/CodeSystem/consentscope``),
