@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -244,3 +245,26 @@ def test_request_id_of_keeps_safe_ids_and_replaces_the_rest(header: str) -> None
     safe = 0 < len(header) <= 128 and all("!" <= c <= "~" for c in header)
     assert rid == header if safe else UUID_RE.fullmatch(rid)
     assert request_id_of(None) != request_id_of(None)
+
+
+def test_logging_writes_to_the_stderr_of_the_moment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A command run in-process (tests call ``cli.main``) configures the root logger; a stream replaced and
+    closed afterwards (pytest's capture) must not make every later record a 'Logging error'."""
+    import io
+
+    from fhir_server.observability.logs import configure_logging
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    try:
+        configure_logging("text", "INFO")
+        first.close()
+        second = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", second)
+        logging.getLogger("fhir_server.test").warning("after the swap")
+        assert "Logging error" not in second.getvalue() and "after the swap" in second.getvalue()
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])

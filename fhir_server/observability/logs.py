@@ -82,10 +82,24 @@ def _with_request_id(record: logging.LogRecord) -> bool:
     return True
 
 
+class _CurrentStderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a record is emitted, not the stream of the day it was made:
+    a command run in-process (the tests call ``cli.main``) must not leave the root logger holding a stream
+    that is closed later (pytest's capture), where every later record would fail to print."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def configure_logging(fmt: str, level: str | int) -> None:
     """Root logging for a command: JSON lines or text on stderr, every line with its request id."""
     install_record_factory()
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _CurrentStderr()
     handler.setFormatter(JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT))
     handler.addFilter(_with_request_id)
     root = logging.getLogger()
