@@ -27,6 +27,14 @@ class Settings(BaseSettings):
     es_shards: int = 1
     es_replicas: int = 0
     es_timeout_s: float = 30.0
+    # Credentials and TLS of the cluster (fhir_server/index/client.py builds every client with them): an API key
+    # (the base64 "id:key" Elasticsearch returns) or a user and password (basic auth); never logged.
+    # With FHIR_ES_URL unset, a username and password start the managed node with security on (that user).
+    es_api_key: SecretStr | None = None
+    es_username: str | None = None
+    es_password: SecretStr | None = None
+    es_ca_certs: Path | None = None  # PEM bundle of the CA(s) that signed the cluster's HTTPS certificate
+    es_verify_certs: bool = True  # false: HTTPS without checking the certificate (a test cluster only)
     # Managed local node
     es_version: str = "9.2.8"
     es_home: Path = Path.home() / ".cache" / "fhir-server"
