@@ -12,6 +12,7 @@ via ``setpriv`` (there is no sudo on the CI machines).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import fcntl
 import json
@@ -30,7 +31,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,9 @@ class NodeConfig:
     user: str
     data_dir: Path
     name: str = "default"
+    # Security on (basic auth, file realm, HTTP without TLS) with this superuser; None: security off
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_settings(
@@ -72,6 +76,8 @@ class NodeConfig:
     ) -> NodeConfig:
         """Build a config from :class:`Settings`; overrides let tests run an isolated node."""
         home = Path(settings.es_home).expanduser()
+        password = settings.es_password.get_secret_value() if settings.es_password is not None else None
+        secured = bool(settings.es_username and password)
         return cls(
             version=settings.es_version,
             home=home,
@@ -80,7 +86,13 @@ class NodeConfig:
             user=settings.es_user,
             data_dir=(home / "nodes" / name) if data_dir is None else Path(data_dir),
             name=name,
+            username=settings.es_username if secured else None,
+            password=password if secured else None,
         )
+
+    @property
+    def secured(self) -> bool:
+        return self.username is not None and self.password is not None
 
     @property
     def url(self) -> str:
@@ -318,10 +330,14 @@ def _read_state(cfg: NodeConfig) -> dict[str, Any]:
         return {}
 
 
-def _health(url: str, timeout: float = 3.0) -> str | None:
-    """Cluster health colour, or None when the node does not answer (``GET /`` is 405 here)."""
+def _health(url: str, timeout: float = 3.0, auth: tuple[str, str] | None = None) -> str | None:
+    """Cluster health colour, or None when the node does not answer (``GET /`` is 405 here) or refuses ``auth``."""
+    request = urllib.request.Request(url + HEALTH_PATH)
+    if auth is not None:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(url + HEALTH_PATH, timeout=timeout) as resp:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             return str(json.loads(resp.read()).get("status"))
     except (OSError, ValueError, urllib.error.URLError):
         return None
@@ -375,13 +391,38 @@ def _prepare_dirs(cfg: NodeConfig, dist: Path, version: str) -> dict[str, Path]:
         marker.write_text(version)
     for d in dirs.values():
         d.mkdir(parents=True, exist_ok=True)
+    if cfg.secured:
+        _set_user(cfg, dist, dirs["config"])
     if _is_root():
         pw = _ensure_user(cfg.user)
         _grant_traverse(dist)
         _grant_traverse(cfg.data_dir)
         for d in dirs.values():
             _chown_tree(d, pw)
+        for name in ("users", "users_roles"):  # rewritten above, possibly in a config dir already theirs
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(dirs["config"] / name, pw.pw_uid, pw.pw_gid)
     return dirs
+
+
+def _set_user(cfg: NodeConfig, dist: Path, config: Path) -> None:
+    """Create (or re-password) the node's superuser in the file realm, offline, before the node starts.
+
+    The password goes through stdin, never the command line (visible to every local user in ``ps``).
+    """
+    assert cfg.username is not None and cfg.password is not None
+    try:
+        known = any(line.split(":", 1)[0] == cfg.username for line in (config / "users").read_text().splitlines())
+    except FileNotFoundError:
+        known = False
+    action = ["passwd", cfg.username] if known else ["useradd", cfg.username, "-r", "superuser"]
+    env = {**os.environ, "ES_JAVA_HOME": str(find_java_home()), "ES_PATH_CONF": str(config)}
+    env.pop("JAVA_HOME", None)
+    proc = subprocess.run([str(dist / "bin" / "elasticsearch-users"), *action], input=f"{cfg.password}\n" * 2,
+                          capture_output=True, text=True, env=env, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"elasticsearch-users {action[0]} {cfg.username} failed ({proc.returncode}): "
+                           f"{(proc.stdout + proc.stderr).replace(cfg.password, '***')[-800:]}")
 
 
 def _command(cfg: NodeConfig, dist: Path, dirs: dict[str, Path], extra: dict[str, str]) -> list[str]:
@@ -390,7 +431,10 @@ def _command(cfg: NodeConfig, dist: Path, dirs: dict[str, Path], extra: dict[str
         "network.host": "127.0.0.1",
         "http.port": str(cfg.port),
         "transport.port": str(free_port()),
-        "xpack.security.enabled": "false",
+        "xpack.security.enabled": "true" if cfg.secured else "false",
+        # no certificates generated for the managed node: HTTP and transport stay plain (loopback only)
+        **({"xpack.security.http.ssl.enabled": "false", "xpack.security.transport.ssl.enabled": "false",
+            "xpack.security.autoconfiguration.enabled": "false"} if cfg.secured else {}),
         "cluster.routing.allocation.disk.threshold_enabled": "false",
         "path.data": str(dirs["data"]),
         "path.logs": str(dirs["logs"]),
@@ -435,7 +479,7 @@ def _wait_ready(cfg: NodeConfig, proc: subprocess.Popen[bytes], timeout: float) 
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             return False
-        if _health(cfg.url, timeout=2.0) in ("yellow", "green"):
+        if _health(cfg.url, timeout=2.0, auth=_auth(cfg)) in ("yellow", "green"):
             return True
         time.sleep(0.5)
     stop(cfg)
@@ -457,7 +501,7 @@ def _launch(cfg: NodeConfig, dist: Path, version: str, *, wait: bool, timeout: f
     optional = dict(OPTIONAL_SETTINGS)
     while True:
         proc = _spawn(cfg, _command(cfg, dist, dirs, optional), env, dirs["logs"])
-        state = {"pid": proc.pid, "port": cfg.port, "version": version, "url": cfg.url}
+        state = {"pid": proc.pid, "port": cfg.port, "version": version, "url": cfg.url, "security": cfg.secured}
         cfg.state_file.write_text(json.dumps(state))
         if not wait or _wait_ready(cfg, proc, timeout):
             return
@@ -485,7 +529,7 @@ def start(cfg: NodeConfig, *, wait: bool = True, timeout: float = 120) -> str:
             url = str(_read_state(cfg).get("url", cfg.url))
             log.info("Elasticsearch already running on %s (pid %d)", url, pid)
             if wait:
-                _wait_existing(url, timeout)
+                _wait_existing(url, timeout, _auth(cfg))
             return url
         if _port_in_use(cfg.port):
             raise RuntimeError(
@@ -498,9 +542,13 @@ def start(cfg: NodeConfig, *, wait: bool = True, timeout: float = 120) -> str:
         return cfg.url
 
 
-def _wait_existing(url: str, timeout: float) -> None:
+def _auth(cfg: NodeConfig) -> tuple[str, str] | None:
+    return (cfg.username, cfg.password) if cfg.username is not None and cfg.password is not None else None
+
+
+def _wait_existing(url: str, timeout: float, auth: tuple[str, str] | None = None) -> None:
     deadline = time.monotonic() + timeout
-    while _health(url) not in ("yellow", "green"):
+    while _health(url, auth=auth) not in ("yellow", "green"):
         if time.monotonic() > deadline:
             raise RuntimeError(f"Elasticsearch at {url} is running but not healthy after {timeout:.0f}s")
         time.sleep(0.5)
@@ -574,7 +622,8 @@ def status(cfg: NodeConfig) -> dict[str, Any]:
         "pid": pid,
         "url": url,
         "version": state.get("version", cfg.version),
-        "health": _health(url) if pid is not None else None,
+        "health": _health(url, auth=_auth(cfg)) if pid is not None else None,
+        "security": bool(state.get("security", False)),
         "data_dir": str(cfg.data_dir),
         "log": str(cfg.log_file),
     }

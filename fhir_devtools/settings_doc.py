@@ -25,8 +25,16 @@ HEADER = """\
 Every setting is an environment variable, read once at start into a pydantic-settings object
 (`fhir_server/settings.py`). Paths are shown with `~` for the home directory of the user running the server.
 
-**Existing Elasticsearch cluster:** `FHIR_ES_URL=http://es1:9200 make run` — nothing is started. **PostgreSQL:**
-`FHIR_DB_URL=postgresql+psycopg://fhir:fhir@db:5432/fhir make run` (the schema is created or migrated on start).
+**Existing Elasticsearch cluster:** `FHIR_ES_URL=http://es1:9200 make run` — nothing is started. Every
+Elasticsearch client of the server (requests, indexer, reindex, bulk load, `/readyz`) is built by one function
+(`fhir_server/index/client.py`) with the credentials and TLS options below; the secrets are never logged
+(the client's debug log shows `Authorization: <hidden>`). Credentials the cluster refuses stop the start with
+`Elasticsearch at URL refused the credentials (401 ...)`; refused later (password changed, key revoked),
+`/readyz` answers 503 with `credentials refused (401)`. The user needs the `monitor` cluster privilege and all
+privileges on `FHIR_ES_INDEX_PREFIX*`.
+
+**PostgreSQL:** `FHIR_DB_URL=postgresql+psycopg://fhir:fhir@db:5432/fhir make run` (the schema is created or
+migrated on start).
 
 | variable | type | default | meaning |
 |---|---|---|---|

@@ -12,6 +12,7 @@ from elasticsearch import Elasticsearch
 from search.extract import IndexDocumentBuilder
 from search.registry import SearchParameterRegistry
 
+from .index.client import check_access, es_client
 from .index.indexer import Indexer
 from .index.indices import IndexManager
 from .index.pits import PitPool
@@ -77,7 +78,9 @@ class ServerContext:
     def build(cls, settings: Settings, es_url: str, *, start_indexer: bool = True) -> ServerContext:
         store = open_store(settings.db_url, busy_timeout_s=settings.db_busy_timeout_s)
         bind_legacy_binaries(store, settings.public_base)
-        es = Elasticsearch(es_url, request_timeout=settings.es_timeout_s, retry_on_timeout=True, max_retries=2)
+        es = es_client(settings, es_url, request_timeout=settings.es_timeout_s, retry_on_timeout=True,
+                       max_retries=2)
+        check_access(es, es_url)
         # what a search waits for: one bounded call, then 503 + Retry-After (writes, indexer, loads keep `es`)
         request_es = es.options(request_timeout=settings.es_search_timeout_s, max_retries=0, retry_on_timeout=False)
         registry = SearchParameterRegistry.load_default()

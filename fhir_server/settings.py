@@ -37,6 +37,17 @@ class Settings(BaseSettings):
     es_replicas: int = Field(default=0, description="Replicas of new physical indices.")
     es_timeout_s: float = Field(
         default=30.0, description="Bound of each Elasticsearch call made by writes and indexing.")
+    es_api_key: SecretStr | None = Field(
+        default=None, description="Elasticsearch API key (the base64 `id:key` Elasticsearch returns); wins over a "
+        "username. Never logged. Every client is built with it (`fhir_server/index/client.py`).")
+    es_username: str | None = Field(
+        default=None, description="Elasticsearch user (basic auth). With `FHIR_ES_URL` unset, a username and "
+        "password start the managed node with security on, as that user.")
+    es_password: SecretStr | None = Field(default=None, description="Password of `FHIR_ES_USERNAME`. Never logged.")
+    es_ca_certs: Path | None = Field(
+        default=None, description="PEM bundle of the CA(s) that signed the cluster's HTTPS certificate.")
+    es_verify_certs: bool = Field(
+        default=True, description="Check the cluster's HTTPS certificate; false only for a test cluster.")
     # Managed local node
     es_version: str = Field(
         default="9.2.8", description="Managed node: Elasticsearch version fetched from Maven Central.")

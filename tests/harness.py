@@ -14,12 +14,12 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from elasticsearch import Elasticsearch
 from sqlalchemy import create_engine, text
 
 from fhir_server.api.transport import uvicorn_options
 from fhir_server.app import create_app
 from fhir_server.context import ServerContext
+from fhir_server.index.client import es_client
 from fhir_server.settings import Settings
 
 
@@ -47,7 +47,7 @@ class RunningServer:
     def stop(self) -> None:
         self.uvicorn_server.should_exit = True
         self.thread.join(timeout=30)
-        es = Elasticsearch(self.settings.es_url or "")
+        es = es_client(self.settings, self.settings.es_url or "")
         es.indices.delete(index=f"{self.settings.es_index_prefix}*", ignore_unavailable=True,
                           allow_no_indices=True, expand_wildcards="all")
         es.close()

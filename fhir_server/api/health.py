@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import anyio
+from elasticsearch import AuthenticationException, AuthorizationException
 from sqlalchemy import text
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -55,6 +56,8 @@ async def _run(name: str, check: Callable[[ServerContext], Check], ctx: ServerCo
             return await anyio.to_thread.run_sync(check, ctx, abandon_on_cancel=True)
     except TimeoutError:
         return name, False, f"no answer within {ctx.settings.ready_timeout_s:g} s"
+    except (AuthenticationException, AuthorizationException) as exc:  # key revoked, password changed
+        return name, False, f"credentials refused ({exc.meta.status}): check FHIR_ES_API_KEY or FHIR_ES_USERNAME"
     except Exception as exc:
         return name, False, f"unreachable ({type(exc).__name__})"
 
