@@ -234,7 +234,8 @@ def everything(ctx: ServerContext, patient_id: str, params: SearchParams, *,
         issues.append(Issue("warning", "forbidden", "$everything leaves out the types the token does not grant "
                                                     f"search on: {', '.join(sorted(skipped))}"))
 
-    seen = {(r["resourceType"], r["id"]) for r in matched}
+    # the Patient is the first page's match: never included again because the page's resources name it
+    seen = {(r["resourceType"], r["id"]) for r in matched} | {("Patient", patient_id)}
     included, more_issues = _referenced(ctx, principal, matched, seen)
     entries += [{"fullUrl": f"{ctx.base_url}/{r['resourceType']}/{r['id']}", "resource": r,
                  "search": {"mode": "include"}} for r in included]
