@@ -90,6 +90,7 @@ def test_paging_visits_every_resource_once(client: httpx.Client) -> None:
         pages += 1
         page = keys(body)
         assert len(page) <= 2
+        assert f"Patient/{r['patient']}" not in keys(body, "include")  # a match of the first page, only there
         seen += sorted(page)
         nxt = [link["url"] for link in body["link"] if link["relation"] == "next"]
         if not nxt:
@@ -139,3 +140,8 @@ def test_the_capability_statement_lists_the_operation(client: httpx.Client) -> N
     patient = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Patient")
     assert {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"} \
         in patient["operation"]
+
+
+def test_the_openapi_description_lists_the_operation(server: Any) -> None:
+    doc = httpx.get(server.base_url.removesuffix("/fhir") + "/openapi.json", timeout=30).json()
+    assert set(doc["paths"]["/Patient/{id}/$everything"]) >= {"get", "post"}
