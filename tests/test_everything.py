@@ -121,7 +121,8 @@ def test_unknown_patient_is_404(client: httpx.Client) -> None:
 def test_malformed_dates_are_400(client: httpx.Client) -> None:
     pid = record(client)["patient"]
     for params in ({"start": "yesterday"}, {"end": "2024-13-45"}, {"_since": "soon"}, {"_count": "-1"},
-                   {"start": "2024", "start ": "x"}):
+                   {"start": "2024", "start ": "x"},
+                   {"start": "2020,2030"}, {"end": "gt2024"}, {"_since": "2024-01-01T00:00:00Z,2025"}):
         resp = client.get(f"/Patient/{pid}/$everything", params=params)
         assert resp.status_code == 400, (params, resp.text)
         assert resp.json()["resourceType"] == "OperationOutcome"
@@ -133,6 +134,11 @@ def test_post_with_parameters(client: httpx.Client) -> None:
     resp = client.post(f"/Patient/{r['patient']}/$everything", json=params, headers=FHIR_JSON)
     assert resp.status_code == 200, resp.text
     assert keys(resp.json()) == {f"Patient/{r['patient']}", f"List/{r['list']}"}
+    for bad in ({"resourceType": "Parameters", "parameter": True}, {"resourceType": "Patient"},
+                {"resourceType": "Parameters", "parameter": [{"name": "_type", "valueBoolean": True}]},
+                {"resourceType": "Parameters", "parameter": [{"name": "start", "valueDate": "2020,2030"}]}):
+        resp = client.post(f"/Patient/{r['patient']}/$everything", json=bad, headers=FHIR_JSON)
+        assert resp.status_code == 400, (bad, resp.text)
 
 
 def test_the_capability_statement_lists_the_operation(client: httpx.Client) -> None:

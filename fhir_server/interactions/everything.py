@@ -21,6 +21,7 @@ warning (``search.mode = outcome``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,11 @@ PARAMETERS = {"start", "end", "_since", "_type", "_count", "_cursor", "_format",
 MAX_REFERENCED = 1000
 
 
+#: a FHIR date, dateTime or instant (the search compiler checks the values; this keeps ``,`` lists, prefixes
+#: and escapes out of a parameter that is one date)
+_DATE = re.compile(r"\d{4}(-\d{2}(-\d{2}(T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})?)?)?)?")
+
+
 @dataclass(frozen=True)
 class Segment:
     type_: str
@@ -61,6 +67,13 @@ def _one(params: SearchParams, name: str) -> str | None:
     if len(values) > 1:
         raise bad_request(f"{name} may be given once", name)
     return values[0] if values else None
+
+
+def _date(params: SearchParams, name: str) -> str | None:
+    value = _one(params, name)
+    if value is not None and not (value.isascii() and _DATE.fullmatch(value)):
+        raise bad_request(f"{name} must be a date, dateTime or instant (e.g. 2024-01-31), got '{value}'", name)
+    return value
 
 
 def _types(ctx: ServerContext, raw: str | None) -> list[str]:
@@ -180,7 +193,7 @@ def everything(ctx: ServerContext, patient_id: str, params: SearchParams, *,
     if unknown:
         raise bad_request(f"$everything takes {', '.join(sorted(PARAMETERS - {'_cursor', '_format', '_pretty'}))}; "
                           f"not {', '.join(unknown)}", *unknown)
-    start, end, since = _one(params, "start"), _one(params, "end"), _one(params, "_since")
+    start, end, since = _date(params, "start"), _date(params, "end"), _date(params, "_since")
     types = _types(ctx, _one(params, "_type"))
     count = page_size(_one(params, "_count"), ctx.settings.default_count, ctx.settings.max_count)
     token = _one(params, "_cursor")
@@ -266,7 +279,10 @@ def parameters_of(body: Resource) -> SearchParams:
     if body.get("resourceType") != "Parameters":
         raise bad_request("POST $everything takes a Parameters resource", "resourceType")
     out: SearchParams = []
-    for i, p in enumerate(body.get("parameter") or []):
+    parameters = body.get("parameter") or []
+    if not isinstance(parameters, list):
+        raise bad_request("Parameters.parameter must be a list", "Parameters.parameter")
+    for i, p in enumerate(parameters):
         name = p.get("name") if isinstance(p, dict) else None
         values = [v for k, v in p.items() if k.startswith("value")] if isinstance(p, dict) else []
         if not isinstance(name, str) or len(values) != 1 or not isinstance(values[0], (str, int)) \
