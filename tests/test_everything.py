@@ -151,3 +151,10 @@ def test_the_capability_statement_lists_the_operation(client: httpx.Client) -> N
 def test_the_openapi_description_lists_the_operation(server: Any) -> None:
     doc = httpx.get(server.base_url.removesuffix("/fhir") + "/openapi.json", timeout=30).json()
     assert set(doc["paths"]["/Patient/{id}/$everything"]) >= {"get", "post"}
+
+
+def test_everything_is_an_operation_on_patient_only(client: httpx.Client) -> None:
+    imm = record(client)["new"]
+    resp = client.get(f"/Immunization/{imm}/$everything")
+    assert resp.status_code == 404 and resp.json()["resourceType"] == "OperationOutcome"
+    assert client.get(f"/Observation/{imm}/$everything").status_code == 404

@@ -123,3 +123,20 @@ def test_a_cursor_is_the_callers_own(srv: RunningServer, issuer: DevIssuer, worl
     with client_for(srv, issuer.mint(f"dr-{uuid.uuid4().hex[:6]}", "user/*.cruds",
                                      fhir_user="Practitioner/dr2")) as c:
         assert c.get(nxt).status_code == 400
+
+
+def test_the_audit_trail_names_the_patient(es_url: str, tmp_path_factory: pytest.TempPathFactory,
+                                           issuer: DevIssuer) -> None:
+    from fhir_server.audit.events import stored_event
+    from fhir_server.storage.audit import AuditLog
+
+    with start_secured(es_url, tmp_path_factory.mktemp("everything-audit"), issuer, audit="on") as audited:
+        w = World(audited, issuer)
+        pid = w.patient("Audited")
+        with client_for(audited, issuer.mint("dr", "user/*.cruds", fhir_user="Practitioner/dr")) as c:
+            assert everything(c, pid).status_code == 200
+        assert audited.ctx.audit is not None and audited.ctx.audit.wait_applied()
+        event = next(stored_event(content, id_) for id_, content in AuditLog.of(audited.ctx.store.url).recent(5)
+                     if b"\"code\":\"operation\"" in content)
+    whats = [e.get("what", {}).get("reference") for e in event.get("entity", [])]
+    assert f"Patient/{pid}" in whats, event
