@@ -212,6 +212,15 @@ def _type_paths(rt: ResourceType, registry: SearchParameterRegistry) -> dict[str
         "responses": _answer("200", "verdict", "OperationOutcome")}, "post": {
         "operationId": f"validateInstance{t}", "tags": tag, "requestBody": {**_body(t), "required": False},
         "responses": _answer("200", "verdict", "OperationOutcome")}}
+    if t == "Patient":
+        query = [{"name": n, "in": "query", "required": False, "schema": {"type": "string"}}
+                 for n in ("start", "end", "_since", "_type", "_count")]
+        paths["/Patient/{id}/$everything"] = {"parameters": [id_param], "get": {
+            "operationId": "everythingPatient", "tags": tag, "parameters": query,
+            "summary": "$everything: the patient's compartment and what it references (paged)",
+            "responses": _answer("200", "searchset", "Bundle")}, "post": {
+            "operationId": "everythingPatientPost", "tags": tag, "requestBody": _body("Parameters"),
+            "responses": _answer("200", "searchset", "Bundle")}}
     return paths
 
 

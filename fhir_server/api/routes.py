@@ -29,6 +29,7 @@ from fhir_server.interactions import (
     capabilities,
     conditional,
     crud,
+    everything,
     history,
     patch,
     search,
@@ -152,6 +153,20 @@ async def _search_post(request: Request) -> Result:
     strict = prefer(request.headers.get("prefer")).get("handling") == "strict"
     return await authz.run(request, search.search, _ctx(request), type_, params, strict=strict,
                            policy=authz.search_policy(principal), client=_client(request))
+
+
+async def _everything(request: Request) -> Result:
+    """Patient/[id]/$everything, GET or POST (a Parameters body): each type searched under the caller's policy."""
+    # routed as [type]/[id]/$everything, so the audit trail records Patient/[id] as its target
+    if _type(request, "search-type") != "Patient":
+        raise not_found(f"$everything is an operation on Patient, not {request.path_params['type']}")
+    params = _params(request)
+    has_body = request.headers.get("content-length", "0") != "0" or "transfer-encoding" in request.headers
+    if request.method == "POST" and has_body:
+        params += everything.parameters_of(await read_resource(request, _ctx(request).settings.max_body_bytes))
+    principal = authz.principal_of(request)
+    return await authz.run(request, everything.everything, _ctx(request), request.path_params["id"], params,
+                           principal=principal, policy=authz.search_policy(principal), client=_client(request))
 
 
 def _not_modified(request: Request, result: Result) -> bool:
@@ -477,6 +492,7 @@ def build_routes() -> list[Any]:
               methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
         Route("/fhir/{type}/$validate", endpoint(_validate_op), methods=["POST"]),
         Route("/fhir/{type}/{id}/$validate", endpoint(_validate_op), methods=["GET", "POST"]),
+        Route("/fhir/{type}/{id}/$everything", endpoint(_everything), methods=["GET", "POST"]),
         Route("/fhir/{type}/_search", endpoint(_search_post), methods=["POST"]),
         Route("/fhir/{type}/_history", endpoint(_history_type), methods=["GET"]),
         Route("/fhir/{type}/{id}", _dispatch({"GET": _read_dispatch, "PUT": endpoint(_update, write=True),

@@ -27,6 +27,7 @@ FORMATS = ["application/fhir+json", "json", "application/fhir+xml", "xml"]
 #: PATCH bodies (interactions/patch.py, api/routes.py ``_patch_body``): JSON Patch, FHIRPath Patch in JSON and XML
 PATCH_FORMATS = [*sorted(JSON_PATCH_TYPES), "application/fhir+json", "application/fhir+xml"]
 VALIDATE = {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
+EVERYTHING = {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"}
 VERSIONS = {"name": "versions", "definition": "http://hl7.org/fhir/OperationDefinition/CapabilityStatement-versions"}
 SYSTEM_INTERACTIONS = ("transaction", "batch", "history-system")
 
@@ -67,7 +68,7 @@ def _resource(ctx: ServerContext, rt: ResourceType) -> dict[str, Any]:
     supported = [url for url, _version, type_ in known_profiles() if type_ == rt.name]
     if supported:
         resource["supportedProfile"] = supported
-    resource["operation"] = [VALIDATE]
+    resource["operation"] = [VALIDATE, EVERYTHING] if rt.name == "Patient" else [VALIDATE]
     store = store_of(rt.name)
     if store is not None:  # held outside the resource store (AuditEvent): it says what it offers
         resource.update(store.capability())
