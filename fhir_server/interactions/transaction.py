@@ -31,6 +31,7 @@ from fhir_server.storage import (
     UniqueKeyViolation,
     VersionConflict,
     WriteUnit,
+    governing_version,
     version_number,
 )
 from fhir_server.storage.keys import MatchKey, extract_keys
@@ -106,15 +107,11 @@ def _state(unit: WriteUnit, entry: Entry, type_: str, id_: str, interaction: str
     cur = current if current is not None else unit.current(type_, id_)
     if cur is None:
         return ABSENT
-    if not cur.deleted and cur.content is not None:
-        return CURRENT if entry.access is None or _allowed(unit, entry, type_, cur.resource(), interaction) \
-            else ABSENT
+    state = CURRENT if not cur.deleted and cur.content is not None else DELETED
     if entry.access is None:
-        return DELETED
-    last = unit.vread(type_, id_, cur.version - 1) if cur.version > 1 else None
-    if last is None or last.deleted or last.content is None:
-        return ABSENT
-    return DELETED if _allowed(unit, entry, type_, last.resource(), interaction) else ABSENT
+        return state
+    shown = cur if state == CURRENT else governing_version(cur, unit.vread)
+    return state if shown is not None and _allowed(unit, entry, type_, shown.resource(), interaction) else ABSENT
 
 
 def _creatable(entry: Entry, type_: str, id_: str) -> None:

@@ -24,6 +24,7 @@ from starlette.requests import Request
 from fhir_common.types import Resource, SearchParams
 from fhir_server.errors import FHIRError, not_found
 from fhir_server.result import Result
+from fhir_server.storage import governing_version
 
 from .binary_access import binary_visible, security_context
 from .consent import opposing_patients, require_identified
@@ -166,20 +167,6 @@ def search_policy(principal: Principal | None) -> AccessPolicy | None:
     return None if principal is None else AccessPolicy(principal)
 
 
-def governing_version(ctx: ServerContext, current: StoredVersion | None) -> StoredVersion | None:
-    """The version whose visibility governs every version of a resource: the current one, or for a deleted
-    resource the last version with content (None: no such version, or the resource is unknown).
-
-    Per-version visibility alone would serve a version written before a label (``MASQUE_PS``) or before the
-    resource entered an opposed patient's compartment, while the resource itself answers 404."""
-    version = current
-    while version is not None and (version.deleted or version.content is None):
-        if version.version <= 1:  # (the store never starts a resource with a deletion)
-            return None
-        version = ctx.store.vread(version.type, version.id, version.version - 1)
-    return version
-
-
 def keeps_binding(ctx: ServerContext, binary: Resource) -> bool:
     """Whether writing ``binary`` leaves a stored Binary bound where it was (its ``securityContext``, or for a
     deleted one, that of its last content); a new id keeps nothing and passes.
@@ -191,7 +178,7 @@ def keeps_binding(ctx: ServerContext, binary: Resource) -> bool:
     caller who sees every Binary (``system``) may rebind one. Reads the store's committed state: a
     transaction changes a resource once, so the unit holds nothing newer for this id."""
     id_ = binary.get("id")
-    stored = governing_version(ctx, ctx.store.read("Binary", id_)) if isinstance(id_, str) else None
+    stored = governing_version(ctx.store.read("Binary", id_), ctx.store.vread) if isinstance(id_, str) else None
     if stored is None:
         return True
     return security_context(binary, ctx.base_url) == security_context(stored.resource(), ctx.base_url)
@@ -200,7 +187,7 @@ def keeps_binding(ctx: ServerContext, binary: Resource) -> bool:
 def check_governing(ctx: ServerContext, principal: Principal | None, resource_type: str, id_: str,
                     interaction: str) -> None:
     """Before serving any version of a resource (vread, instance history, a deleted resource's 410): 404
-    unless the caller may see its governing version (:func:`governing_version`), so a resource hidden now
+    unless the caller may see its governing version (``storage.governing_version``), so a resource hidden now
     shows none of its versions, not even that it was deleted. An unknown resource passes (the interaction
     answers 404 itself, with the same message). In a worker thread (store reads, a Binary's look-ups)."""
     if principal is None or is_system(principal, resource_type, interaction):
@@ -208,7 +195,7 @@ def check_governing(ctx: ServerContext, principal: Principal | None, resource_ty
     current = ctx.store.read(resource_type, id_)
     if current is None:
         return
-    governing = governing_version(ctx, current)
+    governing = governing_version(current, ctx.store.vread)
     if governing is None:  # no version with content: nothing the caller could be shown
         raise not_found(f"{resource_type}/{id_} is not known")
     check_stored(ctx, principal, resource_type, governing.content, interaction)
@@ -289,7 +276,7 @@ def history_keep(ctx: ServerContext, principal: Principal | None, resource_type:
     one read per type, and the versions deletions deleted), then one decision per version, lazily (the
     page may fill before the batch ends).
 
-    A version is shown only if the resource's governing version (:func:`governing_version`: the current
+    A version is shown only if the resource's governing version (``storage.governing_version``: the current
     one, or the last before its deletion) is visible AND the version itself is: a resource hidden now
     shows none of its versions, as read, vread and instance history answer 404 for it. A deletion has no
     content: it stands for the version it deleted, so an id the principal may not see never appears, not

@@ -12,6 +12,7 @@ from .base import (
     StoredVersion,
     VersionConflict,
     WriteUnit,
+    governing_version,
     version_number,
 )
 from .keys import MatchKey, UniqueKeyViolation
@@ -45,6 +46,7 @@ __all__ = [
     "VersionConflict",
     "WriteUnit",
     "format_instant",
+    "governing_version",
     "now_us",
     "open_store",
     "version_number",

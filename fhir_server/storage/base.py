@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,6 +42,23 @@ class StoredVersion:
             raise ValueError(f"{self.type}/{self.id} version {self.version} is a deletion")
         data: Resource = numbers.loads(self.content)  # decimals keep their digits
         return data
+
+
+def governing_version(current: StoredVersion | None,
+                      vread: Callable[[str, str, int], StoredVersion | None]) -> StoredVersion | None:
+    """The version whose content governs every version of a resource: the current one, or for a deleted
+    resource the last version with content (None: unknown, or no version with content). ``vread``: the store's
+    or a write unit's (which sees its own transaction).
+
+    Access decisions read it (``security.authz`` for reads and history, the write engine for its targets): a
+    version written before a label, or before the resource entered an opposed patient's compartment, must
+    not be served while the resource itself answers as unknown."""
+    version = current
+    while version is not None and (version.deleted or version.content is None):
+        if version.version <= 1:  # (the store never starts a resource with a deletion)
+            return None
+        version = vread(version.type, version.id, version.version - 1)
+    return version
 
 
 @dataclass(frozen=True, slots=True)
