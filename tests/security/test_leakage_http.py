@@ -85,6 +85,26 @@ class World:
         return out
 
 
+def one_of_each(srv: RunningServer, issuer: DevIssuer) -> dict[str, Any]:
+    """A smaller world for the write probes: p1 with a plain, a masked and an invisible-to-patient record, p2
+    with a plain one, p3 opposing ``Practitioner/opposed``."""
+    w = World(srv, issuer)
+    p1, p2, p3 = w.patient("Alpha"), w.patient("Beta"), w.patient("Gamma")
+    out: dict[str, Any] = {"w": w, "p1": p1, "p2": p2, "p3": p3}
+    out["own"] = w.record(p1)
+    out["masked"] = w.record(p1, "MASQUE_PS")
+    out["invisible"] = w.record(p1, "INVISIBLE_PATIENT")
+    out["other"] = w.record(p2)
+    out["opposing"] = w.record(p3)
+    w.create(consent(p3, {"reference": "Practitioner/opposed"}))
+    return out
+
+
+def dr_token(issuer: DevIssuer, *scopes: str) -> str:
+    """A practitioner (``Practitioner/dr``) with ``user/*.cruds`` and any extra scopes."""
+    return issuer.mint("dr", " ".join(("user/*.cruds", *scopes)), fhir_user="Practitioner/dr")
+
+
 @pytest.fixture(scope="module")
 def world(srv: RunningServer, issuer: DevIssuer) -> dict[str, Any]:
     w = World(srv, issuer)

@@ -20,7 +20,7 @@ from fhir_server.security.dev_issuer import DevIssuer
 from fhir_server.security.policy import TRE_A07
 from tests.harness import RunningServer
 from tests.security.support import client_for, start_secured
-from tests.security.test_leakage_http import World, consent, opposed_token
+from tests.security.test_leakage_http import World, dr_token, one_of_each, opposed_token
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 JSON_PATCH = {"Content-Type": "application/json-patch+json"}
@@ -34,21 +34,8 @@ def srv(es_url: str, tmp_path_factory: pytest.TempPathFactory, issuer: DevIssuer
 
 @pytest.fixture(scope="module")
 def world(srv: RunningServer, issuer: DevIssuer) -> dict[str, Any]:
-    w = World(srv, issuer)
-    # p1 has a masked document, p2 only a plain one; p3 opposes Practitioner/opposed
-    p1, p2, p3 = w.patient("Alpha"), w.patient("Beta"), w.patient("Gamma")
-    out: dict[str, Any] = {"w": w, "p1": p1, "p2": p2, "p3": p3}
-    out["own"] = w.record(p1)
-    out["masked"] = w.record(p1, "MASQUE_PS")
-    out["invisible"] = w.record(p1, "INVISIBLE_PATIENT")
-    out["other"] = w.record(p2)
-    out["opposing"] = w.record(p3)
-    w.create(consent(p3, {"reference": "Practitioner/opposed"}))
-    return out
+    return one_of_each(srv, issuer)
 
-
-def dr_token(issuer: DevIssuer, *scopes: str) -> str:
-    return issuer.mint("dr", " ".join(("user/*.cruds", *scopes)), fhir_user="Practitioner/dr")
 
 
 def _status(resp: httpx.Response) -> str:
