@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import threading
 import time
 import uuid
@@ -112,3 +113,64 @@ def pg_schema_url(prefix: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+class EsProxy:
+    """A TCP proxy to Elasticsearch for outage tests, without touching the shared node: :meth:`cut` closes open
+    connections and drops new ones (an unreachable cluster); while ``stalled`` is set every answer is held back
+    (a hung cluster, deterministically: requests reach ES, responses do not come back until released)."""
+
+    def __init__(self, target: str) -> None:
+        url = httpx.URL(target)
+        self.target = (url.host, url.port or 9200)
+        self.cut_off = threading.Event()
+        self.stalled = threading.Event()
+        self._lock = threading.Lock()
+        self._open: list[socket.socket] = []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.cut_off.is_set():
+                client.close()
+                continue
+            upstream = socket.create_connection(self.target)
+            with self._lock:
+                self._open += [client, upstream]
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, answers: bool) -> None:
+        try:
+            while chunk := src.recv(65536):
+                while answers and self.stalled.is_set():
+                    time.sleep(0.02)
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.close()
+
+    def cut(self) -> None:
+        self.cut_off.set()
+        with self._lock:
+            for s in self._open:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                    s.close()
+            self._open.clear()
+
+    def restore(self) -> None:
+        self.cut_off.clear()
+
+    def close(self) -> None:
+        self.stalled.clear()
+        self.listener.close()

@@ -6,10 +6,6 @@ Each refusal must be the documented status with an OperationOutcome whose code i
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +13,7 @@ import httpx
 import pytest
 
 from tests.conftest import make_settings
-from tests.harness import RunningServer, start_server
+from tests.harness import EsProxy, RunningServer, start_server
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
@@ -114,50 +110,12 @@ def test_included_resources_per_page_are_capped_with_a_warning(http: httpx.Clien
     assert outcome["issue"][0]["code"] == "too-costly"
 
 
-class StallingProxy:
-    """A TCP proxy to Elasticsearch that, while ``stalled`` is set, holds every answer back: a hung cluster,
-    deterministically (the requests reach ES; their responses do not come back until released)."""
-
-    def __init__(self, target: str) -> None:
-        url = httpx.URL(target)
-        self.target = (url.host, url.port or 9200)
-        self.stalled = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket, answers: bool) -> None:
-        try:
-            while chunk := src.recv(65536):
-                while answers and self.stalled.is_set():
-                    time.sleep(0.02)
-                dst.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.close()
-
-    def close(self) -> None:
-        self.stalled.clear()
-        self.listener.close()
 
 
 @pytest.fixture(scope="module")
-def stalling(es_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, StallingProxy]]:
+def stalling(es_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningServer, EsProxy]]:
     """A server whose Elasticsearch stops answering on demand; its searches may wait 1 s per call."""
-    proxy = StallingProxy(es_url)
+    proxy = EsProxy(es_url)
     srv = start_server(make_settings(proxy.url, tmp_path_factory.mktemp("stalling"), es_search_timeout_s=1.0))
     try:
         yield srv, proxy
@@ -167,7 +125,7 @@ def stalling(es_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         proxy.close()
 
 
-def test_elasticsearch_timeout_is_503_with_retry_after(stalling: tuple[RunningServer, StallingProxy]) -> None:
+def test_elasticsearch_timeout_is_503_with_retry_after(stalling: tuple[RunningServer, EsProxy]) -> None:
     srv, proxy = stalling
     with httpx.Client(base_url=srv.base_url, timeout=60) as c:
         assert c.get("/Patient", params={"name": "x"}).status_code == 200

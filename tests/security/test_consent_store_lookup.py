@@ -8,14 +8,10 @@ current version, rebuilt at start-up for Consents stored before the rule, and a 
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import threading
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -34,7 +30,7 @@ from fhir_server.storage.keys import (
 )
 from fhir_server.storage.schema import match_key, rules_version
 from search.params.reference import parse_reference
-from tests.harness import RunningServer
+from tests.harness import EsProxy, RunningServer
 from tests.security.support import client_for, create_as, start_secured
 from tests.security.test_leakage_http import RPPS, consent
 from tests.test_storage import store  # noqa: F401  (the two-backend fixture)
@@ -43,66 +39,12 @@ FHIR_JSON = {"Content-Type": "application/fhir+json"}
 BASE = "http://fhir.example/fhir"
 
 
-class CuttableProxy:
-    """A TCP proxy to Elasticsearch that can be cut: while cut, open connections are closed and new ones
-    are dropped at once (an unreachable cluster), without touching the shared node."""
-
-    def __init__(self, target: str) -> None:
-        url = httpx.URL(target)
-        self.target = (url.host, url.port or 9200)
-        self.cut_off = threading.Event()
-        self._lock = threading.Lock()
-        self._open: list[socket.socket] = []
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if self.cut_off.is_set():
-                client.close()
-                continue
-            upstream = socket.create_connection(self.target)
-            with self._lock:
-                self._open += [client, upstream]
-            threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
-            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
-
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while chunk := src.recv(65536):
-                dst.sendall(chunk)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with contextlib.suppress(OSError):
-                    s.close()
-
-    def cut(self) -> None:
-        self.cut_off.set()
-        with self._lock:
-            for s in self._open:
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
-                    s.close()
-            self._open.clear()
-
-    def restore(self) -> None:
-        self.cut_off.clear()
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 @pytest.fixture(scope="module")
 def outage(es_url: str, tmp_path_factory: pytest.TempPathFactory,
-           issuer: DevIssuer) -> Iterator[tuple[RunningServer, CuttableProxy]]:
-    proxy = CuttableProxy(es_url)
+           issuer: DevIssuer) -> Iterator[tuple[RunningServer, EsProxy]]:
+    proxy = EsProxy(es_url)
     srv = start_secured(proxy.url, tmp_path_factory.mktemp("consent-outage"), issuer, search_consistency_timeout_s=2.0)
     try:
         yield srv, proxy
@@ -112,7 +54,7 @@ def outage(es_url: str, tmp_path_factory: pytest.TempPathFactory,
         proxy.close()
 
 
-def test_a_cold_consent_cache_needs_no_elasticsearch(outage: tuple[RunningServer, CuttableProxy],
+def test_a_cold_consent_cache_needs_no_elasticsearch(outage: tuple[RunningServer, EsProxy],
                                                      issuer: DevIssuer) -> None:
     srv, proxy = outage
     tag = uuid.uuid4().hex[:8]
