@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from fhir_devtools import es_node
+from fhir_server.context import ServerContext
 from fhir_server.settings import Settings
 from tests.harness import RunningServer, start_server
 
@@ -67,6 +68,18 @@ def server(es_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ru
     settings = make_settings(es_url, tmp_path_factory.mktemp("srv"))
     with start_server(settings) as srv:
         yield srv
+
+
+@pytest.fixture
+def ctx(es_url: str, tmp_path: Path) -> Iterator[ServerContext]:
+    """A server context with no indexer thread, as the CLI's load, reindex and index-errors run: only the test
+    (or the code under test) applies the outbox. Its store and indices are the test's own."""
+    context = ServerContext.build(make_settings(es_url, tmp_path), es_url, start_indexer=False)
+    try:
+        yield context
+    finally:
+        context.indices.drop_all()
+        context.close()
 
 
 @pytest.fixture

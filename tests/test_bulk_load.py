@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,18 +18,6 @@ from fhir_server.storage.schema import match_key
 from tests.conftest import make_settings
 
 INS = "urn:oid:1.2.250.1.213.1.4.8"
-
-
-@pytest.fixture
-def ctx(es_url: str, tmp_path: Path) -> Iterator[ServerContext]:
-    """A context with no indexer thread (as the CLI's bulk load): only the loader applies the outbox."""
-    settings = make_settings(es_url, tmp_path)
-    context = ServerContext.build(settings, es_url, start_indexer=False)
-    try:
-        yield context
-    finally:
-        context.indices.drop_all()
-        context.close()
 
 
 def _ndjson(path: Path, resources: list[dict[str, Any]]) -> Path:

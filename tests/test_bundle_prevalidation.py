@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,17 +13,6 @@ from fhir_server.context import ServerContext
 from fhir_server.errors import Issue
 from fhir_server.interactions import bundle, crud
 from fhir_server.storage import ConcurrentWrite, SQLWriteUnit
-from tests.conftest import make_settings
-
-
-@pytest.fixture
-def ctx(es_url: str, tmp_path: Path) -> Iterator[ServerContext]:
-    context = ServerContext.build(make_settings(es_url, tmp_path), es_url, start_indexer=False)
-    try:
-        yield context
-    finally:
-        context.indices.drop_all()
-        context.close()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,20 +14,8 @@ import pytest
 
 from fhir_server.context import ServerContext
 from fhir_server.index.indexer import MAX_ATTEMPTS
-from tests.conftest import make_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def ctx(es_url: str, tmp_path: Path) -> Iterator[ServerContext]:
-    """A context whose indexer runs only when the test drains it."""
-    context = ServerContext.build(make_settings(es_url, tmp_path), es_url, start_indexer=False)
-    try:
-        yield context
-    finally:
-        context.indices.drop_all()
-        context.close()
 
 
 def _cli(ctx: ServerContext, *args: str) -> subprocess.CompletedProcess[str]:

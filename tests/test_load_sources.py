@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -16,18 +15,6 @@ from elasticsearch import Elasticsearch
 
 from fhir_server.context import ServerContext
 from fhir_server.loader import NOT_FHIR, bulk_load, load
-from tests.conftest import make_settings
-
-
-@pytest.fixture
-def ctx(es_url: str, tmp_path: Path) -> Iterator[ServerContext]:
-    settings = make_settings(es_url, tmp_path)
-    context = ServerContext.build(settings, es_url, start_indexer=False)
-    try:
-        yield context
-    finally:
-        context.indices.drop_all()
-        context.close()
 
 
 def _export(tmp_path: Path, shared_data: Path) -> Path:

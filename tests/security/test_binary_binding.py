@@ -4,19 +4,16 @@ are bound to the document that brought them: the earliest DocumentReference nami
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 from sqlalchemy import delete
 
 from fhir_server.context import BINARY_BINDING, ServerContext, bind_legacy_binaries
 from fhir_server.loader import bulk_load
 from fhir_server.storage import open_store
 from fhir_server.storage.schema import type_log
-from tests.conftest import make_settings
 
 BASE = "http://fhir.example/fhir"
 
@@ -69,16 +66,6 @@ def test_stored_binaries_are_bound_once_to_the_earliest_document(tmp_path: Path)
         assert context("b5") == {"reference": "DocumentReference/d5"}
     finally:
         store.dispose()
-
-
-@pytest.fixture
-def ctx(es_url: str, tmp_path: Path) -> Iterator[ServerContext]:
-    context = ServerContext.build(make_settings(es_url, tmp_path), es_url, start_indexer=False)
-    try:
-        yield context
-    finally:
-        context.indices.drop_all()
-        context.close()
 
 
 def test_bulk_load_binds_the_binaries_of_its_documents(ctx: ServerContext, tmp_path: Path) -> None:
