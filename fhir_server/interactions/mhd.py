@@ -221,16 +221,22 @@ def bind_stored(unit: WriteUnit, doc: Entry, base_url: str, sees: Sees, written:
     if doc.resource is None or doc.target is None:
         return
     for bin_id in attachment_binaries(doc.resource, base_url):
-        if bin_id in written:
-            continue  # written by this Bundle: bound by bind_binaries
-        stored = unit.current("Binary", bin_id)
-        if stored is None or stored.deleted or stored.content is None:
-            continue
-        resource = stored.resource()
-        if "securityContext" in resource or not sees(stored, "read"):
-            continue
-        unit.put("Binary", bin_id, {**resource, "securityContext": {"reference": f"DocumentReference/{doc.target}"}},
-                 method="PUT", if_match=stored.version, indexed=False)
+        if bin_id not in written:  # one written by this Bundle is bound by bind_binaries
+            _bind(unit, bin_id, doc.target, lambda stored: sees(stored, "read"))
+
+
+def _bind(unit: WriteUnit, bin_id: str, doc_id: str, may: Callable[[StoredVersion], bool]) -> bool:
+    """Give the stored Binary ``bin_id`` the ``securityContext`` ``DocumentReference/doc_id`` (a new version in
+    ``unit``) if it has none and ``may`` allows it; whether it was bound."""
+    current = unit.current("Binary", bin_id)
+    if current is None or current.deleted or current.content is None:
+        return False
+    resource = current.resource()
+    if "securityContext" in resource or not may(current):
+        return False  # bound already (never rebound), or not the writer's to bind
+    unit.put("Binary", bin_id, {**resource, "securityContext": {"reference": f"DocumentReference/{doc_id}"}},
+             method="PUT", if_match=current.version, indexed=False)
+    return True
 
 
 def bind_unbound(store: ResourceStore, base_url: str, docs: Iterable[StoredVersion], batch: int = 500) -> int:
@@ -271,14 +277,5 @@ def bind_unbound(store: ResourceStore, base_url: str, docs: Iterable[StoredVersi
     for start in range(0, len(items), batch):
         with store.unit() as unit:
             for bin_id, (_, doc_id) in items[start:start + batch]:
-                current = unit.current("Binary", bin_id)
-                if current is None or current.deleted or current.content is None:
-                    continue
-                resource = current.resource()
-                if "securityContext" in resource:
-                    continue  # bound meanwhile by a write
-                owner = {"reference": f"DocumentReference/{doc_id}"}
-                unit.put("Binary", bin_id, {**resource, "securityContext": owner}, method="PUT",
-                         if_match=current.version, indexed=False)
-                bound += 1
+                bound += _bind(unit, bin_id, doc_id, lambda _stored: True)  # (one bound meanwhile stays)
     return bound
