@@ -34,12 +34,16 @@ class ResourceType:
     interactions: tuple[str, ...] = INSTANCE_INTERACTIONS + TYPE_INTERACTIONS
     searchable: bool = True  # indexed in Elasticsearch
     documentation: str = ""
-    audit: bool = False  # served only when the audit trail is on (settings.audit_enabled)
     store: str = RESOURCES  # where it is held: another name is a :class:`Store` plugged in at start
 
     @property
     def profile(self) -> str:
         return f"http://hl7.org/fhir/StructureDefinition/{self.name}"
+
+    @property
+    def audit(self) -> bool:
+        """Held by the audit trail: served only when it is on (``settings.audit_enabled``)."""
+        return self.store == "audit"
 
     def supports(self, interaction: str) -> bool:
         return interaction in self.interactions
@@ -55,7 +59,7 @@ RESOURCE_TYPES: dict[str, ResourceType] = {
         ResourceType("Binary", interactions=("read", "vread", "update", "delete", "history-instance", "create"),
                      searchable=False,
                      documentation="Document content (ITI-68 retrieve: raw bytes unless a FHIR format is asked)."),
-        ResourceType("AuditEvent", interactions=("read", "vread", "search-type"), searchable=False, audit=True,
+        ResourceType("AuditEvent", interactions=("read", "vread", "search-type"), searchable=False,
                      documentation="Access trace (IHE BALP), written by the server only (fhir_server/audit); "
                                    "read and searched in its own SQL table, not Elasticsearch.", store="audit"),
         ResourceType("Consent", documentation="A patient's opposition to access by a practitioner or organisation "
